@@ -1,0 +1,1 @@
+//! The skerry image store (`/zones/images/<uuid>/`) and IMGAPI client/server.

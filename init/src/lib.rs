@@ -1,0 +1,1 @@
+//! skerry init: the node daemon.

@@ -1,0 +1,14 @@
+//! The skerry manifest schema.
+//!
+//! Manifests are KDL v2 documents (see DESIGN.md, "Manifests") holding one or more
+//! `zone` / `hvm` nodes. This crate turns them, or SmartOS `vmadm` JSON payloads, into
+//! typed [`InstanceSpec`]s with every default applied, and validates them. Every error
+//! carries the file, line and column it came from.
+//!
+//! `spec` depends on nothing else of ours: `init`, `vmadm`, `imgadm`, `zone` and `vmm`
+//! all build on it.
+
+pub mod api;
+pub mod model;
+
+pub use model::*;

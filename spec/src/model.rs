@@ -1,0 +1,170 @@
+//! Typed instance specs: what a manifest asks for, defaults applied.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// One instance as the manifests declare it. The `name` is its identity on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// `[a-z0-9][a-z0-9-]{0,62}`, unique across all manifests of a node.
+    pub name: String,
+    /// Pinned UUID (`uuid "..."`); otherwise one is assigned at creation and kept in state.
+    pub uuid: Option<Uuid>,
+    /// `ensure "absent"` asks reconcile to delete the instance and its data.
+    pub ensure: Ensure,
+    /// Start at boot (default true).
+    pub autoboot: bool,
+    /// Image reference (required).
+    pub image: ImageRef,
+    /// Memory limit (zone) or guest RAM (hvm), bytes. Default 256M.
+    pub memory: u64,
+    /// Network interfaces, in declaration order.
+    pub nics: Vec<Nic>,
+    /// DNS resolvers written to the instance's resolv.conf.
+    pub resolvers: Vec<IpAddr>,
+    /// Free key/value strings visible inside the instance.
+    pub metadata: BTreeMap<String, String>,
+    /// What kind of instance, with its kind-specific properties.
+    pub kind: Kind,
+    /// Where this spec was declared.
+    pub origin: Origin,
+}
+
+/// The kind-specific part of an [`InstanceSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Kind {
+    /// An OS container.
+    Zone(ZoneSpec),
+    /// A hardware VM driven by its own VMM process.
+    Hvm(HvmSpec),
+}
+
+/// Zone-only properties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneSpec {
+    /// Percent of one CPU; 0 = no cap (default).
+    pub cpu_cap: u32,
+    /// Maximum number of tasks (default 2000).
+    pub pids: u64,
+    /// Writable-layer limit in bytes, where the pool filesystem supports it.
+    pub quota: Option<u64>,
+    /// Default: the instance name.
+    pub hostname: String,
+    /// Zone PID 1 and its arguments; default `["/sbin/init"]`.
+    pub init: Vec<String>,
+    /// Environment for the zone's init, in declaration order.
+    pub env: Vec<(String, String)>,
+}
+
+/// HVM-only properties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HvmSpec {
+    /// Virtual CPUs (default 1).
+    pub vcpus: u32,
+    /// Disks in declaration order; at most one has `boot = true`.
+    pub disks: Vec<Disk>,
+    /// Appended to the guest kernel command line.
+    pub cmdline: Option<String>,
+}
+
+/// A virtual disk of an HVM instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Disk name (`root`, `data`, ...), unique within the instance.
+    pub name: String,
+    /// The boot disk is cloned from the image; others are blank.
+    pub boot: bool,
+    /// Size in bytes; for the boot disk, the image is grown to it.
+    pub size: Option<u64>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// Interface name inside the instance (`net0`).
+    pub name: String,
+    /// NIC tag: names the node bridge the interface is plugged into.
+    pub tag: String,
+    /// Address configuration.
+    pub ip: IpConfig,
+    /// Default gateway; inside the nic's subnet.
+    pub gateway: Option<IpAddr>,
+    /// Link MTU, if set.
+    pub mtu: Option<u32>,
+    /// MAC address, if pinned (`aa:bb:cc:dd:ee:ff`).
+    pub mac: Option<String>,
+}
+
+/// How a nic gets its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpConfig {
+    /// No address configured.
+    None,
+    /// Run the instance's DHCP client.
+    Dhcp,
+    /// A static address in CIDR form.
+    Static {
+        /// The address.
+        addr: IpAddr,
+        /// Prefix length.
+        prefix: u8,
+    },
+}
+
+/// Which image an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageRef {
+    /// By UUID.
+    Uuid(Uuid),
+    /// By name, with a version or the newest.
+    Name {
+        /// Image name.
+        name: String,
+        /// Exact version; `None` = newest.
+        version: Option<String>,
+    },
+}
+
+/// Whether the instance should exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ensure {
+    /// The instance exists (default).
+    #[default]
+    Present,
+    /// Reconcile deletes the instance and its data.
+    Absent,
+}
+
+/// Where a spec came from: a manifest file position, or an API call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Origin {
+    /// The manifest file (empty when not from a file).
+    pub file: PathBuf,
+    /// 1-based line of the instance node.
+    pub line: usize,
+    /// 1-based column of the instance node.
+    pub col: usize,
+}
+
+/// Defaults of DESIGN.md, in one place.
+pub mod defaults {
+    /// 256 MiB.
+    pub const MEMORY: u64 = 256 << 20;
+    /// No CPU cap.
+    pub const CPU_CAP: u32 = 0;
+    /// Maximum tasks in a zone.
+    pub const PIDS: u64 = 2000;
+    /// The zone's init.
+    pub const INIT: &str = "/sbin/init";
+    /// vCPUs of an HVM instance.
+    pub const VCPUS: u32 = 1;
+    /// The smallest memory an instance may ask for (16 MiB).
+    pub const MIN_MEMORY: u64 = 16 << 20;
+}

@@ -1,0 +1,1 @@
+//! vmadm: the operator CLI.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("vmadm: not built yet");
+    std::process::exit(2);
+}
