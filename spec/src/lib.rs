@@ -10,5 +10,6 @@
 
 pub mod api;
 pub mod model;
+pub mod monitor;
 
 pub use model::*;

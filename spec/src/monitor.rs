@@ -1,0 +1,119 @@
+//! The contract between init and the per-instance monitor processes (`zone`, `vmm`).
+//!
+//! init prepares `<pool>/<uuid>/` and writes [`InstanceConfig`] to
+//! `<pool>/<uuid>/config.json` (atomically), then spawns, in a new session:
+//!
+//! - `zone monitor --config <pool>/<uuid>/config.json` for a zone,
+//! - `vmm instance --config <pool>/<uuid>/config.json` for an HVM instance.
+//!
+//! The monitor writes its pid to [`pidfile_path`] and listens on [`socket_path`]; it
+//! keeps [`MonitorStatus`] in `<pool>/<uuid>/monitor.json` (atomically) on every change.
+//! Requests on the socket are one JSON [`MonitorRequest`] per line; each gets one JSON
+//! [`MonitorResponse`] line. For `Console`, the response is sent with the console fd
+//! (pty master) attached as SCM_RIGHTS ancillary data.
+//!
+//! The monitor exits when the instance has stopped for good (stop request, or init exit
+//! without restart) with: 0 = clean stop/power-off, 3 = the instance asked to reboot
+//! (the monitor restarts it itself unless told to stop), 1 = failure (reason in
+//! monitor.json). It never depends on init staying alive: if init dies, it keeps
+//! running and a restarted init re-adopts it through the socket.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Default directory for monitor sockets and pidfiles (`--run-dir` overrides).
+pub const DEFAULT_RUN_DIR: &str = "/run/skerry";
+
+/// Everything a monitor needs to run one instance; written by init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceConfig {
+    /// Instance UUID (directory name in the pool).
+    pub uuid: String,
+    /// The pool root (`/zones`).
+    pub pool: PathBuf,
+    /// Where sockets and pidfiles live ([`DEFAULT_RUN_DIR`] on a node).
+    pub run_dir: PathBuf,
+    /// The spec, defaults applied.
+    pub spec: crate::InstanceSpec,
+    /// Zone: the image's unpacked rootfs (overlay lower). HVM: the image's raw disk file.
+    pub image_path: PathBuf,
+    /// Zone: first host uid/gid of the zone's 65536-id range (zone root maps here).
+    pub id_range_start: u32,
+    /// Node bridge for each nic tag used by this instance (tag -> bridge name).
+    pub bridges: std::collections::BTreeMap<String, String>,
+}
+
+/// A request on the monitor socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum MonitorRequest {
+    /// Report [`MonitorStatus`].
+    Status,
+    /// Stop the instance: graceful (SIGTERM / ACPI power button), then forced after
+    /// `timeout_secs`; `force` skips the graceful part. The monitor exits afterwards.
+    Stop {
+        /// Kill at once.
+        force: bool,
+        /// Grace period.
+        timeout_secs: u32,
+    },
+    /// Stop then start again, in the same monitor.
+    Reboot {
+        /// Kill at once instead of a graceful stop.
+        force: bool,
+    },
+    /// Hand over the console (pty master / serial) as an fd.
+    Console,
+}
+
+/// A response line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorResponse {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not, or a note.
+    #[serde(default)]
+    pub message: String,
+    /// For `Status`.
+    #[serde(default)]
+    pub status: Option<MonitorStatus>,
+}
+
+/// What a monitor reports about its instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// Monitor pid.
+    pub pid: u32,
+    /// `provisioning`, `running`, `stopping`, `stopped`, `failed` (see [`crate::api::states`]).
+    pub state: String,
+    /// Pid of the zone's init / the VMM's guest process, when running.
+    pub instance_pid: Option<u32>,
+    /// Unix time (seconds) the instance last started.
+    pub started_at: Option<u64>,
+    /// Last exit or failure reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Free-form details for `vmadm info` (limits, devices, cgroup path, ...).
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+/// `<run_dir>/<uuid>.sock`.
+pub fn socket_path(run_dir: &Path, uuid: &str) -> PathBuf {
+    run_dir.join(format!("{uuid}.sock"))
+}
+
+/// `<run_dir>/<uuid>.pid`.
+pub fn pidfile_path(run_dir: &Path, uuid: &str) -> PathBuf {
+    run_dir.join(format!("{uuid}.pid"))
+}
+
+/// `<pool>/<uuid>/config.json`.
+pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
+    pool.join(uuid).join("config.json")
+}
+
+/// `<pool>/<uuid>/monitor.json`.
+pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {
+    pool.join(uuid).join("monitor.json")
+}
