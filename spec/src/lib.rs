@@ -9,6 +9,7 @@
 //! all build on it.
 
 pub mod api;
+pub mod atomic;
 pub mod model;
 pub mod monitor;
 
