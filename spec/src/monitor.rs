@@ -117,3 +117,30 @@ pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
 pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {
     pool.join(uuid).join("monitor.json")
 }
+
+/// `<pool>/<uuid>/disks/<name>.raw`: an HVM instance's disk files. init creates them
+/// while provisioning (the boot disk cloned from the image and grown to its size, the
+/// others blank and sparse); the VMM only opens them.
+pub fn disk_path(pool: &Path, uuid: &str, disk: &str) -> PathBuf {
+    pool.join(uuid).join("disks").join(format!("{disk}.raw"))
+}
+
+/// `<pool>/<uuid>/console.log`: the bounded console log the monitor keeps.
+pub fn console_log_path(pool: &Path, uuid: &str) -> PathBuf {
+    pool.join(uuid).join("console.log")
+}
+
+/// The node bridge a nic tag maps to when node.kdl does not name one: `sk-<tag>`,
+/// cut to the 15 bytes Linux allows for an interface name.
+pub fn default_bridge_name(tag: &str) -> String {
+    let mut name = format!("sk-{tag}");
+    name.truncate(15);
+    name
+}
+
+/// Host-side name of an instance's nic (veth end or tap): `sk` + the first 8 hex digits
+/// of the UUID + the nic index, 13 bytes at most, unique per instance and nic.
+pub fn host_ifname(uuid: &str, nic_index: usize) -> String {
+    let hex: String = uuid.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+    format!("sk{hex}n{nic_index}")
+}
