@@ -633,3 +633,54 @@ fn start_dhcp_client(nic: &str, envp: &[CString]) {
         unsafe { libc::_exit(127) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_map_to_shell_codes_and_reboot_signals() {
+        assert_eq!(ZoneExit::Exited(7).code(), 7);
+        assert_eq!(ZoneExit::Signaled(Signal::SIGKILL).code(), 137);
+        assert!(ZoneExit::Signaled(Signal::SIGHUP).is_reboot());
+        assert!(!ZoneExit::Signaled(Signal::SIGINT).is_reboot());
+        assert!(ZoneExit::Signaled(Signal::SIGINT)
+            .describe()
+            .contains("powered off"));
+        assert!(ZoneExit::Signaled(Signal::SIGHUP)
+            .describe()
+            .contains("reboot"));
+    }
+
+    fn spec(command: &[&str], hostname: &str) -> LaunchSpec {
+        LaunchSpec {
+            name: "t".into(),
+            image: "/".into(),
+            upper: Upper::Temporary,
+            idmap: IdMap::new(100_000).unwrap(),
+            hostname: hostname.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: vec![("PATH".into(), "/custom".into()), ("A".into(), "b".into())],
+            limits: Limits::default(),
+            nics: vec![],
+            resolvers: vec![],
+            die_with_runtime: false,
+        }
+    }
+
+    #[test]
+    fn child_plan_env_overrides_defaults_and_validates() {
+        let plan = ChildPlan::new(&spec(&["/bin/sh"], "h"), "/r".into(), None).unwrap();
+        let env: Vec<String> = plan
+            .envp
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert!(env.contains(&"PATH=/custom".to_string()), "{env:?}");
+        assert!(env.contains(&"container=skerry".to_string()));
+        assert!(env.contains(&"A=b".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        assert!(ChildPlan::new(&spec(&["/bin/sh"], ""), "/r".into(), None).is_err());
+        assert!(ChildPlan::new(&spec(&["a\0b"], "h"), "/r".into(), None).is_err());
+    }
+}
