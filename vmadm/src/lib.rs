@@ -1,1 +1,3 @@
 //! vmadm: the operator CLI.
+
+pub mod validate;

@@ -6,7 +6,7 @@ mod emit;
 mod read;
 pub mod schema;
 
-pub use dir::{load_dir, load_files, LoadedDir};
+pub use dir::{load_dir, load_files, manifest_files, LoadedDir};
 pub use emit::{image_text, to_kdl};
 
 use crate::error::ManifestError;
