@@ -120,21 +120,21 @@ pub(crate) fn scalar_map(m: &Map<String, Value>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The nics of a payload list (`nics` or `add_nics`), named `net0`, `net1`... unless
-/// they say their `interface`. `first_index` numbers them after existing ones.
+/// The nics of a payload list (`nics` or `add_nics`), named after their `interface`,
+/// else the first free `netN`.
 pub(crate) fn nics(list: &[Value], path: &str, errs: &mut SmartosErrors) -> Vec<Nic> {
-    nics_from(list, path, 0, errs)
+    nics_from(list, path, &[], errs)
 }
 
-/// [`nics`], numbering new interfaces from `first_index`.
+/// [`nics`] for an instance that already has the nics `existing`.
 pub(crate) fn nics_from(
     list: &[Value],
     path: &str,
-    first_index: usize,
+    existing: &[Nic],
     errs: &mut SmartosErrors,
 ) -> Vec<Nic> {
-    let mut out = Vec::new();
-    for (i, n) in list.iter().filter_map(Value::as_object).enumerate() {
+    let mut out: Vec<Nic> = Vec::new();
+    for n in list.iter().filter_map(Value::as_object) {
         let s = |k: &str| n.get(k).and_then(Value::as_str);
         let Some(tag) = s("nic_tag") else {
             errs.missing(
@@ -143,12 +143,26 @@ pub(crate) fn nics_from(
             );
             continue;
         };
-        let name = s("interface").map_or_else(|| format!("net{}", first_index + i), str::to_owned);
+        if let Some(why) = crate::format::check_device_name(tag) {
+            errs.bad_value(
+                &format!("{path}.*.nic_tag"),
+                why.replace("device name", "nic tag"),
+            );
+            continue;
+        }
+        let taken = |name: &str| existing.iter().chain(out.iter()).any(|x| x.name == name);
+        let name = match s("interface") {
+            Some(i) => i.to_owned(),
+            None => (0..)
+                .map(|i| format!("net{i}"))
+                .find(|n| !taken(n))
+                .expect("a free name"),
+        };
         if let Some(why) = crate::format::check_device_name(&name) {
             errs.bad_value(&format!("{path}.*.interface"), why);
             continue;
         }
-        if out.iter().any(|x: &Nic| x.name == name) {
+        if taken(&name) {
             errs.bad_value(
                 &format!("{path}.*.interface"),
                 format!("two nics are named {name}"),
@@ -184,6 +198,13 @@ pub(crate) fn nics_from(
             .or_else(|| n.get("gateways")?.as_array()?.first()?.as_str())
             .and_then(|g| g.parse::<IpAddr>().ok());
         if let (Some(gw), IpConfig::Static { addr, prefix }) = (gateway, &ip) {
+            if *addr == gw {
+                errs.bad_value(
+                    &format!("{path}.*.gateway"),
+                    format!("gateway {gw} is the nic's own address"),
+                );
+                continue;
+            }
             if !in_subnet(*addr, *prefix, gw) {
                 errs.bad_value(
                     &format!("{path}.*.gateway"),

@@ -208,7 +208,17 @@ pub fn from_payload_with(
     if !errs.is_empty() {
         return Err(errs);
     }
-    convert::to_spec(&payload, fam).map(|spec| vec![spec])
+    let spec = convert::to_spec(&payload, fam)?;
+    // Whatever a payload creates is stored as a manifest: it must pass the manifest
+    // rules too (a net for any rule the payload checks above do not mirror).
+    if let Err(e) = crate::manifest::parse_str("payload", &crate::manifest::to_kdl(&spec)) {
+        let mut errs = SmartosErrors::default();
+        for p in &e.problems {
+            errs.bad_value("payload", p.message.clone());
+        }
+        return Err(errs);
+    }
+    Ok(vec![spec])
 }
 
 /// Validates an update payload for an instance of `brand`.

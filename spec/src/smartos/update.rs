@@ -217,15 +217,8 @@ impl Updater {
             }
         }
         if let Some(list) = p.get("add_nics").and_then(Value::as_array) {
-            let added = nics_from(list, "add_nics", self.spec.nics.len(), &mut self.errs);
+            let added = nics_from(list, "add_nics", &self.spec.nics, &mut self.errs);
             for nic in added {
-                if self.spec.nics.iter().any(|n| n.name == nic.name) {
-                    self.errs.bad_value(
-                        "add_nics.*.interface",
-                        format!("a nic named {} exists", nic.name),
-                    );
-                    continue;
-                }
                 self.changed(format!("nic {} added", nic.name), true);
                 self.spec.nics.push(nic);
             }
