@@ -357,3 +357,28 @@ fn load_dir_skips_bad_files_and_reports_clashes() {
     let missing = spec::load_dir(&dir.path().join("nope"));
     assert!(missing.errors[0].to_string().contains("cannot read"));
 }
+
+#[test]
+fn the_readme_documents_every_property() {
+    use spec::manifest::schema::*;
+    let readme = std::fs::read_to_string(examples_dir().join("README.md")).unwrap();
+    for name in KINDS
+        .iter()
+        .chain(ZONE_PROPS)
+        .chain(HVM_PROPS)
+        .chain(NIC_FIELDS)
+        .chain(DISK_FIELDS)
+    {
+        assert!(
+            readme.contains(&format!("| `{name}")) || readme.contains(&format!("{name} NAME")),
+            "manifests/README.md does not document `{name}`"
+        );
+    }
+    for file in examples() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "manifests/README.md does not list {name}"
+        );
+    }
+}

@@ -235,3 +235,26 @@ fn usage_errors_exit_2_and_unreadable_files_exit_1() {
     let out = vmadm(&["validate", "--help"], None);
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn a_terminal_gets_the_span_underlined() {
+    let s = Scratch::new("tty");
+    let bad = s.write(
+        "bad.kdl",
+        "zone web01 {\n    image \"busybox@1.36\"\n    memroy \"256M\"\n}\n",
+    );
+    // `script` (bsdutils) runs vmadm on a pseudo-terminal.
+    let cmd = format!("{} validate {bad}", env!("CARGO_BIN_EXE_vmadm"));
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` (package bsdutils) is needed to give vmadm a terminal");
+    assert_eq!(out.status.code(), Some(1));
+    let tty = text(&out.stdout);
+    assert!(tty.contains(&format!("[{bad}:3:5]")), "{tty}");
+    assert!(tty.contains("memroy \"256M\""), "{tty}");
+    assert!(tty.contains("╰── unknown property"), "{tty}");
+    assert!(tty.contains("help: did you mean `memory`?"), "{tty}");
+}

@@ -49,6 +49,15 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
         .and_then(Value::as_object)
         .map(scalar_map)
         .unwrap_or_default();
+    if p.get("pci_devices")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        errs.bad_value(
+            "pci_devices",
+            "skerry does not support PCI pass-through".into(),
+        );
+    }
     let hostname = str_of("hostname").map(str::to_owned);
     let (image, kind) = match fam {
         Family::Zone => {
