@@ -232,6 +232,11 @@ fn sizes_and_ranges() {
     assert!(errors("zone a { image \"x\"; memory 512; }")[0].contains("takes a size string"));
     assert!(errors("zone a { image \"x\"; cpu-cap 1.5; }")[0].contains("takes a whole number"));
     assert!(errors("zone a { image \"x\"; autoboot \"yes\"; }")[0].contains("#true or #false"));
+    assert!(errors("zone a { image \"x\"; autoboot true; }")[0]
+        .contains("KDL v2 writes this keyword with a hash: #true"));
+    assert!(
+        errors("hvm a { image \"x\"; disk d boot=1; }")[0].contains("`boot` takes #true or #false")
+    );
     assert!(
         errors("zone a { image \"x\"; nic net0 tag=\"admin\" mtu=100; }")[0]
             .contains("`mtu` is 100; it must be 576 to 9000")

@@ -30,7 +30,10 @@ pub fn parse_text(file: &Path, text: &str) -> Result<Vec<InstanceSpec>, Manifest
                     d.message.clone().unwrap_or_else(|| "invalid KDL".into()),
                 );
                 p.label = d.label.clone();
-                p.help = d.help.clone();
+                p.help = d
+                    .help
+                    .clone()
+                    .or_else(|| v1_keyword_hint(&text, d.span.offset()));
             }
             if c.is_empty() {
                 c.push(SourceSpan::from(0..0), "invalid KDL document");
@@ -69,6 +72,18 @@ pub fn parse_text(file: &Path, text: &str) -> Result<Vec<InstanceSpec>, Manifest
     } else {
         Err(c.into_error())
     }
+}
+
+/// A hint for KDL v1 habits: bare `true`, `false` and `null` are `#true`, `#false`
+/// and `#null` in KDL v2.
+fn v1_keyword_hint(text: &str, offset: usize) -> Option<String> {
+    let rest = text.get(offset..)?;
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    matches!(word.as_str(), "true" | "false" | "null")
+        .then(|| format!("KDL v2 writes this keyword with a hash: #{word}"))
 }
 
 /// Everything an instance node may say, before defaults.
@@ -447,17 +462,22 @@ fn string_arg(c: &mut Collector, node: &KdlNode) -> Option<String> {
 
 fn bool_arg(c: &mut Collector, node: &KdlNode) -> Option<bool> {
     let e = single_arg(c, node)?;
+    bool_value(c, node.name().value(), e)
+}
+
+fn bool_value(c: &mut Collector, what: &str, e: &KdlEntry) -> Option<bool> {
     match e.value() {
         KdlValue::Bool(b) => Some(*b),
         other => {
-            c.push(
+            let p = c.push(
                 e.span(),
-                format!(
-                    "`{}` takes #true or #false, not {}",
-                    node.name().value(),
-                    describe(other)
-                ),
+                format!("`{what}` takes #true or #false, not {}", describe(other)),
             );
+            if let KdlValue::String(s) = other {
+                if s == "true" || s == "false" {
+                    p.help = Some(format!("a boolean is written #{s}, without quotes"));
+                }
+            }
             None
         }
     }
@@ -860,16 +880,7 @@ fn disk(c: &mut Collector, node: &KdlNode, taken: &mut Vec<(String, String)>) ->
     let (arg, props) = device_entries(c, node, DISK_FIELDS);
     let name = device_name(c, node, arg, taken);
     let boot = match props.get("boot") {
-        Some(e) => match e.value() {
-            KdlValue::Bool(b) => Some(*b),
-            other => {
-                c.push(
-                    e.span(),
-                    format!("`boot` takes #true or #false, not {}", describe(other)),
-                );
-                None
-            }
-        },
+        Some(e) => bool_value(c, "boot", e),
         None => Some(false),
     };
     let size = match props.get("size") {
