@@ -202,7 +202,7 @@ fn read_stdin() -> Result<Input, ManifestError> {
 
 /// Whether a text is a JSON payload rather than KDL.
 fn is_json(text: &str) -> bool {
-    text.trim_start().starts_with('{')
+    spec::Format::sniff(text) == spec::Format::Json
 }
 
 fn check_files(files: &[PathBuf], style: Style, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
