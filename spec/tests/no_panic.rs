@@ -143,11 +143,11 @@ fn mutated_inputs_never_panic() {
     let mut rng = Rng(0x5eed_cafe_f00d_0001);
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut runs = 0u32;
-    while runs < 20_000 && Instant::now() < deadline {
+    // At least 500 inputs however slow the machine, then more while time remains.
+    while runs < 500 || (runs < 20_000 && Instant::now() < deadline) {
         let seed = &seeds[rng.below(seeds.len())];
         check(&mutate(&mut rng, seed));
         runs += 1;
     }
     println!("{runs} mutated inputs, no panic");
-    assert!(runs >= 200, "too few runs to mean anything: {runs}");
 }
