@@ -179,24 +179,29 @@ pub(super) async fn reconcile(init: &Init, table: &TableArgs) -> Result<()> {
         .into());
     }
     let plan = init.node().await?.reconcile().await?;
+    // init reports a manifest it could not use as an `error` step; the rest was applied.
+    let problems = plan.iter().filter(|s| s.action == "error").count();
     if table.json {
         let steps =
             serde_json::to_value(&plan).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        return print_json(&steps);
-    }
-    if plan.is_empty() && !table.parsable {
+        print_json(&steps)?;
+    } else if plan.is_empty() {
         eprintln!("Nothing to do: every instance matches the manifests");
-        return Ok(());
+    } else {
+        let mut out = Table::new(fields.iter().cloned());
+        for step in &plan {
+            out.push(fields.iter().map(|f| match f.as_str() {
+                "name" => step.name.clone(),
+                "action" => step.action.clone(),
+                _ => step.reason.clone(),
+            }));
+        }
+        print(&out.render(style(table)))?;
     }
-    let mut out = Table::new(fields.iter().cloned());
-    for step in &plan {
-        out.push(fields.iter().map(|f| match f.as_str() {
-            "name" => step.name.clone(),
-            "action" => step.action.clone(),
-            _ => step.reason.clone(),
-        }));
+    match problems {
+        0 => Ok(()),
+        n => Err(VmadmError::ReconcileProblems(n)),
     }
-    print(&out.render(style(table)))
 }
 
 #[cfg(test)]

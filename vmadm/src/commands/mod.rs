@@ -53,6 +53,9 @@ pub enum VmadmError {
     /// `lookup -1` did not match exactly one instance.
     #[error("lookup -1: {0} instances matched, expected exactly one")]
     NotExactlyOne(usize),
+    /// Reconcile applied what it could but some manifests are unusable.
+    #[error("reconcile: {0} problem(s) left, listed above; the rest was applied")]
+    ReconcileProblems(usize),
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
