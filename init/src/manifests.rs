@@ -47,3 +47,85 @@ pub fn sniff(payload: &str, format: &str) -> &'static str {
         _ => "kdl",
     }
 }
+
+/// The real front end: the `spec` crate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpecManifests;
+
+impl Manifests for SpecManifests {
+    fn load_dir(&self, dir: &Path) -> Loaded {
+        let loaded = spec::load_dir(dir);
+        Loaded {
+            specs: loaded.instances,
+            problems: loaded
+                .errors
+                .iter()
+                .map(|e| Problem {
+                    file: Some(e.file.clone()),
+                    message: e.render_plain().trim_end().to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn parse(&self, payload: &str, format: &str) -> Result<Vec<InstanceSpec>, Vec<String>> {
+        match sniff(payload, format) {
+            "json" => Err(vec![
+                "SmartOS JSON payloads are not supported by this init yet; send KDL".into(),
+            ]),
+            _ => spec::parse_str("<payload>", payload).map_err(|e| {
+                e.render_plain()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            }),
+        }
+    }
+
+    fn to_kdl(&self, spec: &InstanceSpec) -> String {
+        spec::to_kdl(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_file_is_reported_beside_the_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("good.kdl"),
+            "zone good { image \"busybox@1.36\"; }\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bad.kdl"), "zone Bad! {\n").unwrap();
+        let l = SpecManifests.load_dir(dir.path());
+        assert_eq!(l.specs.len(), 1);
+        assert_eq!(l.specs[0].name, "good");
+        assert_eq!(l.problems.len(), 1);
+        assert!(
+            l.problems[0].message.contains("bad.kdl:"),
+            "{:?}",
+            l.problems
+        );
+        assert_eq!(
+            l.problems[0].file.as_deref(),
+            Some(dir.path().join("bad.kdl").as_path())
+        );
+    }
+
+    #[test]
+    fn payloads_parse_and_round_trip_through_kdl() {
+        let specs = SpecManifests
+            .parse("zone web { image \"busybox@1.36\"; memory \"64M\"; }", "")
+            .unwrap();
+        let text = SpecManifests.to_kdl(&specs[0]);
+        let again = SpecManifests.parse(&text, "kdl").unwrap();
+        assert_eq!(again[0].memory, 64 << 20);
+        let errs = SpecManifests
+            .parse("zone web { memory \"64M\"; }", "kdl")
+            .unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("image")), "{errs:?}");
+    }
+}

@@ -61,8 +61,6 @@ pub struct ResolvedImage {
 pub trait Images: Send + Sync {
     /// The installed image for `r`, importing it first when it is missing.
     fn ensure(&self, r: &ImageRef) -> Result<ResolvedImage, RuntimeError>;
-    /// Whether the image is installed, without importing anything.
-    fn is_installed(&self, r: &ImageRef) -> bool;
 }
 
 /// Starts, finds, and talks to per-instance monitor processes.

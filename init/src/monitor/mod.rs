@@ -83,6 +83,21 @@ impl Runtime for MonitorRuntime {
         fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
         fs::create_dir_all(&self.run_dir)
             .map_err(|e| fail(format!("{}: {e}", self.run_dir.display())))?;
+        match (&rec.spec.kind, image.zvol) {
+            (Kind::Zone(_), true) => {
+                return Err(fail(format!(
+                    "image {} is a zvol (disk image); a zone needs a zone-dataset image",
+                    image.uuid
+                )))
+            }
+            (Kind::Hvm(_), false) => {
+                return Err(fail(format!(
+                    "image {} is a zone-dataset; an hvm instance needs a zvol image",
+                    image.uuid
+                )))
+            }
+            _ => {}
+        }
         if let Kind::Hvm(hvm) = &rec.spec.kind {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path).map_err(fail)?;
         }

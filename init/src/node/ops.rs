@@ -321,25 +321,10 @@ fn summary(e: &super::Entry) -> InstanceSummary {
         uuid: e.rec.uuid.clone(),
         kind: e.rec.kind.clone(),
         state: e.rec.state.clone(),
-        image: image_text(&e.rec.spec.image),
+        image: spec::manifest::image_text(&e.rec.spec.image),
         memory: e.rec.spec.memory,
         autoboot: e.rec.spec.autoboot,
         pid: e.pid,
         reason: e.rec.reason.clone(),
-    }
-}
-
-/// The image reference as a manifest writes it.
-pub fn image_text(r: &spec::ImageRef) -> String {
-    match r {
-        spec::ImageRef::Uuid(u) => u.to_string(),
-        spec::ImageRef::Name {
-            name,
-            version: Some(v),
-        } => format!("{name}@{v}"),
-        spec::ImageRef::Name {
-            name,
-            version: None,
-        } => name.clone(),
     }
 }
