@@ -157,6 +157,16 @@ impl Node {
     /// Waits until the console, after what earlier waits consumed, matches `pattern`;
     /// returns the capture groups (0 = the whole match) and consumes up to its end.
     pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
+        self.wait(pattern, timeout, true)
+    }
+
+    /// Like [`Node::wait_for`] but consumes nothing: for lines whose order among
+    /// each other is not fixed (instances coming up in parallel).
+    pub fn wait_seen(&mut self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
+        self.wait(pattern, timeout, false)
+    }
+
+    fn wait(&mut self, pattern: &str, timeout: Duration, consume: bool) -> Result<Vec<String>> {
         let re = Regex::new(pattern).expect("test regexes are valid");
         let deadline = Instant::now() + timeout;
         let mut g = self.console.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,7 +177,9 @@ impl Node {
                     .iter()
                     .map(|m| m.map_or(String::new(), |m| m.as_str().to_string()))
                     .collect();
-                self.cursor = end;
+                if consume {
+                    self.cursor = end;
+                }
                 return Ok(groups);
             }
             if g.1 {
