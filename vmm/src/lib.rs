@@ -11,4 +11,5 @@ pub mod devices;
 pub mod pci;
 pub mod runner;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;

@@ -5,7 +5,7 @@
 //! power-off path (`\_S5_` + PM1a control block) and a power button (PM1a event block
 //! raising the SCI), which is how the control socket asks a guest to shut down.
 
-use super::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+use super::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// I/O port of the PM1a event block (status u16, enable u16).
@@ -56,13 +56,48 @@ fn gas_io(port: u16, bit_width: u8) -> [u8; 12] {
     g
 }
 
-/// AML for `Scope(\_SB_) { Device(PCI0) { Name(_HID, EisaId("PNP0A03")); Name(_UID, 0) } }`
-/// and `Name(\_S5_, Package() { 5, 5, 0, 0 })`, hand-assembled (the kernel's ACPI
-/// interpreter is the only consumer).
+/// An AML PkgLength for `content` bytes that follow it (the length counts itself).
+fn pkg_length(content: usize) -> Vec<u8> {
+    if content + 1 < 0x40 {
+        vec![(content + 1) as u8]
+    } else {
+        let total = content + 2;
+        assert!(total < 0x1000, "AML package too large");
+        vec![0x40 | (total & 0xf) as u8, (total >> 4) as u8]
+    }
+}
+
+/// The host bridge's `_CRS`: bus numbers 0-255, the config ports, all other I/O
+/// ports, and the 32-bit MMIO hole below the IOAPIC (where our BARs live).
+fn pci_crs() -> Vec<u8> {
+    let word = |kind: u8, flags: u8, min: u16, max: u16| -> Vec<u8> {
+        let mut d = vec![0x88, 0x0d, 0x00, kind, 0x0c, flags];
+        for v in [0u16, min, max, 0, max.wrapping_sub(min).wrapping_add(1)] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d
+    };
+    let mut r = word(2, 0, 0, 0xff); // bus numbers
+    r.extend_from_slice(&[0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08]); // IO 0xcf8..0xcff
+    r.extend(word(1, 0x03, 0x0000, 0x0cf7));
+    r.extend(word(1, 0x03, 0x0d00, 0xffff));
+    let (min, max) = (MMIO_HOLE_START as u32, (IOAPIC_ADDR - 1) as u32);
+    r.extend_from_slice(&[0x87, 0x17, 0x00, 0x00, 0x0c, 0x01]);
+    for v in [0u32, min, max, 0, max - min + 1] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    r.extend_from_slice(&[0x79, 0x00]); // end tag
+    r
+}
+
+/// AML, hand-assembled (the kernel's ACPI interpreter is the only consumer):
+/// `Scope(\_SB_) { Device(PCI0) { _HID PNP0A03, _UID 0, _CRS } }` and
+/// `Name(\_S5_, Package() { 5, 5, 0, 0 })`.
 fn dsdt_aml() -> Vec<u8> {
-    let mut aml = Vec::new();
-    // Device(PCI0): ExtOpPrefix DeviceOp PkgLength NameSeg TermList
-    let device_body: Vec<u8> = [
+    let crs = pci_crs();
+    let mut buffer = vec![0x0a, crs.len() as u8]; // BufferSize as a BytePrefix
+    buffer.extend_from_slice(&crs);
+    let mut device_body: Vec<u8> = [
         &b"PCI0"[..],
         &[0x08], // NameOp
         b"_HID",
@@ -70,30 +105,25 @@ fn dsdt_aml() -> Vec<u8> {
         &[0x08],
         b"_UID",
         &[0x00], // ZeroOp
+        &[0x08],
+        b"_CRS",
+        &[0x11], // BufferOp
     ]
     .concat();
-    let mut device = vec![0x5b, 0x82, (device_body.len() + 1) as u8];
+    device_body.extend(pkg_length(buffer.len()));
+    device_body.extend_from_slice(&buffer);
+    let mut device = vec![0x5b, 0x82]; // DeviceOp
+    device.extend(pkg_length(device_body.len()));
     device.extend_from_slice(&device_body);
-    // Scope(\_SB_)
-    let scope_len = 1 + 4 + device.len();
-    aml.push(0x10);
-    aml.push(scope_len as u8);
-    aml.extend_from_slice(b"_SB_");
-    aml.extend_from_slice(&device);
-    // Name(_S5_, Package(4) { 5, 5, 0, 0 })
+    let mut scope_body = b"_SB_".to_vec();
+    scope_body.extend_from_slice(&device);
+    let mut aml = vec![0x10]; // ScopeOp
+    aml.extend(pkg_length(scope_body.len()));
+    aml.extend_from_slice(&scope_body);
+    let typ = S5_SLP_TYP as u8;
     aml.extend_from_slice(&[0x08]);
     aml.extend_from_slice(b"_S5_");
-    aml.extend_from_slice(&[
-        0x12,
-        0x08,
-        0x04,
-        0x0a,
-        S5_SLP_TYP as u8,
-        0x0a,
-        S5_SLP_TYP as u8,
-        0x00,
-        0x00,
-    ]);
+    aml.extend_from_slice(&[0x12, 0x08, 0x04, 0x0a, typ, 0x0a, typ, 0x00, 0x00]);
     aml
 }
 
@@ -204,6 +234,21 @@ mod tests {
             );
         }
         assert_eq!(fadt(0, 0).len(), 276);
+    }
+
+    #[test]
+    fn pkg_lengths_encode_both_forms() {
+        assert_eq!(pkg_length(10), vec![11]);
+        assert_eq!(pkg_length(62), vec![63]);
+        // 0x58 bytes total: low nibble in byte 0, the rest in byte 1.
+        assert_eq!(pkg_length(0x56), vec![0x48, 0x05]);
+    }
+
+    #[test]
+    fn crs_ends_with_an_end_tag() {
+        let crs = pci_crs();
+        assert_eq!(crs.len(), 84);
+        assert_eq!(&crs[crs.len() - 2..], &[0x79, 0x00]);
     }
 
     #[test]
