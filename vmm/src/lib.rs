@@ -6,6 +6,7 @@
 //! [`runner`] (boot a config to the end), [`config`] (what a guest is made of).
 
 pub mod arch;
+pub mod bootdisk;
 pub mod config;
 pub mod devices;
 pub mod pci;
