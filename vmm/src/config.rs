@@ -18,6 +18,8 @@ pub struct NetConfig {
     pub tap: String,
     /// Guest MAC address.
     pub mac: [u8; 6],
+    /// Bridge to plug the tap into (created if missing).
+    pub bridge: Option<String>,
 }
 
 /// Everything needed to boot one guest.
@@ -91,6 +93,20 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, ConfigError> {
     })
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "MAC {s:?} is not six hex bytes like 02:5c:00:11:22:33"
+        ))
+    };
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    bytes.try_into().map_err(|_| bad())
+}
+
 /// A stable, locally administered MAC derived from `seed` (instance uuid + nic index,
 /// or the tap name), so a guest keeps its MAC across restarts.
 pub fn mac_from(seed: &str) -> [u8; 6] {
@@ -132,6 +148,16 @@ mod tests {
         );
         assert!(!parse_disk("/x.raw").unwrap().read_only);
         assert!(parse_disk(",ro").is_err());
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("02:5c:00:11:22:ff").unwrap(),
+            [2, 0x5c, 0, 0x11, 0x22, 0xff]
+        );
+        assert!(parse_mac("02:5c:00:11:22").is_err());
+        assert!(parse_mac("zz:5c:00:11:22:33").is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod arch;
 pub mod bootdisk;
 pub mod config;
 pub mod devices;
+pub mod instance;
+pub mod logger;
 pub mod pci;
 pub mod runner;
 pub mod vcpu;

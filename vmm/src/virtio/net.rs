@@ -209,6 +209,10 @@ pub fn attach(vm: &mut Vm, bus: &PciBus, net: &NetConfig) -> Result<(), RunError
         reason,
     };
     let tap = tap::open_tap(&net.tap).map_err(|e| err(format!("opening tap: {e}")))?;
+    if let Some(bridge) = &net.bridge {
+        tap::attach_to_bridge(&net.tap, bridge).map_err(|e| err(e.to_string()))?;
+    }
+    tap::set_up(&net.tap).map_err(|e| err(format!("setting the tap up: {e}")))?;
     let model = Net::new(tap, net.tap.clone(), net.mac).map_err(|e| err(e.to_string()))?;
     let kick = model.rx_kick.clone();
     let rx_fd = model.tap.try_clone().map_err(|e| err(e.to_string()))?;
