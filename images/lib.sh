@@ -14,6 +14,17 @@ need_root() {
     [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot and file owners need it)"
 }
 
+# cached_or_lock OUT: prints OUT and exits when the image is already built (unless
+# FORCE is set); otherwise takes a lock so that concurrent builds of one image (two
+# test suites at once) wait for each other instead of trampling "$OUT.tmp".
+cached_or_lock() {
+    local out=$1
+    if [ -f "$out/manifest.json" ] && [ -z "${FORCE:-}" ]; then echo "$out"; exit 0; fi
+    exec 9>"$out.lock"
+    flock 9
+    if [ -f "$out/manifest.json" ] && [ -z "${FORCE:-}" ]; then echo "$out"; exit 0; fi
+}
+
 # write_manifest DIR FILE NAME VERSION TYPE OS COMPRESSION DESCRIPTION [TAGS_JSON [EXTRA]]
 # Writes DIR/manifest.json, an IMGAPI v2 manifest for DIR/FILE. EXTRA is more
 # top-level JSON members ("key": value, ...) such as a zvol's image_size.
@@ -76,6 +87,9 @@ finish() {
 # udhcpc and kmod for networking and modules.
 debian_base() {
     local base="$cache/debootstrap/bookworm-minbase"
+    mkdir -p "$cache/debootstrap"
+    exec 8>"$base.lock"
+    flock 8
     if [ ! -f "$base/.complete" ]; then
         need_root
         command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -91,6 +105,7 @@ debian_base() {
         touch "$base.tmp/.complete"
         rm -rf "$base" && mv "$base.tmp" "$base"
     fi
+    flock -u 8
     echo "$base"
 }
 
