@@ -285,7 +285,7 @@ fn copy_hashing(
         digests.update(&buf[..n]);
         progress.set_position(digests.size);
         if digests.size > limit {
-            // Count what is left cheaply, to report the real size in the error.
+            // Already too big: stop here, verify() reports the size mismatch.
             return Ok(());
         }
     }
@@ -359,8 +359,9 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
         .ok_or_else(|| StoreError::NotFound(m.uuid.to_string()))
 }
 
-/// Removes import debris older than `max_age`: abandoned partial downloads, leftovers
-/// of interrupted deletes, and lock files nobody holds.
+/// Removes import debris: partial downloads older than `max_age` that no import holds,
+/// and leftovers of interrupted deletes. Lock files stay (they are empty, and removing
+/// one while another importer opens it would let two imports run at once).
 pub(crate) fn clean_partials(store: &ImageStore, max_age: Duration) -> Result<(), StoreError> {
     let root = store.partial_root();
     let now = SystemTime::now();
