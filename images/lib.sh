@@ -84,9 +84,10 @@ finish() {
 # debian_base: prints the directory of a cached Debian bookworm minbase root (built once
 # with debootstrap, downloads kept in $cache/debootstrap-debs) that both Debian images
 # copy: sysvinit instead of systemd (it boots fast, even under nested KVM), iproute2,
-# udhcpc and kmod for networking and modules.
+# udhcpc and kmod for networking and modules, fdisk to grow the root partition.
+# The directory name carries the package set: changing it builds a new base.
 debian_base() {
-    local base="$cache/debootstrap/bookworm-minbase"
+    local base="$cache/debootstrap/bookworm-minbase-2"
     mkdir -p "$cache/debootstrap"
     exec 8>"$base.lock"
     flock 8
@@ -97,7 +98,7 @@ debian_base() {
         rm -rf "$base.tmp"
         log "debootstrap bookworm (minbase) into $base"
         debootstrap --variant=minbase --cache-dir="$cache/debootstrap-debs" \
-            --include=sysvinit-core,kmod,iproute2,udhcpc,netbase,procps \
+            --include=sysvinit-core,kmod,iproute2,udhcpc,netbase,procps,fdisk \
             bookworm "$base.tmp" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >&2 \
             || die "debootstrap failed (log: $base.tmp/debootstrap/debootstrap.log)"
         chroot "$base.tmp" apt-get clean

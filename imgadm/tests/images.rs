@@ -155,6 +155,22 @@ fn debian_hvm_image_boots_to_a_login_prompt() {
         );
     }
     fs::remove_file(&part).unwrap();
+    // Boot a clone made bigger, as init does for `disk root size=...`: the guest grows
+    // its root to fill it.
+    let disk = work.join("disk.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&img.path)
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
     let mut qemu = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
