@@ -179,26 +179,7 @@ fn console_attach_and_detach_through_a_pty() {
 
     let (mut child, mut master, slave, mut screen) = attach(true);
     master.write_all(b"echo marker-$((6*7))\r").unwrap();
-    if !screen.shows("marker-42") {
-        // Say whose fault it is: output that reached the console log but not us was
-        // read by someone else holding the same pty master.
-        let uuid = json(&node.vmadm(&["get", "con01"]).stdout)["uuid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let log =
-            std::fs::read_to_string(node.pool.join(&uuid).join("console.log")).unwrap_or_default();
-        panic!(
-            "the zone's answer never reached vmadm console{}; screen:\n{}",
-            if log.contains("marker-42") {
-                " but is in console.log: the monitor reads the pty master it handed \
-                 over, so two readers race for every byte (it must relay, not share)"
-            } else {
-                ""
-            },
-            screen.text
-        );
-    }
+    expect_answer(&node, "con01", &mut screen, "marker-42");
     master.write_all(&[0x1d]).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
@@ -213,7 +194,7 @@ fn console_attach_and_detach_through_a_pty() {
     // A second attach reaches the same shell; SIGTERM detaches and still restores.
     let (mut child, mut master, slave, mut screen) = attach(true);
     master.write_all(b"echo again-$((1+1))\r").unwrap();
-    screen.wait_for("again-2");
+    expect_answer(&node, "con01", &mut screen, "again-2");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -236,6 +217,29 @@ fn console_attach_and_detach_through_a_pty() {
         run.stderr.contains("did you mean 'con01'?"),
         "{}",
         run.stderr
+    );
+}
+
+/// Waits for the zone's answer on the operator's screen; when it never comes, says
+/// whose fault it is: output that reached the console log but not us was read by
+/// someone else holding the same pty master.
+#[track_caller]
+fn expect_answer(node: &Node, name: &str, screen: &mut Screen, needle: &str) {
+    if screen.shows(needle) {
+        return;
+    }
+    let detail = json(&node.vmadm(&["get", name]).stdout);
+    let uuid = detail["uuid"].as_str().unwrap_or_default();
+    let log = std::fs::read_to_string(node.pool.join(uuid).join("console.log")).unwrap_or_default();
+    panic!(
+        "the zone's answer {needle:?} never reached vmadm console{}; screen:\n{}",
+        if log.contains(needle) {
+            " but is in console.log: the monitor reads the pty master it handed over, so \
+             two readers race for every byte (it must relay, not share)"
+        } else {
+            ""
+        },
+        screen.text
     );
 }
 
