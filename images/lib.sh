@@ -100,6 +100,28 @@ copy_base() {
     base=$(debian_base)
     rm -rf "$1"
     mkdir -p "$1"
-    cp -a --no-preserve=none "$base/." "$1/"
+    cp -a "$base/." "$1/"
     rm -f "$1/.complete"
+}
+
+# busybox_static: prints the path of Debian's static busybox binary (cached .deb).
+busybox_static() {
+    local debs="$cache/debs" deb dir="$cache/busybox-static"
+    mkdir -p "$debs"
+    deb=$(ls "$debs"/busybox-static_*.deb 2>/dev/null | head -n1 || true)
+    if [ -z "$deb" ]; then
+        log "downloading busybox-static"
+        (cd "$debs" && apt-get download busybox-static >&2) || die "apt-get download busybox-static failed (apt-get update?)"
+        deb=$(ls "$debs"/busybox-static_*.deb | head -n1)
+    fi
+    if [ ! -x "$dir/bin/busybox" ]; then
+        rm -rf "$dir.tmp" && dpkg-deb -x "$deb" "$dir.tmp" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    fi
+    echo "$dir/bin/busybox"
+}
+
+# empty_root_password ROOT: root logs in on the console without a password. These
+# are test images; the README says so.
+empty_root_password() {
+    sed -i 's/^root:[^:]*:/root::/' "$1/etc/shadow"
 }
