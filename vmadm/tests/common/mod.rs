@@ -77,11 +77,14 @@ impl Bus {
             ),
         )
         .unwrap();
+        // Its stderr goes to a file (shown if a test fails): as non-init it always warns
+        // that it cannot raise its fd limit, which is noise.
+        let log = dir.path().join("bus.log");
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run dbus-daemon ({e}): install it (tests/deps/vmadm.txt)")
@@ -108,6 +111,10 @@ impl Drop for Bus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("bus.log"));
+            eprintln!("--- dbus-daemon log\n{}", log.unwrap_or_default());
+        }
     }
 }
 
