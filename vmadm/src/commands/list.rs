@@ -183,6 +183,13 @@ pub(super) async fn lookup(
     print(&out)
 }
 
+/// A plan step the operator must act on. init reports a manifest it could not use as
+/// an `error` step, a clash it will not resolve alone as `refuse`, and a step that
+/// failed with `; FAILED: ...` after its reason (init/API-CHANGES.md).
+fn is_problem(step: &spec::api::PlanStep) -> bool {
+    step.action == "error" || step.action == "refuse" || step.reason.contains("; FAILED: ")
+}
+
 /// The columns of a reconcile plan.
 const PLAN_FIELDS: &[&str] = &["name", "action", "reason"];
 
@@ -197,8 +204,7 @@ pub(super) async fn reconcile(init: &Init, table: &TableArgs) -> Result<()> {
         .into());
     }
     let plan = init.node().await?.reconcile().await?;
-    // init reports a manifest it could not use as an `error` step; the rest was applied.
-    let problems = plan.iter().filter(|s| s.action == "error").count();
+    let problems = plan.iter().filter(|s| is_problem(s)).count();
     if table.json {
         let steps =
             serde_json::to_value(&plan).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -282,6 +288,25 @@ mod tests {
             json!("web02"),
             "JSON follows its record"
         );
+    }
+
+    #[test]
+    fn plan_problems() {
+        let step = |action: &str, reason: &str| spec::api::PlanStep {
+            name: "web01".into(),
+            action: action.into(),
+            reason: reason.into(),
+        };
+        assert!(!is_problem(&step("create", "declared in a.kdl:1:1")));
+        assert!(is_problem(&step(
+            "error",
+            "a.kdl:1:7: memory: expected a size"
+        )));
+        assert!(is_problem(&step("refuse", "uuid clash")));
+        assert!(is_problem(&step(
+            "start",
+            "autoboot; FAILED: image missing"
+        )));
     }
 
     #[test]
