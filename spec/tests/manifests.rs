@@ -232,6 +232,11 @@ fn sizes_and_ranges() {
     assert!(errors("zone a { image \"x\"; memory 512; }")[0].contains("takes a size string"));
     assert!(errors("zone a { image \"x\"; cpu-cap 1.5; }")[0].contains("takes a whole number"));
     assert!(errors("zone a { image \"x\"; autoboot \"yes\"; }")[0].contains("#true or #false"));
+    assert!(errors("zone a { image \"x\"; autoboot true; }")[0]
+        .contains("KDL v2 writes this keyword with a hash: #true"));
+    assert!(
+        errors("hvm a { image \"x\"; disk d boot=1; }")[0].contains("`boot` takes #true or #false")
+    );
     assert!(
         errors("zone a { image \"x\"; nic net0 tag=\"admin\" mtu=100; }")[0]
             .contains("`mtu` is 100; it must be 576 to 9000")
@@ -356,4 +361,29 @@ fn load_dir_skips_bad_files_and_reports_clashes() {
     assert!(clash.contains("a.kdl:1:1"), "{clash}");
     let missing = spec::load_dir(&dir.path().join("nope"));
     assert!(missing.errors[0].to_string().contains("cannot read"));
+}
+
+#[test]
+fn the_readme_documents_every_property() {
+    use spec::manifest::schema::*;
+    let readme = std::fs::read_to_string(examples_dir().join("README.md")).unwrap();
+    for name in KINDS
+        .iter()
+        .chain(ZONE_PROPS)
+        .chain(HVM_PROPS)
+        .chain(NIC_FIELDS)
+        .chain(DISK_FIELDS)
+    {
+        assert!(
+            readme.contains(&format!("| `{name}")) || readme.contains(&format!("{name} NAME")),
+            "manifests/README.md does not document `{name}`"
+        );
+    }
+    for file in examples() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "manifests/README.md does not list {name}"
+        );
+    }
 }

@@ -1,4 +1,103 @@
+//! `zone`: the zone runtime's command line. `zone monitor` is what init spawns per
+//! zone; `zone run` runs a throwaway zone in the foreground.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "zone", version, about = "skerry zone runtime")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one throwaway zone in the foreground; exits with the command's status.
+    Run {
+        /// The image rootfs (left untouched: writes go to a temporary layer).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Hostname inside the zone (default: zone).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Memory cap, e.g. 64M (K/M/G/T suffixes, powers of 1024).
+        #[arg(long, value_parser = parse_size)]
+        memory: Option<u64>,
+        /// Maximum number of tasks.
+        #[arg(long)]
+        pids: Option<u64>,
+        /// CPU cap in percent of one CPU (0 = no cap).
+        #[arg(long, default_value_t = 0)]
+        cpu_cap: u32,
+        /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX; repeatable (net0, net1...).
+        #[arg(long = "net", value_name = "TAG=IP/PREFIX")]
+        nets: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the zone described by init's config.json as its monitor.
+    Monitor {
+        /// `<pool>/<uuid>/config.json`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    zone::run::parse_size(s)
+}
+
 fn main() {
-    eprintln!("zone: not built yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Run {
+            rootfs,
+            hostname,
+            memory,
+            pids,
+            cpu_cap,
+            nets,
+            command,
+        } => run(rootfs, hostname, memory, pids, cpu_cap, nets, command),
+        Cmd::Monitor { config } => zone::monitor::main(&config).context("zone monitor"),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("zone: {e:#}");
+            std::process::exit(125);
+        }
+    }
+}
+
+fn run(
+    rootfs: PathBuf,
+    hostname: Option<String>,
+    memory: Option<u64>,
+    pids: Option<u64>,
+    cpu_cap: u32,
+    nets: Vec<String>,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    let mut nics = Vec::new();
+    for (i, n) in nets.iter().enumerate() {
+        let nic = zone::run::parse_net(i, n).with_context(|| format!("--net {n}"))?;
+        nics.push(nic);
+    }
+    if command.is_empty() {
+        bail!("no command given: zone run --rootfs DIR -- CMD ARGS...");
+    }
+    let opts = zone::run::RunOptions {
+        rootfs,
+        hostname,
+        memory,
+        pids,
+        cpu_cap,
+        nics,
+        command,
+    };
+    Ok(zone::run::run(&opts)?)
 }

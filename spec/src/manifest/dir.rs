@@ -24,16 +24,19 @@ pub struct LoadedDir {
 /// leftovers such as `web.kdl~` are ignored). A directory that cannot be read yields
 /// one error naming it.
 pub fn load_dir(dir: &Path) -> LoadedDir {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            return LoadedDir {
-                instances: Vec::new(),
-                errors: vec![ManifestError::unreadable(dir, &err)],
-            }
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
+    match manifest_files(dir) {
+        Ok(files) => load_files(&files),
+        Err(err) => LoadedDir {
+            instances: Vec::new(),
+            errors: vec![ManifestError::unreadable(dir, &err)],
+        },
+    }
+}
+
+/// The manifest files of `dir`: its `*.kdl` regular files, hidden ones and editor
+/// leftovers (`web.kdl~`) excepted, in file-name order.
+pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -42,7 +45,7 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
         })
         .collect();
     files.sort();
-    load_files(&files)
+    Ok(files)
 }
 
 /// Loads the given manifest files as one set: each file is parsed on its own, and a

@@ -1,12 +1,15 @@
 //! KDL manifests: reading ([`parse_str`], [`parse_file`], [`load_dir`]) and writing
 //! ([`to_kdl`]).
 
+mod devices;
 mod dir;
 mod emit;
+mod props;
 mod read;
 pub mod schema;
+mod values;
 
-pub use dir::{load_dir, load_files, LoadedDir};
+pub use dir::{load_dir, load_files, manifest_files, LoadedDir};
 pub use emit::{image_text, to_kdl};
 
 use crate::error::ManifestError;

@@ -1,0 +1,649 @@
+//! `zone monitor --config <pool>/<uuid>/config.json`: the per-zone process init spawns.
+//!
+//! It boots the zone described by [`InstanceConfig`], keeps `monitor.json` current,
+//! logs the console, serves the JSON-lines socket of `spec::monitor`, restarts a zone
+//! that rebooted itself, and exits per the contract: 0 after a clean stop or power-off,
+//! 1 on failure. It is a single-threaded poll loop, so it can fork zones at any time,
+//! and it depends on nothing of its parent: own session, stdio on its own log file.
+
+use crate::cgroups::{Hierarchy, Limits};
+use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
+use crate::error::{Context, Result, ZoneError};
+use crate::idmap::IdMap;
+use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
+use crate::net::NicPlan;
+use crate::rootfs::{Stage, Upper};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use spec::api::states;
+use spec::monitor::{
+    self as contract, InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus,
+};
+use std::collections::BTreeMap;
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A zone whose init exits sooner than this after starting, without being asked to,
+/// is reported as failed ("exits at once") instead of stopped.
+pub const EARLY_EXIT: Duration = Duration::from_secs(1);
+/// Grace period of a reboot request and of SIGTERM to the monitor.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Entry point of `zone monitor`; returns the process exit code.
+pub fn main(config_path: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(config_path)
+        .ctx(|| format!("reading {}", config_path.display()))?;
+    let config: InstanceConfig = serde_json::from_str(&text)
+        .map_err(|e| ZoneError::Invalid(format!("{}: {e}", config_path.display())))?;
+    let dir = config.pool.join(&config.uuid);
+    detach(&dir.join("monitor.log"))?;
+    let mut monitor = Monitor::new(config)?;
+    let code = monitor.run();
+    monitor.shutdown();
+    Ok(code)
+}
+
+/// Own session, stdio away from the parent's (so init dying cannot hurt us).
+fn detach(log: &Path) -> Result<()> {
+    let _ = nix::unistd::setsid(); // already a session leader when init spawned us so
+    let null = std::fs::File::open("/dev/null").ctx(|| "opening /dev/null".into())?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .ctx(|| format!("opening {}", log.display()))?;
+    // SAFETY: dup2 onto the stdio numbers of fds we own.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(out.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+/// Builds the launch description of a zone from init's config.
+pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
+    let spec::Kind::Zone(z) = &config.spec.kind else {
+        return Err(ZoneError::Invalid(format!(
+            "instance {} ({}) is not a zone",
+            config.spec.name, config.uuid
+        )));
+    };
+    let dir = config.pool.join(&config.uuid);
+    let nics = config
+        .spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| NicPlan {
+            nic: nic.clone(),
+            bridge: config
+                .bridges
+                .get(&nic.tag)
+                .cloned()
+                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag)),
+            host_if: contract::host_ifname(&config.uuid, i),
+        })
+        .collect();
+    let command = if z.init.is_empty() {
+        vec![spec::defaults::INIT.to_string()]
+    } else {
+        z.init.clone()
+    };
+    Ok(LaunchSpec {
+        name: config.uuid.clone(),
+        image: config.image_path.clone(),
+        upper: Upper::Persistent {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        },
+        idmap: IdMap::new(config.id_range_start)?,
+        hostname: if z.hostname.is_empty() {
+            config.spec.name.clone()
+        } else {
+            z.hostname.clone()
+        },
+        command,
+        env: z.env.clone(),
+        limits: Limits {
+            memory: Some(config.spec.memory),
+            cpu_cap: z.cpu_cap,
+            pids: Some(z.pids),
+        },
+        nics,
+        resolvers: config.spec.resolvers.clone(),
+        die_with_runtime: true,
+    })
+}
+
+/// What the monitor was asked to do with the running zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Stop,
+    Reboot,
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+struct Monitor {
+    config: InstanceConfig,
+    spec: LaunchSpec,
+    hierarchy: Hierarchy,
+    stage: Stage,
+    listener: UnixListener,
+    signals: SignalFd,
+    clients: Vec<Client>,
+    zone: Option<Zone>,
+    pty: Option<Pty>,
+    log: ConsoleLog,
+    status: MonitorStatus,
+    pending: Pending,
+    kill_at: Option<Instant>,
+    started: Instant,
+    boots: u32,
+}
+
+impl Monitor {
+    fn new(config: InstanceConfig) -> Result<Monitor> {
+        let spec = launch_spec(&config)?;
+        let dir = config.pool.join(&config.uuid);
+        std::fs::create_dir_all(&config.run_dir)
+            .ctx(|| format!("creating {}", config.run_dir.display()))?;
+        let sock = contract::socket_path(&config.run_dir, &config.uuid);
+        if UnixStream::connect(&sock).is_ok() {
+            return Err(ZoneError::Invalid(format!(
+                "a monitor for {} already answers on {}",
+                config.uuid,
+                sock.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).ctx(|| format!("binding {}", sock.display()))?;
+        listener
+            .set_nonblocking(true)
+            .ctx(|| "nonblocking socket".into())?;
+        let pidfile = contract::pidfile_path(&config.run_dir, &config.uuid);
+        spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
+            .ctx(|| format!("writing {}", pidfile.display()))?;
+        let mut sigs = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGCHLD,
+        ] {
+            sigs.add(s);
+        }
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None)
+            .ctx(|| "sigprocmask".into())?;
+        let signals = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .ctx(|| "signalfd".into())?;
+        launch::prepare_runtime()?;
+        let hierarchy = Hierarchy::detect()?;
+        let stage = Stage::new(dir.join("root"))?;
+        let log = ConsoleLog::open(
+            &contract::console_log_path(&config.pool, &config.uuid),
+            LOG_LIMIT,
+        )?;
+        let status = MonitorStatus {
+            pid: std::process::id(),
+            state: states::PROVISIONING.into(),
+            instance_pid: None,
+            started_at: None,
+            reason: String::new(),
+            details: BTreeMap::new(),
+        };
+        Ok(Monitor {
+            config,
+            spec,
+            hierarchy,
+            stage,
+            listener,
+            signals,
+            clients: vec![],
+            zone: None,
+            pty: None,
+            log,
+            status,
+            pending: Pending::None,
+            kill_at: None,
+            started: Instant::now(),
+            boots: 0,
+        })
+    }
+
+    fn save(&mut self) {
+        let path = contract::status_path(&self.config.pool, &self.config.uuid);
+        if let Err(e) = spec::atomic::write_json_atomic(&path, &self.status) {
+            eprintln!("zone monitor: writing {}: {e}", path.display());
+        }
+    }
+
+    fn set_state(&mut self, state: &str, reason: impl Into<String>) {
+        self.status.state = state.into();
+        self.status.reason = reason.into();
+        eprintln!(
+            "zone monitor {}: {} {}",
+            self.config.uuid, self.status.state, self.status.reason
+        );
+        self.save();
+    }
+
+    /// Boots the zone once; on error records the failure.
+    fn boot(&mut self) -> Result<()> {
+        let pty = Pty::open(self.spec.idmap.host_id(0))?;
+        let zone = launch::start(&self.spec, &mut self.stage, &self.hierarchy, Some(&pty))?;
+        self.boots += 1;
+        self.started = Instant::now();
+        self.status.instance_pid = Some(zone.pid.as_raw() as u32);
+        self.status.started_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        let d = &mut self.status.details;
+        d.insert("cgroup".into(), zone.cgroup.describe());
+        d.insert("id_range_start".into(), self.spec.idmap.start.to_string());
+        d.insert("boots".into(), self.boots.to_string());
+        d.insert(
+            "console_log".into(),
+            contract::console_log_path(&self.config.pool, &self.config.uuid)
+                .display()
+                .to_string(),
+        );
+        d.insert(
+            "memory".into(),
+            self.spec
+                .limits
+                .memory
+                .map_or("none".into(), |m| m.to_string()),
+        );
+        d.insert("cpu_cap".into(), self.spec.limits.cpu_cap.to_string());
+        d.insert(
+            "pids".into(),
+            self.spec
+                .limits
+                .pids
+                .map_or("none".into(), |p| p.to_string()),
+        );
+        // Writable-layer quota needs btrfs qgroups or xfs project quota on the pool.
+        if let spec::Kind::Zone(z) = &self.config.spec.kind {
+            if z.quota.is_some() {
+                d.insert(
+                    "quota".into(),
+                    "unenforced (pool filesystem has no project quota support here)".into(),
+                );
+            }
+        }
+        self.zone = Some(zone);
+        self.pty = Some(pty);
+        self.set_state(states::RUNNING, "");
+        Ok(())
+    }
+
+    /// The main loop; returns the exit code.
+    fn run(&mut self) -> i32 {
+        if let Err(e) = self.boot() {
+            self.set_state(states::FAILED, e.to_string());
+            return 1;
+        }
+        loop {
+            if let Some(code) = self.step() {
+                return code;
+            }
+        }
+    }
+
+    /// One poll round; Some(exit code) when the monitor is done.
+    fn step(&mut self) -> Option<i32> {
+        let timeout = match self.kill_at {
+            Some(t) => PollTimeout::try_from(
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
+                    + 1,
+            )
+            .unwrap_or(PollTimeout::NONE),
+            None => PollTimeout::NONE,
+        };
+        let (listen_ready, sig_ready, zone_ready, console_ready, client_ready) = {
+            let mut fds = vec![
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            ];
+            let zone_fd = self.zone.as_ref().map(|z| z.pidfd.as_fd());
+            let console_fd = self.pty.as_ref().map(|p| p.master.as_fd());
+            fds.push(PollFd::new(
+                zone_fd.unwrap_or(self.signals.as_fd()),
+                PollFlags::POLLIN,
+            ));
+            fds.push(PollFd::new(
+                console_fd.unwrap_or(self.signals.as_fd()),
+                PollFlags::POLLIN,
+            ));
+            for c in &self.clients {
+                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+            }
+            if let Err(e) = poll(&mut fds, timeout) {
+                if e != nix::errno::Errno::EINTR {
+                    eprintln!("zone monitor: poll: {e}");
+                }
+                return None;
+            }
+            let r: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            (
+                r[0],
+                r[1],
+                r[2] && zone_fd.is_some(),
+                r[3] && console_fd.is_some(),
+                r[4..].to_vec(),
+            )
+        };
+        if console_ready {
+            self.pump_console();
+        }
+        if sig_ready {
+            while let Ok(Some(info)) = self.signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == Signal::SIGTERM as i32 || sig == Signal::SIGINT as i32 {
+                    self.request_stop(false, DEFAULT_GRACE);
+                }
+            }
+        }
+        if listen_ready {
+            while let Ok((stream, _)) = self.listener.accept() {
+                let _ = stream.set_nonblocking(true);
+                self.clients.push(Client {
+                    stream,
+                    buf: vec![],
+                });
+            }
+        }
+        for i in (0..client_ready.len()).rev() {
+            if client_ready[i] && !self.serve_client(i) {
+                self.clients.remove(i);
+            }
+        }
+        if let Some(t) = self.kill_at {
+            if Instant::now() >= t {
+                if let Some(z) = &self.zone {
+                    let _ = z.kill();
+                }
+                self.kill_at = None;
+            }
+        }
+        if zone_ready {
+            return self.zone_exited();
+        }
+        None
+    }
+
+    fn pump_console(&mut self) {
+        let Some(pty) = &self.pty else { return };
+        let mut buf = [0u8; 8192];
+        match nix::unistd::read(pty.master.as_fd(), &mut buf) {
+            Ok(n) if n > 0 => {
+                if let Err(e) = self.log.write(&buf[..n]) {
+                    eprintln!("zone monitor: console log: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn request_stop(&mut self, force: bool, grace: Duration) {
+        let Some(zone) = &self.zone else { return };
+        if force {
+            let _ = zone.kill();
+        } else {
+            let _ = zone.signal(Signal::SIGTERM);
+            self.kill_at = Some(Instant::now() + grace);
+        }
+        if self.pending == Pending::None {
+            self.pending = Pending::Stop;
+        }
+        self.set_state(states::STOPPING, "stop requested");
+    }
+
+    /// The zone init is gone: decide between restart, stop and failure.
+    fn zone_exited(&mut self) -> Option<i32> {
+        let mut zone = self.zone.take()?;
+        let exit = match zone.try_wait(true) {
+            Ok(Some(e)) => e,
+            _ => ZoneExit::Exited(-1),
+        };
+        if let Err(e) = zone.cleanup() {
+            eprintln!("zone monitor: cleanup: {e}");
+        }
+        while self.pty.is_some() {
+            // Drain what the zone wrote last before dropping the pty.
+            let Some(p) = &self.pty else { break };
+            let mut fds = [PollFd::new(p.master.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                break;
+            }
+            let before = self.log_size();
+            self.pump_console();
+            if self.log_size() == before {
+                break;
+            }
+        }
+        self.pty = None;
+        self.kill_at = None;
+        self.status.instance_pid = None;
+        let pending = std::mem::replace(&mut self.pending, Pending::None);
+        let reason = format!("zone init {}", exit.describe());
+        let restart = pending == Pending::Reboot || (pending == Pending::None && exit.is_reboot());
+        if restart {
+            self.set_state(states::PROVISIONING, format!("restarting: {reason}"));
+            if let Err(e) = self.boot() {
+                self.set_state(states::FAILED, format!("restart failed: {e}"));
+                return Some(1);
+            }
+            return None;
+        }
+        if pending == Pending::Stop {
+            self.set_state(states::STOPPED, format!("stopped: {reason}"));
+            return Some(0);
+        }
+        let clean = matches!(
+            exit,
+            ZoneExit::Exited(0) | ZoneExit::Signaled(Signal::SIGINT)
+        );
+        if self.started.elapsed() < EARLY_EXIT && !clean {
+            self.set_state(
+                states::FAILED,
+                format!("zone init {:?} exited at once: {reason}", self.spec.command),
+            );
+            return Some(1);
+        }
+        if clean {
+            self.set_state(states::STOPPED, reason);
+            Some(0)
+        } else {
+            self.set_state(states::FAILED, reason);
+            Some(1)
+        }
+    }
+
+    fn log_size(&self) -> u64 {
+        std::fs::metadata(contract::console_log_path(
+            &self.config.pool,
+            &self.config.uuid,
+        ))
+        .map(|m| m.len())
+        .unwrap_or(0)
+    }
+
+    /// Reads request lines from client `i`; false when the client is gone.
+    fn serve_client(&mut self, i: usize) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = match self.clients[i].stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        };
+        self.clients[i].buf.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = self.clients[i].buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.clients[i].buf.drain(..=pos).collect();
+            let (resp, fd) = match serde_json::from_slice::<MonitorRequest>(&line) {
+                Ok(req) => self.handle(req),
+                Err(e) => (reply(false, format!("bad request: {e}")), None),
+            };
+            let mut text = serde_json::to_vec(&resp).unwrap_or_default();
+            text.push(b'\n');
+            let stream = &self.clients[i].stream;
+            let _ = stream.set_nonblocking(false);
+            let sent = match fd {
+                Some(fd) => {
+                    let fds = [fd];
+                    let cmsg = [ControlMessage::ScmRights(&fds)];
+                    sendmsg::<()>(
+                        stream.as_raw_fd(),
+                        &[IoSlice::new(&text)],
+                        &cmsg,
+                        MsgFlags::empty(),
+                        None,
+                    )
+                    .is_ok()
+                }
+                None => (&self.clients[i].stream).write_all(&text).is_ok(),
+            };
+            let _ = self.clients[i].stream.set_nonblocking(true);
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn handle(&mut self, req: MonitorRequest) -> (MonitorResponse, Option<i32>) {
+        match req {
+            MonitorRequest::Status => {
+                if let Some(z) = &self.zone {
+                    if let Ok(u) = z.cgroup.cpu_usage_usec() {
+                        self.status
+                            .details
+                            .insert("cpu_usage_usec".into(), u.to_string());
+                    }
+                }
+                let mut r = reply(true, String::new());
+                r.status = Some(self.status.clone());
+                (r, None)
+            }
+            MonitorRequest::Stop {
+                force,
+                timeout_secs,
+            } => {
+                if self.zone.is_none() {
+                    return (reply(false, "zone is not running".into()), None);
+                }
+                self.request_stop(force, Duration::from_secs(timeout_secs.into()));
+                (reply(true, "stopping".into()), None)
+            }
+            MonitorRequest::Reboot { force } => {
+                if self.zone.is_none() {
+                    return (reply(false, "zone is not running".into()), None);
+                }
+                self.request_stop(force, DEFAULT_GRACE);
+                self.pending = Pending::Reboot;
+                (reply(true, "rebooting".into()), None)
+            }
+            MonitorRequest::Console => match &self.pty {
+                Some(p) => (
+                    reply(true, "console attached".into()),
+                    Some(p.master.as_raw_fd()),
+                ),
+                None => (reply(false, "zone is not running".into()), None),
+            },
+        }
+    }
+
+    /// Leaves nothing behind: zone, mounts, socket, pidfile.
+    fn shutdown(&mut self) {
+        if let Some(mut z) = self.zone.take() {
+            let _ = z.cleanup();
+        }
+        let _ = self.stage.unmount(false);
+        let _ = std::fs::remove_file(contract::socket_path(
+            &self.config.run_dir,
+            &self.config.uuid,
+        ));
+        let _ = std::fs::remove_file(contract::pidfile_path(
+            &self.config.run_dir,
+            &self.config.uuid,
+        ));
+    }
+}
+
+fn reply(ok: bool, message: String) -> MonitorResponse {
+    MonitorResponse {
+        ok,
+        message,
+        status: None,
+    }
+}
+
+/// Client side of the monitor socket: one request, one response (and the console fd
+/// for `Console`). Used by tests and handy for init.
+pub fn request(
+    socket: &Path,
+    req: &MonitorRequest,
+) -> Result<(MonitorResponse, Option<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    use std::os::fd::FromRawFd;
+    let mut stream =
+        UnixStream::connect(socket).ctx(|| format!("connecting to {}", socket.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ZoneError::Invalid(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .ctx(|| format!("writing to {}", socket.display()))?;
+    let mut data = Vec::new();
+    let mut fd = None;
+    while !data.ends_with(b"\n") {
+        let mut buf = [0u8; 65536];
+        let mut cmsg = nix::cmsg_space!([i32; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ctx(|| format!("reading from {}", socket.display()))?;
+        for c in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel just installed these fds in our table for us.
+                fd = fds
+                    .first()
+                    .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(*f) });
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    let resp = serde_json::from_slice(&data)
+        .map_err(|e| ZoneError::Invalid(format!("bad response from {}: {e}", socket.display())))?;
+    Ok((resp, fd))
+}
+
+/// The pool directory of an instance (`<pool>/<uuid>`).
+pub fn instance_dir(config: &InstanceConfig) -> PathBuf {
+    config.pool.join(&config.uuid)
+}

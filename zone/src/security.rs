@@ -1,0 +1,169 @@
+//! What a zone's processes may do: a container-sensible capability set, `no_new_privs`
+//! and a seccomp filter refusing the syscalls that reach past the zone's namespaces.
+
+use crate::error::{Context, Result, ZoneError};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use std::collections::BTreeMap;
+
+/// Capability numbers of `<linux/capability.h>` (libc does not carry them).
+pub mod cap {
+    #![allow(missing_docs)]
+    pub const CHOWN: u32 = 0;
+    pub const DAC_OVERRIDE: u32 = 1;
+    pub const FOWNER: u32 = 3;
+    pub const FSETID: u32 = 4;
+    pub const KILL: u32 = 5;
+    pub const SETGID: u32 = 6;
+    pub const SETUID: u32 = 7;
+    pub const SETPCAP: u32 = 8;
+    pub const NET_BIND_SERVICE: u32 = 10;
+    pub const NET_ADMIN: u32 = 12;
+    pub const NET_RAW: u32 = 13;
+    pub const SYS_MODULE: u32 = 16;
+    pub const SYS_CHROOT: u32 = 18;
+    pub const SYS_ADMIN: u32 = 21;
+    pub const SYS_BOOT: u32 = 22;
+    pub const MKNOD: u32 = 27;
+    pub const AUDIT_WRITE: u32 = 29;
+    pub const SETFCAP: u32 = 31;
+}
+
+/// Capabilities a zone keeps (all scoped to its user namespace): Docker's defaults plus
+/// NET_ADMIN (a zone configures its own network, e.g. its DHCP client) and SYS_BOOT
+/// (reboot(2) in a pid namespace is how a zone asks to be restarted).
+pub const KEPT_CAPS: [u32; 16] = [
+    cap::CHOWN,
+    cap::DAC_OVERRIDE,
+    cap::FSETID,
+    cap::FOWNER,
+    cap::MKNOD,
+    cap::NET_RAW,
+    cap::SETGID,
+    cap::SETUID,
+    cap::SETFCAP,
+    cap::SETPCAP,
+    cap::NET_BIND_SERVICE,
+    cap::SYS_CHROOT,
+    cap::KILL,
+    cap::AUDIT_WRITE,
+    cap::NET_ADMIN,
+    cap::SYS_BOOT,
+];
+
+/// The kept capabilities as a bit mask.
+pub fn kept_mask() -> u64 {
+    KEPT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c))
+}
+
+/// Highest capability number the running kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drops every capability not in [`KEPT_CAPS`] from the bounding, ambient, effective,
+/// permitted and inheritable sets of the calling process.
+pub fn drop_capabilities() -> Result<()> {
+    let keep = kept_mask();
+    for cap in 0..=last_cap() {
+        if keep & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r != 0 {
+                return Err(ZoneError::io(
+                    format!("dropping capability {cap} from the bounding set"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    crate::sys::set_capabilities(keep).ctx(|| "capset".into())
+}
+
+/// Sets `no_new_privs`: nothing exec'ed in the zone can gain privileges (setuid bits,
+/// file capabilities), and seccomp can be installed without CAP_SYS_ADMIN.
+pub fn set_no_new_privs() -> Result<()> {
+    nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())
+}
+
+/// Syscalls refused with EPERM in a zone: they act on the whole host (kernel modules,
+/// kexec, swap, clock, accounting, keyrings that are not namespaced) or open files by
+/// handle around the mount namespace.
+pub const DENIED_SYSCALLS: [(&str, i64); 20] = [
+    ("kexec_load", libc::SYS_kexec_load),
+    ("kexec_file_load", libc::SYS_kexec_file_load),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("delete_module", libc::SYS_delete_module),
+    ("acct", libc::SYS_acct),
+    ("swapon", libc::SYS_swapon),
+    ("swapoff", libc::SYS_swapoff),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    ("iopl", libc::SYS_iopl),
+    ("ioperm", libc::SYS_ioperm),
+    ("keyctl", libc::SYS_keyctl),
+    ("add_key", libc::SYS_add_key),
+    ("request_key", libc::SYS_request_key),
+    ("lookup_dcookie", libc::SYS_lookup_dcookie),
+    ("settimeofday", libc::SYS_settimeofday),
+    ("clock_settime", libc::SYS_clock_settime),
+    ("clock_adjtime", libc::SYS_clock_adjtime),
+    ("adjtimex", libc::SYS_adjtimex),
+    ("syslog", libc::SYS_syslog),
+];
+
+/// Compiles the zone's seccomp filter (done before forking; installing it is cheap).
+pub fn compile_filter() -> Result<BpfProgram> {
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED_SYSCALLS
+        .iter()
+        .map(|(_, nr)| (*nr, vec![]))
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(|e| ZoneError::Setup(format!("building the seccomp filter: {e}")))?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| {
+        ZoneError::Setup(format!("compiling the seccomp filter: {e}"))
+    })
+}
+
+/// Installs a compiled filter on the calling thread (inherited across exec).
+pub fn install_filter(bpf: &BpfProgram) -> Result<()> {
+    seccompiler::apply_filter(bpf)
+        .map_err(|e| ZoneError::Setup(format!("installing the seccomp filter: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_set_is_small_and_has_reboot() {
+        let m = kept_mask();
+        assert_ne!(m & (1 << cap::SYS_BOOT), 0);
+        assert_eq!(m & (1 << cap::SYS_ADMIN), 0);
+        assert_eq!(m & (1 << cap::SYS_MODULE), 0);
+        assert_eq!(m.count_ones() as usize, KEPT_CAPS.len());
+    }
+
+    #[test]
+    fn filter_compiles() {
+        let bpf = compile_filter().unwrap();
+        assert!(bpf.len() > DENIED_SYSCALLS.len());
+    }
+}

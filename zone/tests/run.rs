@@ -1,0 +1,213 @@
+//! `zone run` against the real kernel, asserting from inside the zone.
+
+mod common;
+use common::*;
+
+#[test]
+fn zone_init_is_pid_1_with_its_hostname_and_only_lo() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(
+        r.path(),
+        &["--hostname", "zt-host"],
+        "echo pid=$$; hostname; cat /proc/net/dev; ls /sys/class/net",
+    );
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("\nzt-host\n"), "{out}");
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("zt-host"))
+        .skip(1)
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, _)| n.trim())
+                .filter(|n| !n.contains('|'))
+        })
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{out}");
+    assert_eq!(out.lines().last(), Some("lo"), "/sys/class/net: {out}");
+}
+
+#[test]
+fn zone_root_is_mapped_to_an_unprivileged_host_range() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(
+        r.path(),
+        &[],
+        "id -u; cat /proc/self/uid_map /proc/self/gid_map; stat -c %u /etc/motd",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "zone root is uid 0 inside: {out}");
+    for map in &lines[1..3] {
+        let f: Vec<u64> = map.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[0], 0);
+        assert_ne!(f[1], 0, "mapping is the identity: {out}");
+        assert!(f[1] >= 65536, "zone root maps to a low host id: {out}");
+        assert_eq!(f[2], 65536);
+    }
+    // The image's root-owned files look root-owned in the zone (idmapped lower).
+    assert_eq!(lines[3], "0", "{out}");
+}
+
+#[test]
+fn writes_do_not_reach_the_image() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(
+        r.path(),
+        &[],
+        "echo new > /newfile && echo changed >> /etc/motd && rm /bin/vi && cat /newfile /etc/motd && ls /bin/vi 2>&1; true",
+    );
+    assert!(out.contains("new\nfrom the image\nchanged\n"), "{out}");
+    assert!(out.contains("No such file"), "{out}");
+    assert!(!r.path().join("newfile").exists());
+    assert_eq!(
+        std::fs::read_to_string(r.path().join("etc/motd")).unwrap(),
+        "from the image\n"
+    );
+    assert!(r.path().join("bin/vi").symlink_metadata().is_ok());
+}
+
+#[test]
+fn memory_cap_kills_an_allocation_past_it() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(
+        r.path(),
+        &["--memory", "32M"],
+        "(dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null); echo big=$?; (dd if=/dev/zero of=/dev/null bs=4M count=1 2>/dev/null); echo small=$?",
+    );
+    assert!(
+        out.contains("big=137"),
+        "96M allocation under a 32M cap was not OOM-killed: {out}"
+    );
+    assert!(out.contains("small=0"), "{out}");
+}
+
+#[test]
+fn pids_cap_stops_a_fork_loop() {
+    require_root();
+    let r = busybox_rootfs();
+    // The fork loop runs in a subshell, which dies when fork fails; without the cap it
+    // would never end (the test would time out). The count is taken by a glob: no fork.
+    let out = sh(
+        r.path(),
+        &["--pids", "10"],
+        "(while :; do sleep 30 & done) 2>/dev/null; echo loop=$?; set -- /proc/[0-9]*; echo count=$#",
+    );
+    assert!(out.contains("loop=2"), "the fork loop did not fail: {out}");
+    let count: usize = out.split("count=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(
+        (5..=10).contains(&count),
+        "tasks in the zone: {count}: {out}"
+    );
+}
+
+#[test]
+fn cpu_cap_holds_a_busy_loop_near_its_share() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(
+        r.path(),
+        &["--cpu-cap", "20"],
+        "while :; do :; done & p=$!; read u0 x < /proc/uptime; sleep 3; read s < /proc/$p/stat; read u1 x < /proc/uptime; kill $p; echo \"$u0 $u1 $s\"",
+    );
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let (u0, u1): (f64, f64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+    // /proc/<pid>/stat after the two uptimes: field 14 utime, 15 stime (clock ticks).
+    let ticks: f64 = f[2 + 13].parse::<f64>().unwrap() + f[2 + 14].parse::<f64>().unwrap();
+    let hz = 100.0; // USER_HZ on x86_64
+    let share = ticks / hz / (u1 - u0);
+    assert!(
+        (0.10..=0.35).contains(&share),
+        "busy loop under cpu-cap 20 used {:.0}% ({out})",
+        share * 100.0
+    );
+}
+
+#[test]
+fn cpu_cap_zero_means_no_cap() {
+    require_root();
+    let r = busybox_rootfs();
+    let out = sh(r.path(), &["--cpu-cap", "0"], "echo ok");
+    assert_eq!(out, "ok\n");
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    require_root();
+    let r = busybox_rootfs();
+    let (out, pid) = zone_run(
+        &["--rootfs", r.path().to_str().unwrap()],
+        &["/bin/sh", "-c", "exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert_nothing_left(pid);
+    // A child killed by a signal: the shell reports 128+n, which becomes ours.
+    let (out, pid) = zone_run(
+        &["--rootfs", r.path().to_str().unwrap()],
+        &["/bin/sh", "-c", "sh -c 'kill -9 $$'; exit $?"],
+    );
+    assert_eq!(out.status.code(), Some(137));
+    assert_nothing_left(pid);
+}
+
+#[test]
+fn missing_rootfs_is_a_clear_error() {
+    require_root();
+    let (out, pid) = zone_run(&["--rootfs", "/nonexistent/zone-rootfs"], &["/bin/true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/nonexistent/zone-rootfs") && err.contains("No such file"),
+        "{err}"
+    );
+    assert_nothing_left(pid);
+}
+
+#[test]
+fn image_without_sh_is_a_clear_error() {
+    require_root();
+    let empty = tempfile::tempdir().unwrap();
+    let (out, pid) = zone_run(
+        &["--rootfs", empty.path().to_str().unwrap()],
+        &["/bin/sh", "-c", "true"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/bin/sh: not found in the zone's rootfs"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "the rootfs was written to"
+    );
+    assert_nothing_left(pid);
+}
+
+#[test]
+fn seccomp_and_capabilities_confine_zone_root() {
+    require_root();
+    let r = busybox_rootfs();
+    // insmod needs finit_module/init_module (refused), and mounting a host-only
+    // filesystem type fails; the bounding set has no CAP_SYS_ADMIN (bit 21).
+    let out = sh(
+        r.path(),
+        &[],
+        "grep CapBnd /proc/self/status; touch /m.ko; insmod /m.ko 2>&1; echo insmod=$?; grep NoNewPrivs /proc/self/status",
+    );
+    let bnd = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let mask = u64::from_str_radix(bnd, 16).unwrap();
+    assert_eq!(mask & (1 << 21), 0, "CAP_SYS_ADMIN kept: {out}");
+    assert_eq!(mask & (1 << 16), 0, "CAP_SYS_MODULE kept: {out}");
+    assert!(out.contains("insmod=1"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+}
