@@ -1,1 +1,20 @@
 //! The skerry image store (`/zones/images/<uuid>/`) and IMGAPI client/server.
+//!
+//! [`ImageStore`] is what init and the `imgadm` CLI share: lookup by UUID,
+//! `name@version` or name, verified streaming import from IMGAPI sources (resumable,
+//! atomic), local install, delete, vacuum. [`serve::Server`] serves a store over the
+//! same IMGAPI protocol. The API is synchronous; init calls it from a blocking thread.
+
+pub mod error;
+mod import;
+pub mod manifest;
+pub mod output;
+pub mod serve;
+pub mod sources;
+pub mod store;
+pub mod unpack;
+
+pub use error::StoreError;
+pub use manifest::{Compression, ImageFile, ImageKind, ImageManifest};
+pub use sources::SourceClient;
+pub use store::{instances_using, parse_ref, Image, ImageStore};

@@ -1,4 +1,343 @@
+//! `imgadm`: manage the images of a skerry pool, with SmartOS's commands and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use imgadm::{output, parse_ref, ImageManifest, ImageStore, SourceClient};
+
+#[derive(Parser)]
+#[command(
+    name = "imgadm",
+    about = "Manage skerry images (SmartOS imgadm work-alike)"
+)]
+struct Cli {
+    /// The pool holding images/ and config/.
+    #[arg(long, global = true, env = "SKERRY_POOL", default_value = "/zones")]
+    pool: PathBuf,
+    /// More IMGAPI sources, comma separated, consulted after the configured ones.
+    #[arg(long, global = true, env = "SKERRY_SOURCES", value_delimiter = ',')]
+    sources: Vec<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Output flags of `list` and `avail`.
+#[derive(clap::Args)]
+struct ListFlags {
+    /// JSON output.
+    #[arg(short = 'j', long)]
+    json: bool,
+    /// Columns, comma separated (uuid,name,version,os,type,pub,size,...).
+    #[arg(short = 'o')]
+    fields: Option<String>,
+    /// No header line.
+    #[arg(short = 'H')]
+    no_header: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List, add (-a), delete (-d) or edit (-e) image sources.
+    Sources {
+        /// Add a source URL.
+        #[arg(short = 'a', conflicts_with_all = ["delete", "edit"])]
+        add: Option<String>,
+        /// Delete a source URL.
+        #[arg(short = 'd', conflicts_with = "edit")]
+        delete: Option<String>,
+        /// Edit the source list in $EDITOR (one URL per line).
+        #[arg(short = 'e')]
+        edit: bool,
+        /// JSON output.
+        #[arg(short = 'j')]
+        json: bool,
+    },
+    /// Images available from the sources.
+    Avail(ListFlags),
+    /// The manifest of an image in the sources.
+    Show {
+        /// UUID, name@version or name.
+        image: String,
+    },
+    /// Import an image from the sources.
+    Import {
+        /// UUID, name@version or name (newest version).
+        image: String,
+        /// Print nothing but errors.
+        #[arg(short = 'q')]
+        quiet: bool,
+    },
+    /// Install an image from a local manifest and file.
+    Install {
+        /// The IMGAPI manifest (JSON).
+        #[arg(short = 'm')]
+        manifest: PathBuf,
+        /// The image file.
+        #[arg(short = 'f')]
+        file: PathBuf,
+        /// Print nothing but errors.
+        #[arg(short = 'q')]
+        quiet: bool,
+    },
+    /// Installed images.
+    List(ListFlags),
+    /// An installed image's manifest and location (JSON).
+    Get {
+        /// UUID, name@version or name.
+        image: String,
+    },
+    /// Delete an installed image (refused while an instance uses it).
+    Delete {
+        /// UUID, name@version or name.
+        image: String,
+    },
+    /// Delete images no instance uses.
+    Vacuum {
+        /// Dry run: only say what would be deleted.
+        #[arg(short = 'n')]
+        dry_run: bool,
+        /// Accepted for SmartOS compatibility (vacuum never asks).
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Serve the pool's images over the IMGAPI HTTP protocol.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+    },
+}
+
 fn main() {
-    eprintln!("imgadm: not built yet");
-    std::process::exit(2);
+    // Die quietly on a closed pipe (`imgadm list | head`) like other Unix tools.
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+    log::set_logger(&StderrLogger).expect("first logger");
+    log::set_max_level(log::LevelFilter::Info);
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("imgadm: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store = ImageStore::open_with_sources(&cli.pool, &cli.sources)
+        .with_context(|| format!("opening the image store of pool {}", cli.pool.display()))?;
+    match cli.cmd {
+        Cmd::Sources {
+            add,
+            delete,
+            edit,
+            json,
+        } => sources(&store, add, delete, edit, json)?,
+        Cmd::Avail(f) => {
+            let urls = store.sources()?;
+            if urls.is_empty() {
+                bail!(imgadm::StoreError::NoSources);
+            }
+            // One source down does not hide the others' images (SmartOS does the same).
+            let mut all = Vec::new();
+            let mut failed = 0;
+            for url in &urls {
+                match SourceClient::new(url).and_then(|c| c.list()) {
+                    Ok(ms) => all.extend(ms.into_iter().filter(|m| !m.disabled)),
+                    Err(e) => {
+                        failed += 1;
+                        log::warn!("source {url}: {e}");
+                    }
+                }
+            }
+            if failed == urls.len() {
+                bail!("no source answered ({} configured)", urls.len());
+            }
+            all.sort_by(imgadm::manifest::newer);
+            all.dedup_by_key(|m| m.uuid);
+            print_list(&all, &f)?;
+        }
+        Cmd::Show { image } => {
+            let (_, m) = store.find_in_sources(&parse_ref(&image))?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        Cmd::Import { image, quiet } => {
+            let r = parse_ref(&image);
+            if let Some(img) = store.resolve(&r)? {
+                if !quiet {
+                    println!(
+                        "Image {} ({}) is already installed",
+                        img.uuid,
+                        img.manifest.name_version()
+                    );
+                }
+                return Ok(());
+            }
+            let img = store.import_ref(&r)?;
+            if !quiet {
+                println!(
+                    "Imported image {} ({})",
+                    img.uuid,
+                    img.manifest.name_version()
+                );
+            }
+        }
+        Cmd::Install {
+            manifest,
+            file,
+            quiet,
+        } => {
+            let data = std::fs::read(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let m = ImageManifest::from_json(&data, &manifest.display().to_string())?;
+            let img = store.install_file(&m, &file)?;
+            if !quiet {
+                println!(
+                    "Installed image {} ({})",
+                    img.uuid,
+                    img.manifest.name_version()
+                );
+            }
+        }
+        Cmd::List(f) => {
+            let all: Vec<ImageManifest> = store.list()?.into_iter().map(|i| i.manifest).collect();
+            print_list(&all, &f)?;
+        }
+        Cmd::Get { image } => {
+            let img = store
+                .resolve(&parse_ref(&image))?
+                .with_context(|| format!("image {image} is not installed"))?;
+            let out = serde_json::json!({
+                "manifest": img.manifest,
+                "zpool": cli.pool,
+                "path": img.path,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Delete { image } => {
+            let img = store
+                .resolve(&parse_ref(&image))?
+                .with_context(|| format!("image {image} is not installed"))?;
+            let used = imgadm::instances_using(store.pool())?;
+            let by = used.get(&img.uuid).cloned().unwrap_or_default();
+            store.delete(&img.uuid, &by)?;
+            println!(
+                "Deleted image {} ({})",
+                img.uuid,
+                img.manifest.name_version()
+            );
+        }
+        Cmd::Vacuum { dry_run, force: _ } => {
+            let gone = store.vacuum(dry_run)?;
+            let verb = if dry_run { "Would delete" } else { "Deleted" };
+            for img in &gone {
+                println!(
+                    "{verb} image {} ({})",
+                    img.uuid,
+                    img.manifest.name_version()
+                );
+            }
+            if gone.is_empty() {
+                println!("No unused images");
+            }
+        }
+        Cmd::Serve { listen } => {
+            let server = imgadm::serve::Server::bind(store, listen)?;
+            eprintln!(
+                "imgadm: serving the images of {} on http://{}",
+                cli.pool.display(),
+                server.local_addr()
+            );
+            server.run()?;
+        }
+    }
+    Ok(())
+}
+
+fn print_list(all: &[ImageManifest], f: &ListFlags) -> Result<()> {
+    if f.json {
+        print!("{}", output::json(all));
+        return Ok(());
+    }
+    let fields = match output::parse_fields(f.fields.as_deref()) {
+        Ok(fs) => fs,
+        Err(e) => bail!("-o: {e}"),
+    };
+    print!("{}", output::table(all, &fields, f.no_header));
+    Ok(())
+}
+
+fn sources(
+    store: &ImageStore,
+    add: Option<String>,
+    delete: Option<String>,
+    edit: bool,
+    json: bool,
+) -> Result<()> {
+    if let Some(url) = add {
+        SourceClient::new(&url)?
+            .ping()
+            .with_context(|| format!("{url} does not answer like an IMGAPI server; not added"))?;
+        store.add_source(&url)?;
+        println!("Added image source \"{url}\"");
+    } else if let Some(url) = delete {
+        store.remove_source(&url)?;
+        println!("Deleted image source \"{url}\"");
+    } else if edit {
+        let configured = imgadm::sources::load(store.pool())?;
+        let tmp = std::env::temp_dir().join(format!("imgadm-sources-{}.txt", std::process::id()));
+        std::fs::write(&tmp, configured.join("\n") + "\n")?;
+        let editor = std::env::var("EDITOR").unwrap_or_else(|_| "vi".into());
+        let status = std::process::Command::new(&editor)
+            .arg(&tmp)
+            .status()
+            .with_context(|| format!("running {editor}"))?;
+        let text = std::fs::read_to_string(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        if !status.success() {
+            bail!("{editor} failed; sources unchanged");
+        }
+        let urls: Vec<String> = text?
+            .lines()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(imgadm::sources::normalize_url)
+            .collect::<Result<_, _>>()?;
+        imgadm::sources::save(store.pool(), &urls)?;
+        println!("Saved {} image source(s)", urls.len());
+    } else {
+        let all = store.sources()?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        } else {
+            for s in all {
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Log lines on stderr (`imgadm: warning: ...`), for the library's warnings.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let level = match r.level() {
+                log::Level::Warn => "warning".to_string(),
+                l => l.as_str().to_lowercase(),
+            };
+            eprintln!("imgadm: {level}: {}", r.args());
+        }
+    }
+    fn flush(&self) {}
 }

@@ -1,1 +1,25 @@
-//! skerry init: the node daemon.
+//! skerry init: PID 1 of a node, and the same node daemon on an ordinary host.
+//!
+//! - [`pool`]: the pool layout and each instance's state.json;
+//! - [`plan`]: the pure reconcile planner;
+//! - [`node`]: the instance table, reconciler and supervisor;
+//! - [`monitor`]: the real runtime, spawning `zone`/`vmm` monitors;
+//! - [`dbus`]: the `org.skerry.Node1` API;
+//! - [`console`]: console lines, logging and the boot timeline;
+//! - [`net`], [`node_config`]: node networking and settings;
+//! - [`daemon`]: the daemon both modes run; [`pid1`]: booting the node as PID 1.
+
+pub mod console;
+pub mod daemon;
+pub mod dbus;
+pub mod images;
+pub mod manifests;
+pub mod monitor;
+pub mod net;
+pub mod node;
+pub mod node_config;
+pub mod pid1;
+pub mod plan;
+pub mod pool;
+pub mod runtime;
+pub mod update;

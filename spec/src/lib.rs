@@ -10,7 +10,18 @@
 
 pub mod api;
 pub mod atomic;
+pub mod diff;
+pub mod error;
+pub mod format;
+pub mod manifest;
 pub mod model;
 pub mod monitor;
+pub mod payload;
+pub mod smartos;
+pub mod suggest;
 
+pub use error::{ManifestError, Problem};
+pub use format::parse_size;
+pub use manifest::{load_dir, load_files, parse_file, parse_str, to_kdl, LoadedDir};
 pub use model::*;
+pub use payload::{parse_payload, Format, PayloadError};

@@ -141,6 +141,10 @@ pub fn default_bridge_name(tag: &str) -> String {
 /// Host-side name of an instance's nic (veth end or tap): `sk` + the first 8 hex digits
 /// of the UUID + the nic index, 13 bytes at most, unique per instance and nic.
 pub fn host_ifname(uuid: &str, nic_index: usize) -> String {
-    let hex: String = uuid.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+    let hex: String = uuid
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
     format!("sk{hex}n{nic_index}")
 }

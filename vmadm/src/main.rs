@@ -1,4 +1,4 @@
+//! vmadm: the operator CLI. All logic lives in the library.
 fn main() {
-    eprintln!("vmadm: not built yet");
-    std::process::exit(2);
+    std::process::exit(vmadm::commands::run(std::env::args_os().collect()));
 }

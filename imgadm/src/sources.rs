@@ -1,0 +1,324 @@
+//! Image sources: IMGAPI servers, configured in `<pool>/config/sources.json`, and the
+//! HTTP client that talks to them (`GET /ping`, `/images`, `/images/:uuid`,
+//! `/images/:uuid/file`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::manifest::ImageManifest;
+
+/// Page size asked of sources for `GET /images`.
+pub const PAGE_LIMIT: usize = 200;
+
+/// `<pool>/config/sources.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SourcesFile {
+    sources: Vec<SourceEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SourceEntry {
+    url: String,
+    #[serde(rename = "type", default = "imgapi")]
+    kind: String,
+}
+
+fn imgapi() -> String {
+    "imgapi".into()
+}
+
+/// Path of the sources configuration of `pool`.
+pub fn config_path(pool: &Path) -> PathBuf {
+    pool.join("config").join("sources.json")
+}
+
+/// The configured source URLs of `pool` (none when the file does not exist).
+pub fn load(pool: &Path) -> Result<Vec<String>, StoreError> {
+    let path = config_path(pool);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(&path)(e)),
+    };
+    let f: SourcesFile = serde_json::from_slice(&data).map_err(|e| {
+        StoreError::Sources(format!(
+            "{}: {e} (expected {{\"sources\": [{{\"url\": \"http://...\"}}]}})",
+            path.display()
+        ))
+    })?;
+    Ok(f.sources.into_iter().map(|s| s.url).collect())
+}
+
+/// Replaces the configured source list of `pool` (validated, written atomically).
+pub fn save(pool: &Path, urls: &[String]) -> Result<(), StoreError> {
+    for u in urls {
+        normalize_url(u)?;
+    }
+    let path = config_path(pool);
+    let dir = path.parent().expect("config path has a parent");
+    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    let f = SourcesFile {
+        sources: urls
+            .iter()
+            .map(|u| SourceEntry {
+                url: u.clone(),
+                kind: imgapi(),
+            })
+            .collect(),
+    };
+    spec::atomic::write_json_atomic(&path, &f).map_err(StoreError::io(&path))
+}
+
+/// Adds `url` to the sources of `pool`.
+pub fn add(pool: &Path, url: &str) -> Result<(), StoreError> {
+    let url = normalize_url(url)?;
+    let mut all = load(pool)?;
+    if all.contains(&url) {
+        return Err(StoreError::Sources(format!("{url} is already a source")));
+    }
+    all.push(url);
+    save(pool, &all)
+}
+
+/// Removes `url` from the sources of `pool`.
+pub fn remove(pool: &Path, url: &str) -> Result<(), StoreError> {
+    let url = normalize_url(url)?;
+    let mut all = load(pool)?;
+    let before = all.len();
+    all.retain(|u| u != &url);
+    if all.len() == before {
+        return Err(StoreError::Sources(format!("{url} is not a source")));
+    }
+    save(pool, &all)
+}
+
+/// Checks that `url` is http(s) and strips trailing slashes.
+pub fn normalize_url(url: &str) -> Result<String, StoreError> {
+    let u = url.trim().trim_end_matches('/');
+    let parsed = reqwest::Url::parse(u)
+        .map_err(|e| StoreError::Sources(format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(StoreError::Sources(format!(
+            "{url:?}: sources are http:// or https:// URLs of an IMGAPI server"
+        )));
+    }
+    Ok(u.to_string())
+}
+
+/// A client of one IMGAPI source.
+#[derive(Debug, Clone)]
+pub struct SourceClient {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+/// An image file being downloaded.
+pub struct FileResponse {
+    /// The body, from `offset` on.
+    pub body: reqwest::blocking::Response,
+    /// The byte offset the body starts at: the requested one when the server honoured
+    /// the Range request, 0 when it sent the whole file.
+    pub offset: u64,
+    /// The URL, for messages.
+    pub url: String,
+}
+
+impl SourceClient {
+    /// A client for the IMGAPI server at `url`.
+    pub fn new(url: &str) -> Result<SourceClient, StoreError> {
+        let base = normalize_url(url)?;
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // The blocking client applies this to the wait for the response head and to
+            // each body read, not to the whole transfer: a large image may take long,
+            // a stalled one fails after a minute (and resumes on the next try).
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("skerry-imgadm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StoreError::Network {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(SourceClient { base, http })
+    }
+
+    /// The source's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn send(
+        &self,
+        url: &str,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, StoreError> {
+        req.send().map_err(|e| StoreError::Network {
+            url: url.to_string(),
+            reason: error_chain(&e.without_url()),
+        })
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(&url, self.http.get(&url))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(StoreError::HttpStatus {
+                url,
+                status: resp.status().as_u16(),
+            });
+        }
+        let bytes = resp.bytes().map_err(|e| StoreError::Network {
+            url: url.clone(),
+            reason: error_chain(&e.without_url()),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::BadResponse {
+                url,
+                reason: e.to_string(),
+            })
+    }
+
+    /// `GET /ping`: is this an IMGAPI server?
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let v: Option<serde_json::Value> = self.get_json("/ping")?;
+        match v {
+            Some(v) if v["ping"] == "pong" => Ok(()),
+            _ => Err(StoreError::BadResponse {
+                url: format!("{}/ping", self.base),
+                reason: "expected {\"ping\": \"pong\"}".into(),
+            }),
+        }
+    }
+
+    /// Every image of the source (`GET /images`, following `limit`/`marker` pages).
+    /// Manifests the store could not use are skipped with a warning.
+    pub fn list(&self) -> Result<Vec<ImageManifest>, StoreError> {
+        let mut out = Vec::new();
+        let mut marker: Option<Uuid> = None;
+        loop {
+            let path = match marker {
+                Some(m) => format!("/images?limit={PAGE_LIMIT}&marker={m}"),
+                None => format!("/images?limit={PAGE_LIMIT}"),
+            };
+            let page: Vec<serde_json::Value> =
+                self.get_json(&path)?
+                    .ok_or_else(|| StoreError::HttpStatus {
+                        url: format!("{}{path}", self.base),
+                        status: 404,
+                    })?;
+            let n = page.len();
+            let mut last = None;
+            for v in page {
+                let origin = format!("{}/images/{}", self.base, v["uuid"].as_str().unwrap_or("?"));
+                last = v["uuid"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .or(last);
+                match serde_json::from_value::<ImageManifest>(v)
+                    .map_err(|e| StoreError::BadManifest {
+                        origin: origin.clone(),
+                        reason: e.to_string(),
+                    })
+                    .and_then(|m| m.validate(&origin).map(|_| m))
+                {
+                    Ok(m) => out.push(m),
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
+            if n < PAGE_LIMIT || last.is_none() || last == marker {
+                return Ok(out);
+            }
+            marker = last;
+        }
+    }
+
+    /// `GET /images/:uuid` (None on 404).
+    pub fn get(&self, uuid: &Uuid) -> Result<Option<ImageManifest>, StoreError> {
+        let path = format!("/images/{uuid}");
+        let Some(v) = self.get_json::<serde_json::Value>(&path)? else {
+            return Ok(None);
+        };
+        let origin = format!("{}{path}", self.base);
+        let m: ImageManifest = serde_json::from_value(v).map_err(|e| StoreError::BadManifest {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        m.validate(&origin)?;
+        Ok(Some(m))
+    }
+
+    /// `GET /images/:uuid/file`, from byte `offset` on (a Range request when > 0).
+    pub fn open_file(&self, uuid: &Uuid, offset: u64) -> Result<FileResponse, StoreError> {
+        let url = format!("{}/images/{uuid}/file", self.base);
+        let mut req = self.http.get(&url);
+        if offset > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let resp = self.send(&url, req)?;
+        let status = resp.status();
+        let start = if status == reqwest::StatusCode::PARTIAL_CONTENT {
+            content_range_start(&resp).ok_or_else(|| StoreError::BadResponse {
+                url: url.clone(),
+                reason: "206 without a usable Content-Range".into(),
+            })?
+        } else if status.is_success() {
+            0
+        } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            // Our partial file is longer than the server's: start over.
+            return self.open_file(uuid, 0);
+        } else {
+            return Err(StoreError::HttpStatus {
+                url,
+                status: status.as_u16(),
+            });
+        };
+        if start != 0 && start != offset {
+            return Err(StoreError::BadResponse {
+                url,
+                reason: format!("asked for bytes from {offset}, got from {start}"),
+            });
+        }
+        Ok(FileResponse {
+            body: resp,
+            offset: start,
+            url,
+        })
+    }
+}
+
+fn content_range_start(resp: &reqwest::blocking::Response) -> Option<u64> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = v.strip_prefix("bytes ")?;
+    range.split(['-', '/']).next()?.trim().parse().ok()
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in `source`).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}

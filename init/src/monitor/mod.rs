@@ -1,0 +1,225 @@
+//! The real [`Runtime`]: `zone monitor` and `vmm instance` processes, per the contract
+//! in `spec::monitor`.
+
+pub mod client;
+pub mod disks;
+pub mod watch;
+
+use crate::node_config::NodeConfig;
+use crate::pool::{InstanceRecord, Pool};
+use crate::runtime::{ResolvedImage, Runtime, RuntimeError};
+use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus};
+use spec::Kind;
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long a monitor has to answer one socket request.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spawns and talks to the `zone` and `vmm` binaries.
+pub struct MonitorRuntime {
+    pool: Pool,
+    run_dir: PathBuf,
+    zone_bin: PathBuf,
+    vmm_bin: PathBuf,
+    node: NodeConfig,
+}
+
+impl MonitorRuntime {
+    /// A runtime for `pool`, keeping sockets and pidfiles in `run_dir`.
+    pub fn new(
+        pool: Pool,
+        run_dir: PathBuf,
+        zone_bin: PathBuf,
+        vmm_bin: PathBuf,
+        node: NodeConfig,
+    ) -> Self {
+        MonitorRuntime {
+            pool,
+            run_dir,
+            zone_bin,
+            vmm_bin,
+            node,
+        }
+    }
+
+    fn socket(&self, uuid: &str) -> PathBuf {
+        contract::socket_path(&self.run_dir, uuid)
+    }
+
+    fn ask(
+        &self,
+        rec: &InstanceRecord,
+        req: &MonitorRequest,
+    ) -> Result<spec::monitor::MonitorResponse, RuntimeError> {
+        let resp = client::request(&self.socket(&rec.uuid), req, SOCKET_TIMEOUT).map_err(|e| {
+            RuntimeError::Monitor {
+                instance: rec.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        if !resp.ok {
+            return Err(RuntimeError::Monitor {
+                instance: rec.name.clone(),
+                message: resp.message,
+            });
+        }
+        Ok(resp)
+    }
+}
+
+impl Runtime for MonitorRuntime {
+    fn prepare(&self, rec: &InstanceRecord, image: &ResolvedImage) -> Result<(), RuntimeError> {
+        let fail = |message: String| RuntimeError::Provision {
+            instance: rec.name.clone(),
+            message,
+        };
+        let dir = self.pool.instance_dir(&rec.uuid);
+        fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        fs::create_dir_all(&self.run_dir)
+            .map_err(|e| fail(format!("{}: {e}", self.run_dir.display())))?;
+        match (&rec.spec.kind, image.zvol) {
+            (Kind::Zone(_), true) => {
+                return Err(fail(format!(
+                    "image {} is a zvol (disk image); a zone needs a zone-dataset image",
+                    image.uuid
+                )))
+            }
+            (Kind::Hvm(_), false) => {
+                return Err(fail(format!(
+                    "image {} is a zone-dataset; an hvm instance needs a zvol image",
+                    image.uuid
+                )))
+            }
+            _ => {}
+        }
+        if let Kind::Hvm(hvm) = &rec.spec.kind {
+            disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path).map_err(fail)?;
+        }
+        let mut bridges = BTreeMap::new();
+        for nic in &rec.spec.nics {
+            let tag = self.node.nic_tag(&nic.tag);
+            crate::net::ensure_bridge(&tag.bridge, tag.link.as_deref())
+                .map_err(|e| fail(format!("nic {} (tag {}): {e}", nic.name, nic.tag)))?;
+            bridges.insert(nic.tag.clone(), tag.bridge);
+        }
+        let config = InstanceConfig {
+            uuid: rec.uuid.clone(),
+            pool: self.pool.root().to_path_buf(),
+            run_dir: self.run_dir.clone(),
+            spec: rec.spec.clone(),
+            image_path: image.path.clone(),
+            id_range_start: rec.id_range_start,
+            bridges,
+        };
+        let path = contract::config_path(self.pool.root(), &rec.uuid);
+        spec::atomic::write_json_atomic(&path, &config)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))
+    }
+
+    fn spawn(&self, rec: &InstanceRecord) -> Result<u32, RuntimeError> {
+        let fail = |message: String| RuntimeError::Spawn {
+            instance: rec.name.clone(),
+            message,
+        };
+        let (bin, verb) = match rec.spec.kind {
+            Kind::Zone(_) => (&self.zone_bin, "monitor"),
+            Kind::Hvm(_) => (&self.vmm_bin, "instance"),
+        };
+        let config = contract::config_path(self.pool.root(), &rec.uuid);
+        // The monitor must outlive us and never depend on our stdio: its output goes
+        // to a log beside the instance.
+        let log_path = self.pool.instance_dir(&rec.uuid).join("monitor.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(verb)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: setsid() is async-signal-safe and touches only the child's own
+        // session; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("{}: {e}", bin.display())))?;
+        // The child is reaped by the supervisor's pidfd watcher, not by this handle.
+        Ok(child.id())
+    }
+
+    fn find_running(&self, uuid: &str) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(contract::pidfile_path(&self.run_dir, uuid))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if !watch::alive(pid) {
+            return None;
+        }
+        let resp =
+            client::request(&self.socket(uuid), &MonitorRequest::Status, SOCKET_TIMEOUT).ok()?;
+        // A stale pidfile whose pid was reused answers nothing, or answers with
+        // another pid: only a monitor that confirms its own pid is adopted.
+        match resp.status {
+            Some(st) if st.pid == pid => Some(pid),
+            _ => None,
+        }
+    }
+
+    fn status(&self, rec: &InstanceRecord) -> Result<MonitorStatus, RuntimeError> {
+        self.ask(rec, &MonitorRequest::Status)?
+            .status
+            .ok_or_else(|| RuntimeError::Monitor {
+                instance: rec.name.clone(),
+                message: "status answer without a status".into(),
+            })
+    }
+
+    fn stop(
+        &self,
+        rec: &InstanceRecord,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let timeout_secs = timeout.as_secs().min(u32::MAX as u64) as u32;
+        self.ask(
+            rec,
+            &MonitorRequest::Stop {
+                force,
+                timeout_secs,
+            },
+        )
+        .map(|_| ())
+    }
+
+    fn reboot(&self, rec: &InstanceRecord, force: bool) -> Result<(), RuntimeError> {
+        self.ask(rec, &MonitorRequest::Reboot { force }).map(|_| ())
+    }
+
+    fn console(&self, rec: &InstanceRecord) -> Result<OwnedFd, RuntimeError> {
+        client::console(&self.socket(&rec.uuid), SOCKET_TIMEOUT).map_err(|e| {
+            RuntimeError::Monitor {
+                instance: rec.name.clone(),
+                message: format!("console: {e}"),
+            }
+        })
+    }
+}

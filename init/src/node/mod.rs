@@ -1,0 +1,276 @@
+//! The node: the instance table, the reconciler that drives it, and the supervisor
+//! that keeps one monitor per running instance.
+//!
+//! The core is synchronous (it talks to sockets, files and processes); async callers
+//! (the D-Bus API, monitor watchers) reach it through `spawn_blocking`. Two locks:
+//! `ops` serialises whole operations (reconcile, start, stop, ...), `table` guards the
+//! in-memory records and is only ever held for a moment, so List/Get never wait for a
+//! slow stop.
+
+mod lifecycle;
+mod ops;
+mod reconcile;
+
+use crate::console::{self, Timeline};
+use crate::manifests::Manifests;
+use crate::pool::{InstanceRecord, Pool};
+use crate::runtime::{Images, Runtime};
+use spec::api::states;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub use ops::NodeError;
+
+/// A state change, as `InstanceChanged` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Instance name.
+    pub name: String,
+    /// Instance UUID.
+    pub uuid: String,
+    /// `zone` or `hvm`.
+    pub kind: String,
+    /// New state (`spec::api::states`, or `deleted`).
+    pub state: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Restart policy for monitors that die while their instance is wanted running.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    /// First delay; doubled after each quick failure.
+    pub initial_backoff: Duration,
+    /// Largest delay.
+    pub max_backoff: Duration,
+    /// Consecutive quick failures after which the instance is left `failed`.
+    pub max_failures: u32,
+    /// A monitor that ran at least this long resets the failure count.
+    pub healthy_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_failures: 5,
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Node tunables.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Grace period for stops init initiates (reconcile, shutdown).
+    pub stop_timeout: Duration,
+    /// How long a new monitor has to report `running`.
+    pub start_timeout: Duration,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            stop_timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(20),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+/// One instance in memory: its record plus what only a live init knows.
+#[derive(Debug, Clone)]
+struct Entry {
+    rec: InstanceRecord,
+    /// Live monitor pid, 0 when none.
+    pid: u32,
+    /// Quick failures in a row.
+    failures: u32,
+    /// When the current monitor started.
+    started: Option<Instant>,
+    /// Bumped by every explicit operation, so a pending crash restart scheduled
+    /// before it is dropped.
+    generation: u64,
+}
+
+/// The node.
+pub struct Node {
+    pool: Pool,
+    runtime: Arc<dyn Runtime>,
+    images: Arc<dyn Images>,
+    manifests: Arc<dyn Manifests>,
+    opts: NodeOptions,
+    table: Mutex<BTreeMap<String, Entry>>,
+    ops: Mutex<()>,
+    events: broadcast::Sender<Change>,
+    timeline: Timeline,
+    rt: tokio::runtime::Handle,
+}
+
+impl Node {
+    /// A node over `pool`. Must be called inside a tokio runtime (watchers and
+    /// restart timers are spawned on it).
+    pub fn new(
+        pool: Pool,
+        runtime: Arc<dyn Runtime>,
+        images: Arc<dyn Images>,
+        manifests: Arc<dyn Manifests>,
+        opts: NodeOptions,
+    ) -> Arc<Node> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Node {
+            pool,
+            runtime,
+            images,
+            manifests,
+            opts,
+            table: Mutex::new(BTreeMap::new()),
+            ops: Mutex::new(()),
+            events,
+            timeline: Timeline::default(),
+            rt: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The boot timeline.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// State changes, for the D-Bus signal.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.events.subscribe()
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_ops(&self) -> MutexGuard<'_, ()> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of instances with a live monitor.
+    pub fn running_count(&self) -> usize {
+        self.table().values().filter(|e| e.pid != 0).count()
+    }
+
+    /// Loads the pool's records and re-adopts live monitors. On a fresh `boot`, the
+    /// wish to run follows each instance's autoboot; after an init restart it stays
+    /// what it was.
+    pub fn load(self: &Arc<Self>, boot: bool) {
+        let (recs, errs) = self.pool.load_all();
+        for e in errs {
+            log::error!("{e}; that instance is ignored until the file is fixed");
+        }
+        for mut rec in recs {
+            let pid = self.runtime.find_running(&rec.uuid).unwrap_or(0);
+            if boot {
+                rec.want_running = rec.spec.autoboot;
+            }
+            let was = rec.state.clone();
+            if pid != 0 {
+                log::info!("re-adopted monitor {pid} of {}", rec.name);
+                rec.state = states::RUNNING.into();
+            } else if was == states::RUNNING
+                || was == states::PROVISIONING
+                || was == states::STOPPING
+            {
+                rec.state = states::STOPPED.into();
+                rec.reason = "its monitor was gone when init started".into();
+            }
+            let uuid = rec.uuid.clone();
+            let changed = rec.state != was;
+            if changed {
+                if let Err(e) = self.pool.save(&rec) {
+                    log::error!("{e}");
+                }
+            }
+            self.table().insert(
+                uuid.clone(),
+                Entry {
+                    rec,
+                    pid,
+                    failures: 0,
+                    started: (pid != 0).then(Instant::now),
+                    generation: 0,
+                },
+            );
+            if pid != 0 {
+                self.watch(&uuid, pid);
+            }
+        }
+    }
+
+    /// Sets an instance's state and reason, persists it, prints the console line and
+    /// announces the change.
+    fn set_state(&self, uuid: &str, state: &str, reason: &str) {
+        let rec = {
+            let mut t = self.table();
+            let Some(e) = t.get_mut(uuid) else { return };
+            if e.rec.state == state && e.rec.reason == reason {
+                return;
+            }
+            e.rec.state = state.to_string();
+            e.rec.reason = reason.to_string();
+            e.rec.clone()
+        };
+        self.persist(&rec);
+        self.announce(&rec.name, &rec.uuid, &rec.kind, state, reason);
+    }
+
+    fn announce(&self, name: &str, uuid: &str, kind: &str, state: &str, reason: &str) {
+        console::instance_line(name, kind, state, reason);
+        let _ = self.events.send(Change {
+            name: name.into(),
+            uuid: uuid.into(),
+            kind: kind.into(),
+            state: state.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn persist(&self, rec: &InstanceRecord) {
+        if let Err(e) = self.pool.save(rec) {
+            log::error!("saving state of {}: {e}", rec.name);
+        }
+    }
+
+    /// Applies `f` to a record and persists it.
+    fn update_record(&self, uuid: &str, f: impl FnOnce(&mut Entry)) -> Option<InstanceRecord> {
+        let rec = {
+            let mut t = self.table();
+            let e = t.get_mut(uuid)?;
+            f(e);
+            e.rec.clone()
+        };
+        self.persist(&rec);
+        Some(rec)
+    }
+
+    fn entry(&self, uuid: &str) -> Option<Entry> {
+        self.table().get(uuid).cloned()
+    }
+
+    /// Finds an instance by name or UUID; returns its UUID.
+    fn find(&self, id: &str) -> Option<String> {
+        let t = self.table();
+        if t.contains_key(id) {
+            return Some(id.to_string());
+        }
+        t.values()
+            .find(|e| e.rec.name == id)
+            .map(|e| e.rec.uuid.clone())
+    }
+}

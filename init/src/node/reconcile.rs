@@ -1,0 +1,229 @@
+//! Reconcile: load the manifests, plan against the table, log the plan, apply it.
+
+use super::{Entry, Node};
+use crate::plan::{self, Action, Actual, Step};
+use crate::pool::{allocate_id_range, unix_now, InstanceRecord};
+use crate::runtime::RuntimeError;
+use spec::api::{states, PlanStep};
+use spec::{InstanceSpec, Kind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The outcome of one reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Steps planned, each with its reason (and the error, when it failed).
+    pub steps: Vec<PlanStep>,
+    /// Manifest problems (`FILE:LINE:COL: message`).
+    pub problems: Vec<String>,
+}
+
+impl Node {
+    /// Computes the plan without applying it.
+    pub fn plan(&self) -> (Vec<Step>, Vec<String>) {
+        let loaded = self.manifests.load_dir(&self.pool.manifests_dir());
+        let broken: Vec<PathBuf> = loaded
+            .problems
+            .iter()
+            .filter_map(|p| p.file.clone())
+            .collect();
+        let problems = loaded.problems.iter().map(|p| p.message.clone()).collect();
+        let entries: Vec<Entry> = self.table().values().cloned().collect();
+        let actual: Vec<Actual<'_>> = entries
+            .iter()
+            .map(|e| Actual {
+                record: &e.rec,
+                running: e.pid != 0,
+            })
+            .collect();
+        (plan::plan(&loaded.specs, &actual, &broken), problems)
+    }
+
+    /// One reconcile pass: plan, log, apply. Idempotent: a second pass over the same
+    /// manifests plans nothing.
+    pub fn reconcile(self: &Arc<Self>) -> Outcome {
+        let _ops = self.lock_ops();
+        let started = Instant::now();
+        let (steps, problems) = self.plan();
+        for p in &problems {
+            log::error!("{p}; instances of that file are left as they are");
+        }
+        if steps.is_empty() {
+            log::info!("reconcile: nothing to do");
+        }
+        for s in &steps {
+            log::info!("plan: {} {}: {}", s.action, s.name, s.reason);
+        }
+        let mut out = Outcome {
+            steps: Vec::new(),
+            problems,
+        };
+        for s in steps {
+            let mut reason = s.reason.clone();
+            if let Err(e) = self.apply(&s) {
+                log::error!("{} {}: {e}", s.action, s.name);
+                reason = format!("{reason}; FAILED: {e}");
+            }
+            out.steps.push(PlanStep {
+                name: s.name,
+                action: s.action.as_str().to_string(),
+                reason,
+            });
+        }
+        log::info!(
+            "reconcile: {} steps in {:.1} ms",
+            out.steps.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        out
+    }
+
+    fn uuid_of(&self, name: &str) -> Option<String> {
+        self.find(name)
+    }
+
+    fn apply(self: &Arc<Self>, s: &Step) -> Result<(), RuntimeError> {
+        match s.action {
+            Action::Create => {
+                let spec = s.spec.as_ref().expect("create carries its spec");
+                self.create_instance(spec).map(|_| ())
+            }
+            Action::Start => match self.uuid_of(&s.name) {
+                Some(u) => {
+                    self.update_record(&u, |e| e.failures = 0);
+                    self.start_instance(&u)
+                }
+                None => Ok(()),
+            },
+            Action::Stop => match self.uuid_of(&s.name) {
+                Some(u) => self.stop_instance(&u, false, self.opts.stop_timeout),
+                None => Ok(()),
+            },
+            Action::Update => {
+                let spec = s.spec.clone().expect("update carries its spec");
+                if let Some(u) = self.uuid_of(&s.name) {
+                    let running = self.entry(&u).is_some_and(|e| e.pid != 0);
+                    let old = self.entry(&u).map(|e| e.rec.spec);
+                    let turned_on = old.as_ref().is_some_and(|o| !o.autoboot) && spec.autoboot;
+                    let restart = running
+                        && old.as_ref().is_some_and(|o| {
+                            plan::changed_properties(o, &spec)
+                                .iter()
+                                .any(|p| plan::needs_restart(p))
+                        });
+                    self.update_record(&u, |e| {
+                        e.rec.spec = spec;
+                        e.rec.needs_restart |= restart;
+                        if turned_on && e.pid == 0 {
+                            e.rec.want_running = true;
+                        }
+                    });
+                }
+                Ok(())
+            }
+            Action::Restart => {
+                let spec = s.spec.clone().expect("restart carries its spec");
+                let Some(u) = self.uuid_of(&s.name) else {
+                    return Ok(());
+                };
+                self.stop_instance(&u, false, self.opts.stop_timeout)?;
+                self.update_record(&u, |e| e.rec.spec = spec);
+                self.start_instance(&u)
+            }
+            Action::Delete => match self.uuid_of(&s.name) {
+                Some(u) => self.delete_instance(&u),
+                None => Ok(()),
+            },
+            Action::Refuse => Err(RuntimeError::Provision {
+                instance: s.name.clone(),
+                message: s.reason.clone(),
+            }),
+        }
+    }
+
+    /// Provisions a new instance: record, id range, image, disks and config. Leaves
+    /// it stopped; the plan's start step (autoboot) starts it.
+    pub(crate) fn create_instance(
+        self: &Arc<Self>,
+        spec: &InstanceSpec,
+    ) -> Result<String, RuntimeError> {
+        let uuid = spec.uuid.unwrap_or_else(uuid::Uuid::new_v4).to_string();
+        let kind = crate::plan::kind_name(spec).to_string();
+        let rec = {
+            let mut t = self.table();
+            let id_range_start = match spec.kind {
+                Kind::Zone(_) => allocate_id_range(t.values().map(|e| &e.rec)).map_err(|e| {
+                    RuntimeError::Provision {
+                        instance: spec.name.clone(),
+                        message: e.to_string(),
+                    }
+                })?,
+                Kind::Hvm(_) => 0,
+            };
+            let rec = InstanceRecord {
+                uuid: uuid.clone(),
+                name: spec.name.clone(),
+                kind: kind.clone(),
+                state: states::PROVISIONING.into(),
+                reason: "creating".into(),
+                want_running: false,
+                id_range_start,
+                image_uuid: String::new(),
+                spec: spec.clone(),
+                created_at: unix_now(),
+                needs_restart: false,
+            };
+            t.insert(
+                uuid.clone(),
+                Entry {
+                    rec: rec.clone(),
+                    pid: 0,
+                    failures: 0,
+                    started: None,
+                    generation: 0,
+                },
+            );
+            rec
+        };
+        self.persist(&rec);
+        self.announce(&rec.name, &uuid, &kind, states::PROVISIONING, "creating");
+        let provisioned = self.images.ensure(&spec.image).and_then(|image| {
+            self.update_record(&uuid, |e| e.rec.image_uuid = image.uuid.clone());
+            self.runtime.prepare(&rec, &image)
+        });
+        match provisioned {
+            Ok(()) => {
+                self.set_state(&uuid, states::STOPPED, "created");
+                Ok(uuid)
+            }
+            Err(e) => {
+                self.set_state(&uuid, states::FAILED, &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops an instance and removes it and its data from the pool.
+    pub(crate) fn delete_instance(self: &Arc<Self>, uuid: &str) -> Result<(), RuntimeError> {
+        self.stop_instance(uuid, false, self.opts.stop_timeout)?;
+        let Some(entry) = self.entry(uuid) else {
+            return Ok(());
+        };
+        self.pool
+            .remove_instance(uuid)
+            .map_err(|e| RuntimeError::Provision {
+                instance: entry.rec.name.clone(),
+                message: e.to_string(),
+            })?;
+        self.table().remove(uuid);
+        self.announce(
+            &entry.rec.name,
+            uuid,
+            &entry.rec.kind,
+            "deleted",
+            "data removed",
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The kernel command line, as far as init cares.
+
+use crate::net::IfaceAddr;
+use std::net::Ipv4Addr;
+
+/// Where the pool is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolSource {
+    /// A filesystem label (`LABEL=zones`).
+    Label(String),
+    /// A device path (`/dev/vdb`).
+    Device(String),
+}
+
+/// How the node's network comes up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpMode {
+    /// No `ip=`: DHCP on the first interface that has a cable, if any.
+    Auto,
+    /// `ip=off` / `ip=none`.
+    Off,
+    /// `ip=dhcp` (on a named device, or all).
+    Dhcp(Option<String>),
+    /// `ip=<client>:<server>:<gw>:<netmask>:<host>:<dev>:...`.
+    Static {
+        /// Address and gateway (interface empty when the kernel syntax omits it).
+        addr: IfaceAddr,
+        /// Hostname field.
+        hostname: Option<String>,
+        /// DNS servers.
+        dns: Vec<Ipv4Addr>,
+    },
+}
+
+/// What init reads from /proc/cmdline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    /// `skerry.pool=` (default `LABEL=zones`).
+    pub pool: PoolSource,
+    /// `skerry.pool.format=ext4`: format the pool device when it is blank.
+    pub pool_format: Option<String>,
+    /// `skerry.manifests=URL`.
+    pub manifests_url: Option<String>,
+    /// `skerry.sources=URL[,URL]`.
+    pub sources: Vec<String>,
+    /// `ip=`.
+    pub ip: IpMode,
+    /// `skerry.modules=a,b`: modules to load beyond the default set.
+    pub modules: Vec<String>,
+    /// `skerry.shell`: open a shell on the console even when boot succeeded.
+    pub shell: bool,
+}
+
+impl Cmdline {
+    /// Parses the command line; unknown words are the kernel's business.
+    pub fn parse(text: &str) -> Result<Cmdline, String> {
+        let mut c = Cmdline {
+            pool: PoolSource::Label("zones".into()),
+            pool_format: None,
+            manifests_url: None,
+            sources: Vec::new(),
+            ip: IpMode::Auto,
+            modules: Vec::new(),
+            shell: false,
+        };
+        for word in text.split_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match key {
+                "skerry.pool" => {
+                    c.pool = match value.strip_prefix("LABEL=") {
+                        Some(l) => PoolSource::Label(l.to_string()),
+                        None if value.starts_with('/') => PoolSource::Device(value.to_string()),
+                        None => {
+                            return Err(format!(
+                                "skerry.pool={value}: expected a device path or LABEL=name"
+                            ))
+                        }
+                    }
+                }
+                "skerry.pool.format" => match value {
+                    "ext4" => c.pool_format = Some(value.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "skerry.pool.format={value}: only ext4 is supported"
+                        ))
+                    }
+                },
+                "skerry.manifests" => c.manifests_url = Some(value.to_string()),
+                "skerry.sources" => c.sources.extend(
+                    value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                ),
+                "skerry.modules" => c.modules.extend(
+                    value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                ),
+                "skerry.shell" => c.shell = true,
+                "ip" => c.ip = parse_ip(value)?,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The kernel's `ip=` syntax (Documentation/admin-guide/nfs/nfsroot.rst).
+fn parse_ip(v: &str) -> Result<IpMode, String> {
+    match v {
+        "off" | "none" => return Ok(IpMode::Off),
+        "dhcp" | "on" | "any" | "both" | "bootp" | "rarp" => return Ok(IpMode::Dhcp(None)),
+        _ => {}
+    }
+    let f: Vec<&str> = v.split(':').collect();
+    let field = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
+    let bad = |what: &str| format!("ip={v}: {what}");
+    let autoconf = field(6);
+    if field(0).is_none() || matches!(autoconf, Some("dhcp" | "on" | "any")) {
+        return Ok(IpMode::Dhcp(field(5).map(str::to_string)));
+    }
+    let addr: Ipv4Addr = field(0)
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| bad("client address is not an IPv4 address"))?;
+    let gateway = field(2)
+        .map(|g| g.parse().map_err(|_| bad("gateway is not an IPv4 address")))
+        .transpose()?;
+    let prefix = match field(3) {
+        Some(m) => mask_prefix(m).ok_or_else(|| bad("netmask is not a valid mask"))?,
+        None => 24,
+    };
+    let dns = [field(7), field(8)]
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            d.parse()
+                .map_err(|_| bad("dns server is not an IPv4 address"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(IpMode::Static {
+        addr: IfaceAddr {
+            iface: field(5).unwrap_or_default().to_string(),
+            addr,
+            prefix,
+            gateway,
+        },
+        hostname: field(4).map(str::to_string),
+        dns,
+    })
+}
+
+/// `255.255.255.0` -> 24; a bare number is a prefix already.
+pub fn mask_prefix(m: &str) -> Option<u8> {
+    if let Ok(p) = m.parse::<u8>() {
+        return (p <= 32).then_some(p);
+    }
+    let bits = u32::from(m.parse::<Ipv4Addr>().ok()?);
+    let p = bits.leading_ones();
+    (bits.checked_shl(p).unwrap_or(0) == 0).then_some(p as u8)
+}
+
+/// `${mac}` and `${hostname}` substituted, matchbox-style (MAC with dashes, as
+/// matchbox expects, e.g. `52-54-00-12-34-56`).
+pub fn substitute(url: &str, mac: Option<&str>, hostname: Option<&str>) -> String {
+    url.replace("${mac}", &mac.unwrap_or("").replace(':', "-"))
+        .replace("${hostname}", hostname.unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_skerry_words() {
+        let c = Cmdline::parse("console=ttyS0 quiet").unwrap();
+        assert_eq!(c.pool, PoolSource::Label("zones".into()));
+        assert_eq!(c.ip, IpMode::Auto);
+        let c = Cmdline::parse(
+            "skerry.pool=/dev/vdb skerry.pool.format=ext4 skerry.sources=http://a,http://b skerry.manifests=http://m/${mac}.kdl ip=dhcp",
+        )
+        .unwrap();
+        assert_eq!(c.pool, PoolSource::Device("/dev/vdb".into()));
+        assert_eq!(c.pool_format.as_deref(), Some("ext4"));
+        assert_eq!(c.sources, vec!["http://a", "http://b"]);
+        assert_eq!(c.manifests_url.as_deref(), Some("http://m/${mac}.kdl"));
+        assert_eq!(c.ip, IpMode::Dhcp(None));
+        assert!(Cmdline::parse("skerry.pool=zones").is_err());
+        assert!(Cmdline::parse("skerry.pool.format=xfs").is_err());
+    }
+
+    #[test]
+    fn kernel_ip_syntax() {
+        let c =
+            Cmdline::parse("ip=10.0.2.15::10.0.2.2:255.255.255.0:node1:eth0:off:10.0.2.3").unwrap();
+        assert_eq!(
+            c.ip,
+            IpMode::Static {
+                addr: IfaceAddr {
+                    iface: "eth0".into(),
+                    addr: "10.0.2.15".parse().unwrap(),
+                    prefix: 24,
+                    gateway: Some("10.0.2.2".parse().unwrap()),
+                },
+                hostname: Some("node1".into()),
+                dns: vec!["10.0.2.3".parse().unwrap()],
+            }
+        );
+        assert_eq!(
+            Cmdline::parse("ip=:::::eth1:dhcp").unwrap().ip,
+            IpMode::Dhcp(Some("eth1".into()))
+        );
+        assert!(Cmdline::parse("ip=10.0.2.15::10.0.2.2:255.0.255.0").is_err());
+        assert_eq!(mask_prefix("255.255.240.0"), Some(20));
+    }
+
+    #[test]
+    fn url_substitution() {
+        assert_eq!(
+            substitute(
+                "http://h/m?mac=${mac}&h=${hostname}",
+                Some("52:54:00:12:34:56"),
+                Some("n1")
+            ),
+            "http://h/m?mac=52-54-00-12-34-56&h=n1"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! init as PID 1: bring the node up, run the daemon, and never exit.
+//!
+//! Every phase runs under `catch_unwind` and reports instead of failing: a PID 1 that
+//! exits panics the kernel, and a node that comes up halfway (with a rescue shell) is
+//! better than none.
+
+pub mod cmdline;
+pub mod modules;
+pub mod mounts;
+pub mod services;
+
+use crate::console;
+use crate::daemon::{self, DaemonOptions};
+use cmdline::{Cmdline, IpMode, PoolSource};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the pool is mounted on a node.
+pub const POOL_MOUNT: &str = "/zones";
+
+/// Boot bookkeeping: phase durations and whether something essential failed.
+#[derive(Default)]
+struct Boot {
+    phases: Vec<(String, Duration)>,
+    essential_failure: Option<String>,
+}
+
+impl Boot {
+    /// Runs a phase; a panic or error is logged, and recorded as essential when
+    /// `essential`.
+    fn phase<T>(
+        &mut self,
+        name: &str,
+        essential: bool,
+        f: impl FnOnce() -> Result<T, String>,
+    ) -> Option<T> {
+        let t = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(f));
+        let d = t.elapsed();
+        log::info!("phase {name}: {:.1} ms", d.as_secs_f64() * 1000.0);
+        self.phases.push((name.to_string(), d));
+        let err = match r {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) => e,
+            Err(_) => "panicked".to_string(),
+        };
+        log::error!("{name}: {err}");
+        if essential && self.essential_failure.is_none() {
+            self.essential_failure = Some(format!("{name} failed: {err}"));
+        }
+        None
+    }
+}
+
+/// PID 1's entry point. Never returns.
+pub fn main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        console::say(&format!("init: internal error: {info}"));
+    }));
+    let mut boot = Boot::default();
+    let errs = mounts::api_filesystems();
+    console::init_logging();
+    for e in errs {
+        log::error!("{e}");
+    }
+    let _ = std::fs::create_dir_all("/run/skerry");
+    if let Err(e) = console::log_to_file(Path::new("/run/skerry/log")) {
+        log::warn!("/run/skerry/log: {e}");
+    }
+    std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
+    console::say("init starting");
+    // Ctrl-Alt-Del becomes SIGINT to us: a clean shutdown instead of an instant reset.
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+
+    boot.phase("cgroup2", true, || {
+        let enabled = mounts::cgroup2()?;
+        log::info!("cgroup2 controllers enabled: {}", enabled.join(" "));
+        Ok(())
+    });
+    let cmdline = boot
+        .phase("cmdline", false, || {
+            let text = std::fs::read_to_string("/proc/cmdline").map_err(|e| e.to_string())?;
+            Cmdline::parse(&text)
+        })
+        .unwrap_or_else(|| Cmdline::parse("").expect("the empty command line parses"));
+    boot.phase("modules", false, || {
+        let release = nix::sys::utsname::uname()
+            .map_err(|e| e.to_string())?
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let idx = modules::ModuleIndex::open(&Path::new("/lib/modules").join(release))?;
+        let mut wanted: Vec<String> = modules::NODE_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        wanted.extend(cmdline.modules.iter().cloned());
+        for e in idx.load_all(&wanted) {
+            log::warn!("module {e}");
+        }
+        Ok(())
+    });
+    let hostname = boot.phase("network", false, || network(&cmdline)).flatten();
+    let pool_ok = boot.phase("pool", true, || mount_pool(&cmdline)).is_some();
+    if pool_ok {
+        if let Some(url) = &cmdline.manifests_url {
+            boot.phase("manifests-url", false, || {
+                let mac = crate::net::physical_interfaces()
+                    .first()
+                    .and_then(|i| crate::net::mac_of(i));
+                let url = cmdline::substitute(url, mac.as_deref(), hostname.as_deref());
+                let dest = Path::new(POOL_MOUNT).join("manifests").join("boot-url.kdl");
+                std::fs::create_dir_all(dest.parent().expect("has a parent"))
+                    .map_err(|e| e.to_string())?;
+                services::fetch(&url, &dest)?;
+                log::info!("fetched {url} into {}", dest.display());
+                Ok(())
+            });
+        }
+    }
+    boot.phase("dbus", true, || {
+        services::start_dbus("/usr/bin/dbus-daemon").map(|_| ())
+    });
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            services::rescue_shell(&format!("cannot start the async runtime: {e}"));
+            reap_forever();
+        }
+    };
+    rt.block_on(async move {
+        tokio::spawn(services::reap_orphans());
+        let daemon = if pool_ok {
+            let opts = DaemonOptions {
+                pool: PathBuf::from(POOL_MOUNT),
+                run_dir: PathBuf::from(spec::monitor::DEFAULT_RUN_DIR),
+                bus_address: None,
+                zone_bin: PathBuf::from("/bin/zone"),
+                vmm_bin: PathBuf::from("/bin/vmm"),
+                sources: cmdline.sources.clone(),
+                bus_required: false,
+                stop_timeout: Duration::from_secs(10),
+            };
+            let phases = boot.phases.clone();
+            match daemon::start(&opts, phases).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    boot.essential_failure
+                        .get_or_insert(format!("node daemon: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(why) = &boot.essential_failure {
+            services::rescue_shell(why);
+        } else if cmdline.shell {
+            services::rescue_shell("skerry.shell given");
+        }
+        match daemon {
+            Some(d) => d.run_until_shutdown().await,
+            None => wait_for_signal().await,
+        }
+    });
+    shutdown_and_reboot();
+}
+
+/// Brings up lo and the node's interface; returns the hostname learnt, if any.
+fn network(c: &Cmdline) -> Result<Option<String>, String> {
+    crate::net::loopback_up().map_err(|e| e.to_string())?;
+    let ifaces = crate::net::physical_interfaces();
+    match &c.ip {
+        IpMode::Off => Ok(None),
+        IpMode::Static {
+            addr,
+            hostname,
+            dns,
+        } => {
+            let mut a = addr.clone();
+            if a.iface.is_empty() {
+                a.iface = ifaces
+                    .first()
+                    .cloned()
+                    .ok_or("ip= given but the node has no network interface")?;
+            }
+            crate::net::configure(&a).map_err(|e| e.to_string())?;
+            services::write_resolv_conf(&dns.iter().map(|d| d.to_string()).collect::<Vec<_>>());
+            if let Some(h) = hostname {
+                let _ = nix::unistd::sethostname(h);
+            }
+            log::info!("{}: {}/{} via {:?}", a.iface, a.addr, a.prefix, a.gateway);
+            Ok(hostname.clone())
+        }
+        IpMode::Auto if ifaces.is_empty() => Ok(None),
+        IpMode::Dhcp(None) if ifaces.is_empty() => {
+            Err("ip=dhcp but the node has no network interface".into())
+        }
+        IpMode::Dhcp(_) | IpMode::Auto => {
+            let candidates: Vec<String> = match &c.ip {
+                IpMode::Dhcp(Some(d)) => vec![d.clone()],
+                _ => ifaces,
+            };
+            let mut last = String::new();
+            for i in candidates {
+                match services::dhcp(&i) {
+                    Ok(lease) => {
+                        crate::net::configure(&lease.addr).map_err(|e| e.to_string())?;
+                        services::write_resolv_conf(&lease.dns);
+                        if let Some(h) = &lease.hostname {
+                            let _ = nix::unistd::sethostname(h);
+                        }
+                        log::info!("{i}: DHCP lease {}/{}", lease.addr.addr, lease.addr.prefix);
+                        return Ok(lease.hostname);
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// Finds (formatting when asked and blank) and mounts the pool.
+fn mount_pool(c: &Cmdline) -> Result<(), String> {
+    let label = match &c.pool {
+        PoolSource::Label(l) => Some(l.clone()),
+        PoolSource::Device(_) => None,
+    };
+    let mut dev = match &c.pool {
+        PoolSource::Device(d) => Some(PathBuf::from(d)),
+        PoolSource::Label(l) => mounts::find_label(l),
+    };
+    // Devices may appear a moment after their driver loads.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dev.as_ref().is_none_or(|d| !d.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        dev = match &c.pool {
+            PoolSource::Device(d) => Some(PathBuf::from(d)),
+            PoolSource::Label(l) => mounts::find_label(l),
+        };
+    }
+    if dev.is_none() && c.pool_format.is_some() {
+        // A blank disk to format: the first whole disk that is all zeros.
+        dev = mounts::block_devices()
+            .into_iter()
+            .find(|d| mounts::is_blank(d));
+    }
+    let dev = dev.ok_or_else(|| match &label {
+        Some(l) => format!("no filesystem labelled {l} (give skerry.pool=/dev/... or skerry.pool.format=ext4 for a blank disk)"),
+        None => "the pool device does not exist".to_string(),
+    })?;
+    if c.pool_format.is_some() && mounts::is_blank(&dev) {
+        let l = label.as_deref().unwrap_or("zones");
+        console::say(&format!(
+            "formatting blank pool disk {} as ext4 (label {l})",
+            dev.display()
+        ));
+        mounts::format_ext4(&dev, l)?;
+    }
+    mounts::mount_pool(&dev, POOL_MOUNT)?;
+    console::say(&format!("pool {} mounted at {POOL_MOUNT}", dev.display()));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn shutdown_and_reboot() -> ! {
+    console::say("syncing and unmounting the pool");
+    mounts::unmount_pool(POOL_MOUNT);
+    nix::unistd::sync();
+    console::say("rebooting");
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    reap_forever();
+}
+
+/// The last resort: stay alive and reap.
+fn reap_forever() -> ! {
+    loop {
+        match nix::sys::wait::wait() {
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The seam between the reconciler/supervisor and the outside world: monitors and
+//! images. The real implementations spawn `zone`/`vmm` processes and call imgadm;
+//! tests substitute recording fakes.
+
+use crate::pool::InstanceRecord;
+use spec::monitor::MonitorStatus;
+use spec::ImageRef;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Errors of the runtime side, already in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Preparing the instance on disk failed.
+    #[error("provisioning {instance}: {message}")]
+    Provision {
+        /// Instance name.
+        instance: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The monitor could not be started.
+    #[error("starting the monitor of {instance}: {message}")]
+    Spawn {
+        /// Instance name.
+        instance: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The monitor did not do what it was asked.
+    #[error("monitor of {instance}: {message}")]
+    Monitor {
+        /// Instance name.
+        instance: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The image could not be found or imported.
+    #[error("image {image}: {message}")]
+    Image {
+        /// The reference as written.
+        image: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An image ready to run from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// Image UUID.
+    pub uuid: String,
+    /// Zone image: the unpacked rootfs. HVM image: the raw disk file.
+    pub path: PathBuf,
+    /// Whether it is a raw disk (`zvol`) rather than a rootfs.
+    pub zvol: bool,
+}
+
+/// Finds images, importing missing ones from the configured sources.
+pub trait Images: Send + Sync {
+    /// The installed image for `r`, importing it first when it is missing.
+    fn ensure(&self, r: &ImageRef) -> Result<ResolvedImage, RuntimeError>;
+}
+
+/// Starts, finds, and talks to per-instance monitor processes.
+pub trait Runtime: Send + Sync {
+    /// Makes everything the monitor needs exist: the instance directory, disks,
+    /// bridges, and `config.json` for `rec.spec`.
+    fn prepare(&self, rec: &InstanceRecord, image: &ResolvedImage) -> Result<(), RuntimeError>;
+    /// Spawns the monitor in its own session; returns its pid.
+    fn spawn(&self, rec: &InstanceRecord) -> Result<u32, RuntimeError>;
+    /// The pid of a live monitor already running this instance (pidfile + a status
+    /// answer on its socket), for re-adoption after an init restart.
+    fn find_running(&self, uuid: &str) -> Option<u32>;
+    /// The monitor's status.
+    fn status(&self, rec: &InstanceRecord) -> Result<MonitorStatus, RuntimeError>;
+    /// Asks the monitor to stop the instance and exit.
+    fn stop(
+        &self,
+        rec: &InstanceRecord,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError>;
+    /// Asks the monitor to reboot the instance in place.
+    fn reboot(&self, rec: &InstanceRecord, force: bool) -> Result<(), RuntimeError>;
+    /// The instance console (pty master or serial) as an fd.
+    fn console(&self, rec: &InstanceRecord) -> Result<OwnedFd, RuntimeError>;
+}

@@ -1,0 +1,159 @@
+//! `Update` payloads: a JSON object of properties, SmartOS `vmadm update` style
+//! (`{"max_physical_memory": 512, "cpu_cap": 50}`) or with manifest names and sizes
+//! (`{"memory": "512M", "cpu-cap": 50}`). All problems are reported together.
+
+use serde_json::{Map, Value};
+use spec::{InstanceSpec, Kind};
+
+/// Applies `payload` to `spec`; returns the manifest names of the properties that
+/// actually changed.
+pub fn apply(spec: &mut InstanceSpec, payload: &str) -> Result<Vec<&'static str>, Vec<String>> {
+    let obj: Map<String, Value> = match serde_json::from_str(payload) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(vec!["the update payload must be a JSON object".into()]),
+        Err(e) => return Err(vec![format!("update payload: {e}")]),
+    };
+    let before = spec.clone();
+    let mut errs = Vec::new();
+    for (key, v) in &obj {
+        if let Err(e) = apply_one(spec, key, v) {
+            errs.push(format!("{key}: {e}"));
+        }
+    }
+    if !errs.is_empty() {
+        *spec = before;
+        return Err(errs);
+    }
+    if spec.memory < spec::defaults::MIN_MEMORY {
+        let m = spec.memory;
+        *spec = before;
+        return Err(vec![format!("memory: {m} bytes is below the 16M minimum")]);
+    }
+    Ok(crate::plan::changed_properties(&before, spec))
+}
+
+fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), String> {
+    match (key, &mut spec.kind) {
+        ("memory", _) => spec.memory = size(v, 1)?,
+        ("max_physical_memory" | "ram", _) => spec.memory = size(v, 1 << 20)?,
+        ("autoboot", _) => spec.autoboot = v.as_bool().ok_or("expected true or false")?,
+        ("resolvers" | "resolver", _) => {
+            spec.resolvers = v
+                .as_array()
+                .ok_or("expected a list of addresses")?
+                .iter()
+                .map(|r| {
+                    r.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| format!("{r} is not an IP address"))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        ("customer_metadata" | "set_customer_metadata" | "metadata", _) => {
+            for (k, val) in v.as_object().ok_or("expected an object of strings")? {
+                let s = val
+                    .as_str()
+                    .ok_or_else(|| format!("{k}: expected a string"))?;
+                spec.metadata.insert(k.clone(), s.to_string());
+            }
+        }
+        ("remove_customer_metadata", _) => {
+            for k in v.as_array().ok_or("expected a list of keys")? {
+                spec.metadata
+                    .remove(k.as_str().ok_or("expected a list of keys")?);
+            }
+        }
+        ("cpu_cap" | "cpu-cap", Kind::Zone(z)) => z.cpu_cap = uint(v)? as u32,
+        ("max_lwps" | "pids", Kind::Zone(z)) => {
+            z.pids = uint(v)?;
+            if z.pids == 0 {
+                return Err("must be at least 1".into());
+            }
+        }
+        ("quota", Kind::Zone(z)) => {
+            z.quota = match v {
+                Value::Null => None,
+                Value::Number(n) if n.as_u64() == Some(0) => None,
+                _ => Some(size(v, 1 << 30)?),
+            }
+        }
+        ("hostname", Kind::Zone(z)) => {
+            z.hostname = v.as_str().ok_or("expected a string")?.to_string()
+        }
+        ("vcpus", Kind::Hvm(h)) => {
+            h.vcpus = uint(v)? as u32;
+            if h.vcpus == 0 {
+                return Err("must be at least 1".into());
+            }
+        }
+        ("cmdline", Kind::Hvm(h)) => h.cmdline = v.as_str().map(str::to_string),
+        ("cpu_cap" | "cpu-cap" | "max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
+        | ("vcpus" | "cmdline", Kind::Zone(_)) => {
+            return Err(format!(
+                "does not apply to a {}",
+                crate::plan::kind_name(spec)
+            ))
+        }
+        _ => return Err("unknown or read-only property".into()),
+    }
+    Ok(())
+}
+
+fn uint(v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| format!("{v} is not a non-negative integer"))
+}
+
+/// A size: a number in `unit` bytes, or a string with a K/M/G/T suffix (powers of 1024).
+fn size(v: &Value, unit: u64) -> Result<u64, String> {
+    if let Some(n) = v.as_u64() {
+        return n
+            .checked_mul(unit)
+            .ok_or_else(|| format!("{v} is too large"));
+    }
+    let s = v.as_str().ok_or_else(|| format!("{v} is not a size"))?;
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, unit),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like \"512M\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::tests::zone_spec;
+
+    #[test]
+    fn smartos_and_manifest_names_both_apply() {
+        let mut s = zone_spec("a");
+        let changed = apply(&mut s, r#"{"max_physical_memory": 512, "cpu_cap": 50}"#).unwrap();
+        assert_eq!(changed, vec!["memory", "cpu-cap"]);
+        assert_eq!(s.memory, 512 << 20);
+        apply(&mut s, r#"{"memory": "1G", "autoboot": false}"#).unwrap();
+        assert_eq!(s.memory, 1 << 30);
+        assert!(!s.autoboot);
+        assert!(apply(&mut s, r#"{"memory": "1G"}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_nothing_is_half_applied() {
+        let mut s = zone_spec("a");
+        let errs = apply(
+            &mut s,
+            r#"{"vcpus": 2, "bogus": 1, "memory": "12Q", "cpu_cap": 5}"#,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("vcpus: does not apply to a zone")));
+        assert_eq!(s, zone_spec("a"));
+    }
+}

@@ -1,0 +1,386 @@
+//! Test harness: a private dbus-daemon, a temporary pool with a busybox zone image,
+//! and init in host mode reading its console lines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The uid the "not root" tests call as.
+pub const OTHER_UID: u32 = 65534;
+
+fn need(bin: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{bin} is missing: install it (tests/deps/init.txt lists the packages)");
+}
+
+/// A private system-like bus for one test.
+pub struct Bus {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bus {
+    /// Starts dbus-daemon with a policy like a node's: only root owns
+    /// org.skerry.Node1, everyone (root and OTHER_UID) may call it.
+    pub fn start() -> Bus {
+        assert_eq!(
+            nix::unistd::getuid().as_raw(),
+            0,
+            "init's integration tests run as root (namespaces, cgroups, bridges)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("init-bus")
+            .tempdir()
+            .unwrap();
+        // The other uid must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let sock = dir.path().join("bus.sock");
+        let conf = dir.path().join("bus.conf");
+        let policy = skerry_init::pid1::services::dbus_config(sock.to_str().unwrap())
+            .replace("<type>system</type>", "<type>session</type>");
+        std::fs::write(&conf, policy).unwrap();
+        let child = Command::new(need("dbus-daemon"))
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "dbus-daemon did not create {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Bus {
+            child,
+            address: format!("unix:path={}", sock.display()),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary pool with a busybox zone image installed.
+pub struct TestPool {
+    pub dir: tempfile::TempDir,
+    pub run_dir: PathBuf,
+}
+
+impl TestPool {
+    pub fn new() -> TestPool {
+        let dir = tempfile::Builder::new()
+            .prefix("init-pool")
+            .tempdir()
+            .unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        install_busybox_image(dir.path());
+        TestPool { dir, run_dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn manifest(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join("manifests").join(name), text).unwrap();
+    }
+
+    pub fn remove_manifest(&self, name: &str) {
+        std::fs::remove_file(self.path().join("manifests").join(name)).unwrap();
+    }
+
+    /// `<pool>/<uuid>` of a named instance, from its state file.
+    pub fn instance_dir(&self, name: &str) -> Option<PathBuf> {
+        for e in std::fs::read_dir(self.path()).unwrap().flatten() {
+            let st = e.path().join("state.json");
+            if let Ok(d) = std::fs::read(&st) {
+                let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+                if v["name"] == name {
+                    return Some(e.path());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A busybox rootfs (static busybox from busybox-static, applet links, an init that
+/// runs until SIGTERM) packed as a zone-dataset image and installed in the pool.
+fn install_busybox_image(pool: &Path) {
+    let work = tempfile::Builder::new()
+        .prefix("init-img")
+        .tempdir()
+        .unwrap();
+    let root = work.path().join("root");
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(need("busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "ls", "echo", "hostname", "ps", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("sbin/init"),
+        "#!/bin/sh\ntrap 'exit 0' TERM INT\necho zone-init-up\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("sbin/init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let tar = work.path().join("busybox.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-cf"])
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed");
+    let data = std::fs::read(&tar).unwrap();
+    let sha = Command::new(need("sha256sum")).arg(&tar).output().unwrap();
+    let sha = String::from_utf8(sha.stdout).unwrap();
+    let manifest = serde_json::json!({
+        "v": 2,
+        "uuid": uuid::Uuid::new_v4(),
+        "name": "busybox",
+        "version": "1.36",
+        "type": "zone-dataset",
+        "os": "linux",
+        "published_at": "2024-01-01T00:00:00Z",
+        "files": [{ "sha256": sha.split_whitespace().next().unwrap(), "size": data.len(), "compression": "none" }],
+    });
+    let manifest = imgadm::ImageManifest::from_json(manifest.to_string().as_bytes(), "test")
+        .expect("test image manifest");
+    let store = imgadm::ImageStore::open(pool).unwrap();
+    store
+        .install_file(&manifest, &tar)
+        .expect("install busybox image");
+}
+
+/// init in host mode, its console lines collected.
+pub struct Init {
+    child: Option<Child>,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Init {
+    /// init for tests that start no instance: a zone binary is not needed.
+    pub fn start(pool: &TestPool, bus: &Bus) -> Init {
+        Init::start_with(pool, bus, Path::new("/nonexistent/zone-not-needed-here"))
+    }
+
+    /// init that runs zones with `zone`.
+    pub fn start_with(pool: &TestPool, bus: &Bus, zone: &Path) -> Init {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_init"))
+            .arg("--pool")
+            .arg(pool.path())
+            .arg("--run-dir")
+            .arg(&pool.run_dir)
+            .arg("--bus-address")
+            .arg(&bus.address)
+            .args(["--stop-timeout", "5"])
+            .env("SKERRY_ZONE_BIN", zone)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start init");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let l = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("init| {line}");
+                l.lock().unwrap().push(line);
+            }
+        });
+        Init {
+            child: Some(child),
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for a console line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no console line with {needle:?} within {timeout:?}; got:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// kill -9, leaving monitors behind (they must survive).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: init stops every instance and exits.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("init did not exit within 30s of SIGTERM");
+        }
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The zone binary: $SKERRY_ZONE_BIN, else the workspace's built one.
+pub fn zone_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKERRY_ZONE_BIN") {
+        return p.into();
+    }
+    // Same target dir as this test binary: <target>/debug/deps/<test> -> <target>/debug/zone.
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("zone");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p zone) or set SKERRY_ZONE_BIN",
+        p.display()
+    );
+    p
+}
+
+/// Calls a Node1 method as root.
+pub async fn call<B, R>(conn: &zbus::Connection, method: &str, body: &B) -> zbus::Result<R>
+where
+    B: serde::Serialize + zvariant::DynamicType,
+    R: for<'d> serde::Deserialize<'d> + zvariant::Type,
+{
+    let reply = conn
+        .call_method(
+            Some(spec::api::BUS_NAME),
+            spec::api::OBJECT_PATH,
+            Some(spec::api::INTERFACE),
+            method,
+            body,
+        )
+        .await?;
+    reply.body().deserialize()
+}
+
+pub async fn connect(bus: &Bus) -> zbus::Connection {
+    zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .await
+        .expect("connect to the test bus")
+}
+
+/// The instance's state as List reports it.
+pub async fn state_of(conn: &zbus::Connection, name: &str) -> Option<(String, u32)> {
+    let rows: Vec<spec::api::InstanceSummary> = call(conn, "List", &()).await.unwrap();
+    rows.into_iter()
+        .find(|r| r.name == name)
+        .map(|r| (r.state, r.pid))
+}
+
+pub async fn wait_state(
+    conn: &zbus::Connection,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = state_of(conn, name).await;
+        if let Some((st, pid)) = &s {
+            if st == state {
+                return *pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not {state} within {timeout:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) && skerry_init::monitor::watch::alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,83 @@
+//! The node image under test: built once per test process with `build-image/build`.
+
+use crate::{cache_dir, repo_root, run, target_dir, E2eError, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A built boot image: `vmlinuz`, `initramfs`, `boot.ipxe`, `manifest.json` in `dir`.
+#[derive(Debug, Clone)]
+pub struct BootImage {
+    /// The directory holding the artifacts.
+    pub dir: PathBuf,
+}
+
+/// Where the tests put their boot images (`<target>/e2e/`).
+pub fn e2e_dir() -> PathBuf {
+    target_dir().join("e2e")
+}
+
+/// A `build-image/*` or `images/*` command with the environment the scripts expect:
+/// the suite's target dir (its debug binaries go into the image, and run-node serves
+/// images with its `imgadm`) and the shared cache.
+pub fn script(path: &str) -> Command {
+    let mut cmd = Command::new(repo_root().join(path));
+    cmd.env("CARGO_TARGET_DIR", target_dir())
+        .env("SKERRY_IMGADM", target_dir().join("debug/imgadm"))
+        .env("SKERRY_CACHE", cache_dir());
+    cmd
+}
+
+/// The real node image (real init), built once per test process from the debug
+/// binaries of `cargo build --workspace` (which the suite has just built, so no second
+/// compile of the workspace in release mode eats the suite's time budget).
+pub fn node_image() -> Result<&'static BootImage> {
+    static IMAGE: OnceLock<std::result::Result<BootImage, String>> = OnceLock::new();
+    match IMAGE.get_or_init(|| {
+        let dir = e2e_dir().join("out");
+        run(script("build-image/build")
+            .args(["--profile", "debug", "--out"])
+            .arg(&dir))
+        .map(|_| BootImage { dir })
+        .map_err(|e| e.to_string())
+    }) {
+        Ok(image) => Ok(image),
+        Err(detail) => Err(E2eError::Command {
+            what: "build-image/build".into(),
+            detail: detail.clone(),
+        }),
+    }
+}
+
+/// Assembles another image from the binaries [`node_image`] built (`--no-cargo`),
+/// into `out`, optionally with a test `/init` (only for testing the pipeline itself).
+pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
+    node_image()?;
+    let mut cmd = script("build-image/build");
+    cmd.args(["--profile", "debug", "--no-cargo", "--out"])
+        .arg(out);
+    if let Some(init) = init {
+        cmd.arg("--init").arg(init);
+    }
+    run(&mut cmd)?;
+    Ok(BootImage {
+        dir: out.to_path_buf(),
+    })
+}
+
+/// The project's images (`images/build`: busybox, debian, debian-hvm), built once and
+/// cached under `$SKERRY_CACHE/images`; returns that directory.
+pub fn project_images() -> Result<&'static Path> {
+    static IMAGES: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    match IMAGES.get_or_init(|| {
+        run(&mut script("images/build"))
+            .map(|_| cache_dir().join("images"))
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(dir) => Ok(dir.as_path()),
+        Err(detail) => Err(E2eError::Command {
+            what: "images/build".into(),
+            detail: detail.clone(),
+        }),
+    }
+}

@@ -1,0 +1,320 @@
+//! The D-Bus client of init's `org.skerry.Node1` API (see `spec::api`).
+//!
+//! [`Node`] wraps the generated proxy and turns bus errors into [`ClientError`]s that
+//! tell the operator what to do: init not running, not root, no such instance (with the
+//! closest name), or the server's own message.
+
+use crate::suggest;
+use spec::api::{self, InstanceSummary, PlanStep};
+use std::os::fd::OwnedFd;
+use zbus::Connection;
+
+/// The `org.skerry.Node1` interface, as `spec::api` documents it.
+#[zbus::proxy(
+    interface = "org.skerry.Node1",
+    default_service = "org.skerry.Node1",
+    default_path = "/org/skerry/Node1"
+)]
+pub trait Node1 {
+    /// Every instance.
+    fn list(&self) -> zbus::Result<Vec<InstanceSummary>>;
+    /// JSON [`spec::api::InstanceDetail`] of one instance.
+    fn get(&self, id: &str) -> zbus::Result<String>;
+    /// Creates instances from a KDL manifest or a SmartOS payload; returns their names.
+    fn create(&self, payload: &str, format: &str) -> zbus::Result<Vec<String>>;
+    /// Updates properties; returns (restart needed, message).
+    fn update(&self, id: &str, payload: &str) -> zbus::Result<(bool, String)>;
+    /// Deletes an instance and its data.
+    fn delete(&self, id: &str) -> zbus::Result<()>;
+    /// Starts an instance.
+    fn start(&self, id: &str) -> zbus::Result<()>;
+    /// Stops an instance.
+    fn stop(&self, id: &str, force: bool, timeout_secs: u32) -> zbus::Result<()>;
+    /// Reboots an instance.
+    fn reboot(&self, id: &str, force: bool) -> zbus::Result<()>;
+    /// Validates a payload; returns the problems, empty when valid.
+    fn validate(&self, payload: &str, format: &str) -> zbus::Result<Vec<String>>;
+    /// Reconciles now; returns the plan that was applied.
+    fn reconcile(&self) -> zbus::Result<Vec<PlanStep>>;
+    /// The instance console (pty master or serial) as a file descriptor.
+    fn console(&self, id: &str) -> zbus::Result<zbus::zvariant::OwnedFd>;
+    /// JSON of monitor/VMM details.
+    fn info(&self, id: &str) -> zbus::Result<String>;
+    /// Boot phases and their duration in microseconds.
+    fn timeline(&self) -> zbus::Result<Vec<(String, u64)>>;
+    /// Emitted on every instance state change.
+    #[zbus(signal)]
+    fn instance_changed(
+        &self,
+        name: &str,
+        uuid: &str,
+        kind: &str,
+        state: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Why a request to init failed, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The system bus itself cannot be reached.
+    /// (On a node init starts the bus, so no bus means no init either.)
+    #[error(
+        "init is not running: cannot connect to the system bus: {0} \
+         (DBUS_SYSTEM_BUS_ADDRESS selects another bus)"
+    )]
+    NoBus(#[source] Box<zbus::Error>),
+    /// Nobody owns `org.skerry.Node1`.
+    #[error("init is not running: no {} on the system bus", api::BUS_NAME)]
+    NoInit,
+    /// No instance by that name or UUID.
+    #[error("no instance '{id}'{}", hint(.suggestion))]
+    NotFound {
+        /// The name or UUID asked for.
+        id: String,
+        /// The closest existing name.
+        suggestion: Option<String>,
+    },
+    /// Refused: the caller is not root.
+    #[error("permission denied: {0} (run vmadm as root)")]
+    AccessDenied(String),
+    /// The payload or request is invalid; the message lists every problem.
+    #[error("{0}")]
+    Invalid(String),
+    /// init tried and failed; its message says why.
+    #[error("{0}")]
+    Failed(String),
+    /// init answered something this vmadm cannot read (version skew).
+    #[error("unexpected answer from init: {0}")]
+    Protocol(String),
+    /// Any other bus error.
+    #[error("D-Bus: {0}")]
+    Bus(Box<zbus::Error>),
+}
+
+impl ClientError {
+    /// Wraps any other bus error.
+    pub fn bus(err: zbus::Error) -> Self {
+        ClientError::Bus(Box::new(err))
+    }
+}
+
+fn hint(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!("; did you mean '{s}'?"))
+        .unwrap_or_default()
+}
+
+/// Result of a request to init.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to init's node object.
+pub struct Node {
+    proxy: Node1Proxy<'static>,
+}
+
+impl Node {
+    /// Connects to the system bus (honouring `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub async fn connect() -> Result<Self> {
+        let conn = Connection::system()
+            .await
+            .map_err(|e| ClientError::NoBus(Box::new(e)))?;
+        let proxy = Node1Proxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(ClientError::bus)?;
+        Ok(Node { proxy })
+    }
+
+    /// The generated proxy, for signal streams.
+    pub fn proxy(&self) -> &Node1Proxy<'static> {
+        &self.proxy
+    }
+
+    /// Fails with [`ClientError::NoInit`] unless init owns its bus name.
+    pub async fn ensure_running(&self) -> Result<()> {
+        let dbus = zbus::fdo::DBusProxy::new(self.proxy.inner().connection())
+            .await
+            .map_err(ClientError::bus)?;
+        let name = zbus::names::BusName::try_from(api::BUS_NAME)
+            .map_err(|e| ClientError::bus(e.into()))?;
+        match dbus.name_has_owner(name).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ClientError::NoInit),
+            Err(e) => Err(ClientError::bus(e.into())),
+        }
+    }
+
+    /// Every instance.
+    pub async fn list(&self) -> Result<Vec<InstanceSummary>> {
+        self.proxy.list().await.map_err(classify)
+    }
+
+    /// One instance's detail, as JSON.
+    pub async fn get(&self, id: &str) -> Result<serde_json::Value> {
+        let text = self.about(id, self.proxy.get(id).await)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("Get: {e}")))
+    }
+
+    /// Creates instances; returns their names.
+    pub async fn create(&self, payload: &str, format: &str) -> Result<Vec<String>> {
+        self.proxy.create(payload, format).await.map_err(classify)
+    }
+
+    /// Updates an instance; returns (restart needed, message).
+    pub async fn update(&self, id: &str, payload: &str) -> Result<(bool, String)> {
+        let r = self.proxy.update(id, payload).await;
+        self.about(id, r)
+    }
+
+    /// Deletes an instance and its data.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let r = self.proxy.delete(id).await;
+        self.about(id, r)
+    }
+
+    /// Starts an instance.
+    pub async fn start(&self, id: &str) -> Result<()> {
+        let r = self.proxy.start(id).await;
+        self.about(id, r)
+    }
+
+    /// Stops an instance (`force`: kill without waiting).
+    pub async fn stop(&self, id: &str, force: bool, timeout_secs: u32) -> Result<()> {
+        let r = self.proxy.stop(id, force, timeout_secs).await;
+        self.about(id, r)
+    }
+
+    /// Reboots an instance.
+    pub async fn reboot(&self, id: &str, force: bool) -> Result<()> {
+        let r = self.proxy.reboot(id, force).await;
+        self.about(id, r)
+    }
+
+    /// Reconciles now; returns the plan.
+    pub async fn reconcile(&self) -> Result<Vec<PlanStep>> {
+        self.proxy.reconcile().await.map_err(classify)
+    }
+
+    /// The instance console, as an owned descriptor.
+    pub async fn console(&self, id: &str) -> Result<OwnedFd> {
+        let r = self.proxy.console(id).await;
+        self.about(id, r).map(OwnedFd::from)
+    }
+
+    /// Monitor/VMM details, as JSON.
+    pub async fn info(&self, id: &str) -> Result<serde_json::Value> {
+        let r = self.proxy.info(id).await;
+        let text = self.about(id, r)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("Info: {e}")))
+    }
+
+    /// Maps the error of a call about instance `id`; a NotFound gets the closest name.
+    fn about<T>(&self, id: &str, result: zbus::Result<T>) -> Result<T> {
+        result.map_err(|e| match classify(e) {
+            ClientError::NotFound { .. } => ClientError::NotFound {
+                id: id.to_string(),
+                suggestion: None,
+            },
+            other => other,
+        })
+    }
+
+    /// Fills in the "did you mean" of a NotFound error by asking for the names.
+    pub async fn with_suggestion(&self, err: ClientError) -> ClientError {
+        match err {
+            ClientError::NotFound {
+                id,
+                suggestion: None,
+            } => {
+                let list = self.list().await.unwrap_or_default();
+                let suggestion = suggestion_for(&id, &list);
+                ClientError::NotFound { id, suggestion }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The closest thing to `id` among the instances: the instance whose UUID starts with
+/// it (an abbreviated UUID), else a name a typo away.
+pub fn suggestion_for(id: &str, instances: &[InstanceSummary]) -> Option<String> {
+    const MIN_UUID_PREFIX: usize = 4;
+    if id.len() >= MIN_UUID_PREFIX {
+        let mut by_uuid = instances.iter().filter(|i| i.uuid.starts_with(id));
+        if let (Some(only), None) = (by_uuid.next(), by_uuid.next()) {
+            return Some(only.uuid.clone());
+        }
+    }
+    suggest::closest(id, instances.iter().map(|i| i.name.as_str())).map(str::to_string)
+}
+
+/// Sorts a bus error into what it means for the operator.
+pub fn classify(err: zbus::Error) -> ClientError {
+    let (name, message) = match &err {
+        zbus::Error::MethodError(name, detail, _) => (
+            name.as_str().to_string(),
+            detail.clone().unwrap_or_default(),
+        ),
+        zbus::Error::FDO(fdo) => match fdo.as_ref() {
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
+                return ClientError::NoInit
+            }
+            zbus::fdo::Error::AccessDenied(m) => return ClientError::AccessDenied(m.clone()),
+            _ => return ClientError::bus(err),
+        },
+        _ => return ClientError::bus(err),
+    };
+    match name.as_str() {
+        api::errors::NOT_FOUND => ClientError::NotFound {
+            id: message,
+            suggestion: None,
+        },
+        api::errors::ACCESS_DENIED | "org.freedesktop.DBus.Error.AccessDenied" => {
+            ClientError::AccessDenied(message)
+        }
+        api::errors::INVALID => ClientError::Invalid(message),
+        api::errors::FAILED => ClientError::Failed(message),
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+        | "org.freedesktop.DBus.Error.NameHasNoOwner" => ClientError::NoInit,
+        _ => ClientError::bus(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = ClientError::NotFound {
+            id: "web1".into(),
+            suggestion: Some("web01".into()),
+        };
+        assert_eq!(e.to_string(), "no instance 'web1'; did you mean 'web01'?");
+        let row = |name: &str, uuid: &str| InstanceSummary {
+            name: name.into(),
+            uuid: uuid.into(),
+            kind: "zone".into(),
+            state: "running".into(),
+            image: "busybox".into(),
+            memory: 0,
+            autoboot: true,
+            pid: 0,
+            reason: String::new(),
+        };
+        let rows = [row("web01", "5e3f0000-aaaa"), row("db01", "5e40ffff-bbbb")];
+        assert_eq!(
+            suggestion_for("5e3f", &rows).as_deref(),
+            Some("5e3f0000-aaaa")
+        );
+        assert_eq!(suggestion_for("5e", &rows), None, "too short to be a UUID");
+        assert_eq!(suggestion_for("web1", &rows).as_deref(), Some("web01"));
+        assert_eq!(
+            ClientError::NoInit.to_string(),
+            "init is not running: no org.skerry.Node1 on the system bus"
+        );
+    }
+}
