@@ -218,7 +218,7 @@ fn signals_are_forwarded_and_a_second_one_kills_the_zone() {
     let r = busybox_rootfs();
     // The zone init (a shell as pid 1) ignores SIGTERM: the first is forwarded and
     // ignored, the second turns into SIGKILL of the whole zone.
-    let child = std::process::Command::new(ZONE)
+    let mut child = std::process::Command::new(ZONE)
         .args([
             "run",
             "--rootfs",
@@ -233,7 +233,7 @@ fn signals_are_forwarded_and_a_second_one_kills_the_zone() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut stdout = child.stdout.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 3];
     std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
     assert_eq!(&first, b"up\n");
@@ -249,11 +249,7 @@ fn signals_are_forwarded_and_a_second_one_kills_the_zone() {
     term();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
-    assert_eq!(
-        status,
-        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid as i32), 137)
-    );
+    assert_eq!(child.wait().unwrap().code(), Some(137));
     assert_eq!(rest, "", "the zone went on after SIGKILL");
     assert_nothing_left(pid);
 }
