@@ -265,10 +265,13 @@ fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> 
 }
 
 /// DHCP clients looked for in the image, in order.
-const DHCP_CLIENTS: [(&str, &[&str]); 3] = [
+const DHCP_CLIENTS: [(&str, &[&str]); 6] = [
     ("/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
     ("/usr/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/bin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/usr/bin/udhcpc", &["udhcpc", "-b", "-i"]),
     ("/sbin/dhclient", &["dhclient", "-nw"]),
+    ("/usr/sbin/dhclient", &["dhclient", "-nw"]),
 ];
 
 /// `ip="dhcp"`: runs the image's DHCP client for `nic` in the background, confined like
