@@ -272,3 +272,28 @@ fn bad_arguments_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hostname"));
     assert_nothing_left(pid);
 }
+
+#[test]
+fn a_terminal_on_stdin_gives_the_zone_a_pty() {
+    require_root();
+    let r = busybox_rootfs();
+    assert!(
+        std::path::Path::new("/usr/bin/script").exists(),
+        "script(1) is missing: install bsdutils (tests/deps/zone.txt)"
+    );
+    // script(1) runs zone run on a pseudo-terminal: the zone gets its own pty as
+    // controlling terminal and /dev/console; exit codes pass through (-e).
+    let cmd = format!(
+        "{ZONE} run --rootfs {} -- /bin/sh -c 'tty; test -t 0 && echo stdin-is-a-tty; exit 4'",
+        r.path().display()
+    );
+    let out = std::process::Command::new("/usr/bin/script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("/dev/console"), "{text:?}");
+    assert!(text.contains("stdin-is-a-tty"), "{text:?}");
+}
