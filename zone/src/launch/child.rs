@@ -206,7 +206,11 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
         }
     }
     nix::unistd::sethostname(&plan.hostname).ctx(|| format!("sethostname {}", plan.hostname))?;
-    rootfs::enter(&plan.root, plan.console.as_ref().map(|(_, p)| p.as_path()))?;
+    rootfs::enter(
+        &mut rootfs::HostFs,
+        &plan.root,
+        plan.console.as_ref().map(|(_, p)| p.as_path()),
+    )?;
     if !plan.resolvers.is_empty() {
         let text: String = plan
             .resolvers
