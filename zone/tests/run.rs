@@ -10,9 +10,16 @@ fn zone_init_is_pid_1_with_its_hostname_and_only_lo() {
     let out = sh(
         r.path(),
         &["--hostname", "zt-host"],
-        "echo pid=$$; hostname; cat /proc/net/dev; ls /sys/class/net",
+        "cat /etc/hostname; echo pid=$$; hostname; cat /proc/net/dev; ls /sys/class/net",
     );
-    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(
+        out.starts_with("zt-host\npid=1\n"),
+        "/etc/hostname names the zone: {out}"
+    );
+    assert!(
+        !r.path().join("etc/hostname").exists(),
+        "/etc/hostname reached the image"
+    );
     assert!(out.contains("\nzt-host\n"), "{out}");
     let ifaces: Vec<&str> = out
         .lines()
