@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// /proc and /sys paths hidden from zones (runc's defaults): files get /dev/null over
-/// them, directories an empty read-only tmpfs.
+/// them, directories an empty read-only tmpfs. Defence in depth: zone root keeps
+/// CAP_SYS_ADMIN in its user namespace and could unmount these, but what lies beneath
+/// stays guarded by the kernel against the initial namespace (kcore needs host
+/// CAP_SYS_RAWIO; host-root-owned files like sysrq-trigger deny an unmapped owner).
 pub const MASKED_PATHS: [&str; 11] = [
     "proc/acpi",
     "proc/asound",
