@@ -82,6 +82,10 @@ pub fn run(
     )?;
     crate::pci::attach_devices(&mut vm, config)?;
     let running = vm.start(info.entry)?;
+    log::info!(
+        "vCPUs entering the guest {} us after process start",
+        started.elapsed().as_micros()
+    );
     if let Some(input) = console.input {
         spawn_input(input, running.serial.clone());
     }
