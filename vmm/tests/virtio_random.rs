@@ -4,7 +4,6 @@
 //! device either still working or marked as needing a reset.
 
 use kvm_ioctls::Kvm;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::config::DiskConfig;
@@ -185,7 +184,7 @@ fn random_descriptors_never_panic_net() {
         nix::sys::socket::SockFlag::SOCK_NONBLOCK,
     )
     .unwrap();
-    let peer = std::fs::File::from(OwnedFd::from(theirs));
+    let peer = std::fs::File::from(theirs);
     for _ in 0..32 {
         let _ = std::io::Write::write(&mut &peer, &[0xabu8; 1500]);
     }
@@ -199,6 +198,6 @@ fn random_descriptors_never_panic_net() {
         VirtioPciDevice::new(net, 2, mem.clone(), vm()),
         &mem,
         2,
-        0x5eed_0e7,
+        0x05ee_d0e7,
     );
 }
