@@ -105,6 +105,9 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         contract::console_log_path(&cfg.pool, &cfg.uuid)
             .display()
             .to_string(),
+        "--jail".into(),
+        "--cgroup".into(),
+        cgroup_name(&cfg.uuid),
     ];
     if let Some(initrd) = files.initrd {
         args.extend(["--initrd".into(), initrd.display().to_string()]);
@@ -133,6 +136,11 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         args.extend(["--net".into(), format!("{tap},bridge={bridge},mac={mac}")]);
     }
     Ok(args)
+}
+
+/// The memory cgroup of an instance's VMM (under `skerry/`).
+pub fn cgroup_name(uuid: &str) -> String {
+    format!("vmm-{uuid}")
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -243,6 +251,7 @@ impl Monitor {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             let status = child.wait();
+            crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
             let code = status.as_ref().ok().and_then(|s| s.code());
             let mut st = crate::devices::bus::lock(&self.state);
             st.child = None;

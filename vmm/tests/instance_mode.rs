@@ -199,6 +199,46 @@ fn status_console_and_forced_stop() {
         monitor.id().to_string()
     );
 
+    // The guest's vmm is jailed: its inner process (PID 1 of a new PID namespace) runs
+    // unprivileged, in its own mount namespace, under seccomp, in the memory cgroup.
+    let inner: u32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // Fields after the parenthesised command: state, ppid, ...
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(guest_pid)
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the jailed vmm runs as a child of the instance pid {guest_pid}; monitor.log:\n{}",
+                std::fs::read_to_string(pool.cfg.pool.join(&pool.cfg.uuid).join("monitor.log"))
+                    .unwrap_or_default()
+            )
+        });
+    let st = std::fs::read_to_string(format!("/proc/{inner}/status")).unwrap();
+    let field = |name: &str| {
+        st.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{st}");
+    assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    assert_ne!(ns(&inner.to_string(), "mnt"), ns("self", "mnt"));
+    assert_ne!(ns(&inner.to_string(), "pid"), ns("self", "pid"));
+    let cg = std::fs::read_to_string(format!("/proc/{inner}/cgroup")).unwrap();
+    assert!(
+        cg.contains(&format!("skerry/vmm-{}", pool.cfg.uuid)),
+        "{cg}"
+    );
+
     let (resp, fd) = request(&pool, &MonitorRequest::Console);
     assert!(resp.ok);
     let fd = fd.expect("console fd attached");
