@@ -248,7 +248,9 @@ impl Monitor {
             });
             if stop_now {
                 // A stop request raced with this boot: it wins.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let pid = Pid::from_raw(pid as i32);
+                let _ = kill(pid, Signal::SIGQUIT);
+                self.kill_after(pid, Duration::from_secs(2));
             }
             let status = child.wait();
             crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
@@ -290,11 +292,19 @@ impl Monitor {
         let Some(pid) = pid else { return };
         let pid = Pid::from_raw(pid as i32);
         if force {
-            let _ = kill(pid, Signal::SIGKILL);
+            // SIGQUIT: the jail's outer process kills the guest's vmm and reaps it;
+            // SIGKILL after a moment if even that does not happen.
+            let _ = kill(pid, Signal::SIGQUIT);
+            self.kill_after(pid, Duration::from_secs(2));
             return;
         }
         // SIGTERM makes the child press the ACPI power button.
         let _ = kill(pid, Signal::SIGTERM);
+        self.kill_after(pid, grace);
+    }
+
+    /// SIGKILLs `pid` if it is still the running guest process after `grace`.
+    fn kill_after(self: &Arc<Self>, pid: Pid, grace: Duration) {
         let me = self.clone();
         std::thread::spawn(move || {
             let st = crate::devices::bus::lock(&me.state);

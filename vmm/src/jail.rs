@@ -85,23 +85,33 @@ pub fn enter_cgroup(name: &str, limit: u64) -> Result<PathBuf, JailError> {
     Ok(dir)
 }
 
-/// Removes cgroup `name` (after its processes have exited).
+/// Removes cgroup `name` once its processes are gone. A forced stop kills the outer
+/// VMM process first; the jailed one follows through its parent-death signal a moment
+/// later, so an in-use cgroup is retried for up to two seconds.
 pub fn remove_cgroup(name: &str) {
-    let _ = std::fs::remove_dir(cgroup_dir(name));
+    let dir = cgroup_dir(name);
+    for _ in 0..100 {
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => return,
+        }
+    }
+    log::warn!("could not remove cgroup {}: still in use", dir.display());
 }
 
 /// Moves into a new PID namespace: forks, and returns in the child (PID 1 there). The
-/// parent never returns: it forwards SIGTERM/SIGINT/SIGHUP to the child and exits with
-/// the child's status. Call while the process is still single-threaded.
+/// parent never returns: it forwards SIGTERM/SIGINT/SIGHUP to the child, turns SIGQUIT
+/// into SIGKILL for it (a forced stop that still reaps it), and exits with the
+/// child's status. Call while the process is still single-threaded.
 pub fn enter_pid_namespace() -> Result<(), JailError> {
     unshare(CloneFlags::CLONE_NEWPID).map_err(err("new PID namespace"))?;
     // SAFETY: called at the start of main, before any other thread exists, so the
     // child may run arbitrary code.
     match unsafe { fork() }.map_err(err("fork into the PID namespace"))? {
         ForkResult::Child => {
-            // If the outer process is killed (forced stop), take the guest down too.
-            // SAFETY: plain prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            die_with_parent();
             Ok(())
         }
         ForkResult::Parent { child } => {
@@ -110,6 +120,7 @@ pub fn enter_pid_namespace() -> Result<(), JailError> {
                 nix::sys::signal::Signal::SIGTERM,
                 nix::sys::signal::Signal::SIGINT,
                 nix::sys::signal::Signal::SIGHUP,
+                nix::sys::signal::Signal::SIGQUIT,
                 nix::sys::signal::Signal::SIGCHLD,
             ] {
                 set.add(s);
@@ -123,14 +134,26 @@ pub fn enter_pid_namespace() -> Result<(), JailError> {
                     Ok(_) => {}
                     Err(_) => std::process::exit(1),
                 }
-                if let Ok(sig) = set.wait() {
-                    if sig != nix::sys::signal::Signal::SIGCHLD {
+                use nix::sys::signal::Signal;
+                match set.wait() {
+                    Ok(Signal::SIGCHLD) | Err(_) => {}
+                    Ok(Signal::SIGQUIT) => {
+                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    }
+                    Ok(sig) => {
                         let _ = nix::sys::signal::kill(child, sig);
                     }
                 }
             }
         }
     }
+}
+
+/// If the outer process is killed (forced stop), take this one down too. The kernel
+/// clears this setting when credentials change, so [`lock_down`] sets it again.
+fn die_with_parent() {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 }
 
 /// Pivots into an empty, read-only root in a new mount namespace and drops to
@@ -196,6 +219,8 @@ pub fn lock_down(uid: u32, gid: u32) -> Result<(), JailError> {
     nix::unistd::setresgid(g, g, g).map_err(err("setresgid"))?;
     // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability set.
     nix::unistd::setresuid(u, u, u).map_err(err("setresuid"))?;
+    // Changing credentials cleared the parent-death signal.
+    die_with_parent();
     Ok(())
 }
 

@@ -64,7 +64,10 @@ struct Pool {
 fn pool_with_guest(code: &[u8]) -> Pool {
     assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing");
     let dir = tempfile::tempdir().unwrap();
-    let uuid = "7c0ffee0-1234-4abc-8def-0123456789ab".to_string();
+    // Unique per test and run: the cgroup (skerry/vmm-<uuid>) is host-wide.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let uuid = format!("{:08x}-1234-4abc-8def-{:012x}", std::process::id(), n);
     let spec = spec::manifest::parse_str(
         "test.kdl",
         "hvm tiny {\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n}\n",
@@ -87,6 +90,7 @@ fn pool_with_guest(code: &[u8]) -> Pool {
     std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
     let ok = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
+        .stdout(std::process::Stdio::null())
         .arg(&root)
         .arg(&disk)
         .arg("8M")
@@ -103,12 +107,56 @@ fn pool_with_guest(code: &[u8]) -> Pool {
     }
 }
 
-fn start_monitor(pool: &Pool) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
+/// The monitor process; dropping it (also when a test fails) stops its guest and
+/// reaps it, so no VMM outlives the test.
+struct Monitor {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        if let Ok(mut s) = UnixStream::connect(&self.socket) {
+            let _ = s.write_all(b"{\"op\":\"stop\",\"force\":true,\"timeout_secs\":0}\n");
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::ops::Deref for Monitor {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Monitor {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+fn start_monitor(pool: &Pool) -> Monitor {
+    let child = Command::new(env!("CARGO_BIN_EXE_vmm"))
         .args(["instance", "--config"])
         .arg(&pool.config_path)
         .spawn()
-        .expect("spawning vmm instance")
+        .expect("spawning vmm instance");
+    Monitor {
+        child,
+        socket: contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid),
+    }
 }
 
 fn request(pool: &Pool, req: &MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
