@@ -144,8 +144,10 @@ fn nested_a_initramfs_marker_and_power_off() {
 }
 
 #[test]
-fn nested_b_virtio_blk_read_write_and_read_only() {
+fn nested_b_virtio_blk_read_write_and_read_only_on_two_vcpus() {
     let (out, rc) = scenario("blk");
+    // This guest has two vCPUs: the second came up through the MADT and INIT/SIPI.
+    assert_line(&out, "SKERRY-GUEST-UP blk cpus=2", "blk");
     assert_line(&out, "SKERRY-BLK-READ hello-from-the-host", "blk");
     assert_line(&out, "SKERRY-BLK-REREAD written-by-guest", "blk");
     assert_line(&out, "SKERRY-HOST-DISK written-by-guest", "blk");
