@@ -166,3 +166,77 @@ async fn sigterm_stops_every_zone_before_init_exits() {
     let ready = init.wait_line("skerry: node ready", T);
     assert!(ready.contains("(2 running)"), "{ready}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nic_bridge_console_and_instance_changed_signals() {
+    use futures_util::StreamExt;
+    let zone = zone_bin();
+    let bus = Bus::start();
+    let pool = TestPool::new();
+    let tag = format!("t{:x}", std::process::id() & 0xfffff);
+    let bridge = format!("skb{:x}", std::process::id() & 0xfffff);
+    struct DropBridge(String);
+    impl Drop for DropBridge {
+        fn drop(&mut self) {
+            let _ = skerry_init::net::delete_link(&self.0);
+        }
+    }
+    let _cleanup = DropBridge(bridge.clone());
+    std::fs::create_dir_all(pool.path().join("config")).unwrap();
+    std::fs::write(
+        pool.path().join("config/node.kdl"),
+        format!("nic-tag \"{tag}\" bridge=\"{bridge}\"\n"),
+    )
+    .unwrap();
+    pool.manifest(
+        "net.kdl",
+        &format!("zone netz {{\n    image \"busybox@1.36\"\n    nic net0 tag=\"{tag}\" ip=\"10.213.77.2/24\"\n}}\n"),
+    );
+    let init = Init::start_with(&pool, &bus, &zone);
+    let ready = init.wait_line("skerry: node ready", T);
+    assert!(ready.contains("(1 running)"), "{ready}");
+    assert!(
+        std::path::Path::new(&format!("/sys/class/net/{bridge}/bridge")).exists(),
+        "bridge {bridge} for tag {tag} was not created"
+    );
+    let ports = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .unwrap()
+        .count();
+    assert_eq!(ports, 1, "the zone's veth is not on {bridge}");
+
+    let conn = connect(&bus).await;
+    // The console is a terminal handed over as an fd.
+    let fd: zvariant::OwnedFd = call(&conn, "Console", &("netz",)).await.unwrap();
+    let st = nix::sys::stat::fstat(&fd).unwrap();
+    assert_eq!(
+        st.st_mode & libc::S_IFMT,
+        libc::S_IFCHR,
+        "console fd is not a character device"
+    );
+
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(spec::api::INTERFACE)
+        .unwrap()
+        .member("InstanceChanged")
+        .unwrap()
+        .build();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .unwrap();
+    let () = call(&conn, "Stop", &("netz", false, 5u32)).await.unwrap();
+    let () = call(&conn, "Start", &("netz",)).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&"running".to_string()) {
+        let msg = tokio::time::timeout(T, signals.next())
+            .await
+            .expect("InstanceChanged within the timeout")
+            .unwrap()
+            .unwrap();
+        let (name, _uuid, kind, state, _reason): (String, String, String, String, String) =
+            msg.body().deserialize().unwrap();
+        assert_eq!((name.as_str(), kind.as_str()), ("netz", "zone"));
+        seen.push(state);
+    }
+    assert_eq!(seen, vec!["stopping", "stopped", "provisioning", "running"]);
+}
