@@ -460,6 +460,9 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     let _ = std::fs::remove_file(&sock);
     let listener =
         UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+    // Only root (init) may stop guests or take their consoles.
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io_err(format!("restricting {}", sock.display())))?;
     let pidfile = contract::pidfile_path(&cfg.run_dir, &cfg.uuid);
     spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
         .map_err(io_err(format!("writing {}", pidfile.display())))?;
