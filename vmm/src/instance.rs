@@ -105,6 +105,9 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         contract::console_log_path(&cfg.pool, &cfg.uuid)
             .display()
             .to_string(),
+        "--jail".into(),
+        "--cgroup".into(),
+        cgroup_name(&cfg.uuid),
     ];
     if let Some(initrd) = files.initrd {
         args.extend(["--initrd".into(), initrd.display().to_string()]);
@@ -133,6 +136,11 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         args.extend(["--net".into(), format!("{tap},bridge={bridge},mac={mac}")]);
     }
     Ok(args)
+}
+
+/// The memory cgroup of an instance's VMM (under `skerry/`).
+pub fn cgroup_name(uuid: &str) -> String {
+    format!("vmm-{uuid}")
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -240,9 +248,12 @@ impl Monitor {
             });
             if stop_now {
                 // A stop request raced with this boot: it wins.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let pid = Pid::from_raw(pid as i32);
+                let _ = kill(pid, Signal::SIGQUIT);
+                self.kill_after(pid, Duration::from_secs(2));
             }
             let status = child.wait();
+            crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
             let code = status.as_ref().ok().and_then(|s| s.code());
             let mut st = crate::devices::bus::lock(&self.state);
             st.child = None;
@@ -281,11 +292,19 @@ impl Monitor {
         let Some(pid) = pid else { return };
         let pid = Pid::from_raw(pid as i32);
         if force {
-            let _ = kill(pid, Signal::SIGKILL);
+            // SIGQUIT: the jail's outer process kills the guest's vmm and reaps it;
+            // SIGKILL after a moment if even that does not happen.
+            let _ = kill(pid, Signal::SIGQUIT);
+            self.kill_after(pid, Duration::from_secs(2));
             return;
         }
         // SIGTERM makes the child press the ACPI power button.
         let _ = kill(pid, Signal::SIGTERM);
+        self.kill_after(pid, grace);
+    }
+
+    /// SIGKILLs `pid` if it is still the running guest process after `grace`.
+    fn kill_after(self: &Arc<Self>, pid: Pid, grace: Duration) {
         let me = self.clone();
         std::thread::spawn(move || {
             let st = crate::devices::bus::lock(&me.state);

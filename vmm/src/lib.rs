@@ -10,6 +10,7 @@ pub mod bootdisk;
 pub mod config;
 pub mod devices;
 pub mod instance;
+pub mod jail;
 pub mod logger;
 pub mod pci;
 pub mod runner;

@@ -2,7 +2,8 @@
 //! kvm-amd on QEMU's emulated SVM) runs our `vmm` binary against Debian's stock kernel
 //! with (a) an initramfs that prints a marker and powers off, (b) a virtio-blk ext4
 //! disk the guest reads and writes, plus a read-only one it cannot write, (c) a
-//! virtio-net interface pinging the host side of a tap.
+//! virtio-net interface pinging the host side of a tap, (d) SIGTERM to the VMM
+//! pressing the ACPI power button, which the guest answers by powering off.
 //!
 //! One host boot runs every scenario; the tests share it and each checks its part.
 //! QEMU or the kernel missing is a failure with a clear message, never a skip.
@@ -12,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const SCENARIOS: &str = "marker,blk,net";
+const SCENARIOS: &str = "marker,blk,net,stop";
 const HOST_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn repo_root() -> PathBuf {
@@ -143,8 +144,10 @@ fn nested_a_initramfs_marker_and_power_off() {
 }
 
 #[test]
-fn nested_b_virtio_blk_read_write_and_read_only() {
+fn nested_b_virtio_blk_read_write_and_read_only_on_two_vcpus() {
     let (out, rc) = scenario("blk");
+    // This guest has two vCPUs: the second came up through the MADT and INIT/SIPI.
+    assert_line(&out, "SKERRY-GUEST-UP blk cpus=2", "blk");
     assert_line(&out, "SKERRY-BLK-READ hello-from-the-host", "blk");
     assert_line(&out, "SKERRY-BLK-REREAD written-by-guest", "blk");
     assert_line(&out, "SKERRY-HOST-DISK written-by-guest", "blk");
@@ -160,5 +163,15 @@ fn nested_b_virtio_blk_read_write_and_read_only() {
 fn nested_c_virtio_net_pings_the_tap() {
     let (out, rc) = scenario("net");
     assert_line(&out, "SKERRY-NET-OK", "net");
+    assert_eq!(rc, 0, "vmm exit code:\n{out}");
+}
+
+#[test]
+fn nested_d_sigterm_presses_the_power_button() {
+    let (out, rc) = scenario("stop");
+    assert_line(&out, "SKERRY-GUEST-IDLE /dev/input/event", "stop");
+    assert_line(&out, "pressed the power button", "stop");
+    assert_line(&out, "SKERRY-POWER-BUTTON", "stop");
+    assert_line(&out, "vmm: guest PowerOff", "stop");
     assert_eq!(rc, 0, "vmm exit code:\n{out}");
 }

@@ -274,8 +274,21 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
-/// Parses `--net TAG=IP/PREFIX` into nic `net<index>`.
+/// Parses `--net TAG=IP/PREFIX` (or `TAG=dhcp`) into nic `net<index>`.
 pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
+    if let Some(tag) = arg
+        .strip_suffix("=dhcp")
+        .filter(|t| !t.is_empty() && !t.contains('='))
+    {
+        return Ok(spec::Nic {
+            name: format!("net{index}"),
+            tag: tag.to_string(),
+            ip: spec::IpConfig::Dhcp,
+            gateway: None,
+            mtu: None,
+            mac: None,
+        });
+    }
     let bad = || {
         ZoneError::Invalid(format!(
             "bad --net {arg:?}: expected TAG=IP/PREFIX, e.g. admin=10.88.0.10/24"
@@ -316,6 +329,7 @@ mod tests {
         assert_eq!(n.name, "net1");
         assert_eq!(n.tag, "admin");
         assert!(parse_net(0, "admin").is_err());
+        assert_eq!(parse_net(0, "admin=dhcp").unwrap().ip, spec::IpConfig::Dhcp);
         assert!(parse_net(0, "admin=10.0.0.1/40").is_err());
     }
 }

@@ -344,12 +344,26 @@ fn missing_init_fails_clearly() {
 #[test]
 fn power_off_from_inside_is_a_clean_stop() {
     require_root();
-    let pool = Pool::new(&["/bin/sh", "-c", "sleep 1.5; poweroff -f"]);
+    let pool = Pool::new(&[
+        "/bin/sh",
+        "-c",
+        "echo hello from $(hostname); sleep 1.5; poweroff -f",
+    ]);
     let mut child = pool.spawn();
     let st = pool.wait_running();
     assert_eq!(wait_exit(&mut child), 0);
     let saved = pool.saved_status();
     assert_eq!(saved.state, "stopped", "{saved:?}");
     assert!(saved.reason.contains("powered off"), "{saved:?}");
+    // What the zone wrote on its console is in the console log.
+    let log = std::fs::read_to_string(contract::console_log_path(
+        pool.dir.path(),
+        &pool.config.uuid,
+    ))
+    .unwrap();
+    assert!(
+        log.contains(&format!("hello from {}", pool.config.spec.name)),
+        "console.log: {log:?}"
+    );
     assert_monitor_gone(&pool, &cgroup_dir(&st));
 }

@@ -6,13 +6,17 @@
 //! 1 on failure. It is a single-threaded poll loop, so it can fork zones at any time,
 //! and it depends on nothing of its parent: own session, stdio on its own log file.
 
-use crate::cgroups::{Hierarchy, Limits};
+mod client;
+mod config;
+
+pub use client::{instance_dir, request};
+pub use config::launch_spec;
+
+use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
-use crate::idmap::IdMap;
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
-use crate::net::NicPlan;
-use crate::rootfs::{Stage, Upper};
+use crate::rootfs::Stage;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -25,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A zone whose init exits sooner than this after starting, without being asked to,
@@ -64,61 +68,6 @@ fn detach(log: &Path) -> Result<()> {
         libc::dup2(out.as_raw_fd(), 2);
     }
     Ok(())
-}
-
-/// Builds the launch description of a zone from init's config.
-pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
-    let spec::Kind::Zone(z) = &config.spec.kind else {
-        return Err(ZoneError::Invalid(format!(
-            "instance {} ({}) is not a zone",
-            config.spec.name, config.uuid
-        )));
-    };
-    let dir = config.pool.join(&config.uuid);
-    let nics = config
-        .spec
-        .nics
-        .iter()
-        .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: config
-                .bridges
-                .get(&nic.tag)
-                .cloned()
-                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag)),
-            host_if: contract::host_ifname(&config.uuid, i),
-        })
-        .collect();
-    let command = if z.init.is_empty() {
-        vec![spec::defaults::INIT.to_string()]
-    } else {
-        z.init.clone()
-    };
-    Ok(LaunchSpec {
-        name: config.uuid.clone(),
-        image: config.image_path.clone(),
-        upper: Upper::Persistent {
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        idmap: IdMap::new(config.id_range_start)?,
-        hostname: if z.hostname.is_empty() {
-            config.spec.name.clone()
-        } else {
-            z.hostname.clone()
-        },
-        command,
-        env: z.env.clone(),
-        limits: Limits {
-            memory: Some(config.spec.memory),
-            cpu_cap: z.cpu_cap,
-            pids: Some(z.pids),
-        },
-        nics,
-        resolvers: config.spec.resolvers.clone(),
-        die_with_runtime: true,
-    })
 }
 
 /// What the monitor was asked to do with the running zone.
@@ -605,56 +554,4 @@ fn reply(ok: bool, message: String) -> MonitorResponse {
         message,
         status: None,
     }
-}
-
-/// Client side of the monitor socket: one request, one response (and the console fd
-/// for `Console`). Used by tests and handy for init.
-pub fn request(
-    socket: &Path,
-    req: &MonitorRequest,
-) -> Result<(MonitorResponse, Option<std::os::fd::OwnedFd>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned};
-    use std::os::fd::FromRawFd;
-    let mut stream =
-        UnixStream::connect(socket).ctx(|| format!("connecting to {}", socket.display()))?;
-    let mut line = serde_json::to_vec(req).map_err(|e| ZoneError::Invalid(e.to_string()))?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .ctx(|| format!("writing to {}", socket.display()))?;
-    let mut data = Vec::new();
-    let mut fd = None;
-    while !data.ends_with(b"\n") {
-        let mut buf = [0u8; 65536];
-        let mut cmsg = nix::cmsg_space!([i32; 1]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .ctx(|| format!("reading from {}", socket.display()))?;
-        for c in msg.cmsgs().into_iter().flatten() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just installed these fds in our table for us.
-                fd = fds
-                    .first()
-                    .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(*f) });
-            }
-        }
-        let n = msg.bytes;
-        if n == 0 {
-            break;
-        }
-        data.extend_from_slice(&buf[..n]);
-    }
-    let resp = serde_json::from_slice(&data)
-        .map_err(|e| ZoneError::Invalid(format!("bad response from {}: {e}", socket.display())))?;
-    Ok((resp, fd))
-}
-
-/// The pool directory of an instance (`<pool>/<uuid>`).
-pub fn instance_dir(config: &InstanceConfig) -> PathBuf {
-    config.pool.join(&config.uuid)
 }
