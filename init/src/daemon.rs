@@ -123,7 +123,7 @@ pub async fn start(
         },
     );
     for (name, d) in earlier {
-        node.timeline().record(&name, d);
+        node.timeline().insert(&name, d);
     }
     node.timeline().record("open-pool", t0.elapsed());
 

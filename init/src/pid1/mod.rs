@@ -7,6 +7,7 @@
 pub mod cmdline;
 pub mod modules;
 pub mod mounts;
+pub mod rootfs;
 pub mod services;
 
 use crate::console;
@@ -59,6 +60,15 @@ pub fn main() -> ! {
         console::say(&format!("init: internal error: {info}"));
     }));
     let mut boot = Boot::default();
+    if rootfs::needs_switch() {
+        let t = Instant::now();
+        // Returns only when it failed; zones then fail at pivot_root, said below.
+        let err = rootfs::switch_to_tmpfs().err().unwrap_or_default();
+        std::env::set_var(
+            rootfs::SWITCHED_ENV,
+            format!("failed after {:?}: {err}", t.elapsed()),
+        );
+    }
     let errs = mounts::api_filesystems();
     attach_console();
     console::init_logging();
@@ -71,6 +81,11 @@ pub fn main() -> ! {
     }
     std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
     console::say("init starting");
+    if let Ok(v) = std::env::var(rootfs::SWITCHED_ENV) {
+        if v.starts_with("failed") {
+            log::error!("moving the root off the initramfs {v}; zones cannot pivot_root");
+        }
+    }
     // Ctrl-Alt-Del becomes SIGINT to us: a clean shutdown instead of an instant reset.
     let _ = nix::sys::reboot::set_cad_enabled(false);
 
