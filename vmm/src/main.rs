@@ -45,6 +45,20 @@ struct Cli {
     /// Exit code when the guest resets (instance mode uses 3 to restart it).
     #[arg(long, default_value_t = 0)]
     reset_exit_code: i32,
+    /// Run jailed: new PID and mount namespaces with an empty root, unprivileged ids,
+    /// seccomp filters (see the `jail` module).
+    #[arg(long)]
+    jail: bool,
+    /// User the jailed VMM runs as.
+    #[arg(long, default_value_t = 65534)]
+    jail_uid: u32,
+    /// Group the jailed VMM runs as.
+    #[arg(long, default_value_t = 65534)]
+    jail_gid: u32,
+    /// Put the VMM in memory cgroup `skerry/NAME`, limited to guest memory plus
+    /// overhead (the caller removes it afterwards).
+    #[arg(long)]
+    cgroup: Option<String>,
     /// Also keep the console in this bounded log; stdout then never stalls the guest
     /// (output nobody reads is dropped there).
     #[arg(long)]
@@ -68,10 +82,26 @@ fn main() {
     match real_main(started) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("vmm: {e:#}");
+            eprintln!("vmm: {}", error_chain(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, each cause once: our typed errors already print their
+/// source in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.ends_with(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
 }
 
 fn parse_net(s: &str) -> Result<NetConfig> {
@@ -104,6 +134,13 @@ fn real_main(started: Instant) -> Result<i32> {
         bail!("--kernel is required (or use `vmm instance --config FILE`)");
     };
     let memory = config::parse_size(&cli.memory).context("--memory")?;
+    if let Some(name) = &cli.cgroup {
+        vmm::jail::enter_cgroup(name, memory + vmm::jail::MEMORY_OVERHEAD)?;
+    }
+    if cli.jail {
+        // Still single-threaded here, as the fork requires.
+        vmm::jail::enter_pid_namespace()?;
+    }
     let disks = cli
         .disk
         .iter()
@@ -145,7 +182,11 @@ fn real_main(started: Instant) -> Result<i32> {
     let policy = StopPolicy {
         grace: Duration::from_secs(cli.stop_timeout),
     };
-    let why = runner::run(&cfg, console, policy, started)?;
+    let jail = cli.jail.then_some(runner::JailOptions {
+        uid: cli.jail_uid,
+        gid: cli.jail_gid,
+    });
+    let why = runner::run(&cfg, console, policy, jail, started)?;
     Ok(match why {
         GuestExit::PowerOff | GuestExit::Stopped => {
             eprintln!("vmm: guest {why:?}");

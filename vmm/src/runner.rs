@@ -21,13 +21,16 @@ pub enum RunError {
     #[error(transparent)]
     Boot(#[from] boot::BootError),
     /// Attaching a device.
-    #[error("device {name}: {reason}")]
+    #[error("{name}: {reason}")]
     Device {
-        /// Which device (disk path, tap name).
+        /// Which device (`disk PATH`, `tap NAME`).
         name: String,
         /// What went wrong.
         reason: String,
     },
+    /// Jail setup.
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
     /// ACPI tables.
     #[error("writing ACPI tables: {0}")]
     Acpi(vm_memory::GuestMemoryError),
@@ -39,6 +42,15 @@ pub struct Console {
     pub output: Box<dyn Write + Send>,
     /// Host input for the guest (stdin, a pty), if any.
     pub input: Option<OwnedFd>,
+}
+
+/// How the VMM confines itself once the guest's files are open.
+#[derive(Debug, Clone, Copy)]
+pub struct JailOptions {
+    /// User to drop to.
+    pub uid: u32,
+    /// Group to drop to.
+    pub gid: u32,
 }
 
 /// Options for how the VMM treats stop requests.
@@ -68,6 +80,7 @@ pub fn run(
     config: &VmConfig,
     console: Console,
     policy: StopPolicy,
+    jail: Option<JailOptions>,
     started: Instant,
 ) -> Result<GuestExit, RunError> {
     let mut vm = Vm::new(config.memory, config.vcpus, console.output, started)?;
@@ -81,7 +94,17 @@ pub fn run(
         rsdp,
     )?;
     crate::pci::attach_devices(&mut vm, config)?;
+    if let Some(j) = jail {
+        // Every file the guest needs is open: from here on, no path is visible.
+        crate::jail::lock_down(j.uid, j.gid)?;
+        crate::jail::apply_all_threads(&crate::jail::vmm_filter()?)?;
+        vm.set_vcpu_filter(crate::jail::vcpu_filter()?);
+    }
     let running = vm.start(info.entry)?;
+    log::info!(
+        "vCPUs entering the guest {} us after process start",
+        started.elapsed().as_micros()
+    );
     if let Some(input) = console.input {
         spawn_input(input, running.serial.clone());
     }

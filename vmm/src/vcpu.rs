@@ -32,6 +32,8 @@ pub struct VcpuRunner {
     pub exit: ExitSignal,
     /// Set when the VM is stopping: leave the loop at the next exit.
     pub stop: Arc<AtomicBool>,
+    /// Seccomp filter to install on this thread first.
+    pub filter: Option<Arc<seccompiler::BpfProgram>>,
 }
 
 /// Caps the log lines one vCPU writes about a misbehaving guest.
@@ -53,6 +55,12 @@ impl VcpuRunner {
     pub fn run(mut self) {
         let mut complaints = Complaints(0);
         let id = self.id;
+        if let Some(filter) = &self.filter {
+            if let Err(e) = crate::jail::apply_this_thread(filter) {
+                self.exit.exit(GuestExit::Crash(format!("vcpu{id}: {e}")));
+                return;
+            }
+        }
         while !self.stop.load(Ordering::Acquire) {
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {

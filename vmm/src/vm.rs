@@ -94,6 +94,7 @@ pub struct Vm {
     exit: ExitSignal,
     exit_rx: Receiver<GuestExit>,
     vcpus: Vec<VcpuFd>,
+    vcpu_filter: Option<Arc<seccompiler::BpfProgram>>,
 }
 
 /// A running VM: wait for it to end with [`RunningVm::wait`].
@@ -225,12 +226,18 @@ impl Vm {
             exit,
             exit_rx,
             vcpus: cpus,
+            vcpu_filter: None,
         })
     }
 
     /// The KVM system handle.
     pub fn kvm(&self) -> &Kvm {
         &self.kvm
+    }
+
+    /// Seccomp filter each vCPU thread installs on itself before running the guest.
+    pub fn set_vcpu_filter(&mut self, filter: seccompiler::BpfProgram) {
+        self.vcpu_filter = Some(Arc::new(filter));
     }
 
     /// A handle devices use to end the guest.
@@ -272,6 +279,7 @@ impl Vm {
                 mmio: mmio.clone(),
                 exit: self.exit.clone(),
                 stop: stop.clone(),
+                filter: self.vcpu_filter.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))

@@ -64,7 +64,10 @@ struct Pool {
 fn pool_with_guest(code: &[u8]) -> Pool {
     assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing");
     let dir = tempfile::tempdir().unwrap();
-    let uuid = "7c0ffee0-1234-4abc-8def-0123456789ab".to_string();
+    // Unique per test and run: the cgroup (skerry/vmm-<uuid>) is host-wide.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let uuid = format!("{:08x}-1234-4abc-8def-{:012x}", std::process::id(), n);
     let spec = spec::manifest::parse_str(
         "test.kdl",
         "hvm tiny {\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n}\n",
@@ -87,6 +90,7 @@ fn pool_with_guest(code: &[u8]) -> Pool {
     std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
     let ok = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
+        .stdout(std::process::Stdio::null())
         .arg(&root)
         .arg(&disk)
         .arg("8M")
@@ -103,12 +107,56 @@ fn pool_with_guest(code: &[u8]) -> Pool {
     }
 }
 
-fn start_monitor(pool: &Pool) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
+/// The monitor process; dropping it (also when a test fails) stops its guest and
+/// reaps it, so no VMM outlives the test.
+struct Monitor {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        if let Ok(mut s) = UnixStream::connect(&self.socket) {
+            let _ = s.write_all(b"{\"op\":\"stop\",\"force\":true,\"timeout_secs\":0}\n");
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::ops::Deref for Monitor {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Monitor {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+fn start_monitor(pool: &Pool) -> Monitor {
+    let child = Command::new(env!("CARGO_BIN_EXE_vmm"))
         .args(["instance", "--config"])
         .arg(&pool.config_path)
         .spawn()
-        .expect("spawning vmm instance")
+        .expect("spawning vmm instance");
+    Monitor {
+        child,
+        socket: contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid),
+    }
 }
 
 fn request(pool: &Pool, req: &MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
@@ -199,6 +247,46 @@ fn status_console_and_forced_stop() {
         monitor.id().to_string()
     );
 
+    // The guest's vmm is jailed: its inner process (PID 1 of a new PID namespace) runs
+    // unprivileged, in its own mount namespace, under seccomp, in the memory cgroup.
+    let inner: u32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // Fields after the parenthesised command: state, ppid, ...
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(guest_pid)
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the jailed vmm runs as a child of the instance pid {guest_pid}; monitor.log:\n{}",
+                std::fs::read_to_string(pool.cfg.pool.join(&pool.cfg.uuid).join("monitor.log"))
+                    .unwrap_or_default()
+            )
+        });
+    let st = std::fs::read_to_string(format!("/proc/{inner}/status")).unwrap();
+    let field = |name: &str| {
+        st.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{st}");
+    assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    assert_ne!(ns(&inner.to_string(), "mnt"), ns("self", "mnt"));
+    assert_ne!(ns(&inner.to_string(), "pid"), ns("self", "pid"));
+    let cg = std::fs::read_to_string(format!("/proc/{inner}/cgroup")).unwrap();
+    assert!(
+        cg.contains(&format!("skerry/vmm-{}", pool.cfg.uuid)),
+        "{cg}"
+    );
+
     let (resp, fd) = request(&pool, &MonitorRequest::Console);
     assert!(resp.ok);
     let fd = fd.expect("console fd attached");
@@ -239,6 +327,13 @@ fn a_reset_guest_is_restarted_until_stopped() {
     wait_for("three boots", Duration::from_secs(20), || {
         console_log(&pool).matches("boot").count() >= 3
     });
+    // It keeps resetting at once: restarts slow down instead of spinning.
+    std::thread::sleep(Duration::from_secs(2));
+    let boots = console_log(&pool).matches("boot").count();
+    assert!(
+        boots < 12,
+        "{boots} boots in ~2 s: restarts are not backed off"
+    );
     let (resp, _) = request(
         &pool,
         &MonitorRequest::Stop {

@@ -64,35 +64,56 @@ impl BusDevice for SerialDevice {
 }
 
 /// A console log that never grows past `2 * max` bytes: when the current file reaches
-/// `max`, it becomes `<name>.1` (replacing the older one) and a new file starts.
+/// `max`, its content moves to `<name>.1` (replacing the older one) and it starts over.
+/// Both files are opened up front and rotation uses only those descriptors, so it keeps
+/// working inside the jail, where no path is visible.
 pub struct BoundedLog {
-    path: PathBuf,
     file: File,
+    older: File,
     written: u64,
     max: u64,
 }
 
 impl BoundedLog {
-    /// Opens (appending to) `path`.
+    /// Opens (appending to) `path`, and `path.1` for rotation.
     pub fn open(path: PathBuf, max: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let mut old = path.into_os_string();
+        old.push(".1");
+        let older = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(old)?;
         let written = file.metadata()?.len();
         Ok(BoundedLog {
-            path,
             file,
+            older,
             written,
             max,
         })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        std::fs::rename(&self.path, old)?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 64 << 10];
+        self.older.set_len(0)?;
+        let mut off = 0;
+        loop {
+            let n = self.file.read_at(&mut buf, off)?;
+            if n == 0 {
+                break;
+            }
+            self.older.write_all_at(&buf[..n], off)?;
+            off += n as u64;
+        }
+        // O_APPEND: writes go to the (new) end after truncation.
+        self.file.set_len(0)?;
         self.written = 0;
         Ok(())
     }
@@ -142,8 +163,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let mut log = BoundedLog::open(path.clone(), 10).unwrap();
-        for _ in 0..5 {
-            log.write_all(b"0123456").unwrap();
+        for c in b"abcde" {
+            log.write_all(&[*c; 7]).unwrap();
         }
         let cur = std::fs::metadata(&path).unwrap().len();
         let old = std::fs::metadata(dir.path().join("console.log.1"))
@@ -151,6 +172,11 @@ mod tests {
             .len();
         // 7+7 rotates, 7+7 rotates, 7: the newest 7 bytes and the 14 before them.
         assert_eq!((cur, old), (7, 14));
+        assert_eq!(std::fs::read(&path).unwrap(), b"eeeeeee");
+        assert_eq!(
+            std::fs::read(dir.path().join("console.log.1")).unwrap(),
+            b"cccccccddddddd"
+        );
     }
 
     #[test]
