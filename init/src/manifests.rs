@@ -94,7 +94,7 @@ impl SpecManifests {
     }
 
     fn load_uncached(dir: &Path) -> Loaded {
-        let loaded = spec::load_dir(dir);
+        let loaded = load_parallel(dir).unwrap_or_else(|| spec::load_dir(dir));
         Loaded {
             specs: loaded.instances,
             problems: loaded
@@ -107,6 +107,56 @@ impl SpecManifests {
                 .collect(),
         }
     }
+}
+
+/// Below this many files one thread parses them all.
+const PARALLEL_FROM: usize = 64;
+
+/// `spec::load_dir`, parsing consecutive slices of the (sorted) files on all CPUs.
+/// Each slice is checked for clashes by `spec::load_files` itself; a name or pinned
+/// uuid declared in two slices makes this give up (`None`), and the caller loads
+/// sequentially, so results are always exactly `load_dir`'s.
+fn load_parallel(dir: &Path) -> Option<spec::LoadedDir> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            // The selection rule of spec's manifest_files.
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".kdl") && p.is_file()
+        })
+        .collect();
+    files.sort();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if files.len() < PARALLEL_FROM || cpus < 2 {
+        return None;
+    }
+    let per = files.len().div_ceil(cpus);
+    let parts: Vec<spec::LoadedDir> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| s.spawn(move || spec::load_files(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join())
+            .collect::<Result<_, _>>()
+    })
+    .ok()?;
+    let mut names = std::collections::HashSet::new();
+    let mut uuids = std::collections::HashSet::new();
+    let mut out = spec::LoadedDir::default();
+    for part in parts {
+        for i in &part.instances {
+            if !names.insert(i.name.clone()) || i.uuid.is_some_and(|u| !uuids.insert(u)) {
+                return None;
+            }
+        }
+        out.instances.extend(part.instances);
+        out.errors.extend(part.errors);
+    }
+    Some(out)
 }
 
 impl Manifests for SpecManifests {
@@ -175,6 +225,45 @@ mod tests {
         assert_eq!(
             l.problems[0].file.as_deref(),
             Some(dir.path().join("bad.kdl").as_path())
+        );
+    }
+
+    #[test]
+    fn parallel_loading_matches_load_dir_and_falls_back_on_clashes() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..100 {
+            std::fs::write(
+                dir.path().join(format!("z{i:03}.kdl")),
+                format!("zone z{i:03} {{ image \"busybox@1.36\"; }}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("z050.kdl"), "zone broken {\n").unwrap();
+        let names = |l: &spec::LoadedDir| {
+            l.instances
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let seq = spec::load_dir(dir.path());
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            let par = load_parallel(dir.path()).expect("parallel path on 2+ cpus");
+            assert_eq!(names(&par), names(&seq));
+            assert_eq!(par.errors.len(), 1);
+        }
+        // The last file redeclares the first one's name: only load_dir knows which wins.
+        std::fs::write(
+            dir.path().join("z099.kdl"),
+            "zone z000 { image \"busybox@1.36\"; }\n",
+        )
+        .unwrap();
+        assert!(load_parallel(dir.path()).is_none());
+        let l = SpecManifests::new().load_dir(dir.path());
+        assert_eq!(l.specs.len(), 98);
+        assert!(
+            l.problems.iter().any(|p| p.message.contains("z099.kdl")),
+            "{:?}",
+            l.problems
         );
     }
 

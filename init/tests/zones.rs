@@ -53,6 +53,26 @@ async fn zones_run_stop_start_and_survive_an_init_restart() {
     assert_eq!(info["monitor"]["state"], "running", "{info}");
     assert_eq!(info["pid"], pid);
 
+    // Reboot happens inside the same monitor...
+    let () = call(&conn, "Reboot", &("web", false)).await.unwrap();
+    assert_eq!(wait_state(&conn, "web", "running", T).await, pid);
+    // ...unless a change waits for a restart: then a fresh monitor applies it.
+    let (restart, msg): (bool, String) = call(&conn, "Update", &("web", r#"{"cpu_cap": 30}"#))
+        .await
+        .unwrap();
+    assert!(restart, "a running zone needs a restart for cpu_cap: {msg}");
+    let () = call(&conn, "Reboot", &("web", false)).await.unwrap();
+    let pid = wait_state(&conn, "web", "running", T).await;
+    let cfg: spec::monitor::InstanceConfig = serde_json::from_slice(
+        &std::fs::read(pool.instance_dir("web").unwrap().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        matches!(cfg.spec.kind, spec::Kind::Zone(ref z) if z.cpu_cap == 30),
+        "config.json not rewritten"
+    );
+    assert_eq!(monitors_of(&pool, "web"), vec![pid]);
+
     // kill -9 init: the zone keeps running, a new init adopts it, no duplicate.
     let uuid_dir = pool.instance_dir("web").unwrap();
     init.kill9();

@@ -15,8 +15,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per call, not only per process: two threads of one process writing the
+    // same file must not share (and truncate, and rename away) one temp file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{seq}",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -56,6 +60,29 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("spec-atomic-conc-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("state.json");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let p = &p;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        write_atomic(p, format!("{t}-{i}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temp files left behind"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -142,7 +142,11 @@ impl Node {
         // Let the watcher record the exit (it owns the exit status); if it lags,
         // settle the state ourselves.
         let settle = Instant::now() + Duration::from_secs(2);
-        while self.entry(uuid).is_some_and(|e| e.pid == pid) && Instant::now() < settle {
+        while self
+            .entry(uuid)
+            .is_some_and(|e| e.pid == pid || e.rec.state != states::STOPPED)
+            && Instant::now() < settle
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         let settled = self.update_record(uuid, |e| {

@@ -15,21 +15,39 @@ use std::path::Path;
 /// Set in the environment of the re-executed init.
 pub const SWITCHED_ENV: &str = "SKERRY_ROOT_SWITCHED";
 const NEW_ROOT: &str = "/.skerry-root";
-/// statfs f_type of ramfs (linux/magic.h), which libc does not name.
-const RAMFS_MAGIC: libc::c_long = 0x858458f6;
 
-/// Whether `/` is the kernel's initial ramfs/tmpfs and init has not moved off it yet.
+/// Whether `/` is still the kernel's rootfs (the boot image's stage 0 usually moved
+/// it to a tmpfs already; this covers an image whose /init is init itself, or a
+/// stage 0 that could not). Mounts /proc for a moment to read mountinfo.
 pub fn needs_switch() -> bool {
     if std::env::var_os(SWITCHED_ENV).is_some() {
         return false;
     }
-    match nix::sys::statfs::statfs("/") {
-        Ok(st) => {
-            let t = st.filesystem_type();
-            t == nix::sys::statfs::FsType(RAMFS_MAGIC) || t == nix::sys::statfs::TMPFS_MAGIC
-        }
-        Err(_) => false,
+    let _ = fs::create_dir_all("/proc");
+    let mounted_here = mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .is_ok();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mounted_here {
+        // Unmounted again so the copy below does not meet it; init mounts it for good.
+        let _ = nix::mount::umount("/proc");
     }
+    root_is_rootfs(&info)
+}
+
+/// Whether the mount at `/` (the last one listed: stacked mounts come later) is the
+/// kernel's `rootfs`.
+pub fn root_is_rootfs(mountinfo: &str) -> bool {
+    let root = mountinfo.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (left.split_whitespace().nth(4) == Some("/")).then_some(right)
+    });
+    root.is_some_and(|fs| fs.starts_with("rootfs "))
 }
 
 /// Copies the root into a tmpfs, frees the old root, makes the tmpfs `/` and
@@ -122,6 +140,16 @@ fn remove_tree(p: &Path, dev: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_the_initramfs_root_from_a_switched_one() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1522212k\n";
+        let switched = "1 1 0:2 / / rw - rootfs rootfs rw\n22 1 0:21 / / rw,relatime - tmpfs skerry-root rw,mode=755\n";
+        assert!(root_is_rootfs(initramfs));
+        // The old rootfs stays listed under the new root; the newest `/` wins.
+        assert!(!root_is_rootfs(switched));
+        assert!(!root_is_rootfs("25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"));
+    }
 
     #[test]
     fn copies_files_links_modes_and_frees_the_source() {
