@@ -14,6 +14,17 @@ need_root() {
     [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot and file owners need it)"
 }
 
+# cached_or_lock OUT: prints OUT and exits when the image is already built (unless
+# FORCE is set); otherwise takes a lock so that concurrent builds of one image (two
+# test suites at once) wait for each other instead of trampling "$OUT.tmp".
+cached_or_lock() {
+    local out=$1
+    if [ -f "$out/manifest.json" ] && [ -z "${FORCE:-}" ]; then echo "$out"; exit 0; fi
+    exec 9>"$out.lock"
+    flock 9
+    if [ -f "$out/manifest.json" ] && [ -z "${FORCE:-}" ]; then echo "$out"; exit 0; fi
+}
+
 # write_manifest DIR FILE NAME VERSION TYPE OS COMPRESSION DESCRIPTION [TAGS_JSON [EXTRA]]
 # Writes DIR/manifest.json, an IMGAPI v2 manifest for DIR/FILE. EXTRA is more
 # top-level JSON members ("key": value, ...) such as a zvol's image_size.
@@ -73,9 +84,13 @@ finish() {
 # debian_base: prints the directory of a cached Debian bookworm minbase root (built once
 # with debootstrap, downloads kept in $cache/debootstrap-debs) that both Debian images
 # copy: sysvinit instead of systemd (it boots fast, even under nested KVM), iproute2,
-# udhcpc and kmod for networking and modules.
+# udhcpc and kmod for networking and modules, fdisk to grow the root partition.
+# The directory name carries the package set: changing it builds a new base.
 debian_base() {
-    local base="$cache/debootstrap/bookworm-minbase"
+    local base="$cache/debootstrap/bookworm-minbase-2"
+    mkdir -p "$cache/debootstrap"
+    exec 8>"$base.lock"
+    flock 8
     if [ ! -f "$base/.complete" ]; then
         need_root
         command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -83,7 +98,7 @@ debian_base() {
         rm -rf "$base.tmp"
         log "debootstrap bookworm (minbase) into $base"
         debootstrap --variant=minbase --cache-dir="$cache/debootstrap-debs" \
-            --include=sysvinit-core,kmod,iproute2,udhcpc,netbase,procps \
+            --include=sysvinit-core,kmod,iproute2,udhcpc,netbase,procps,fdisk \
             bookworm "$base.tmp" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >&2 \
             || die "debootstrap failed (log: $base.tmp/debootstrap/debootstrap.log)"
         chroot "$base.tmp" apt-get clean
@@ -91,6 +106,7 @@ debian_base() {
         touch "$base.tmp/.complete"
         rm -rf "$base" && mv "$base.tmp" "$base"
     fi
+    flock -u 8
     echo "$base"
 }
 

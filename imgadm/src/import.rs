@@ -263,7 +263,9 @@ enum CopyError {
 }
 
 /// Copies `src` to `dst`, hashing as it goes, stopping as soon as more than `limit`
-/// bytes arrive (a wrong-size file never fills the disk).
+/// bytes arrive (a wrong-size file never fills the disk). Runs of zeros become holes:
+/// a raw disk image is mostly empty. A cut transfer may so leave the file shorter
+/// than what was received; resuming from its length is still exact.
 fn copy_hashing(
     mut src: impl Read,
     dst: &mut File,
@@ -272,20 +274,27 @@ fn copy_hashing(
     limit: u64,
     progress: &indicatif::ProgressBar,
 ) -> Result<(), CopyError> {
+    let write_err = |e| CopyError::Write(StoreError::io(dst_path)(e));
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => {
+                let end = dst.stream_position().map_err(write_err)?;
+                return dst.set_len(end).map_err(write_err);
+            }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Read(e)),
         };
-        dst.write_all(&buf[..n])
-            .map_err(|e| CopyError::Write(StoreError::io(dst_path)(e)))?;
+        if buf[..n].iter().all(|&b| b == 0) {
+            dst.seek(SeekFrom::Current(n as i64)).map_err(write_err)?;
+        } else {
+            dst.write_all(&buf[..n]).map_err(write_err)?;
+        }
         digests.update(&buf[..n]);
         progress.set_position(digests.size);
         if digests.size > limit {
-            // Count what is left cheaply, to report the real size in the error.
+            // Already too big: stop here, verify() reports the size mismatch.
             return Ok(());
         }
     }
@@ -359,8 +368,9 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
         .ok_or_else(|| StoreError::NotFound(m.uuid.to_string()))
 }
 
-/// Removes import debris older than `max_age`: abandoned partial downloads, leftovers
-/// of interrupted deletes, and lock files nobody holds.
+/// Removes import debris: partial downloads older than `max_age` that no import holds,
+/// and leftovers of interrupted deletes. Lock files stay (they are empty, and removing
+/// one while another importer opens it would let two imports run at once).
 pub(crate) fn clean_partials(store: &ImageStore, max_age: Duration) -> Result<(), StoreError> {
     let root = store.partial_root();
     let now = SystemTime::now();

@@ -139,14 +139,24 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => sources(&store, add, delete, edit, json)?,
         Cmd::Avail(f) => {
+            let urls = store.sources()?;
+            if urls.is_empty() {
+                bail!(imgadm::StoreError::NoSources);
+            }
+            // One source down does not hide the others' images (SmartOS does the same).
             let mut all = Vec::new();
-            for url in store.sources()? {
-                all.extend(
-                    SourceClient::new(&url)?
-                        .list()?
-                        .into_iter()
-                        .filter(|m| !m.disabled),
-                );
+            let mut failed = 0;
+            for url in &urls {
+                match SourceClient::new(url).and_then(|c| c.list()) {
+                    Ok(ms) => all.extend(ms.into_iter().filter(|m| !m.disabled)),
+                    Err(e) => {
+                        failed += 1;
+                        log::warn!("source {url}: {e}");
+                    }
+                }
+            }
+            if failed == urls.len() {
+                bail!("no source answered ({} configured)", urls.len());
             }
             all.sort_by(imgadm::manifest::newer);
             all.dedup_by_key(|m| m.uuid);
@@ -322,11 +332,11 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!(
-                "imgadm: {}: {}",
-                r.level().as_str().to_lowercase(),
-                r.args()
-            );
+            let level = match r.level() {
+                log::Level::Warn => "warning".to_string(),
+                l => l.as_str().to_lowercase(),
+            };
+            eprintln!("imgadm: {level}: {}", r.args());
         }
     }
     fn flush(&self) {}

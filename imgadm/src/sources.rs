@@ -159,7 +159,7 @@ impl SourceClient {
     ) -> Result<reqwest::blocking::Response, StoreError> {
         req.send().map_err(|e| StoreError::Network {
             url: url.to_string(),
-            reason: error_chain(&e),
+            reason: error_chain(&e.without_url()),
         })
     }
 
@@ -180,7 +180,7 @@ impl SourceClient {
         }
         let bytes = resp.bytes().map_err(|e| StoreError::Network {
             url: url.clone(),
-            reason: error_chain(&e),
+            reason: error_chain(&e.without_url()),
         })?;
         serde_json::from_slice(&bytes)
             .map(Some)

@@ -386,3 +386,48 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .and_then(|f| f.sync_all())
         .map_err(StoreError::io(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_parse_like_manifests_write_them() {
+        let u = Uuid::new_v4();
+        assert_eq!(parse_ref(&u.to_string()), ImageRef::Uuid(u));
+        assert_eq!(
+            parse_ref("busybox@1.36"),
+            ImageRef::Name {
+                name: "busybox".into(),
+                version: Some("1.36".into())
+            }
+        );
+        assert_eq!(
+            parse_ref("debian"),
+            ImageRef::Name {
+                name: "debian".into(),
+                version: None
+            }
+        );
+        assert_eq!(ref_to_string(&parse_ref("debian-hvm@12")), "debian-hvm@12");
+    }
+
+    #[test]
+    fn instances_using_reads_init_state_files() {
+        let pool = tempfile::tempdir().unwrap();
+        let img = Uuid::new_v4();
+        for (name, image) in [("web01", img.to_string()), ("db01", String::new())] {
+            let dir = pool.path().join(Uuid::new_v4().to_string());
+            fs::create_dir(&dir).unwrap();
+            let state = serde_json::json!({"name": name, "image_uuid": image});
+            fs::write(dir.join("state.json"), state.to_string()).unwrap();
+        }
+        fs::create_dir(pool.path().join("images")).unwrap();
+        let corrupt = pool.path().join(Uuid::new_v4().to_string());
+        fs::create_dir(&corrupt).unwrap();
+        fs::write(corrupt.join("state.json"), "{not json").unwrap();
+        let used = instances_using(pool.path()).unwrap();
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[&img], vec!["web01".to_string()]);
+    }
+}

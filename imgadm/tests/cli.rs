@@ -335,3 +335,110 @@ fn serve_speaks_imgapi_paging_ranges_and_404() {
         assert_eq!(body["code"], "ResourceNotFound");
     }
 }
+
+#[test]
+fn sources_edit_and_env_sources() {
+    let p = pool();
+    let dir = tempfile::tempdir().unwrap();
+    // An "editor" that appends a line and a comment to the file it is given.
+    let editor = dir.path().join("editor");
+    fs::write(
+        &editor,
+        "#!/bin/sh\nprintf '# mine\\nhttp://images.example:8080/\\n' >> \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&editor, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_imgadm"))
+        .arg("--pool")
+        .arg(p.path())
+        .args(["sources", "-e"])
+        .env("EDITOR", &editor)
+        .env_remove("SKERRY_SOURCES")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ok(p.path(), &["sources"]), "http://images.example:8080\n");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.path().join("config/sources.json")).unwrap()).unwrap();
+    assert_eq!(cfg["sources"][0]["url"], "http://images.example:8080");
+
+    // SKERRY_SOURCES adds sources after the configured ones, without saving them.
+    let o = Command::new(env!("CARGO_BIN_EXE_imgadm"))
+        .arg("--pool")
+        .arg(p.path())
+        .args(["sources", "-j"])
+        .env("SKERRY_SOURCES", "http://a.example,http://b.example/")
+        .output()
+        .unwrap();
+    let all: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        all,
+        [
+            "http://images.example:8080",
+            "http://a.example",
+            "http://b.example"
+        ]
+    );
+    assert_eq!(ok(p.path(), &["sources"]).lines().count(), 1);
+    assert!(fails(p.path(), &["sources", "-a", "ftp://nope"]).contains("http"));
+}
+
+#[test]
+fn killed_import_leaves_nothing_listed_and_resumes_with_range() {
+    let data = noise(4 << 20, 21);
+    let m = manifest_for(&data, "slow", "1", ImageKind::Zvol, Compression::None);
+    let b = Behaviour {
+        slow: true,
+        ..Default::default()
+    };
+    let srv = TestServer::start(vec![(m.clone(), data.clone())], b);
+    let p = pool();
+    ok(p.path(), &["sources", "-a", &srv.url]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgadm"))
+        .arg("--pool")
+        .arg(p.path())
+        .args(["import", "slow@1"])
+        .env_remove("SKERRY_SOURCES")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = p
+        .path()
+        .join("images/.partial")
+        .join(m.uuid.to_string())
+        .join("file");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::metadata(&part).map(|md| md.len()).unwrap_or(0) < 256 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the import never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    assert_eq!(
+        ok(p.path(), &["list", "-H"]),
+        "",
+        "a killed import must not be listed"
+    );
+    let kept = fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept < data.len() as u64);
+
+    ok(p.path(), &["import", "slow@1"]);
+    let got: serde_json::Value = serde_json::from_str(&ok(p.path(), &["get", "slow@1"])).unwrap();
+    assert_eq!(fs::read(got["path"].as_str().unwrap()).unwrap(), data);
+    let ranges = srv.file_ranges();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    let resumed_at: u64 = ranges[1]
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert_eq!(
+        resumed_at, kept,
+        "the second import asks only for what is missing"
+    );
+}

@@ -269,3 +269,35 @@ fn compressed_zvol_is_decompressed_sparse() {
         md.blocks()
     );
 }
+
+#[test]
+fn raw_zvol_zeros_become_holes_and_a_cut_in_them_resumes_exactly() {
+    // 6 MiB: data, 4 MiB of zeros, data. The cut falls inside the zeros.
+    let mut disk = noise(1 << 20, 12);
+    disk.extend(vec![0u8; 4 << 20]);
+    disk.extend(noise(1 << 20, 13));
+    let m = manifest_for(&disk, "sparse", "1", ImageKind::Zvol, Compression::None);
+    let b = Behaviour {
+        drop_after: Some(3 << 20),
+        drops: AtomicUsize::new(1),
+        ..Default::default()
+    };
+    let srv = TestServer::start(vec![(m.clone(), disk.clone())], b);
+    let pool = pool();
+    let store = store_with_source(pool.path(), &srv.url);
+    assert!(store.import_ref(&parse_ref("sparse")).is_err());
+    let img = store.import_ref(&parse_ref("sparse")).unwrap();
+    assert_eq!(fs::read(&img.path).unwrap(), disk);
+    let md = fs::metadata(&img.path).unwrap();
+    assert!(
+        md.blocks() * 512 < 4 << 20,
+        "zeros were written: {} blocks",
+        md.blocks()
+    );
+    let ranges = srv.file_ranges();
+    assert_eq!(ranges.len(), 2);
+    assert!(
+        ranges[1].starts_with("bytes=") && ranges[1] != "bytes=0-",
+        "{ranges:?}"
+    );
+}

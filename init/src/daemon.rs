@@ -108,7 +108,7 @@ pub async fn start(
         pool,
         Arc::new(runtime),
         Arc::new(StoreImages::new(store)),
-        Arc::new(SpecManifests),
+        Arc::new(SpecManifests::new()),
         NodeOptions {
             stop_timeout: opts.stop_timeout,
             ..NodeOptions::default()

@@ -6,6 +6,7 @@
 
 use spec::InstanceSpec;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// One manifest problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +50,50 @@ pub fn sniff(payload: &str, format: &str) -> &'static str {
 }
 
 /// The real front end: the `spec` crate.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SpecManifests;
+///
+/// Loading remembers the last result with the identity of every manifest file (inode,
+/// size, mtime, ctime): when nothing changed, a reconcile reuses it instead of parsing
+/// every file again, which is what keeps a no-op reconcile of 1000 instances cheap.
+#[derive(Debug, Default)]
+pub struct SpecManifests {
+    last: Mutex<Option<(Fingerprint, Loaded)>>,
+}
 
-impl Manifests for SpecManifests {
-    fn load_dir(&self, dir: &Path) -> Loaded {
+/// What identifies the content of a manifest directory without reading it.
+type Fingerprint = Vec<(std::ffi::OsString, u64, u64, i64, i64, i64, i64)>;
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name();
+        if Path::new(&name).extension().is_none_or(|x| x != "kdl") {
+            continue;
+        }
+        // Follows symlinks, as loading does.
+        let m = std::fs::metadata(e.path()).ok()?;
+        out.push((
+            name,
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ));
+    }
+    out.sort();
+    Some(out)
+}
+
+impl SpecManifests {
+    /// A front end with an empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn load_uncached(dir: &Path) -> Loaded {
         let loaded = spec::load_dir(dir);
         Loaded {
             specs: loaded.instances,
@@ -66,6 +106,25 @@ impl Manifests for SpecManifests {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Manifests for SpecManifests {
+    fn load_dir(&self, dir: &Path) -> Loaded {
+        let before = fingerprint(dir);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(fp), Some((cached_fp, loaded))) = (&before, last.as_ref()) {
+            if fp == cached_fp {
+                return loaded.clone();
+            }
+        }
+        let loaded = Self::load_uncached(dir);
+        // Only cache what was read from a directory that held still meanwhile.
+        match (before, fingerprint(dir)) {
+            (Some(a), Some(b)) if a == b => *last = Some((a, loaded.clone())),
+            _ => *last = None,
+        }
+        loaded
     }
 
     fn parse(&self, payload: &str, format: &str) -> Result<Vec<InstanceSpec>, Vec<String>> {
@@ -100,7 +159,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("bad.kdl"), "zone Bad! {\n").unwrap();
-        let l = SpecManifests.load_dir(dir.path());
+        let l = SpecManifests::new().load_dir(dir.path());
         assert_eq!(l.specs.len(), 1);
         assert_eq!(l.specs[0].name, "good");
         assert_eq!(l.problems.len(), 1);
@@ -116,14 +175,35 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_sees_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SpecManifests::new();
+        let f = dir.path().join("a.kdl");
+        std::fs::write(&f, "zone a { image \"busybox@1.36\"; memory \"64M\"; }\n").unwrap();
+        assert_eq!(m.load_dir(dir.path()).specs[0].memory, 64 << 20);
+        assert_eq!(m.load_dir(dir.path()).specs[0].memory, 64 << 20);
+        // Same size, rewritten in place: mtime/ctime change.
+        std::fs::write(&f, "zone a { image \"busybox@1.36\"; memory \"65M\"; }\n").unwrap();
+        assert_eq!(m.load_dir(dir.path()).specs[0].memory, 65 << 20);
+        std::fs::write(
+            dir.path().join("b.kdl"),
+            "zone b { image \"busybox@1.36\"; }\n",
+        )
+        .unwrap();
+        assert_eq!(m.load_dir(dir.path()).specs.len(), 2);
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(m.load_dir(dir.path()).specs.len(), 1);
+    }
+
+    #[test]
     fn payloads_parse_and_round_trip_through_kdl() {
-        let specs = SpecManifests
+        let specs = SpecManifests::new()
             .parse("zone web { image \"busybox@1.36\"; memory \"64M\"; }", "")
             .unwrap();
-        let text = SpecManifests.to_kdl(&specs[0]);
-        let again = SpecManifests.parse(&text, "kdl").unwrap();
+        let text = SpecManifests::new().to_kdl(&specs[0]);
+        let again = SpecManifests::new().parse(&text, "kdl").unwrap();
         assert_eq!(again[0].memory, 64 << 20);
-        let errs = SpecManifests
+        let errs = SpecManifests::new()
             .parse("zone web { memory \"64M\"; }", "kdl")
             .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("image")), "{errs:?}");

@@ -219,3 +219,53 @@ pub fn mac_of(iface: &str) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root (CAP_NET_ADMIN): creates and removes a uniquely named bridge.
+    #[test]
+    fn bridges_are_created_idempotently_with_their_uplink() {
+        assert!(nix::unistd::getuid().is_root(), "net tests need root");
+        let tag = format!("{:x}", std::process::id() & 0xffff);
+        let br = format!("skt{tag}");
+        // A veth end stands in for the node's uplink (not every host has the dummy module).
+        let uplink = format!("skd{tag}");
+        struct Cleanup(Vec<String>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for l in &self.0 {
+                    let _ = delete_link(l);
+                }
+            }
+        }
+        let _c = Cleanup(vec![uplink.clone(), br.clone()]);
+        run({
+            let uplink = uplink.clone();
+            move |h| {
+                Box::pin(async move {
+                    h.link()
+                        .add(rtnetlink::LinkVeth::new(&uplink, &format!("{uplink}p")).build())
+                        .execute()
+                        .await
+                        .map_err(|e| err(&uplink, e))
+                })
+            }
+        })
+        .unwrap();
+        ensure_bridge(&br, Some(&uplink)).unwrap();
+        ensure_bridge(&br, Some(&uplink)).unwrap();
+        assert!(link_exists(&br).unwrap());
+        let master = std::fs::read_link(format!("/sys/class/net/{uplink}/master")).unwrap();
+        assert!(
+            master.ends_with(&br),
+            "{uplink} not enslaved: {}",
+            master.display()
+        );
+        let e = ensure_bridge(&br, Some("sknonexistent0")).unwrap_err();
+        assert!(e.to_string().contains("sknonexistent0"), "{e}");
+        delete_link(&br).unwrap();
+        assert!(!link_exists(&br).unwrap());
+    }
+}

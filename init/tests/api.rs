@@ -267,3 +267,35 @@ async fn callers_other_than_root_may_read_but_not_change() {
     }
     assert!(xml.contains("<signal name=\"InstanceChanged\">"), "{xml}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hvm_provisioning_clones_the_boot_disk_and_makes_blank_disks() {
+    let bus = Bus::start();
+    let pool = TestPool::new();
+    install_zvol_image(pool.path());
+    pool.manifest(
+        "db.kdl",
+        "hvm db {\n    image \"tiny-hvm@1\"\n    autoboot #false\n    disk root boot=#true size=\"64M\"\n    disk data size=\"1G\"\n}\n",
+    );
+    // A zone on a zvol image is refused with a reason naming the image kind.
+    pool.manifest(
+        "wrong.kdl",
+        "zone wrong { image \"tiny-hvm@1\"; autoboot #false; }\n",
+    );
+    let init = Init::start(&pool, &bus);
+    init.wait_line("skerry: node ready", T);
+    init.wait_line("skerry: instance db hvm stopped", T);
+    let line = init.wait_line("skerry: instance wrong zone failed", T);
+    assert!(line.contains("zvol"), "{line}");
+
+    let dir = pool.instance_dir("db").unwrap();
+    let root = dir.join("disks/root.raw");
+    let data = dir.join("disks/data.raw");
+    assert_eq!(&std::fs::read(&root).unwrap()[..8], b"BOOTDISK");
+    assert_eq!(std::fs::metadata(&root).unwrap().len(), 64 << 20);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 1 << 30);
+    let cfg: spec::monitor::InstanceConfig =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert!(matches!(cfg.spec.kind, spec::Kind::Hvm(_)));
+    assert_eq!(cfg.id_range_start, 0);
+}

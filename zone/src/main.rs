@@ -31,7 +31,7 @@ enum Cmd {
         /// CPU cap in percent of one CPU (0 = no cap).
         #[arg(long, default_value_t = 0)]
         cpu_cap: u32,
-        /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX; repeatable (net0, net1...).
+        /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX or TAG=dhcp; repeatable (net0, net1...).
         #[arg(long = "net", value_name = "TAG=IP/PREFIX")]
         nets: Vec<String>,
         /// The command and its arguments.

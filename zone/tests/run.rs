@@ -211,3 +211,89 @@ fn seccomp_and_capabilities_confine_zone_root() {
     assert!(out.contains("insmod=1"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
 }
+
+#[test]
+fn signals_are_forwarded_and_a_second_one_kills_the_zone() {
+    require_root();
+    let r = busybox_rootfs();
+    // The zone init (a shell as pid 1) ignores SIGTERM: the first is forwarded and
+    // ignored, the second turns into SIGKILL of the whole zone.
+    let mut child = std::process::Command::new(ZONE)
+        .args([
+            "run",
+            "--rootfs",
+            r.path().to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; sleep 60; echo never",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"up\n");
+    let term = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap()
+    };
+    term();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    term();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    assert_eq!(rest, "", "the zone went on after SIGKILL");
+    assert_nothing_left(pid);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    require_root();
+    let r = busybox_rootfs();
+    let root = r.path().to_str().unwrap();
+    let (out, _) = zone_run(&["--rootfs", root, "--net", "admin"], &["/bin/true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(err.contains("TAG=IP/PREFIX"), "{err}");
+    let (out, _) = zone_run(&["--rootfs", root, "--memory", "12Q"], &["/bin/true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12Q"));
+    let (out, pid) = zone_run(
+        &["--rootfs", root, "--hostname", &"h".repeat(70)],
+        &["/bin/true"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hostname"));
+    assert_nothing_left(pid);
+}
+
+#[test]
+fn a_terminal_on_stdin_gives_the_zone_a_pty() {
+    require_root();
+    let r = busybox_rootfs();
+    assert!(
+        std::path::Path::new("/usr/bin/script").exists(),
+        "script(1) is missing: install bsdutils (tests/deps/zone.txt)"
+    );
+    // script(1) runs zone run on a pseudo-terminal: the zone gets its own pty as
+    // controlling terminal and /dev/console; exit codes pass through (-e).
+    let cmd = format!(
+        "{ZONE} run --rootfs {} -- /bin/sh -c 'tty; test -t 0 && echo stdin-is-a-tty; exit 4'",
+        r.path().display()
+    );
+    let out = std::process::Command::new("/usr/bin/script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("/dev/console"), "{text:?}");
+    assert!(text.contains("stdin-is-a-tty"), "{text:?}");
+}

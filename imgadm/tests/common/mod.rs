@@ -61,6 +61,8 @@ pub struct Behaviour {
     pub drops: AtomicUsize,
     /// Answer Range requests with the whole file (200).
     pub ignore_range: bool,
+    /// Send files in 64 KiB pieces, 20 ms apart (time to kill an importer midway).
+    pub slow: bool,
 }
 
 /// An IMGAPI server on 127.0.0.1, one thread per connection, `Connection: close`.
@@ -249,6 +251,14 @@ fn send_file(
             out.flush()?;
             // A hard cut, as when a cable is pulled or the server dies.
             out.shutdown(Shutdown::Both)
+        }
+        None if b.slow => {
+            for piece in body.chunks(64 * 1024) {
+                out.write_all(piece)?;
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(())
         }
         None => {
             out.write_all(body)?;

@@ -145,12 +145,15 @@ impl Node {
         while self.entry(uuid).is_some_and(|e| e.pid == pid) && Instant::now() < settle {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.update_record(uuid, |e| {
+        let settled = self.update_record(uuid, |e| {
             if e.pid == pid {
                 e.pid = 0;
             }
         });
-        self.set_state(uuid, states::STOPPED, "stopped");
+        // The watcher usually got there first, with the monitor's own reason.
+        if settled.is_some_and(|r| r.state != states::STOPPED) {
+            self.set_state(uuid, states::STOPPED, "stopped");
+        }
         Ok(())
     }
 

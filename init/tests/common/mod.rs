@@ -184,6 +184,32 @@ fn install_busybox_image(pool: &Path) {
         .expect("install busybox image");
 }
 
+/// Installs a small raw disk image (`tiny-hvm@1`, zvol) whose first bytes are
+/// `BOOTDISK`, for provisioning tests.
+pub fn install_zvol_image(pool: &Path) {
+    let work = tempfile::Builder::new()
+        .prefix("init-zvol")
+        .tempdir()
+        .unwrap();
+    let file = work.path().join("disk.raw");
+    let mut data = vec![0u8; 4 << 20];
+    data[..8].copy_from_slice(b"BOOTDISK");
+    std::fs::write(&file, &data).unwrap();
+    let sha = Command::new(need("sha256sum")).arg(&file).output().unwrap();
+    let sha = String::from_utf8(sha.stdout).unwrap();
+    let manifest = serde_json::json!({
+        "v": 2, "uuid": uuid::Uuid::new_v4(), "name": "tiny-hvm", "version": "1",
+        "type": "zvol", "os": "linux", "published_at": "2024-01-01T00:00:00Z",
+        "files": [{ "sha256": sha.split_whitespace().next().unwrap(), "size": data.len(), "compression": "none" }],
+    });
+    let manifest =
+        imgadm::ImageManifest::from_json(manifest.to_string().as_bytes(), "test").unwrap();
+    imgadm::ImageStore::open(pool)
+        .unwrap()
+        .install_file(&manifest, &file)
+        .expect("install zvol image");
+}
+
 /// init in host mode, its console lines collected.
 pub struct Init {
     child: Option<Child>,

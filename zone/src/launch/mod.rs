@@ -20,23 +20,22 @@
 //! intermediate exits. Every fork happens while the runtime is single-threaded (the
 //! netlink thread only runs between forks), so the children may allocate freely.
 
+mod child;
+
 use crate::cgroups::{Hierarchy, Limits, ZoneCgroup};
 use crate::console::Pty;
 use crate::error::{Context, Result, ZoneError};
 use crate::idmap::IdMap;
 use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
-use crate::security;
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use child::{intermediate, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Everything needed to start a zone.
 #[derive(Debug, Clone)]
@@ -213,10 +212,6 @@ pub fn reap_orphans() {
     }
 }
 
-/// What the zone init sends back when its setup fails: a kind and a message.
-const ERR_NOT_FOUND: u8 = b'N';
-const ERR_SETUP: u8 = b'S';
-
 /// Starts a zone: cgroup, namespaces, rootfs, network, exec. `stage` is mounted on the
 /// first start and reused on restarts. On error nothing of the zone is left.
 pub fn start(
@@ -233,6 +228,7 @@ pub fn start(
     }
     rootfs::check_rootfs(&spec.image)?;
     let cgroup = hierarchy.create(&spec.name)?;
+    crate::timing::mark("cgroup-create");
     match start_in(spec, stage, cgroup.as_ref(), pty) {
         Ok((pid, pidfd)) => Ok(Zone {
             pid,
@@ -254,16 +250,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe2".into())
 }
 
-fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> bool {
-    let mut f = std::fs::File::from(fd.try_clone().expect("dup of a pipe fd"));
-    f.read_exact(buf).is_ok()
-}
-
-fn write_all(fd: &OwnedFd, buf: &[u8]) -> bool {
-    let mut f = std::fs::File::from(fd.try_clone().expect("dup of a pipe fd"));
-    f.write_all(buf).is_ok()
-}
-
 /// Kills and reaps a child that is not the zone init yet.
 fn abort_child(pid: Pid) {
     let _ = kill(pid, Signal::SIGKILL);
@@ -278,6 +264,7 @@ fn start_in(
 ) -> Result<(Pid, OwnedFd)> {
     cgroup.set_limits(&spec.limits)?;
     let child = ChildPlan::new(spec, stage.root(), pty)?;
+    crate::timing::mark("limits+seccomp-compile");
     let (c_rx, p_tx) = pipe()?;
     let (p_rx, c_tx) = pipe()?;
     let (z_rx, go_tx) = pipe()?;
@@ -303,6 +290,7 @@ fn start_in(
     if !read_exact(&p_rx, &mut b) || b[0] != b'U' {
         return Err(fail("creating the user namespace"));
     }
+    crate::timing::mark("fork+userns");
     let prep = (|| -> Result<()> {
         spec.idmap.write_for(inter.as_raw())?;
         if !stage.is_mounted() {
@@ -310,12 +298,14 @@ fn start_in(
             let userns = std::fs::File::open(&ns_path).ctx(|| format!("opening {ns_path}"))?;
             stage.mount(&spec.image, &spec.upper, userns.as_fd(), &spec.idmap)?;
         }
+        crate::timing::mark("idmap+overlay");
         cgroup.add_process(inter.as_raw())
     })();
     if let Err(e) = prep {
         abort_child(inter);
         return Err(e);
     }
+    crate::timing::mark("cgroup-join");
     if !write_all(&p_tx, b"G") {
         return Err(fail("releasing the intermediate process"));
     }
@@ -324,6 +314,7 @@ fn start_in(
         return Err(fail("creating the zone namespaces"));
     }
     let _ = waitpid(inter, None);
+    crate::timing::mark("namespaces+zone-fork");
     let zpid = Pid::from_raw(i32::from_le_bytes(pidbuf));
     let pidfd = match crate::sys::pidfd_open(zpid.as_raw()) {
         Ok(fd) => fd,
@@ -336,6 +327,7 @@ fn start_in(
         abort_child(zpid);
         return Err(e);
     }
+    crate::timing::mark("network");
     if !write_all(&go_tx, b"G") {
         abort_child(zpid);
         return Err(ZoneError::Setup("releasing the zone init".into()));
@@ -345,6 +337,7 @@ fn start_in(
         abort_child(zpid);
         return Err(e);
     }
+    crate::timing::mark("rootfs+pivot+caps+exec");
     Ok((zpid, pidfd))
 }
 
@@ -364,264 +357,21 @@ fn child_error(err_rx: &OwnedFd, spec: &LaunchSpec) -> Option<ZoneError> {
     })
 }
 
-/// What the children need, prepared before forking.
-struct ChildPlan {
-    root: PathBuf,
-    hostname: String,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
-    console: Option<(i32, PathBuf)>,
-    resolvers: Vec<IpAddr>,
-    dhcp_nics: Vec<String>,
-    die_with_runtime: bool,
-    seccomp: seccompiler::BpfProgram,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl ChildPlan {
-    fn new(spec: &LaunchSpec, root: PathBuf, pty: Option<&Pty>) -> Result<ChildPlan> {
-        let cstr = |s: &str| {
-            CString::new(s).map_err(|_| ZoneError::Invalid(format!("{s:?} contains a NUL byte")))
-        };
-        let argv = spec
-            .command
-            .iter()
-            .map(|a| cstr(a))
-            .collect::<Result<Vec<_>>>()?;
-        let mut env = vec![
-            ("PATH".to_string(), ZONE_PATH.to_string()),
-            ("HOME".to_string(), "/root".to_string()),
-            ("container".to_string(), "skerry".to_string()),
-        ];
-        if pty.is_some() || nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
-            env.push((
-                "TERM".into(),
-                std::env::var("TERM").unwrap_or_else(|_| "vt100".into()),
-            ));
-        }
-        for (k, v) in &spec.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
-        }
-        let envp = env
-            .iter()
-            .map(|(k, v)| cstr(&format!("{k}={v}")))
-            .collect::<Result<Vec<_>>>()?;
-        if spec.hostname.is_empty() || spec.hostname.len() > 64 {
-            return Err(ZoneError::Invalid(format!(
-                "hostname {:?}: must be 1 to 64 bytes",
-                spec.hostname
-            )));
-        }
-        Ok(ChildPlan {
-            root,
-            hostname: spec.hostname.clone(),
-            argv,
-            envp,
-            console: pty.map(|p| (p.slave.as_raw_fd(), p.slave_path.clone())),
-            resolvers: spec.resolvers.clone(),
-            dhcp_nics: spec
-                .nics
-                .iter()
-                .filter(|n| n.nic.ip == spec::IpConfig::Dhcp)
-                .map(|n| n.nic.name.clone())
-                .collect(),
-            die_with_runtime: spec.die_with_runtime,
-            seccomp: security::compile_filter()?,
-        })
-    }
-}
-
-fn report(err_tx: &OwnedFd, kind: u8, msg: &str) {
-    let mut buf = vec![kind];
-    buf.extend_from_slice(msg.as_bytes());
-    let _ = write_all(err_tx, &buf);
-}
-
-/// The intermediate process: enters the user namespace, then the others, forks the
-/// zone init and exits. Returns its exit code.
-fn intermediate(
-    plan: &ChildPlan,
-    c_rx: OwnedFd,
-    c_tx: OwnedFd,
-    z_rx: OwnedFd,
-    err_tx: OwnedFd,
-) -> i32 {
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
-        report(&err_tx, ERR_SETUP, &format!("unshare(CLONE_NEWUSER): {e}"));
-        return 1;
-    }
-    if !write_all(&c_tx, b"U") {
-        return 1;
-    }
-    let mut b = [0u8; 1];
-    if !read_exact(&c_rx, &mut b) {
-        return 1;
-    }
-    let root = nix::unistd::Gid::from_raw(0);
-    let steps = || -> nix::Result<()> {
-        nix::unistd::setresgid(root, root, root)?;
-        nix::unistd::setgroups(&[root])?;
-        let uroot = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresuid(uroot, uroot, uroot)?;
-        unshare(
-            CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWUTS
-                | CloneFlags::CLONE_NEWIPC
-                | CloneFlags::CLONE_NEWNET
-                | CloneFlags::CLONE_NEWCGROUP
-                | CloneFlags::CLONE_NEWPID,
-        )
-    };
-    if let Err(e) = steps() {
-        report(
-            &err_tx,
-            ERR_SETUP,
-            &format!("entering the zone namespaces: {e}"),
-        );
-        return 1;
-    }
-    // SAFETY: single-threaded (forked from a single-threaded runtime).
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop((c_rx, c_tx));
-            zone_init(plan, z_rx, err_tx)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            if write_all(&c_tx, &child.as_raw().to_le_bytes()) {
-                0
-            } else {
-                1
-            }
-        }
-        Err(e) => {
-            report(&err_tx, ERR_SETUP, &format!("fork of the zone init: {e}"));
-            1
-        }
-    }
-}
-
-/// Pid 1 of the zone: waits for the runtime's go, sets itself up and execs.
-fn zone_init(plan: &ChildPlan, z_rx: OwnedFd, err_tx: OwnedFd) -> ! {
-    let mut b = [0u8; 1];
-    if !read_exact(&z_rx, &mut b) {
-        // The runtime gave up (or died) before the network was ready.
-        // SAFETY: see intermediate's _exit.
-        unsafe { libc::_exit(1) }
-    }
-    drop(z_rx);
-    let (kind, msg) = match setup_and_exec(plan) {
-        Err(ZoneError::CommandNotFound { command, .. }) => (ERR_NOT_FOUND, command),
-        Err(e) => (ERR_SETUP, e.to_string()),
-        Ok(never) => match never {},
-    };
-    report(&err_tx, kind, &msg);
-    // SAFETY: see intermediate's _exit.
-    unsafe { libc::_exit(127) }
-}
-
-fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
-    nix::unistd::setsid().ctx(|| "setsid".into())?;
-    if let Some((fd, _)) = &plan.console {
-        // SAFETY: TIOCSCTTY on our pty slave fd with arg 0 (do not steal).
-        if unsafe { libc::ioctl(*fd, libc::TIOCSCTTY, 0) } < 0 {
-            return Err(ZoneError::io(
-                "making the pty the zone's controlling terminal",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        for target in 0..3 {
-            // SAFETY: dup2 of a valid fd onto stdio numbers.
-            if unsafe { libc::dup2(*fd, target) } < 0 {
-                return Err(ZoneError::io(
-                    "attaching the pty to stdio",
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
-    }
-    nix::unistd::sethostname(&plan.hostname).ctx(|| format!("sethostname {}", plan.hostname))?;
-    rootfs::enter(&plan.root, plan.console.as_ref().map(|(_, p)| p.as_path()))?;
-    if !plan.resolvers.is_empty() {
-        let text: String = plan
-            .resolvers
-            .iter()
-            .map(|r| format!("nameserver {r}\n"))
-            .collect();
-        let _ = std::fs::create_dir_all("/etc");
-        std::fs::write("/etc/resolv.conf", text).ctx(|| "writing /etc/resolv.conf".into())?;
-    }
-    if plan.die_with_runtime {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
-    }
-    // The runtime blocks signals it waits for and Rust ignores SIGPIPE: give the zone a
-    // clean slate.
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .ctx(|| "sigprocmask".into())?;
-    // SAFETY: resetting a disposition to the default action installs no handler.
-    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-        .ctx(|| "SIGPIPE".into())?;
-    security::drop_capabilities()?;
-    security::set_no_new_privs()?;
-    security::install_filter(&plan.seccomp)?;
-    for nic in &plan.dhcp_nics {
-        start_dhcp_client(nic, &plan.envp);
-    }
-    exec(&plan.argv, &plan.envp)
-}
-
-/// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
-fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
-    let prog = argv[0].as_bytes();
-    let candidates: Vec<CString> = if prog.contains(&b'/') {
-        vec![argv[0].clone()]
-    } else {
-        ZONE_PATH
-            .split(':')
-            .filter_map(|d| CString::new([d.as_bytes(), b"/", prog].concat()).ok())
-            .collect()
-    };
-    let mut last = nix::errno::Errno::ENOENT;
-    for c in &candidates {
-        match nix::unistd::execve(c, argv, envp) {
-            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
-            Err(e) => last = e,
-        }
-    }
-    let name = String::from_utf8_lossy(prog).into_owned();
-    if last == nix::errno::Errno::ENOENT {
-        Err(ZoneError::CommandNotFound {
-            command: name,
-            rootfs: PathBuf::new(),
-        })
-    } else {
-        Err(ZoneError::io(format!("exec {name}"), last.into()))
-    }
-}
-
-/// DHCP clients looked for in the image, in order.
-const DHCP_CLIENTS: [(&str, &[&str]); 3] = [
-    ("/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
-    ("/usr/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
-    ("/sbin/dhclient", &["dhclient", "-nw"]),
-];
-
-/// `ip="dhcp"`: runs the image's DHCP client for `nic` in the background, confined like
-/// the rest of the zone. Without one the zone starts anyway and says so on its console.
-fn start_dhcp_client(nic: &str, envp: &[CString]) {
-    let Some((path, args)) = DHCP_CLIENTS.iter().find(|(p, _)| Path::new(p).exists()) else {
-        eprintln!(
-            "zone: nic {nic} asks for DHCP but the image has no DHCP client (udhcpc, dhclient)"
-        );
-        return;
-    };
-    let mut argv: Vec<CString> = args.iter().filter_map(|a| CString::new(*a).ok()).collect();
-    argv.extend(CString::new(nic).ok());
-    // SAFETY: the zone init is single-threaded.
-    if let Ok(ForkResult::Child) = unsafe { fork() } {
-        if let Ok(p) = CString::new(Path::new(path).as_os_str().as_bytes()) {
-            let _ = nix::unistd::execve(&p, &argv, envp);
-        }
-        // SAFETY: see intermediate's _exit.
-        unsafe { libc::_exit(127) }
+    #[test]
+    fn exits_map_to_shell_codes_and_reboot_signals() {
+        assert_eq!(ZoneExit::Exited(7).code(), 7);
+        assert_eq!(ZoneExit::Signaled(Signal::SIGKILL).code(), 137);
+        assert!(ZoneExit::Signaled(Signal::SIGHUP).is_reboot());
+        assert!(!ZoneExit::Signaled(Signal::SIGINT).is_reboot());
+        assert!(ZoneExit::Signaled(Signal::SIGINT)
+            .describe()
+            .contains("powered off"));
+        assert!(ZoneExit::Signaled(Signal::SIGHUP)
+            .describe()
+            .contains("reboot"));
     }
 }

@@ -6,13 +6,17 @@
 //! 1 on failure. It is a single-threaded poll loop, so it can fork zones at any time,
 //! and it depends on nothing of its parent: own session, stdio on its own log file.
 
-use crate::cgroups::{Hierarchy, Limits};
+mod client;
+mod config;
+
+pub use client::{instance_dir, request};
+pub use config::launch_spec;
+
+use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
-use crate::idmap::IdMap;
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
-use crate::net::NicPlan;
-use crate::rootfs::{Stage, Upper};
+use crate::rootfs::Stage;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -25,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A zone whose init exits sooner than this after starting, without being asked to,
@@ -64,61 +68,6 @@ fn detach(log: &Path) -> Result<()> {
         libc::dup2(out.as_raw_fd(), 2);
     }
     Ok(())
-}
-
-/// Builds the launch description of a zone from init's config.
-pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
-    let spec::Kind::Zone(z) = &config.spec.kind else {
-        return Err(ZoneError::Invalid(format!(
-            "instance {} ({}) is not a zone",
-            config.spec.name, config.uuid
-        )));
-    };
-    let dir = config.pool.join(&config.uuid);
-    let nics = config
-        .spec
-        .nics
-        .iter()
-        .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: config
-                .bridges
-                .get(&nic.tag)
-                .cloned()
-                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag)),
-            host_if: contract::host_ifname(&config.uuid, i),
-        })
-        .collect();
-    let command = if z.init.is_empty() {
-        vec![spec::defaults::INIT.to_string()]
-    } else {
-        z.init.clone()
-    };
-    Ok(LaunchSpec {
-        name: config.uuid.clone(),
-        image: config.image_path.clone(),
-        upper: Upper::Persistent {
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        idmap: IdMap::new(config.id_range_start)?,
-        hostname: if z.hostname.is_empty() {
-            config.spec.name.clone()
-        } else {
-            z.hostname.clone()
-        },
-        command,
-        env: z.env.clone(),
-        limits: Limits {
-            memory: Some(config.spec.memory),
-            cpu_cap: z.cpu_cap,
-            pids: Some(z.pids),
-        },
-        nics,
-        resolvers: config.spec.resolvers.clone(),
-        die_with_runtime: true,
-    })
 }
 
 /// What the monitor was asked to do with the running zone.
@@ -357,7 +306,7 @@ impl Monitor {
             while let Ok(Some(info)) = self.signals.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGTERM as i32 || sig == Signal::SIGINT as i32 {
-                    self.request_stop(false, DEFAULT_GRACE);
+                    self.request_stop(false, DEFAULT_GRACE, Pending::Stop);
                 }
             }
         }
@@ -402,7 +351,10 @@ impl Monitor {
         }
     }
 
-    fn request_stop(&mut self, force: bool, grace: Duration) {
+    /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
+    /// says what follows: exit (Stop) or boot again (Reboot). A later stop wins over an
+    /// earlier reboot.
+    fn request_stop(&mut self, force: bool, grace: Duration, then: Pending) {
         let Some(zone) = &self.zone else { return };
         if force {
             let _ = zone.kill();
@@ -410,10 +362,15 @@ impl Monitor {
             let _ = zone.signal(Signal::SIGTERM);
             self.kill_at = Some(Instant::now() + grace);
         }
-        if self.pending == Pending::None {
-            self.pending = Pending::Stop;
+        if self.pending != Pending::Stop {
+            self.pending = then;
         }
-        self.set_state(states::STOPPING, "stop requested");
+        let why = if self.pending == Pending::Reboot {
+            "reboot requested"
+        } else {
+            "stop requested"
+        };
+        self.set_state(states::STOPPING, why);
     }
 
     /// The zone init is gone: decide between restart, stop and failure.
@@ -550,15 +507,18 @@ impl Monitor {
                 if self.zone.is_none() {
                     return (reply(false, "zone is not running".into()), None);
                 }
-                self.request_stop(force, Duration::from_secs(timeout_secs.into()));
+                self.request_stop(
+                    force,
+                    Duration::from_secs(timeout_secs.into()),
+                    Pending::Stop,
+                );
                 (reply(true, "stopping".into()), None)
             }
             MonitorRequest::Reboot { force } => {
                 if self.zone.is_none() {
                     return (reply(false, "zone is not running".into()), None);
                 }
-                self.request_stop(force, DEFAULT_GRACE);
-                self.pending = Pending::Reboot;
+                self.request_stop(force, DEFAULT_GRACE, Pending::Reboot);
                 (reply(true, "rebooting".into()), None)
             }
             MonitorRequest::Console => match &self.pty {
@@ -594,56 +554,4 @@ fn reply(ok: bool, message: String) -> MonitorResponse {
         message,
         status: None,
     }
-}
-
-/// Client side of the monitor socket: one request, one response (and the console fd
-/// for `Console`). Used by tests and handy for init.
-pub fn request(
-    socket: &Path,
-    req: &MonitorRequest,
-) -> Result<(MonitorResponse, Option<std::os::fd::OwnedFd>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned};
-    use std::os::fd::FromRawFd;
-    let mut stream =
-        UnixStream::connect(socket).ctx(|| format!("connecting to {}", socket.display()))?;
-    let mut line = serde_json::to_vec(req).map_err(|e| ZoneError::Invalid(e.to_string()))?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .ctx(|| format!("writing to {}", socket.display()))?;
-    let mut data = Vec::new();
-    let mut fd = None;
-    while !data.ends_with(b"\n") {
-        let mut buf = [0u8; 65536];
-        let mut cmsg = nix::cmsg_space!([i32; 1]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .ctx(|| format!("reading from {}", socket.display()))?;
-        for c in msg.cmsgs().into_iter().flatten() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just installed these fds in our table for us.
-                fd = fds
-                    .first()
-                    .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(*f) });
-            }
-        }
-        let n = msg.bytes;
-        if n == 0 {
-            break;
-        }
-        data.extend_from_slice(&buf[..n]);
-    }
-    let resp = serde_json::from_slice(&data)
-        .map_err(|e| ZoneError::Invalid(format!("bad response from {}: {e}", socket.display())))?;
-    Ok((resp, fd))
-}
-
-/// The pool directory of an instance (`<pool>/<uuid>`).
-pub fn instance_dir(config: &InstanceConfig) -> PathBuf {
-    config.pool.join(&config.uuid)
 }

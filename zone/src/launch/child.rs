@@ -1,0 +1,336 @@
+//! The children of a zone start: the intermediate process and the zone init, with
+//! what they need prepared before the fork (see the parent module for the sequence).
+
+use super::{LaunchSpec, ZONE_PATH};
+use crate::console::Pty;
+use crate::error::{Context, Result, ZoneError};
+use crate::rootfs;
+use crate::security;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{fork, ForkResult};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What the zone init sends back when its setup fails: a kind and a message.
+pub(super) const ERR_NOT_FOUND: u8 = b'N';
+pub(super) const ERR_SETUP: u8 = b'S';
+
+pub(super) fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut f = std::fs::File::from(fd.try_clone().expect("dup of a pipe fd"));
+    f.read_exact(buf).is_ok()
+}
+
+pub(super) fn write_all(fd: &OwnedFd, buf: &[u8]) -> bool {
+    let mut f = std::fs::File::from(fd.try_clone().expect("dup of a pipe fd"));
+    f.write_all(buf).is_ok()
+}
+
+/// What the children need, prepared before forking.
+pub(super) struct ChildPlan {
+    root: PathBuf,
+    hostname: String,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    console: Option<(i32, PathBuf)>,
+    resolvers: Vec<IpAddr>,
+    dhcp_nics: Vec<String>,
+    die_with_runtime: bool,
+    seccomp: seccompiler::BpfProgram,
+}
+
+impl ChildPlan {
+    pub(super) fn new(spec: &LaunchSpec, root: PathBuf, pty: Option<&Pty>) -> Result<ChildPlan> {
+        let cstr = |s: &str| {
+            CString::new(s).map_err(|_| ZoneError::Invalid(format!("{s:?} contains a NUL byte")))
+        };
+        let argv = spec
+            .command
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>>>()?;
+        let mut env = vec![
+            ("PATH".to_string(), ZONE_PATH.to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            ("container".to_string(), "skerry".to_string()),
+        ];
+        if pty.is_some() || nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+            env.push((
+                "TERM".into(),
+                std::env::var("TERM").unwrap_or_else(|_| "vt100".into()),
+            ));
+        }
+        for (k, v) in &spec.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<Vec<_>>>()?;
+        if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+            return Err(ZoneError::Invalid(format!(
+                "hostname {:?}: must be 1 to 64 bytes",
+                spec.hostname
+            )));
+        }
+        Ok(ChildPlan {
+            root,
+            hostname: spec.hostname.clone(),
+            argv,
+            envp,
+            console: pty.map(|p| (p.slave.as_raw_fd(), p.slave_path.clone())),
+            resolvers: spec.resolvers.clone(),
+            dhcp_nics: spec
+                .nics
+                .iter()
+                .filter(|n| n.nic.ip == spec::IpConfig::Dhcp)
+                .map(|n| n.nic.name.clone())
+                .collect(),
+            die_with_runtime: spec.die_with_runtime,
+            seccomp: security::compile_filter()?,
+        })
+    }
+}
+
+fn report(err_tx: &OwnedFd, kind: u8, msg: &str) {
+    let mut buf = vec![kind];
+    buf.extend_from_slice(msg.as_bytes());
+    let _ = write_all(err_tx, &buf);
+}
+
+/// The intermediate process: enters the user namespace, then the others, forks the
+/// zone init and exits. Returns its exit code.
+pub(super) fn intermediate(
+    plan: &ChildPlan,
+    c_rx: OwnedFd,
+    c_tx: OwnedFd,
+    z_rx: OwnedFd,
+    err_tx: OwnedFd,
+) -> i32 {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        report(&err_tx, ERR_SETUP, &format!("unshare(CLONE_NEWUSER): {e}"));
+        return 1;
+    }
+    if !write_all(&c_tx, b"U") {
+        return 1;
+    }
+    let mut b = [0u8; 1];
+    if !read_exact(&c_rx, &mut b) {
+        return 1;
+    }
+    let root = nix::unistd::Gid::from_raw(0);
+    let steps = || -> nix::Result<()> {
+        nix::unistd::setresgid(root, root, root)?;
+        nix::unistd::setgroups(&[root])?;
+        let uroot = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(uroot, uroot, uroot)?;
+        unshare(
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWNET
+                | CloneFlags::CLONE_NEWCGROUP
+                | CloneFlags::CLONE_NEWPID,
+        )
+    };
+    if let Err(e) = steps() {
+        report(
+            &err_tx,
+            ERR_SETUP,
+            &format!("entering the zone namespaces: {e}"),
+        );
+        return 1;
+    }
+    // SAFETY: single-threaded (forked from a single-threaded runtime).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop((c_rx, c_tx));
+            zone_init(plan, z_rx, err_tx)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            if write_all(&c_tx, &child.as_raw().to_le_bytes()) {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            report(&err_tx, ERR_SETUP, &format!("fork of the zone init: {e}"));
+            1
+        }
+    }
+}
+
+/// Pid 1 of the zone: waits for the runtime's go, sets itself up and execs.
+fn zone_init(plan: &ChildPlan, z_rx: OwnedFd, err_tx: OwnedFd) -> ! {
+    let mut b = [0u8; 1];
+    if !read_exact(&z_rx, &mut b) {
+        // The runtime gave up (or died) before the network was ready.
+        // SAFETY: see intermediate's _exit.
+        unsafe { libc::_exit(1) }
+    }
+    drop(z_rx);
+    let (kind, msg) = match setup_and_exec(plan) {
+        Err(ZoneError::CommandNotFound { command, .. }) => (ERR_NOT_FOUND, command),
+        Err(e) => (ERR_SETUP, e.to_string()),
+        Ok(never) => match never {},
+    };
+    report(&err_tx, kind, &msg);
+    // SAFETY: see intermediate's _exit.
+    unsafe { libc::_exit(127) }
+}
+
+fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
+    if let Some((fd, _)) = &plan.console {
+        // SAFETY: TIOCSCTTY on our pty slave fd with arg 0 (do not steal).
+        if unsafe { libc::ioctl(*fd, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(ZoneError::io(
+                "making the pty the zone's controlling terminal",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        for target in 0..3 {
+            // SAFETY: dup2 of a valid fd onto stdio numbers.
+            if unsafe { libc::dup2(*fd, target) } < 0 {
+                return Err(ZoneError::io(
+                    "attaching the pty to stdio",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
+    nix::unistd::sethostname(&plan.hostname).ctx(|| format!("sethostname {}", plan.hostname))?;
+    rootfs::enter(&plan.root, plan.console.as_ref().map(|(_, p)| p.as_path()))?;
+    if !plan.resolvers.is_empty() {
+        let text: String = plan
+            .resolvers
+            .iter()
+            .map(|r| format!("nameserver {r}\n"))
+            .collect();
+        let _ = std::fs::create_dir_all("/etc");
+        std::fs::write("/etc/resolv.conf", text).ctx(|| "writing /etc/resolv.conf".into())?;
+    }
+    if plan.die_with_runtime {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    }
+    // The runtime blocks signals it waits for and Rust ignores SIGPIPE: give the zone a
+    // clean slate.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "sigprocmask".into())?;
+    // SAFETY: resetting a disposition to the default action installs no handler.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+        .ctx(|| "SIGPIPE".into())?;
+    security::drop_capabilities()?;
+    security::set_no_new_privs()?;
+    security::install_filter(&plan.seccomp)?;
+    for nic in &plan.dhcp_nics {
+        start_dhcp_client(nic, &plan.envp);
+    }
+    exec(&plan.argv, &plan.envp)
+}
+
+/// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
+fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
+    let prog = argv[0].as_bytes();
+    let candidates: Vec<CString> = if prog.contains(&b'/') {
+        vec![argv[0].clone()]
+    } else {
+        ZONE_PATH
+            .split(':')
+            .filter_map(|d| CString::new([d.as_bytes(), b"/", prog].concat()).ok())
+            .collect()
+    };
+    let mut last = nix::errno::Errno::ENOENT;
+    for c in &candidates {
+        match nix::unistd::execve(c, argv, envp) {
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
+            Err(e) => last = e,
+        }
+    }
+    let name = String::from_utf8_lossy(prog).into_owned();
+    if last == nix::errno::Errno::ENOENT {
+        Err(ZoneError::CommandNotFound {
+            command: name,
+            rootfs: PathBuf::new(),
+        })
+    } else {
+        Err(ZoneError::io(format!("exec {name}"), last.into()))
+    }
+}
+
+/// DHCP clients looked for in the image, in order.
+const DHCP_CLIENTS: [(&str, &[&str]); 6] = [
+    ("/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/usr/sbin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/bin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/usr/bin/udhcpc", &["udhcpc", "-b", "-i"]),
+    ("/sbin/dhclient", &["dhclient", "-nw"]),
+    ("/usr/sbin/dhclient", &["dhclient", "-nw"]),
+];
+
+/// `ip="dhcp"`: runs the image's DHCP client for `nic` in the background, confined like
+/// the rest of the zone. Without one the zone starts anyway and says so on its console.
+fn start_dhcp_client(nic: &str, envp: &[CString]) {
+    let Some((path, args)) = DHCP_CLIENTS.iter().find(|(p, _)| Path::new(p).exists()) else {
+        eprintln!(
+            "zone: nic {nic} asks for DHCP but the image has no DHCP client (udhcpc, dhclient)"
+        );
+        return;
+    };
+    let mut argv: Vec<CString> = args.iter().filter_map(|a| CString::new(*a).ok()).collect();
+    argv.extend(CString::new(nic).ok());
+    // SAFETY: the zone init is single-threaded.
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        if let Ok(p) = CString::new(Path::new(path).as_os_str().as_bytes()) {
+            let _ = nix::unistd::execve(&p, &argv, envp);
+        }
+        // SAFETY: see intermediate's _exit.
+        unsafe { libc::_exit(127) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::Limits;
+    use crate::idmap::IdMap;
+    use crate::rootfs::Upper;
+
+    fn spec(command: &[&str], hostname: &str) -> LaunchSpec {
+        LaunchSpec {
+            name: "t".into(),
+            image: "/".into(),
+            upper: Upper::Temporary,
+            idmap: IdMap::new(100_000).unwrap(),
+            hostname: hostname.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: vec![("PATH".into(), "/custom".into()), ("A".into(), "b".into())],
+            limits: Limits::default(),
+            nics: vec![],
+            resolvers: vec![],
+            die_with_runtime: false,
+        }
+    }
+
+    #[test]
+    fn child_plan_env_overrides_defaults_and_validates() {
+        let plan = ChildPlan::new(&spec(&["/bin/sh"], "h"), "/r".into(), None).unwrap();
+        let env: Vec<String> = plan
+            .envp
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert!(env.contains(&"PATH=/custom".to_string()), "{env:?}");
+        assert!(env.contains(&"container=skerry".to_string()));
+        assert!(env.contains(&"A=b".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        assert!(ChildPlan::new(&spec(&["/bin/sh"], ""), "/r".into(), None).is_err());
+        assert!(ChildPlan::new(&spec(&["a\0b"], "h"), "/r".into(), None).is_err());
+    }
+}
