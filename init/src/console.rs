@@ -110,9 +110,14 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Records `name` as having taken `d`.
+    /// Records `name` as having taken `d`, and logs it.
     pub fn record(&self, name: &str, d: Duration) {
         log::info!("phase {name}: {:.3} ms", d.as_secs_f64() * 1000.0);
+        self.insert(name, d);
+    }
+
+    /// Records a phase already logged (PID 1's early phases).
+    pub fn insert(&self, name: &str, d: Duration) {
         if let Ok(mut p) = self.phases.lock() {
             p.push((name.to_string(), d.as_micros() as u64));
         }

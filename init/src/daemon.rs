@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     pub bus_required: bool,
     /// Grace period for stopping instances at shutdown.
     pub stop_timeout: Duration,
+    /// Apply node.kdl's hostname to the machine (PID 1 only: never rename a host).
+    pub set_hostname: bool,
 }
 
 /// Why the daemon could not run.
@@ -87,6 +89,12 @@ pub async fn start(
     let pool = Pool::open(&opts.pool)?;
     let node_cfg =
         NodeConfig::load(&pool.config_dir().join("node.kdl")).map_err(DaemonError::Config)?;
+    if let (true, Some(h)) = (opts.set_hostname, &node_cfg.hostname) {
+        match nix::unistd::sethostname(h) {
+            Ok(()) => log::info!("hostname {h} (node.kdl)"),
+            Err(e) => log::error!("hostname {h}: {e}"),
+        }
+    }
     let mut sources = opts.sources.clone();
     sources.extend(node_cfg.sources.iter().cloned());
     let store = imgadm::ImageStore::open_with_sources(pool.root(), &sources)
@@ -115,7 +123,7 @@ pub async fn start(
         },
     );
     for (name, d) in earlier {
-        node.timeline().record(&name, d);
+        node.timeline().insert(&name, d);
     }
     node.timeline().record("open-pool", t0.elapsed());
 

@@ -52,6 +52,7 @@ fn main() {
         sources: args.sources,
         bus_required: true,
         stop_timeout: Duration::from_secs(args.stop_timeout),
+        set_hostname: false,
     };
     if let Err(e) = run(opts) {
         eprintln!("init: {e:#}");

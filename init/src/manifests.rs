@@ -129,9 +129,13 @@ impl Manifests for SpecManifests {
 
     fn parse(&self, payload: &str, format: &str) -> Result<Vec<InstanceSpec>, Vec<String>> {
         match sniff(payload, format) {
-            "json" => Err(vec![
-                "SmartOS JSON payloads are not supported by this init yet; send KDL".into(),
-            ]),
+            "json" => spec::smartos::from_payload(payload).map_err(|e| {
+                // SmartOS's error object first (what SmartOS tools parse), then one
+                // sentence per problem for a person.
+                let mut lines = vec![serde_json::to_string(&e).unwrap_or_else(|_| "{}".into())];
+                lines.extend(e.notes.iter().cloned());
+                lines
+            }),
             _ => spec::parse_str("<payload>", payload).map_err(|e| {
                 e.render_plain()
                     .lines()
@@ -206,6 +210,18 @@ mod tests {
         let errs = SpecManifests::new()
             .parse("zone web { memory \"64M\"; }", "kdl")
             .unwrap_err();
+        let specs = SpecManifests::new()
+            .parse(r#"{"brand": "joyent", "alias": "sm01", "image_uuid": "d34c301e-10c3-11e4-9b79-5f67ca448df0", "max_physical_memory": 128}"#, "")
+            .unwrap();
+        assert_eq!(
+            (specs[0].name.as_str(), specs[0].memory),
+            ("sm01", 128 << 20)
+        );
+        let bad = SpecManifests::new()
+            .parse(r#"{"brand": "nope", "alias": "x"}"#, "json")
+            .unwrap_err();
+        let obj: serde_json::Value = serde_json::from_str(&bad[0]).unwrap();
+        assert_eq!(obj["bad_brand"], "nope", "{bad:?}");
         assert!(errs.iter().any(|e| e.contains("image")), "{errs:?}");
     }
 }

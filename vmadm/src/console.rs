@@ -283,6 +283,36 @@ mod tests {
     }
 
     #[test]
+    fn the_console_takes_the_operators_window_size() {
+        let size = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 132,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let operator = openpty(Some(&size), None).unwrap();
+        let console = openpty(None, None).unwrap();
+        let (_out_r, out_w) = pipe();
+        write_all(operator.master.as_fd(), &[ESCAPE]).unwrap();
+        attach(
+            console.master.as_fd(),
+            operator.slave.as_fd(),
+            out_w.as_fd(),
+        )
+        .unwrap();
+        let mut seen = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCGWINSZ fills the `winsize` we own; the slave fd is open.
+        unsafe { get_winsize(console.slave.as_raw_fd(), &mut seen) }.unwrap();
+        assert_eq!((seen.ws_row, seen.ws_col), (40, 132));
+    }
+
+    #[test]
     fn raw_mode_is_restored_on_a_terminal_input() {
         let console = openpty(None, None).unwrap();
         let operator = openpty(None, None).unwrap();

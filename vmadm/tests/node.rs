@@ -36,6 +36,15 @@ fn a_zone_from_create_to_delete_with_its_events() {
         .unwrap();
     let lines = LineReader::new(events.stdout.take().unwrap());
     assert_eq!(json(&lines.next(LONG))["type"], "ready");
+    // And one in full text form, for every instance.
+    let mut all_events = node
+        .command(&["events", "-f", "-r"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let text = LineReader::new(all_events.stdout.take().unwrap());
+    assert!(text.next(LONG).ends_with("] ready"));
 
     // create (KDL on stdin)
     let run = node
@@ -128,6 +137,12 @@ fn a_zone_from_create_to_delete_with_its_events() {
         "states seen: {states:?}"
     );
     common::kill_and_reap(&mut events);
+    let (_, line) = text.until(LONG, |l| l.contains(" web01 zone: running"));
+    assert!(
+        line.contains(&uuid),
+        "full form carries the whole UUID: {line}"
+    );
+    common::kill_and_reap(&mut all_events);
 }
 
 #[test]
@@ -382,6 +397,37 @@ fn filters_sorting_lookup_reconcile_and_permissions() {
         run.stdout.is_empty() && run.stderr.contains("Nothing to do"),
         "{}",
         run.stderr
+    );
+
+    // An HVM instance (provisioned, not booted: this host's KVM cannot boot Linux)
+    // shows its own fields and refuses zone-only properties.
+    common::install_tiny_hvm_image(node.work_dir(), &node.pool);
+    let vm = "hvm vm01 {\n    image \"tiny-hvm@1\"\n    autoboot #false\n    vcpus 2\n    \
+              memory \"32M\"\n    disk root boot=#true size=\"4M\"\n}\n";
+    node.vmadm_stdin(&["create"], vm).ok();
+    node.wait_state("vm01", "stopped");
+    assert_eq!(
+        list(&[
+            "list",
+            "-H",
+            "-o",
+            "alias,type,vcpus,disks.0.name",
+            "type=hvm"
+        ]),
+        "vm01  hvm  2  root\n"
+    );
+    let run = node.vmadm(&["update", "vm01", "vcpus=3"]).ok();
+    assert!(
+        run.stderr.contains("Successfully updated VM vm01"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(list(&["list", "-H", "-o", "vcpus", "alias=vm01"]), "3\n");
+    let run = node.vmadm(&["update", "vm01", "cpu_cap=5"]).expect(1);
+    assert!(run.stderr.contains("does not apply"), "{}", run.stderr);
+    assert_eq!(
+        list(&["list", "-H", "-o", "alias,ram", "-s", "ram,alias"]),
+        "delta  32\nvm01   32\nbeta   64\ngamma  64\nalpha  128\n"
     );
 
     // Mutations need root; reading does not.

@@ -24,6 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Exit code of a child `vmm` whose guest reset (restart it).
 pub const RESET_EXIT: i32 = 3;
+/// A boot shorter than this that ends in a reset counts as a quick reset.
+const QUICK_RESET: Duration = Duration::from_secs(5);
+/// Longest pause before restarting a guest that keeps resetting.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Console log bound (the current file; one older file is kept beside it).
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
 /// Kernel command line every instance gets before its own `cmdline`.
@@ -217,7 +221,16 @@ impl Monitor {
 
     /// Boots and supervises until the instance stops for good; returns the exit code.
     fn run(self: &Arc<Self>) -> i32 {
+        let mut quick_resets = 0u32;
         loop {
+            if crate::devices::bus::lock(&self.state).stopping {
+                self.update(|st| {
+                    st.status.state = states::STOPPED.into();
+                    st.status.reason = "stopped".into();
+                });
+                return 0;
+            }
+            let booted = std::time::Instant::now();
             let mut child = match self.spawn_child() {
                 Ok(c) => c,
                 Err(e) => {
@@ -262,6 +275,23 @@ impl Monitor {
             if restart {
                 st.status.reason = "guest rebooted".into();
                 self.save(&st);
+                // A guest that resets right away (triple faults at boot, say) is
+                // restarted with a growing pause, so it cannot spin a CPU; a stop
+                // request ends the pause.
+                quick_resets = if booted.elapsed() < QUICK_RESET {
+                    quick_resets + 1
+                } else {
+                    0
+                };
+                if quick_resets > 3 {
+                    let pause = RESTART_BACKOFF_MAX
+                        .min(Duration::from_millis(100 << (quick_resets - 3).min(6)));
+                    log::warn!("guest reset {quick_resets} times in a row within {QUICK_RESET:?}; restarting in {pause:?}");
+                    let _ = self
+                        .changed
+                        .wait_timeout_while(st, pause, |s| !s.stopping)
+                        .map(|(st, _)| drop(st));
+                }
                 continue;
             }
             let (state, reason, exit) = match (st.stopping, code) {
@@ -460,6 +490,9 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     let _ = std::fs::remove_file(&sock);
     let listener =
         UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+    // Only root (init) may stop guests or take their consoles.
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io_err(format!("restricting {}", sock.display())))?;
     let pidfile = contract::pidfile_path(&cfg.run_dir, &cfg.uuid);
     spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
         .map_err(io_err(format!("writing {}", pidfile.display())))?;

@@ -3,7 +3,10 @@
 //! Layout follows the architecture: [`arch`] (x86_64 address map, registers, boot
 //! protocol, ACPI), [`vm`] and [`vcpu`] (KVM state and threads), [`devices`] (legacy PC
 //! devices on the buses), [`pci`] and [`virtio`] (the devices a Debian kernel drives),
-//! [`runner`] (boot a config to the end), [`config`] (what a guest is made of).
+//! [`runner`] (boot a config to the end), [`config`] (what a guest is made of),
+//! [`bootdisk`] (kernel from a disk's /boot), [`instance`] (the monitor init spawns),
+//! [`jail`] (namespaces, ids, seccomp, cgroup), [`logger`].
+#![warn(missing_docs)]
 
 pub mod arch;
 pub mod bootdisk;

@@ -82,10 +82,26 @@ fn main() {
     match real_main(started) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("vmm: {e:#}");
+            eprintln!("vmm: {}", error_chain(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, each cause once: our typed errors already print their
+/// source in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.ends_with(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
 }
 
 fn parse_net(s: &str) -> Result<NetConfig> {

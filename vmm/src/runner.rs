@@ -21,9 +21,9 @@ pub enum RunError {
     #[error(transparent)]
     Boot(#[from] boot::BootError),
     /// Attaching a device.
-    #[error("device {name}: {reason}")]
+    #[error("{name}: {reason}")]
     Device {
-        /// Which device (disk path, tap name).
+        /// Which device (`disk PATH`, `tap NAME`).
         name: String,
         /// What went wrong.
         reason: String,

@@ -3,7 +3,9 @@
 //! with (a) an initramfs that prints a marker and powers off, (b) a virtio-blk ext4
 //! disk the guest reads and writes, plus a read-only one it cannot write, (c) a
 //! virtio-net interface pinging the host side of a tap, (d) SIGTERM to the VMM
-//! pressing the ACPI power button, which the guest answers by powering off.
+//! pressing the ACPI power button, which the guest answers by powering off, (e)
+//! `vmm instance` on a pool with a GPT boot disk (kernel + initrd found in its /boot),
+//! jailed, in a cgroup v2 like on a node.
 //!
 //! One host boot runs every scenario; the tests share it and each checks its part.
 //! QEMU or the kernel missing is a failure with a clear message, never a skip.
@@ -13,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const SCENARIOS: &str = "marker,blk,net,stop";
+const SCENARIOS: &str = "marker,blk,net,stop,instance";
 const HOST_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn repo_root() -> PathBuf {
@@ -40,8 +42,11 @@ fn boot_host() -> Result<String, String> {
         .prefix("vmm-nested-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .map_err(|e| format!("temp dir: {e}"))?;
+    let config = dir.path().join("instance.json");
+    std::fs::write(&config, instance_config()).map_err(|e| format!("{}: {e}", config.display()))?;
     let build = repo_root().join("vmm/nested/build");
     let built = Command::new(&build)
+        .env("NESTED_INSTANCE_CONFIG", &config)
         .arg(dir.path())
         .arg(env!("CARGO_BIN_EXE_vmm"))
         .stderr(Stdio::inherit())
@@ -102,6 +107,29 @@ fn boot_host() -> Result<String, String> {
         )),
         Some(_) => Ok(text),
     }
+}
+
+const INSTANCE_UUID: &str = "5e1f0b0e-0000-4000-8000-00000000c0de";
+
+/// config.json for scenario (e): pool /pool, run dir /run/skerry inside the host.
+fn instance_config() -> String {
+    let spec = spec::manifest::parse_str(
+        "nested.kdl",
+        "hvm nested {\n image \"debian-hvm@12\"\n memory \"256M\"\n vcpus 1\n \
+         disk root boot=#true\n cmdline \"quiet panic=-1 skerry.test=marker\"\n}\n",
+    )
+    .expect("instance manifest")
+    .remove(0);
+    let cfg = spec::monitor::InstanceConfig {
+        uuid: INSTANCE_UUID.into(),
+        pool: "/pool".into(),
+        run_dir: "/run/skerry".into(),
+        spec,
+        image_path: "/instance/root.raw".into(),
+        id_range_start: 0,
+        bridges: Default::default(),
+    };
+    serde_json::to_string(&cfg).expect("config json")
 }
 
 /// The serial output between a scenario's BEGIN and END lines, and its exit code.
@@ -174,4 +202,16 @@ fn nested_d_sigterm_presses_the_power_button() {
     assert_line(&out, "SKERRY-POWER-BUTTON", "stop");
     assert_line(&out, "vmm: guest PowerOff", "stop");
     assert_eq!(rc, 0, "vmm exit code:\n{out}");
+}
+
+#[test]
+fn nested_e_instance_mode_boots_from_the_disk_and_stops() {
+    let (out, rc) = scenario("instance");
+    assert_line(&out, "SKERRY-CONSOLE-LOG SKERRY-GUEST-MARKER", "instance");
+    assert_line(&out, "\"state\":\"stopped\"", "instance");
+    assert!(
+        !out.contains("SKERRY-HOST-FAIL"),
+        "host reported a failure:\n{out}"
+    );
+    assert_eq!(rc, 0, "monitor exit code:\n{out}");
 }

@@ -107,6 +107,9 @@ pub struct Node {
     opts: NodeOptions,
     table: Mutex<BTreeMap<String, Entry>>,
     ops: Mutex<()>,
+    /// Serialises state.json writes: two threads saving one record at once would
+    /// share spec::atomic's temp file name (it is per process, not per thread).
+    saves: Mutex<()>,
     events: broadcast::Sender<Change>,
     timeline: Timeline,
     rt: tokio::runtime::Handle,
@@ -131,6 +134,7 @@ impl Node {
             opts,
             table: Mutex::new(BTreeMap::new()),
             ops: Mutex::new(()),
+            saves: Mutex::new(()),
             events,
             timeline: Timeline::default(),
             rt: tokio::runtime::Handle::current(),
@@ -242,6 +246,11 @@ impl Node {
     }
 
     fn persist(&self, rec: &InstanceRecord) {
+        let _one_writer = self.saves.lock().unwrap_or_else(|p| p.into_inner());
+        // The table may have moved on while we waited: write its latest version, so
+        // an older snapshot never lands after a newer one.
+        let latest = self.table().get(&rec.uuid).map(|e| e.rec.clone());
+        let rec = latest.as_ref().unwrap_or(rec);
         if let Err(e) = self.pool.save(rec) {
             log::error!("saving state of {}: {e}", rec.name);
         }

@@ -7,6 +7,7 @@
 pub mod cmdline;
 pub mod modules;
 pub mod mounts;
+pub mod rootfs;
 pub mod services;
 
 use crate::console;
@@ -59,7 +60,17 @@ pub fn main() -> ! {
         console::say(&format!("init: internal error: {info}"));
     }));
     let mut boot = Boot::default();
+    if rootfs::needs_switch() {
+        let t = Instant::now();
+        // Returns only when it failed; zones then fail at pivot_root, said below.
+        let err = rootfs::switch_to_tmpfs().err().unwrap_or_default();
+        std::env::set_var(
+            rootfs::SWITCHED_ENV,
+            format!("failed after {:?}: {err}", t.elapsed()),
+        );
+    }
     let errs = mounts::api_filesystems();
+    attach_console();
     console::init_logging();
     for e in errs {
         log::error!("{e}");
@@ -70,6 +81,11 @@ pub fn main() -> ! {
     }
     std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
     console::say("init starting");
+    if let Ok(v) = std::env::var(rootfs::SWITCHED_ENV) {
+        if v.starts_with("failed") {
+            log::error!("moving the root off the initramfs {v}; zones cannot pivot_root");
+        }
+    }
     // Ctrl-Alt-Del becomes SIGINT to us: a clean shutdown instead of an instant reset.
     let _ = nix::sys::reboot::set_cad_enabled(false);
 
@@ -91,14 +107,26 @@ pub fn main() -> ! {
             .to_string_lossy()
             .into_owned();
         let idx = modules::ModuleIndex::open(&Path::new("/lib/modules").join(release))?;
-        let mut wanted: Vec<String> = modules::NODE_MODULES
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        wanted.extend(cmdline.modules.iter().cloned());
-        for e in idx.load_all(&wanted) {
-            log::warn!("module {e}");
+        // The image's modules.dep lists what this node needs; a full module tree (a
+        // hand-made image) gets the node's core set instead of everything.
+        let mut wanted = idx.names();
+        if wanted.len() > 300 {
+            wanted = modules::NODE_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         }
+        wanted.extend(cmdline.modules.iter().cloned());
+        let errs = idx.load_all(&wanted);
+        for e in &errs {
+            // kvm_intel on AMD and the like: expected, not a fault.
+            if e.ends_with("no such hardware") {
+                log::info!("module {e}");
+            } else {
+                log::warn!("module {e}");
+            }
+        }
+        log::info!("{} modules loaded", wanted.len().saturating_sub(errs.len()));
         Ok(())
     });
     let hostname = boot.phase("network", false, || network(&cmdline)).flatten();
@@ -146,6 +174,7 @@ pub fn main() -> ! {
                 sources: cmdline.sources.clone(),
                 bus_required: false,
                 stop_timeout: Duration::from_secs(10),
+                set_hostname: true,
             };
             let phases = boot.phases.clone();
             match daemon::start(&opts, phases).await {
@@ -279,7 +308,34 @@ async fn wait_for_signal() {
     }
 }
 
+/// Makes sure fds 0-2 are the console: the kernel only opens /dev/console for us
+/// when the initramfs already had that node, and without it every line is lost.
+fn attach_console() {
+    use std::os::fd::AsRawFd;
+    // /proc is mounted by now.
+    if Path::new("/proc/self/fd/1").exists() {
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds, which are closed (checked above);
+            // `f` stays open until the copies exist.
+            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        }
+    }
+}
+
 fn shutdown_and_reboot() -> ! {
+    use nix::sys::signal::{kill, Signal};
+    // Instances are stopped; now everything else (bus, shells, stragglers).
+    let all = nix::unistd::Pid::from_raw(-1);
+    let _ = kill(all, Signal::SIGTERM);
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = kill(all, Signal::SIGKILL);
     console::say("syncing and unmounting the pool");
     mounts::unmount_pool(POOL_MOUNT);
     nix::unistd::sync();

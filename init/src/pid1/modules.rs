@@ -7,8 +7,10 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// What every node loads: disks and nics of a VM host, the pool filesystem, zone
-/// networking and overlay roots, and KVM for HVM instances.
+/// What every node needs: disks and nics of a VM host, the pool filesystem, zone
+/// networking and overlay roots, and KVM for HVM instances. The boot image carries
+/// exactly the modules its node needs (build-image/modules.txt), so init loads every
+/// module of the image's modules.dep; these are loaded even from a fuller tree.
 pub const NODE_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -63,6 +65,13 @@ impl ModuleIndex {
             base: base.to_path_buf(),
             by_name,
         }
+    }
+
+    /// Every module the index knows, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_name.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Module files to load for `name`, dependencies first.

@@ -338,6 +338,11 @@ impl Node {
         vmadm_stdin(&self.bus.address, args, input)
     }
 
+    /// A scratch directory beside the pool, removed with the node.
+    pub fn work_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// A vmadm command against this node, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
         vmadm_command(&self.bus.address, args)
@@ -436,6 +441,7 @@ pub fn install_busybox_image(work: &Path, pool: &Path) -> String {
     std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/init")).unwrap();
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tarball = work.join("busybox.tar");
+    // (tar and sha256sum are coreutils/tar: always present on Debian.)
     let status = Command::new("tar")
         .arg("-C")
         .arg(&root)
@@ -445,27 +451,40 @@ pub fn install_busybox_image(work: &Path, pool: &Path) -> String {
         .status()
         .unwrap();
     assert!(status.success(), "tar failed");
-    let sha = Command::new("sha256sum").arg(&tarball).output().unwrap();
+    install_image(pool, &tarball, "busybox", "1.36", "zone-dataset")
+}
+
+/// Installs a tiny raw disk as the `zvol` image `tiny-hvm@1` into `pool` (enough to
+/// provision HVM instances; nothing boots from it). Returns the image UUID.
+pub fn install_tiny_hvm_image(work: &Path, pool: &Path) -> String {
+    let disk = work.join("tiny-hvm.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    install_image(pool, &disk, "tiny-hvm", "1", "zvol")
+}
+
+/// Writes the IMGAPI manifest of `file` and installs both with the real `imgadm`.
+fn install_image(pool: &Path, file: &Path, name: &str, version: &str, kind: &str) -> String {
+    let sha = Command::new("sha256sum").arg(file).output().unwrap();
     let sha = String::from_utf8(sha.stdout).unwrap();
     let sha = sha.split_whitespace().next().unwrap().to_string();
-    let size = std::fs::metadata(&tarball).unwrap().len();
+    let size = std::fs::metadata(file).unwrap().len();
     let uuid = uuid::Uuid::new_v4().to_string();
     let manifest = serde_json::json!({
         "v": 2,
         "uuid": uuid,
         "owner": "00000000-0000-0000-0000-000000000000",
-        "name": "busybox",
-        "version": "1.36",
+        "name": name,
+        "version": version,
         "state": "active",
         "disabled": false,
         "public": true,
         "published_at": "2024-01-01T00:00:00Z",
-        "type": "zone-dataset",
+        "type": kind,
         "os": "linux",
-        "description": "busybox test image",
+        "description": "vmadm test image",
         "files": [{"sha256": sha, "size": size, "compression": "none"}],
     });
-    let manifest_path = work.join("busybox.json");
+    let manifest_path = file.with_extension("manifest.json");
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let out = Command::new(sibling_bin("imgadm"))
         .arg("--pool")
@@ -474,12 +493,12 @@ pub fn install_busybox_image(work: &Path, pool: &Path) -> String {
         .arg("-m")
         .arg(&manifest_path)
         .arg("-f")
-        .arg(&tarball)
+        .arg(file)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "imgadm install failed:\n{}{}",
+        "imgadm install {name}@{version} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -224,7 +224,7 @@ impl VirtioDevice for Block {
 /// Opens `disk` and plugs it into `bus`.
 pub fn attach(vm: &mut Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), RunError> {
     let block = Block::open(disk).map_err(|e| RunError::Device {
-        name: disk.path.display().to_string(),
+        name: format!("disk {}", disk.path.display()),
         reason: e.to_string(),
     })?;
     let slot = bus.next_slot();

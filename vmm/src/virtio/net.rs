@@ -205,7 +205,7 @@ impl VirtioDevice for Net {
 /// Opens the tap named in `net` and plugs the NIC into `bus`, with its RX thread.
 pub fn attach(vm: &mut Vm, bus: &PciBus, net: &NetConfig) -> Result<(), RunError> {
     let err = |reason: String| RunError::Device {
-        name: net.tap.clone(),
+        name: format!("tap {}", net.tap),
         reason,
     };
     let tap = tap::open_tap(&net.tap).map_err(|e| err(format!("opening tap: {e}")))?;

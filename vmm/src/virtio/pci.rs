@@ -55,6 +55,7 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     mem: GuestMemoryMmap,
     vm: Arc<VmFd>,
     warned_no_msix: bool,
+    msi_failures: u32,
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec<u8> {
@@ -138,6 +139,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             mem,
             vm,
             warned_no_msix: false,
+            msi_failures: 0,
         }
     }
 
@@ -177,7 +179,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             ..Default::default()
         };
         if let Err(e) = self.vm.signal_msi(msi) {
-            log::warn!("virtio {}: MSI delivery failed: {e}", self.device.name());
+            // A guest can program any address: say so a few times, not per interrupt.
+            self.msi_failures += 1;
+            if self.msi_failures <= 4 {
+                log::warn!("virtio {}: MSI delivery failed: {e}", self.device.name());
+            }
         }
     }
 

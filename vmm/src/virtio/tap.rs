@@ -151,3 +151,54 @@ mod tests {
         assert_eq!(&ifreq("tap0").unwrap().name[..5], b"tap0\0");
     }
 }
+
+#[cfg(test)]
+mod netns_tests {
+    use super::*;
+
+    /// Runs `f` on a thread that has its own network namespace (dropped with it), so
+    /// taps and bridges made here never touch the host's network.
+    fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET): run the tests as root");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    #[test]
+    fn tap_is_created_up_and_plugged_into_a_new_bridge() {
+        in_private_netns(|| {
+            let tap = open_tap("sktest0").expect("open /dev/net/tun (tun module loaded?)");
+            attach_to_bridge("sktest0", "sktestbr0").unwrap();
+            set_up("sktest0").unwrap();
+            // sysfs shows the host's namespace, so ask through ioctls in this one.
+            let sock = inet_socket().unwrap();
+            let mut req = ifreq("sktest0").unwrap();
+            ioctl(
+                &sock,
+                libc::SIOCGIFFLAGS,
+                &mut req as *mut IfReq as *mut libc::c_void,
+            )
+            .unwrap();
+            let flags = libc::c_short::from_ne_bytes([req.data[0], req.data[1]]);
+            assert_ne!(flags & libc::IFF_UP as libc::c_short, 0, "tap is up");
+            let mut br = ifreq("sktestbr0").unwrap();
+            ioctl(
+                &sock,
+                libc::SIOCGIFINDEX,
+                &mut br as *mut IfReq as *mut libc::c_void,
+            )
+            .expect("the bridge was created");
+            // Plugging it in twice is fine (already a port).
+            attach_to_bridge("sktest0", "sktestbr0").unwrap();
+            drop(tap);
+        });
+        assert!(
+            !std::path::Path::new("/sys/class/net/sktestbr0").exists(),
+            "nothing leaked into the host's namespace"
+        );
+    }
+}
