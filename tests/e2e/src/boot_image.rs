@@ -63,8 +63,15 @@ pub fn node_image() -> Result<&'static BootImage> {
 pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
     node_image()?;
     let mut cmd = script("build-image/build");
-    cmd.args(["--profile", "debug", "--no-cargo", "--out"])
-        .arg(out);
+    cmd.args([
+        "--profile",
+        &profile(),
+        "--level",
+        LEVEL,
+        "--no-cargo",
+        "--out",
+    ])
+    .arg(out);
     if let Some(init) = init {
         cmd.arg("--init").arg(init);
     }
