@@ -20,23 +20,25 @@ fn sha256(path: &Path) -> String {
         .to_string()
 }
 
-fn initramfs_entries(image: &Path) -> Vec<String> {
+/// The initramfs's entries through `zstd -dc | cpio -it` and then `filter`, a shell
+/// pipeline stage.
+fn initramfs_listing(image: &Path, cpio_flags: &str, filter: &str) -> Vec<String> {
     let listing = run(Command::new("sh").arg("-c").arg(format!(
-        "zstd -dc '{}' | cpio -it --quiet",
+        "zstd -dc '{}' | cpio {cpio_flags} --quiet | {filter}",
         image.join("initramfs").display()
     )))
     .expect("the initramfs is a zstd-compressed cpio archive");
     listing.lines().map(str::to_string).collect()
 }
 
+/// Entry names, in archive order.
+fn initramfs_entries(image: &Path) -> Vec<String> {
+    initramfs_listing(image, "-it", "cat")
+}
+
 /// `cpio -itv` lines without the link count and date: mode, owner, size, name.
 fn initramfs_entries_long(image: &Path) -> Vec<String> {
-    let listing = run(Command::new("sh").arg("-c").arg(format!(
-        "zstd -dc '{}' | cpio -itv --quiet | awk '{{print $1, $3, $4, $5, $9, $10, $11}}'",
-        image.join("initramfs").display()
-    )))
-    .expect("the initramfs is a zstd-compressed cpio archive");
-    listing.lines().map(str::to_string).collect()
+    initramfs_listing(image, "-itv", "awk '{print $1, $3, $4, $5, $9, $10, $11}'")
 }
 
 #[test]
