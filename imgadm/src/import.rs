@@ -181,7 +181,7 @@ pub(crate) fn import_from_source(
     file.seek(SeekFrom::Start(have))
         .map_err(StoreError::io(&path))?;
     let url = resp.url.clone();
-    let progress = progress_bar(m, have);
+    let progress = progress_bar(store, m, have);
     let copied = copy_hashing(
         resp.body,
         &mut file,
@@ -232,7 +232,7 @@ pub(crate) fn install_local(
     let path = p.file();
     let mut file = File::create(&path).map_err(StoreError::io(&path))?;
     let mut digests = Digests::for_file(m.file());
-    let progress = progress_bar(m, 0);
+    let progress = progress_bar(store, m, 0);
     let copied = copy_hashing(
         input,
         &mut file,
@@ -314,8 +314,8 @@ fn rehash(file: &mut File, len: u64, digests: &mut Digests) -> std::io::Result<(
     Ok(())
 }
 
-fn progress_bar(m: &ImageManifest, start: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
+fn progress_bar(store: &ImageStore, m: &ImageManifest, start: u64) -> indicatif::ProgressBar {
+    if !store.shows_progress() || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(m.file().size);

@@ -74,6 +74,7 @@ pub struct ImageStore {
     pool: PathBuf,
     images: PathBuf,
     extra_sources: Vec<String>,
+    progress: bool,
 }
 
 impl ImageStore {
@@ -95,7 +96,21 @@ impl ImageStore {
                 .map(|s| s.trim().trim_end_matches('/').to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            progress: true,
         })
+    }
+
+    /// Never draw import progress bars, even when stderr is a terminal. For daemons
+    /// such as init, whose stderr is the node's serial console: a bar redrawn there
+    /// floods the console log instead of updating in place.
+    pub fn without_progress(mut self) -> ImageStore {
+        self.progress = false;
+        self
+    }
+
+    /// Whether imports may draw a progress bar (on a terminal only).
+    pub fn shows_progress(&self) -> bool {
+        self.progress
     }
 
     /// The pool this store lives in.

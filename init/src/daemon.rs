@@ -97,8 +97,10 @@ pub async fn start(
     }
     let mut sources = opts.sources.clone();
     sources.extend(node_cfg.sources.iter().cloned());
+    // init's stderr is the node console: imports are logged, not drawn as a bar.
     let store = imgadm::ImageStore::open_with_sources(pool.root(), &sources)
-        .map_err(|e| DaemonError::Images(e.to_string()))?;
+        .map_err(|e| DaemonError::Images(e.to_string()))?
+        .without_progress();
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| {
         DaemonError::Pool(crate::pool::PoolError::Io {
             path: opts.run_dir.clone(),
