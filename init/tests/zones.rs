@@ -225,13 +225,15 @@ async fn nic_bridge_console_and_instance_changed_signals() {
     assert_eq!(ports, 1, "the zone's veth is not on {bridge}");
 
     let conn = connect(&bus).await;
-    // The console is a terminal handed over as an fd.
+    // A zone's console is handed over as an fd: one end of a stream socket the zone
+    // monitor relays to the zone's pty (the monitor alone reads the pty, so the
+    // console log and every attached client see all of the output).
     let fd: zvariant::OwnedFd = call(&conn, "Console", &("netz",)).await.unwrap();
     let st = nix::sys::stat::fstat(&fd).unwrap();
     assert_eq!(
         st.st_mode & libc::S_IFMT,
-        libc::S_IFCHR,
-        "console fd is not a character device"
+        libc::S_IFSOCK,
+        "console fd is not the monitor's relay socket"
     );
 
     let rule = zbus::MatchRule::builder()

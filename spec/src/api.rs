@@ -15,7 +15,7 @@
 //! | `Reboot` | `id: s`, `force: b` | |
 //! | `Validate` | `payload: s`, `format: s` | `as`: error lines, empty when valid |
 //! | `Reconcile` | | `a(sss)`: [`PlanStep`] per instance touched |
-//! | `Console` | `id: s` | `h`: the instance console (pty master / serial) |
+//! | `Console` | `id: s` | `h`: the instance console (pty master or relay socket) |
 //! | `Info` | `id: s` | `s`: JSON of monitor/VMM details (pid, uptime, limits, devices) |
 //! | `Timeline` | | `a(st)`: boot phases and their duration in microseconds |
 //! | `Shutdown` | | | (PID 1 only: stop instances, sync, reboot(2))

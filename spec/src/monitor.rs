@@ -10,7 +10,9 @@
 //! keeps [`MonitorStatus`] in `<pool>/<uuid>/monitor.json` (atomically) on every change.
 //! Requests on the socket are one JSON [`MonitorRequest`] per line; each gets one JSON
 //! [`MonitorResponse`] line. For `Console`, the response is sent with the console fd
-//! (pty master) attached as SCM_RIGHTS ancillary data.
+//! attached as SCM_RIGHTS ancillary data: a pty master (the VMM's serial), or one end
+//! of a stream socket the monitor relays to the instance's pty (zones), so that the
+//! monitor's console log and every attached client see all of the output.
 //!
 //! The monitor exits when the instance has stopped for good (stop request, or init exit
 //! without restart) with: 0 = clean stop/power-off, 3 = the instance asked to reboot

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// A pty pair for one zone boot.
 #[derive(Debug)]
 pub struct Pty {
-    /// The master the monitor keeps (and hands to `vmadm console`).
+    /// The master the monitor keeps; consoles attach through relays, never to it.
     pub master: OwnedFd,
     /// The slave, given to the zone init.
     pub slave: OwnedFd,

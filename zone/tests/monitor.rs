@@ -213,6 +213,38 @@ fn monitor_serves_status_console_and_stop() {
         "zone root's file on the host"
     );
 
+    // Two consoles attached at once and the console log all see every byte the zone
+    // writes: the monitor alone reads the pty and relays (a handed-out pty master
+    // would race the log for output).
+    let (resp, fd2) = pool.request(MonitorRequest::Console);
+    assert!(resp.ok, "{resp:?}");
+    let mut second = std::os::unix::net::UnixStream::from(fd2.expect("second console fd"));
+    let mut first = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(console));
+    first.write_all(b"echo relay-$((40+2))-out\n").unwrap();
+    for (which, c) in [("first", &mut first), ("second", &mut second)] {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut seen = Vec::new();
+        wait_for(&format!("relay output on the {which} console"), || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(c, &mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&seen)
+                .contains("relay-42-out")
+                .then_some(())
+        });
+    }
+    wait_for("relay output in console.log", || {
+        std::fs::read_to_string(contract::console_log_path(
+            &pool.config.pool,
+            &pool.config.uuid,
+        ))
+        .ok()
+        .filter(|l| l.contains("relay-42-out"))
+    });
+    drop(second);
+
     // An interactive shell ignores SIGTERM: the grace period ends in SIGKILL.
     let t0 = Instant::now();
     let (resp, _) = pool.request(MonitorRequest::Stop {

@@ -20,14 +20,16 @@ use crate::rootfs::Stage;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 use spec::api::states;
 use spec::monitor::{
     self as contract, InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus,
 };
 use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,6 +95,9 @@ struct Monitor {
     clients: Vec<Client>,
     zone: Option<Zone>,
     pty: Option<Pty>,
+    /// Our ends of the console relays handed out by `Console`: the monitor alone reads
+    /// the pty master, so the log and every attached client see all of the output.
+    attached: Vec<OwnedFd>,
     log: ConsoleLog,
     status: MonitorStatus,
     pending: Pending,
@@ -161,6 +166,7 @@ impl Monitor {
             clients: vec![],
             zone: None,
             pty: None,
+            attached: Vec::new(),
             log,
             status,
             pending: Pending::None,
@@ -263,7 +269,7 @@ impl Monitor {
             .unwrap_or(PollTimeout::NONE),
             None => PollTimeout::NONE,
         };
-        let (listen_ready, sig_ready, zone_ready, console_ready, client_ready) = {
+        let (listen_ready, sig_ready, zone_ready, console_ready, client_ready, attached_ready) = {
             let mut fds = vec![
                 PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -281,6 +287,9 @@ impl Monitor {
             for c in &self.clients {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             }
+            for a in &self.attached {
+                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+            }
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     eprintln!("zone monitor: poll: {e}");
@@ -296,11 +305,17 @@ impl Monitor {
                 r[1],
                 r[2] && zone_fd.is_some(),
                 r[3] && console_fd.is_some(),
-                r[4..].to_vec(),
+                r[4..4 + self.clients.len()].to_vec(),
+                r[4 + self.clients.len()..].to_vec(),
             )
         };
         if console_ready {
             self.pump_console();
+        }
+        for i in (0..attached_ready.len()).rev() {
+            if attached_ready[i] && !self.relay_input(i) {
+                self.attached.remove(i);
+            }
         }
         if sig_ready {
             while let Ok(Some(info)) = self.signals.read_signal() {
@@ -346,8 +361,30 @@ impl Monitor {
                 if let Err(e) = self.log.write(&buf[..n]) {
                     eprintln!("zone monitor: console log: {e}");
                 }
+                // A client that cannot keep up loses output rather than stalling the
+                // zone's console; one that has gone away is dropped.
+                self.attached
+                    .retain(|a| match nix::unistd::write(a, &buf[..n]) {
+                        Ok(_) | Err(nix::errno::Errno::EAGAIN) => true,
+                        Err(_) => false,
+                    });
             }
             _ => {}
+        }
+    }
+
+    /// Copies what attached client `i` typed to the zone's console; false when the
+    /// client has detached.
+    fn relay_input(&mut self, i: usize) -> bool {
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(self.attached[i].as_fd(), &mut buf) {
+            Ok(0) => false,
+            Ok(n) => match &self.pty {
+                Some(p) => write_all_fd(p.master.as_fd(), &buf[..n]),
+                None => false,
+            },
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
+            Err(_) => false,
         }
     }
 
@@ -397,6 +434,8 @@ impl Monitor {
             }
         }
         self.pty = None;
+        // Attached consoles see their end of the relay close: the zone is gone.
+        self.attached.clear();
         self.kill_at = None;
         self.status.instance_pid = None;
         let pending = std::mem::replace(&mut self.pending, Pending::None);
@@ -465,7 +504,7 @@ impl Monitor {
             let _ = stream.set_nonblocking(false);
             let sent = match fd {
                 Some(fd) => {
-                    let fds = [fd];
+                    let fds = [fd.as_raw_fd()];
                     let cmsg = [ControlMessage::ScmRights(&fds)];
                     sendmsg::<()>(
                         stream.as_raw_fd(),
@@ -486,7 +525,7 @@ impl Monitor {
         true
     }
 
-    fn handle(&mut self, req: MonitorRequest) -> (MonitorResponse, Option<i32>) {
+    fn handle(&mut self, req: MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
         match req {
             MonitorRequest::Status => {
                 if let Some(z) = &self.zone {
@@ -521,13 +560,29 @@ impl Monitor {
                 self.request_stop(force, DEFAULT_GRACE, Pending::Reboot);
                 (reply(true, "rebooting".into()), None)
             }
-            MonitorRequest::Console => match &self.pty {
-                Some(p) => (
-                    reply(true, "console attached".into()),
-                    Some(p.master.as_raw_fd()),
-                ),
-                None => (reply(false, "zone is not running".into()), None),
-            },
+            MonitorRequest::Console => {
+                if self.pty.is_none() {
+                    return (reply(false, "zone is not running".into()), None);
+                }
+                match socketpair(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                ) {
+                    Ok((ours, theirs)) => {
+                        if let Err(e) = nix::fcntl::fcntl(
+                            &ours,
+                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                        ) {
+                            return (reply(false, format!("console relay: {e}")), None);
+                        }
+                        self.attached.push(ours);
+                        (reply(true, "console attached".into()), Some(theirs))
+                    }
+                    Err(e) => (reply(false, format!("console relay: {e}")), None),
+                }
+            }
         }
     }
 
@@ -546,6 +601,19 @@ impl Monitor {
             &self.config.uuid,
         ));
     }
+}
+
+/// Writes all of `buf` to a blocking fd; false when the fd is gone.
+fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 fn reply(ok: bool, message: String) -> MonitorResponse {
