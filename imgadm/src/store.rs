@@ -242,7 +242,7 @@ impl ImageStore {
             }
         }
         best.ok_or_else(|| {
-            let what = ref_to_string(r);
+            let what = spec::manifest::image_text(r);
             if errors.is_empty() {
                 StoreError::NotFound(format!("{what} (in no configured source)"))
             } else {
@@ -317,21 +317,6 @@ impl ImageStore {
         }
         crate::import::clean_partials(self, std::time::Duration::from_secs(86400))?;
         Ok(unused)
-    }
-}
-
-/// `uuid`, `name@version` or `name`, for messages.
-pub fn ref_to_string(r: &ImageRef) -> String {
-    match r {
-        ImageRef::Uuid(u) => u.to_string(),
-        ImageRef::Name {
-            name,
-            version: Some(v),
-        } => format!("{name}@{v}"),
-        ImageRef::Name {
-            name,
-            version: None,
-        } => name.clone(),
     }
 }
 
@@ -424,7 +409,10 @@ mod tests {
                 version: None
             }
         );
-        assert_eq!(ref_to_string(&parse_ref("debian-hvm@12")), "debian-hvm@12");
+        assert_eq!(
+            spec::manifest::image_text(&parse_ref("debian-hvm@12")),
+            "debian-hvm@12"
+        );
     }
 
     #[test]
