@@ -28,10 +28,13 @@ pub mod cap {
     pub const SETFCAP: u32 = 31;
 }
 
-/// Capabilities a zone keeps (all scoped to its user namespace): Docker's defaults plus
-/// NET_ADMIN (a zone configures its own network, e.g. its DHCP client) and SYS_BOOT
-/// (reboot(2) in a pid namespace is how a zone asks to be restarted).
-pub const KEPT_CAPS: [u32; 16] = [
+/// Capabilities a zone keeps, all scoped to its user namespace: Docker's defaults plus
+/// NET_ADMIN (a zone configures its own network, e.g. its DHCP client), SYS_BOOT
+/// (reboot(2) in a pid namespace is how a zone asks to be restarted) and SYS_ADMIN, as
+/// in unprivileged LXC: an OS zone's boot scripts mount /run and set the hostname, and
+/// in a user namespace SYS_ADMIN only reaches the zone's own mount and uts namespaces
+/// and filesystems the kernel lets user namespaces mount.
+pub const KEPT_CAPS: [u32; 17] = [
     cap::CHOWN,
     cap::DAC_OVERRIDE,
     cap::FSETID,
@@ -48,6 +51,7 @@ pub const KEPT_CAPS: [u32; 16] = [
     cap::AUDIT_WRITE,
     cap::NET_ADMIN,
     cap::SYS_BOOT,
+    cap::SYS_ADMIN,
 ];
 
 /// The kept capabilities as a bit mask.
@@ -156,7 +160,7 @@ mod tests {
     fn kept_set_is_small_and_has_reboot() {
         let m = kept_mask();
         assert_ne!(m & (1 << cap::SYS_BOOT), 0);
-        assert_eq!(m & (1 << cap::SYS_ADMIN), 0);
+        assert_ne!(m & (1 << cap::SYS_ADMIN), 0);
         assert_eq!(m & (1 << cap::SYS_MODULE), 0);
         assert_eq!(m.count_ones() as usize, KEPT_CAPS.len());
     }

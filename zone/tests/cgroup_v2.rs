@@ -13,15 +13,7 @@ fn v2_backend_on_a_real_cgroup2_mount() {
     require_root();
     // unshare(CLONE_NEWNS) in a thread of its own: the mount stays private to it.
     std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .unwrap();
+        zone::rootfs::enter_private_mount_ns().unwrap();
         let dir = tempfile::tempdir().unwrap();
         mount(
             Some("cgroup2"),

@@ -23,20 +23,29 @@ pub fn e2e_dir() -> PathBuf {
 pub fn script(path: &str) -> Command {
     let mut cmd = Command::new(repo_root().join(path));
     cmd.env("CARGO_TARGET_DIR", target_dir())
-        .env("SKERRY_IMGADM", target_dir().join("debug/imgadm"))
+        .env("SKERRY_IMGADM", target_dir().join(profile()).join("imgadm"))
         .env("SKERRY_CACHE", cache_dir());
     cmd
 }
 
-/// The real node image (real init), built once per test process from the debug
-/// binaries of `cargo build --workspace` (which the suite has just built, so no second
-/// compile of the workspace in release mode eats the suite's time budget).
+/// zstd level of the test images: quick to make; `build-image/build` defaults to 19.
+const LEVEL: &str = "6";
+
+/// The cargo profile whose binaries go into the test images: `debug` (default: the
+/// suite has just built them, so no second compile of the workspace eats the time
+/// budget) or `release` (`SKERRY_E2E_PROFILE=release`: what ships, faster inside).
+pub fn profile() -> String {
+    std::env::var("SKERRY_E2E_PROFILE").unwrap_or_else(|_| "debug".into())
+}
+
+/// The real node image (real init), built once per test process from the binaries of
+/// [`profile`].
 pub fn node_image() -> Result<&'static BootImage> {
     static IMAGE: OnceLock<std::result::Result<BootImage, String>> = OnceLock::new();
     match IMAGE.get_or_init(|| {
         let dir = e2e_dir().join("out");
         run(script("build-image/build")
-            .args(["--profile", "debug", "--out"])
+            .args(["--profile", &profile(), "--level", LEVEL, "--out"])
             .arg(&dir))
         .map(|_| BootImage { dir })
         .map_err(|e| e.to_string())
@@ -54,8 +63,15 @@ pub fn node_image() -> Result<&'static BootImage> {
 pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
     node_image()?;
     let mut cmd = script("build-image/build");
-    cmd.args(["--profile", "debug", "--no-cargo", "--out"])
-        .arg(out);
+    cmd.args([
+        "--profile",
+        &profile(),
+        "--level",
+        LEVEL,
+        "--no-cargo",
+        "--out",
+    ])
+    .arg(out);
     if let Some(init) = init {
         cmd.arg("--init").arg(init);
     }

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,8 +87,13 @@ impl NodeBuilder {
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
         let (c, e) = (console.clone(), stderr.clone());
-        std::thread::spawn(move || pump(out, &c));
-        std::thread::spawn(move || pump(err, &e));
+        let log = console_log_path();
+        let file = std::fs::create_dir_all(log.parent().expect("has a parent"))
+            .and_then(|_| std::fs::File::create(&log))
+            .map_err(io_err(format!("creating {}", log.display())))?;
+        eprintln!("e2e: node console -> {}", log.display());
+        std::thread::spawn(move || pump(out, &c, Some(file)));
+        std::thread::spawn(move || pump(err, &e, None));
         Ok(Node {
             stdin: child.stdin.take(),
             child,
@@ -106,10 +112,22 @@ struct Shared {
     changed: Condvar,
 }
 
-fn pump(mut from: impl Read, to: &Shared) {
+/// `<target>/e2e/logs/node-<pid>-<n>.log`: each boot's full console, for post-mortems.
+fn console_log_path() -> std::path::PathBuf {
+    static BOOTS: AtomicU32 = AtomicU32::new(0);
+    let n = BOOTS.fetch_add(1, Ordering::SeqCst);
+    crate::boot_image::e2e_dir()
+        .join("logs")
+        .join(format!("node-{}-{n}.log", std::process::id()))
+}
+
+fn pump(mut from: impl Read, to: &Shared, mut log: Option<std::fs::File>) {
     let mut buf = [0u8; 8192];
     loop {
         let n = from.read(&mut buf).unwrap_or(0);
+        if let Some(f) = log.as_mut() {
+            let _ = f.write_all(&buf[..n]);
+        }
         let mut g = to.state.lock().unwrap_or_else(|p| p.into_inner());
         if n == 0 {
             g.1 = true;

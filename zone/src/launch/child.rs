@@ -206,7 +206,11 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
         }
     }
     nix::unistd::sethostname(&plan.hostname).ctx(|| format!("sethostname {}", plan.hostname))?;
-    rootfs::enter(&plan.root, plan.console.as_ref().map(|(_, p)| p.as_path()))?;
+    rootfs::enter(
+        &mut rootfs::HostFs,
+        &plan.root,
+        plan.console.as_ref().map(|(_, p)| p.as_path()),
+    )?;
     if !plan.resolvers.is_empty() {
         let text: String = plan
             .resolvers
@@ -215,6 +219,12 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
             .collect();
         let _ = std::fs::create_dir_all("/etc");
         std::fs::write("/etc/resolv.conf", text).ctx(|| "writing /etc/resolv.conf".into())?;
+    }
+    // Images name themselves in /etc/hostname and their boot scripts apply it: the
+    // zone's name must win.
+    if Path::new("/etc").is_dir() {
+        std::fs::write("/etc/hostname", format!("{}\n", plan.hostname))
+            .ctx(|| "writing /etc/hostname".into())?;
     }
     if plan.die_with_runtime {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
@@ -285,6 +295,13 @@ fn start_dhcp_client(nic: &str, envp: &[CString]) {
     };
     let mut argv: Vec<CString> = args.iter().filter_map(|a| CString::new(*a).ok()).collect();
     argv.extend(CString::new(nic).ok());
+    if args[0] == "udhcpc" {
+        argv.extend(
+            udhcpc_script_arg(Path::new("/"))
+                .into_iter()
+                .filter_map(|a| CString::new(a).ok()),
+        );
+    }
     // SAFETY: the zone init is single-threaded.
     if let Ok(ForkResult::Child) = unsafe { fork() } {
         if let Ok(p) = CString::new(Path::new(path).as_os_str().as_bytes()) {
@@ -292,6 +309,20 @@ fn start_dhcp_client(nic: &str, envp: &[CString]) {
         }
         // SAFETY: see intermediate's _exit.
         unsafe { libc::_exit(127) }
+    }
+}
+
+/// busybox udhcpc runs a script to apply its lease; where it looks depends on the
+/// build (Debian: /etc/udhcpc, upstream: /usr/share/udhcpc). Point it at the image's
+/// script when the image keeps it in the other place.
+fn udhcpc_script_arg(root: &Path) -> Vec<String> {
+    const PLACES: [&str; 2] = [
+        "etc/udhcpc/default.script",
+        "usr/share/udhcpc/default.script",
+    ];
+    match PLACES.iter().find(|p| root.join(p).exists()) {
+        Some(p) => vec!["-s".into(), format!("/{p}")],
+        None => vec![],
     }
 }
 
@@ -332,5 +363,17 @@ mod tests {
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
         assert!(ChildPlan::new(&spec(&["/bin/sh"], ""), "/r".into(), None).is_err());
         assert!(ChildPlan::new(&spec(&["a\0b"], "h"), "/r".into(), None).is_err());
+    }
+
+    #[test]
+    fn udhcpc_is_pointed_at_the_images_script() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(udhcpc_script_arg(root.path()).is_empty());
+        std::fs::create_dir_all(root.path().join("usr/share/udhcpc")).unwrap();
+        std::fs::write(root.path().join("usr/share/udhcpc/default.script"), "").unwrap();
+        assert_eq!(
+            udhcpc_script_arg(root.path()),
+            vec!["-s", "/usr/share/udhcpc/default.script"]
+        );
     }
 }

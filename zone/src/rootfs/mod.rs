@@ -4,7 +4,7 @@
 //! staging area holding the image rootfs as an *idmapped* mount (host root's files show
 //! as zone root's) and the overlay of it with the zone's writable upper layer.
 //!
-//! On the zone side ([`enter`]), inside the new namespaces: /proc, read-only /sys, a
+//! On the zone side ([`enter`], in `zone_side`), inside the new namespaces: /proc, read-only /sys, a
 //! minimal /dev, runc's masked paths, then `pivot_root` into the overlay.
 
 use crate::error::{Context, Result, ZoneError};
@@ -17,6 +17,9 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+mod zone_side;
+pub use zone_side::{enter, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS};
 
 /// Where the writable layer lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,188 +212,4 @@ fn check_overlay_path(p: &Path) -> Result<()> {
 fn cpath(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| ZoneError::Invalid(format!("path {} contains NUL", p.display())))
-}
-
-/// Device nodes a zone gets, bind-mounted from the host's /dev (a user namespace
-/// cannot mknod; these are the harmless ones).
-pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-
-/// /proc and /sys paths hidden from zones (runc's defaults): files get /dev/null over
-/// them, directories an empty read-only tmpfs.
-pub const MASKED_PATHS: [&str; 11] = [
-    "proc/acpi",
-    "proc/asound",
-    "proc/kcore",
-    "proc/keys",
-    "proc/latency_stats",
-    "proc/timer_list",
-    "proc/timer_stats",
-    "proc/sched_debug",
-    "proc/scsi",
-    "sys/firmware",
-    "sys/devices/virtual/powercap",
-];
-
-/// /proc paths made read-only (runc's defaults).
-pub const READONLY_PATHS: [&str; 5] = [
-    "proc/bus",
-    "proc/fs",
-    "proc/irq",
-    "proc/sys",
-    "proc/sysrq-trigger",
-];
-
-/// Inside the zone's namespaces (as zone root, pid 1 of the new pid namespace): mounts
-/// /proc, /sys, /dev, masks, then pivots into `root`. `console` is the pty slave path
-/// to bind at /dev/console, if the zone has one.
-pub fn enter(root: &Path, console: Option<&Path>) -> Result<()> {
-    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
-    // refuses a locked new root: a bind of it made here is ours to pivot into.
-    mount(
-        Some(root),
-        root,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind-mounting {} onto itself", root.display()))?;
-    let proc_dir = ensure_dir(root, "proc")?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        nosuid_noexec,
-        None::<&str>,
-    )
-    .ctx(|| "mounting /proc".into())?;
-    let sys_dir = ensure_dir(root, "sys")?;
-    mount(
-        Some("sysfs"),
-        &sys_dir,
-        Some("sysfs"),
-        nosuid_noexec | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .ctx(|| "mounting /sys (read-only)".into())?;
-    let dev = ensure_dir(root, "dev")?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=64k"),
-    )
-    .ctx(|| "mounting /dev".into())?;
-    for name in DEVICES {
-        bind_file(Path::new("/dev").join(name).as_path(), &dev.join(name))?;
-    }
-    if let Some(console) = console {
-        bind_file(console, &dev.join("console"))?;
-    }
-    let pts = ensure_dir(&dev, "pts")?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )
-    .ctx(|| "mounting /dev/pts".into())?;
-    let shm = ensure_dir(&dev, "shm")?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        nosuid_noexec,
-        Some("mode=1777,size=64m"),
-    )
-    .ctx(|| "mounting /dev/shm".into())?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link))
-            .ctx(|| format!("creating /dev/{link}"))?;
-    }
-    for rel in MASKED_PATHS {
-        mask(root, rel)?;
-    }
-    for rel in READONLY_PATHS {
-        make_readonly(&root.join(rel))?;
-    }
-    pivot(root)
-}
-
-fn ensure_dir(parent: &Path, name: &str) -> Result<PathBuf> {
-    let p = parent.join(name);
-    if !p.is_dir() {
-        fs::create_dir_all(&p).ctx(|| format!("creating {} in the zone rootfs", p.display()))?;
-    }
-    Ok(p)
-}
-
-fn bind_file(src: &Path, dst: &Path) -> Result<()> {
-    fs::File::create(dst).ctx(|| format!("creating {}", dst.display()))?;
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .ctx(|| format!("bind-mounting {} on {}", src.display(), dst.display()))
-}
-
-fn mask(root: &Path, rel: &str) -> Result<()> {
-    let p = root.join(rel);
-    let Ok(meta) = fs::symlink_metadata(&p) else {
-        return Ok(()); // nothing there to hide
-    };
-    let res = if meta.is_dir() {
-        mount(
-            Some("tmpfs"),
-            &p,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            Some("size=0"),
-        )
-    } else {
-        mount(
-            Some(&root.join("dev/null")),
-            &p,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-    };
-    res.ctx(|| format!("masking /{rel}"))
-}
-
-fn make_readonly(p: &Path) -> Result<()> {
-    if fs::symlink_metadata(p).is_err() {
-        return Ok(());
-    }
-    mount(
-        Some(p),
-        p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind-mounting {} read-only", p.display()))?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, p, None::<&str>, flags, None::<&str>)
-        .ctx(|| format!("remounting {} read-only", p.display()))
-}
-
-/// `pivot_root(".", ".")` then lazily detach the old root stacked beneath: no directory
-/// for the old root is needed and nothing of the host stays reachable.
-fn pivot(root: &Path) -> Result<()> {
-    nix::unistd::chdir(root).ctx(|| format!("chdir {}", root.display()))?;
-    nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
-    nix::unistd::chdir("/").ctx(|| "chdir /".into())
 }

@@ -1,0 +1,399 @@
+//! The zone side of the rootfs: run by the zone init inside its new namespaces (as zone
+//! root, pid 1 of the new pid namespace). The file system calls go through [`ZoneFs`],
+//! so the sequence is unit-tested without root against a recording double.
+
+use crate::error::{Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Device nodes a zone gets, bind-mounted from the host's /dev (a user namespace
+/// cannot mknod; these are the harmless ones).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc and /sys paths hidden from zones (runc's defaults): files get /dev/null over
+/// them, directories an empty read-only tmpfs. Defence in depth: zone root keeps
+/// CAP_SYS_ADMIN in its user namespace and could unmount these, but what lies beneath
+/// stays guarded by the kernel against the initial namespace (kcore needs host
+/// CAP_SYS_RAWIO; host-root-owned files like sysrq-trigger deny an unmapped owner).
+pub const MASKED_PATHS: [&str; 11] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// /proc paths made read-only (runc's defaults).
+pub const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// What a path is, as far as the zone setup cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// Anything else (file, device, symlink).
+    Other,
+}
+
+/// The system calls of the zone-side setup.
+pub trait ZoneFs {
+    /// `mount(2)`.
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()>;
+    /// What `path` is (not following a final symlink), if it exists.
+    fn kind(&self, path: &Path) -> Option<Kind>;
+    /// `mkdir -p`.
+    fn create_dir_all(&mut self, path: &Path) -> std::io::Result<()>;
+    /// Creates an empty file (a bind-mount target).
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()>;
+    /// `symlink(target, link)`.
+    fn symlink(&mut self, target: &str, link: &Path) -> std::io::Result<()>;
+    /// Makes `root` the root: `pivot_root(".", ".")` from it, then detaches the old
+    /// root stacked beneath, so nothing of the host stays reachable.
+    fn pivot(&mut self, root: &Path) -> Result<()>;
+}
+
+/// The real system calls.
+#[derive(Debug, Default)]
+pub struct HostFs;
+
+impl ZoneFs for HostFs {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        mount(source, target, fstype, flags, data)
+    }
+
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        Some(if meta.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::Other
+        })
+    }
+
+    fn create_dir_all(&mut self, path: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()> {
+        fs::File::create(path).map(drop)
+    }
+
+    fn symlink(&mut self, target: &str, link: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+
+    fn pivot(&mut self, root: &Path) -> Result<()> {
+        nix::unistd::chdir(root).ctx(|| format!("chdir {}", root.display()))?;
+        nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+        umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
+        nix::unistd::chdir("/").ctx(|| "chdir /".into())
+    }
+}
+
+/// Mounts /proc, /sys (read-only), a minimal /dev and the masks into `root`, then
+/// pivots into it. `console` is the pty slave to bind at /dev/console, if any.
+pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result<()> {
+    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
+    // refuses a locked new root: a bind of it made here is ours to pivot into.
+    fs.mount(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .ctx(|| format!("bind-mounting {} onto itself", root.display()))?;
+    let proc_dir = ensure_dir(fs, root, "proc")?;
+    fs.mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        nosuid_noexec,
+        None,
+    )
+    .ctx(|| "mounting /proc".into())?;
+    let sys_dir = ensure_dir(fs, root, "sys")?;
+    let ro = nosuid_noexec | MsFlags::MS_RDONLY;
+    fs.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), ro, None)
+        .ctx(|| "mounting /sys (read-only)".into())?;
+    let dev = ensure_dir(fs, root, "dev")?;
+    let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    fs.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        dev_flags,
+        Some("mode=0755,size=64k"),
+    )
+    .ctx(|| "mounting /dev".into())?;
+    for name in DEVICES {
+        bind_file(fs, &Path::new("/dev").join(name), &dev.join(name))?;
+    }
+    if let Some(console) = console {
+        bind_file(fs, console, &dev.join("console"))?;
+    }
+    let pts = ensure_dir(fs, &dev, "pts")?;
+    let pts_opts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
+    fs.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        dev_flags,
+        Some(pts_opts),
+    )
+    .ctx(|| "mounting /dev/pts".into())?;
+    let shm = ensure_dir(fs, &dev, "shm")?;
+    fs.mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        nosuid_noexec,
+        Some("mode=1777,size=64m"),
+    )
+    .ctx(|| "mounting /dev/shm".into())?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        fs.symlink(target, &dev.join(link))
+            .ctx(|| format!("creating /dev/{link}"))?;
+    }
+    for rel in MASKED_PATHS {
+        mask(fs, root, rel)?;
+    }
+    for rel in READONLY_PATHS {
+        make_readonly(fs, &root.join(rel))?;
+    }
+    fs.pivot(root)
+}
+
+fn ensure_dir(fs: &mut dyn ZoneFs, parent: &Path, name: &str) -> Result<PathBuf> {
+    let p = parent.join(name);
+    if fs.kind(&p) != Some(Kind::Dir) {
+        fs.create_dir_all(&p)
+            .ctx(|| format!("creating {} in the zone rootfs", p.display()))?;
+    }
+    Ok(p)
+}
+
+fn bind_file(fs: &mut dyn ZoneFs, src: &Path, dst: &Path) -> Result<()> {
+    fs.create_file(dst)
+        .ctx(|| format!("creating {}", dst.display()))?;
+    fs.mount(Some(src), dst, None, MsFlags::MS_BIND, None)
+        .ctx(|| format!("bind-mounting {} on {}", src.display(), dst.display()))
+}
+
+fn mask(fs: &mut dyn ZoneFs, root: &Path, rel: &str) -> Result<()> {
+    let p = root.join(rel);
+    let res = match fs.kind(&p) {
+        None => return Ok(()), // nothing there to hide
+        Some(Kind::Dir) => fs.mount(
+            Some(Path::new("tmpfs")),
+            &p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        ),
+        Some(Kind::Other) => fs.mount(
+            Some(&root.join("dev/null")),
+            &p,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ),
+    };
+    res.ctx(|| format!("masking /{rel}"))
+}
+
+fn make_readonly(fs: &mut dyn ZoneFs, p: &Path) -> Result<()> {
+    if fs.kind(p).is_none() {
+        return Ok(());
+    }
+    fs.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        .ctx(|| format!("bind-mounting {} read-only", p.display()))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    fs.mount(None, p, None, flags, None)
+        .ctx(|| format!("remounting {} read-only", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Records every call; `paths` says what exists.
+    #[derive(Default)]
+    struct Recorder {
+        paths: BTreeMap<PathBuf, Kind>,
+        ops: Vec<String>,
+        fail_on: Option<&'static str>,
+    }
+
+    impl ZoneFs for Recorder {
+        fn mount(
+            &mut self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            _data: Option<&str>,
+        ) -> nix::Result<()> {
+            let src = source.map_or("-".into(), |s| s.display().to_string());
+            let op = format!(
+                "mount {src} {} {} {:?}",
+                target.display(),
+                fstype.unwrap_or("-"),
+                flags
+            );
+            let fail = self.fail_on.is_some_and(|f| op.contains(f));
+            self.ops.push(op);
+            if fail {
+                Err(nix::errno::Errno::EPERM)
+            } else {
+                Ok(())
+            }
+        }
+        fn kind(&self, path: &Path) -> Option<Kind> {
+            self.paths.get(path).copied()
+        }
+        fn create_dir_all(&mut self, path: &Path) -> std::io::Result<()> {
+            self.ops.push(format!("mkdir {}", path.display()));
+            self.paths.insert(path.to_path_buf(), Kind::Dir);
+            Ok(())
+        }
+        fn create_file(&mut self, path: &Path) -> std::io::Result<()> {
+            self.paths.insert(path.to_path_buf(), Kind::Other);
+            Ok(())
+        }
+        fn symlink(&mut self, target: &str, link: &Path) -> std::io::Result<()> {
+            self.ops
+                .push(format!("symlink {target} {}", link.display()));
+            Ok(())
+        }
+        fn pivot(&mut self, root: &Path) -> Result<()> {
+            self.ops.push(format!("pivot {}", root.display()));
+            Ok(())
+        }
+    }
+
+    fn proc_tree() -> Recorder {
+        let mut r = Recorder::default();
+        for (p, k) in [
+            ("/r/proc", Kind::Dir),
+            ("/r/sys", Kind::Dir),
+            ("/r/proc/kcore", Kind::Other),
+            ("/r/proc/acpi", Kind::Dir),
+            ("/r/proc/sys", Kind::Dir),
+            ("/r/proc/sysrq-trigger", Kind::Other),
+        ] {
+            r.paths.insert(PathBuf::from(p), k);
+        }
+        r
+    }
+
+    fn index(ops: &[String], needle: &str) -> usize {
+        ops.iter()
+            .position(|o| o.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {ops:#?}"))
+    }
+
+    #[test]
+    fn sequence_binds_root_first_masks_after_proc_and_pivots_last() {
+        let mut r = proc_tree();
+        enter(&mut r, Path::new("/r"), Some(Path::new("/dev/pts/7"))).unwrap();
+        let ops = &r.ops;
+        assert!(
+            ops[0].starts_with("mount /r /r - MsFlags(MS_BIND | MS_REC)"),
+            "{ops:#?}"
+        );
+        assert_eq!(ops.last().unwrap(), "pivot /r");
+        let proc = index(ops, "mount proc /r/proc proc");
+        assert!(index(ops, "/r/proc/kcore") > proc);
+        assert!(
+            ops.iter()
+                .any(|o| o.starts_with("mount /r/dev/null /r/proc/kcore")),
+            "file masked by /dev/null"
+        );
+        assert!(
+            ops.iter()
+                .any(|o| o.starts_with("mount tmpfs /r/proc/acpi tmpfs MsFlags(MS_RDONLY)")),
+            "dir masked by tmpfs"
+        );
+        assert!(ops
+            .iter()
+            .any(|o| o.starts_with("mount /dev/pts/7 /r/dev/console")));
+        assert!(ops
+            .iter()
+            .any(|o| o.contains("mount sysfs /r/sys sysfs") && o.contains("MS_RDONLY")));
+        // Missing paths are not masked (nothing to hide) and not created.
+        assert!(!ops.iter().any(|o| o.contains("sched_debug")));
+        // proc/sys: bound onto itself, then remounted read-only.
+        let bind = index(ops, "mount /r/proc/sys /r/proc/sys");
+        assert!(
+            ops[bind + 1].starts_with("mount - /r/proc/sys") && ops[bind + 1].contains("MS_RDONLY")
+        );
+        for dev in DEVICES {
+            assert!(
+                ops.iter()
+                    .any(|o| o.starts_with(&format!("mount /dev/{dev} /r/dev/{dev}"))),
+                "{dev}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_mount_points_are_created_and_no_console_without_pty() {
+        let mut r = Recorder::default();
+        enter(&mut r, Path::new("/r"), None).unwrap();
+        assert!(r.ops.contains(&"mkdir /r/proc".to_string()));
+        assert!(r.ops.contains(&"mkdir /r/sys".to_string()));
+        assert!(!r.ops.iter().any(|o| o.contains("console")));
+    }
+
+    #[test]
+    fn a_failing_step_is_named_and_stops_before_pivot() {
+        let mut r = proc_tree();
+        r.fail_on = Some("sysfs");
+        let err = enter(&mut r, Path::new("/r"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mounting /sys (read-only)"), "{err}");
+        assert!(!r.ops.iter().any(|o| o.starts_with("pivot")));
+    }
+}
