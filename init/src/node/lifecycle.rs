@@ -233,7 +233,7 @@ impl Node {
         self.set_state(
             uuid,
             states::FAILED,
-            &format!("{reason}; restarting in {:.1}s", delay.as_secs_f64()),
+            &format!("{reason}; restarting in {delay:?}"),
         );
         self.schedule_start(uuid, entry.generation, delay);
     }

@@ -283,3 +283,139 @@ impl Node {
             .map(|e| e.rec.uuid.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::{Loaded, Manifests};
+    use crate::runtime::{ResolvedImage, RuntimeError};
+    use spec::monitor::MonitorStatus;
+    use spec::{ImageRef, InstanceSpec};
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    /// Monitors are `sh -c 'sleep 0.3; exit 1'`: they come up, then crash.
+    struct CrashingRuntime;
+
+    impl Runtime for CrashingRuntime {
+        fn prepare(&self, _: &InstanceRecord, _: &ResolvedImage) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        fn spawn(&self, _: &InstanceRecord) -> Result<u32, RuntimeError> {
+            #[allow(clippy::zombie_processes)] // reaped by the node's pidfd watcher
+            let c = std::process::Command::new("sh")
+                .args(["-c", "sleep 0.3; exit 1"])
+                .spawn()
+                .unwrap();
+            Ok(c.id())
+        }
+        fn find_running(&self, _: &str) -> Option<u32> {
+            None
+        }
+        fn status(&self, _: &InstanceRecord) -> Result<MonitorStatus, RuntimeError> {
+            Ok(MonitorStatus {
+                pid: 0,
+                state: states::RUNNING.into(),
+                instance_pid: None,
+                started_at: None,
+                reason: String::new(),
+                details: Default::default(),
+            })
+        }
+        fn stop(&self, _: &InstanceRecord, _: bool, _: Duration) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        fn reboot(&self, _: &InstanceRecord, _: bool) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        fn console(&self, r: &InstanceRecord) -> Result<OwnedFd, RuntimeError> {
+            Err(RuntimeError::Monitor {
+                instance: r.name.clone(),
+                message: "no console".into(),
+            })
+        }
+    }
+
+    struct AnyImage;
+    impl Images for AnyImage {
+        fn ensure(&self, _: &ImageRef) -> Result<ResolvedImage, RuntimeError> {
+            Ok(ResolvedImage {
+                uuid: "img".into(),
+                path: "/nonexistent".into(),
+                zvol: false,
+            })
+        }
+    }
+
+    struct Fixed(Vec<InstanceSpec>);
+    impl Manifests for Fixed {
+        fn load_dir(&self, _: &Path) -> Loaded {
+            Loaded {
+                specs: self.0.clone(),
+                problems: vec![],
+            }
+        }
+        fn parse(&self, _: &str, _: &str) -> Result<Vec<InstanceSpec>, Vec<String>> {
+            Ok(self.0.clone())
+        }
+        fn to_kdl(&self, _: &InstanceSpec) -> String {
+            String::new()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_looping_monitor_is_restarted_with_backoff_then_left_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(dir.path()).unwrap();
+        let opts = NodeOptions {
+            stop_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(5),
+            restart: RestartPolicy {
+                initial_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(100),
+                max_failures: 2,
+                healthy_after: Duration::from_secs(60),
+            },
+        };
+        let node = Node::new(
+            pool,
+            Arc::new(CrashingRuntime),
+            Arc::new(AnyImage),
+            Arc::new(Fixed(vec![crate::pool::tests::zone_spec("loop")])),
+            opts,
+        );
+        let mut events = node.subscribe();
+        let n = Arc::clone(&node);
+        tokio::task::spawn_blocking(move || n.reconcile())
+            .await
+            .unwrap();
+        let mut runs = 0;
+        let last = loop {
+            let ch = tokio::time::timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("state changes keep coming until it gives up")
+                .unwrap();
+            if ch.state == states::RUNNING {
+                runs += 1;
+            }
+            if ch.state == states::FAILED && ch.reason.contains("gave up") {
+                break ch;
+            }
+        };
+        // The first start plus max_failures restarts.
+        assert_eq!(runs, 3, "{last:?}");
+        assert!(
+            last.reason.contains("monitor exited with code 1"),
+            "{last:?}"
+        );
+        let row = node.list().pop().unwrap();
+        assert_eq!((row.state.as_str(), row.pid), ("failed", 0));
+        // An explicit start tries again from scratch.
+        let n = Arc::clone(&node);
+        tokio::task::spawn_blocking(move || n.start("loop"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.list().pop().unwrap().state, "running");
+    }
+}
