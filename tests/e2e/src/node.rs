@@ -64,16 +64,16 @@ impl NodeBuilder {
         self
     }
 
-    /// Write the boot timeline to this file too.
-    pub fn timeline(mut self, file: &Path) -> Self {
-        self.arg("--timeline").arg(file);
-        self
-    }
-
     /// Starts QEMU. The console is captured from here on.
     pub fn boot(self) -> Result<Node> {
+        let log = console_log_path();
+        let file = std::fs::create_dir_all(log.parent().expect("has a parent"))
+            .and_then(|_| std::fs::File::create(&log))
+            .map_err(io_err(format!("creating {}", log.display())))?;
         let mut cmd = script("build-image/run-node");
         cmd.args(&self.args)
+            .arg("--timeline")
+            .arg(log.with_extension("timeline"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -87,10 +87,6 @@ impl NodeBuilder {
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
         let (c, e) = (console.clone(), stderr.clone());
-        let log = console_log_path();
-        let file = std::fs::create_dir_all(log.parent().expect("has a parent"))
-            .and_then(|_| std::fs::File::create(&log))
-            .map_err(io_err(format!("creating {}", log.display())))?;
         eprintln!("e2e: node console -> {}", log.display());
         std::thread::spawn(move || pump(out, &c, Some(file)));
         std::thread::spawn(move || pump(err, &e, None));
@@ -112,7 +108,8 @@ struct Shared {
     changed: Condvar,
 }
 
-/// `<target>/e2e/logs/node-<pid>-<n>.log`: each boot's full console, for post-mortems.
+/// `<target>/e2e/logs/node-<pid>-<n>.log`: each boot's full console, for post-mortems
+/// (and `.timeline` beside it: run-node's boot timeline).
 fn console_log_path() -> std::path::PathBuf {
     static BOOTS: AtomicU32 = AtomicU32::new(0);
     let n = BOOTS.fetch_add(1, Ordering::SeqCst);

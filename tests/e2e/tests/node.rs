@@ -102,7 +102,12 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
          i=$((i+1)); [ $i -lt {} ] || exit 1; sleep 1; done",
         HVM_BOOT.as_secs()
     );
+    let started = std::time::Instant::now();
     let waited = node.shell(&wait_login, HVM_BOOT + SHELL);
+    println!(
+        "tiny01's login prompt {:.1}s after `vmadm list`",
+        started.elapsed().as_secs_f64()
+    );
     let guest_console = node.shell(&format!("tail -n 15 /zones/{tiny01}/console.log"), SHELL);
     assert!(
         matches!(waited, Ok((_, 0))),
