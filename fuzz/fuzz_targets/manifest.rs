@@ -29,10 +29,29 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(specs) = spec::smartos::from_payload(text) {
         for s in specs {
             let kdl = spec::to_kdl(&s);
-            assert!(spec::parse_str("payload.kdl", &kdl).is_ok(), "payload spec does not round trip:\n{kdl}");
+            assert!(
+                spec::parse_str("payload.kdl", &kdl).is_ok(),
+                "payload spec does not round trip:\n{kdl}"
+            );
         }
     }
     for brand in ["joyent", "kvm"] {
         let _ = spec::smartos::validate_update(brand, text);
+    }
+    // Updates of both kinds must leave a spec that still round-trips.
+    let bases = spec::parse_str(
+        "base.kdl",
+        "zone z { image \"busybox@1.36\"; nic net0 tag=\"admin\" ip=\"dhcp\" mac=\"02:00:00:00:00:01\"; }\n\
+         hvm h { image \"debian-hvm@12\"; disk data size=\"1G\"; }",
+    )
+    .expect("the base manifest is valid");
+    for base in &bases {
+        if let Ok(u) = spec::smartos::apply_update(base, text, Default::default()) {
+            let kdl = spec::to_kdl(&u.spec);
+            assert!(
+                spec::parse_str("updated.kdl", &kdl).is_ok(),
+                "updated spec does not round trip:\n{kdl}"
+            );
+        }
     }
 });

@@ -98,7 +98,9 @@ impl ManifestError {
         out
     }
 
-    fn named_source(&self) -> Option<NamedSource<Arc<String>>> {
+    /// The source text named after the file, for callers that build their own miette
+    /// reports; `None` when the file could not be read.
+    pub fn named_source(&self) -> Option<NamedSource<Arc<String>>> {
         self.text
             .as_ref()
             .map(|t| NamedSource::new(self.file.display().to_string(), Arc::clone(t)))
@@ -274,11 +276,4 @@ fn locate(text: &str, span: SourceSpan) -> (usize, usize, SourceSpan) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let col = text[line_start..start].chars().count() + 1;
     (line, col, SourceSpan::from(start..end))
-}
-
-impl ManifestError {
-    /// A miette source named after the file, for callers that build their own reports.
-    pub fn source(&self) -> Option<NamedSource<Arc<String>>> {
-        self.named_source()
-    }
 }

@@ -165,7 +165,7 @@ fn updates_apply_and_say_when_a_restart_is_needed() {
     .unwrap();
     assert_eq!(u.spec.memory, 1 << 30);
     assert!(!u.needs_restart, "zone limits apply live: {:?}", u.changes);
-    assert_eq!(u.changes[0], "memory: 256M -> 1G");
+    assert_eq!(u.changes[0].to_string(), "memory: 256M -> 1G");
     let u = apply_update(
         &zone,
         r#"{"add_nics": [{"nic_tag": "storage", "ip": "10.1.0.5", "netmask": "255.255.0.0"}], "remove_nics": ["02:00:00:00:00:01"]}"#,
@@ -212,7 +212,7 @@ fn updates_apply_and_say_when_a_restart_is_needed() {
     assert_eq!(h.vcpus, 2);
     assert_eq!(
         (h.disks[1].name.as_str(), h.disks[1].size),
-        ("disk1", Some(1 << 30))
+        ("disk0", Some(1 << 30))
     );
     let e = apply_update(&vm, r#"{"remove_disks": ["root"]}"#, Options::default()).unwrap_err();
     assert!(e.notes[0].contains("boot disk"), "{e}");

@@ -30,6 +30,18 @@ if mount -t ext4 "$dev" /zones; then
     echo "probe: boots $(wc -l < /zones/probe-boots)"
     umount /zones
 fi
+# The image source on the host, through QEMU's user-mode network.
+src=$(sed -n 's/.*skerry\.sources=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$src" ]; then
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    if wget -q -O /tmp/images "$src/images"; then
+        echo "probe: source lists $(grep -o '"uuid"' /tmp/images | wc -l) images"
+    else
+        echo "probe: source $src FAILED"
+    fi
+fi
 mkdir -p /run/dbus
 if dbus-daemon --system --fork \
     && dbus-send --system --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames >/dev/null; then

@@ -111,9 +111,10 @@ pub enum Command {
         /// Kill at once instead of asking it to shut down.
         #[arg(short = 'F')]
         force: bool,
-        /// Seconds to wait for a clean shutdown before killing.
-        #[arg(short = 't', value_name = "SECS", default_value_t = 60)]
-        timeout: u32,
+        /// Seconds to wait for a clean shutdown before killing (default: init's grace
+        /// period).
+        #[arg(short = 't', value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+        timeout: Option<u32>,
     },
     /// Reboot an instance.
     Reboot {
@@ -210,7 +211,7 @@ mod tests {
         }
         match parse(&["stop", "web01", "-F", "-t", "5"]) {
             Command::Stop { id, force, timeout } => {
-                assert_eq!((id.as_str(), force, timeout), ("web01", true, 5));
+                assert_eq!((id.as_str(), force, timeout), ("web01", true, Some(5)));
             }
             other => panic!("{other:?}"),
         }
@@ -225,6 +226,7 @@ mod tests {
         for bad in [
             &["stop"][..],
             &["list", "-p", "-j"],
+            &["stop", "web01", "-t", "0"],
             &["update", "web01", "-f", "x.json", "ram=1"],
             &["frobnicate"],
         ] {

@@ -229,17 +229,26 @@ impl Node {
                 id,
                 suggestion: None,
             } => {
-                let names: Vec<String> = match self.list().await {
-                    Ok(list) => list.into_iter().map(|s| s.name).collect(),
-                    Err(_) => Vec::new(),
-                };
-                let suggestion =
-                    suggest::closest(&id, names.iter().map(String::as_str)).map(str::to_string);
+                let list = self.list().await.unwrap_or_default();
+                let suggestion = suggestion_for(&id, &list);
                 ClientError::NotFound { id, suggestion }
             }
             other => other,
         }
     }
+}
+
+/// The closest thing to `id` among the instances: the instance whose UUID starts with
+/// it (an abbreviated UUID), else a name a typo away.
+pub fn suggestion_for(id: &str, instances: &[InstanceSummary]) -> Option<String> {
+    const MIN_UUID_PREFIX: usize = 4;
+    if id.len() >= MIN_UUID_PREFIX {
+        let mut by_uuid = instances.iter().filter(|i| i.uuid.starts_with(id));
+        if let (Some(only), None) = (by_uuid.next(), by_uuid.next()) {
+            return Some(only.uuid.clone());
+        }
+    }
+    suggest::closest(id, instances.iter().map(|i| i.name.as_str())).map(str::to_string)
 }
 
 /// Sorts a bus error into what it means for the operator.
@@ -285,6 +294,24 @@ mod tests {
             suggestion: Some("web01".into()),
         };
         assert_eq!(e.to_string(), "no instance 'web1'; did you mean 'web01'?");
+        let row = |name: &str, uuid: &str| InstanceSummary {
+            name: name.into(),
+            uuid: uuid.into(),
+            kind: "zone".into(),
+            state: "running".into(),
+            image: "busybox".into(),
+            memory: 0,
+            autoboot: true,
+            pid: 0,
+            reason: String::new(),
+        };
+        let rows = [row("web01", "5e3f0000-aaaa"), row("db01", "5e40ffff-bbbb")];
+        assert_eq!(
+            suggestion_for("5e3f", &rows).as_deref(),
+            Some("5e3f0000-aaaa")
+        );
+        assert_eq!(suggestion_for("5e", &rows), None, "too short to be a UUID");
+        assert_eq!(suggestion_for("web1", &rows).as_deref(), Some("web01"));
         assert_eq!(
             ClientError::NoInit.to_string(),
             "init is not running: no org.skerry.Node1 on the system bus"

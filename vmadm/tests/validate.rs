@@ -216,7 +216,6 @@ fn usage_errors_exit_2_and_unreadable_files_exit_1() {
         vec!["validate", "-f"],
         vec!["validate", "update"],
         vec!["validate", "create", "-f", "a", "b"],
-        vec!["frobnicate"],
     ] {
         let out = vmadm(&args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -233,6 +233,7 @@ pub fn start(
     }
     rootfs::check_rootfs(&spec.image)?;
     let cgroup = hierarchy.create(&spec.name)?;
+    crate::timing::mark("cgroup-create");
     match start_in(spec, stage, cgroup.as_ref(), pty) {
         Ok((pid, pidfd)) => Ok(Zone {
             pid,
@@ -278,6 +279,7 @@ fn start_in(
 ) -> Result<(Pid, OwnedFd)> {
     cgroup.set_limits(&spec.limits)?;
     let child = ChildPlan::new(spec, stage.root(), pty)?;
+    crate::timing::mark("limits+seccomp-compile");
     let (c_rx, p_tx) = pipe()?;
     let (p_rx, c_tx) = pipe()?;
     let (z_rx, go_tx) = pipe()?;
@@ -303,6 +305,7 @@ fn start_in(
     if !read_exact(&p_rx, &mut b) || b[0] != b'U' {
         return Err(fail("creating the user namespace"));
     }
+    crate::timing::mark("fork+userns");
     let prep = (|| -> Result<()> {
         spec.idmap.write_for(inter.as_raw())?;
         if !stage.is_mounted() {
@@ -310,12 +313,14 @@ fn start_in(
             let userns = std::fs::File::open(&ns_path).ctx(|| format!("opening {ns_path}"))?;
             stage.mount(&spec.image, &spec.upper, userns.as_fd(), &spec.idmap)?;
         }
+        crate::timing::mark("idmap+overlay");
         cgroup.add_process(inter.as_raw())
     })();
     if let Err(e) = prep {
         abort_child(inter);
         return Err(e);
     }
+    crate::timing::mark("cgroup-join");
     if !write_all(&p_tx, b"G") {
         return Err(fail("releasing the intermediate process"));
     }
@@ -324,6 +329,7 @@ fn start_in(
         return Err(fail("creating the zone namespaces"));
     }
     let _ = waitpid(inter, None);
+    crate::timing::mark("namespaces+zone-fork");
     let zpid = Pid::from_raw(i32::from_le_bytes(pidbuf));
     let pidfd = match crate::sys::pidfd_open(zpid.as_raw()) {
         Ok(fd) => fd,
@@ -336,6 +342,7 @@ fn start_in(
         abort_child(zpid);
         return Err(e);
     }
+    crate::timing::mark("network");
     if !write_all(&go_tx, b"G") {
         abort_child(zpid);
         return Err(ZoneError::Setup("releasing the zone init".into()));
@@ -345,6 +352,7 @@ fn start_in(
         abort_child(zpid);
         return Err(e);
     }
+    crate::timing::mark("rootfs+pivot+caps+exec");
     Ok((zpid, pidfd))
 }
 

@@ -21,5 +21,6 @@ pub mod rootfs;
 pub mod run;
 pub mod security;
 pub mod sys;
+pub mod timing;
 
 pub use error::{Result, ZoneError};

@@ -357,7 +357,7 @@ impl Monitor {
             while let Ok(Some(info)) = self.signals.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGTERM as i32 || sig == Signal::SIGINT as i32 {
-                    self.request_stop(false, DEFAULT_GRACE);
+                    self.request_stop(false, DEFAULT_GRACE, Pending::Stop);
                 }
             }
         }
@@ -402,7 +402,10 @@ impl Monitor {
         }
     }
 
-    fn request_stop(&mut self, force: bool, grace: Duration) {
+    /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
+    /// says what follows: exit (Stop) or boot again (Reboot). A later stop wins over an
+    /// earlier reboot.
+    fn request_stop(&mut self, force: bool, grace: Duration, then: Pending) {
         let Some(zone) = &self.zone else { return };
         if force {
             let _ = zone.kill();
@@ -410,10 +413,15 @@ impl Monitor {
             let _ = zone.signal(Signal::SIGTERM);
             self.kill_at = Some(Instant::now() + grace);
         }
-        if self.pending == Pending::None {
-            self.pending = Pending::Stop;
+        if self.pending != Pending::Stop {
+            self.pending = then;
         }
-        self.set_state(states::STOPPING, "stop requested");
+        let why = if self.pending == Pending::Reboot {
+            "reboot requested"
+        } else {
+            "stop requested"
+        };
+        self.set_state(states::STOPPING, why);
     }
 
     /// The zone init is gone: decide between restart, stop and failure.
@@ -550,15 +558,18 @@ impl Monitor {
                 if self.zone.is_none() {
                     return (reply(false, "zone is not running".into()), None);
                 }
-                self.request_stop(force, Duration::from_secs(timeout_secs.into()));
+                self.request_stop(
+                    force,
+                    Duration::from_secs(timeout_secs.into()),
+                    Pending::Stop,
+                );
                 (reply(true, "stopping".into()), None)
             }
             MonitorRequest::Reboot { force } => {
                 if self.zone.is_none() {
                     return (reply(false, "zone is not running".into()), None);
                 }
-                self.request_stop(force, DEFAULT_GRACE);
-                self.pending = Pending::Reboot;
+                self.request_stop(force, DEFAULT_GRACE, Pending::Reboot);
                 (reply(true, "rebooting".into()), None)
             }
             MonitorRequest::Console => match &self.pty {

@@ -66,6 +66,16 @@ impl Stage {
         })
     }
 
+    /// A stage mounted over the existing directory `dir` (`zone run`): it hides `dir`
+    /// from the runtime's private mount namespace only, needs no directory of its own
+    /// on the host, and vanishes with the namespace, so not even a crash leaves a trace.
+    pub fn over(dir: PathBuf) -> Stage {
+        Stage {
+            dir,
+            mounted: false,
+        }
+    }
+
     /// The merged root the zone pivots into.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
@@ -86,13 +96,22 @@ impl Stage {
         map: &IdMap,
     ) -> Result<()> {
         check_rootfs(image)?;
+        // Cloned before the tmpfs goes up: the image may live below the stage directory.
+        let tree = sys::open_tree_clone(&cpath(image)?)
+            .ctx(|| format!("open_tree {}", image.display()))?;
         let dir = &self.dir;
+        // A temporary upper layer lives on this tmpfs: its pages are charged to the
+        // zone's memory cgroup, which bounds it; otherwise it only holds mount points.
+        let opts = match upper {
+            Upper::Temporary => "mode=0755",
+            Upper::Persistent { .. } => "mode=0755,size=1m",
+        };
         mount(
             Some("tmpfs"),
             dir,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755,size=64m"),
+            Some(opts),
         )
         .ctx(|| format!("mounting the staging tmpfs on {}", dir.display()))?;
         self.mounted = true;
@@ -101,8 +120,6 @@ impl Stage {
         for d in [&lower, &root] {
             fs::create_dir(d).ctx(|| format!("creating {}", d.display()))?;
         }
-        let tree = sys::open_tree_clone(&cpath(image)?)
-            .ctx(|| format!("open_tree {}", image.display()))?;
         sys::idmap_tree(tree.as_fd(), userns).map_err(|e| ZoneError::Rootfs {
             path: image.to_path_buf(),
             reason: format!("cannot make an idmapped mount of it ({e}); its filesystem must support idmapped mounts (ext4, xfs, btrfs, tmpfs)"),

@@ -53,13 +53,15 @@ fn forwarded() -> SigSet {
 
 /// Runs the zone to completion and returns the exit status to exit with.
 pub fn run(opts: &RunOptions) -> Result<i32> {
+    crate::timing::mark("start");
     crate::rootfs::check_rootfs(&opts.rootfs)?;
     let lease = RangeLease::acquire()?;
     let hierarchy = Hierarchy::detect()?;
     let pid = std::process::id();
-    let stage_dir = std::env::temp_dir().join(format!("zone-run.{pid}"));
     launch::prepare_runtime()?;
-    let mut stage = Stage::new(stage_dir)?;
+    // Over the temp dir, in our private mount namespace: see `Stage::over`.
+    let mut stage = Stage::over(std::env::temp_dir());
+    crate::timing::mark("idrange+detect+mountns");
     // A synthetic per-run "uuid" names the host ends of the veths.
     let tag_id = format!("{:08x}", pid.wrapping_mul(2_654_435_761) ^ nanos());
     let nics = opts
@@ -101,15 +103,18 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .ctx(|| "sigprocmask".into())?;
     let result = launch::start(&spec, &mut stage, &hierarchy, pty.as_ref()).and_then(|mut zone| {
         let waited = supervise(&mut zone, pty.as_ref(), &sigs);
+        crate::timing::mark("command");
         let cleaned = zone.cleanup();
+        crate::timing::mark("cleanup-cgroup+net");
         let code = waited?;
         cleaned?;
         Ok(code)
     });
-    let unmounted = stage.unmount(true);
-    let code = result?;
-    unmounted?;
-    Ok(code)
+    // No unmount: the staging mounts go with our mount namespace when we exit, which
+    // spares the RCU grace period an explicit unmount waits for.
+    drop(stage);
+    crate::timing::report();
+    result
 }
 
 fn nanos() -> u32 {
@@ -179,7 +184,15 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
                 .try_wait(true)?
                 .ok_or_else(|| ZoneError::Setup("zone init vanished".into()))?;
             if let Some(p) = pty {
-                while relay(p.master.as_fd(), 1) {}
+                // Drain what is buffered; our own slave fd keeps the master from EOF.
+                loop {
+                    let mut fds = [PollFd::new(p.master.as_fd(), PollFlags::POLLIN)];
+                    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+                        || !relay(p.master.as_fd(), 1)
+                    {
+                        break;
+                    }
+                }
             }
             return Ok(exit.code());
         }

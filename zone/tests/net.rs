@@ -19,7 +19,7 @@ fn zones_on_one_bridge_reach_each_other_and_other_tags_do_not() {
     let _guards = (BridgeGuard(bridge_a.clone()), BridgeGuard(bridge_b.clone()));
 
     // Zone A stays up (its init handles SIGTERM) while the others ping it.
-    let mut a = Command::new(ZONE)
+    let a = Command::new(ZONE)
         .args([
             "run",
             "--rootfs",

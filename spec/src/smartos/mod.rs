@@ -209,16 +209,19 @@ pub fn from_payload_with(
         return Err(errs);
     }
     let spec = convert::to_spec(&payload, fam)?;
-    // Whatever a payload creates is stored as a manifest: it must pass the manifest
-    // rules too (a net for any rule the payload checks above do not mirror).
-    if let Err(e) = crate::manifest::parse_str("payload", &crate::manifest::to_kdl(&spec)) {
-        let mut errs = SmartosErrors::default();
+    let mut errs = SmartosErrors::default();
+    check_as_manifest(&spec, &mut errs);
+    errs.into_result().map(|()| vec![spec])
+}
+
+/// Whatever a payload creates or updates is stored as a manifest, so it must pass
+/// the manifest rules too: a net for any rule the payload checks do not mirror.
+fn check_as_manifest(spec: &InstanceSpec, errs: &mut SmartosErrors) {
+    if let Err(e) = crate::manifest::parse_str("payload", &crate::manifest::to_kdl(spec)) {
         for p in &e.problems {
             errs.bad_value("payload", p.message.clone());
         }
-        return Err(errs);
     }
-    Ok(vec![spec])
 }
 
 /// Validates an update payload for an instance of `brand`.

@@ -4,6 +4,7 @@
 use super::check::{as_bool, as_int};
 use super::convert::{hvm_disks, nics_from, scalar_map};
 use super::{validate_update_with, Options, SmartosErrors};
+use crate::diff::{self, Change, Effect};
 use crate::model::*;
 use serde_json::{Map, Value};
 
@@ -16,8 +17,8 @@ pub struct Updated {
     /// of a zone apply live; devices, vCPUs, guest memory, host name and resolvers
     /// apply at the next start).
     pub needs_restart: bool,
-    /// What changed, one line per property (`memory: 256M -> 1G`).
-    pub changes: Vec<String>,
+    /// What changed, per property (`memory: 256M -> 1G`), and what each takes.
+    pub changes: Vec<Change>,
 }
 
 /// Applies the SmartOS update payload `json_text` to `current`. The payload is first
@@ -27,115 +28,98 @@ pub fn apply_update(
     json_text: &str,
     opts: Options<'_>,
 ) -> Result<Updated, SmartosErrors> {
-    let is_zone = matches!(current.kind, Kind::Zone(_));
-    validate_update_with(if is_zone { "joyent" } else { "kvm" }, json_text, opts)?;
+    let brand = match current.kind {
+        Kind::Zone(_) => "joyent",
+        Kind::Hvm(_) => "kvm",
+    };
+    validate_update_with(brand, json_text, opts)?;
     let p: Map<String, Value> = serde_json::from_str(json_text).map_err(|e| SmartosErrors {
         notes: vec![e.to_string()],
         ..Default::default()
     })?;
     let mut u = Updater {
         spec: current.clone(),
-        needs_restart: false,
-        changes: Vec::new(),
         errs: SmartosErrors::default(),
     };
-    u.apply(&p, is_zone);
+    u.apply(&p);
     if !u.errs.is_empty() {
         return Err(u.errs);
     }
+    super::check_as_manifest(&u.spec, &mut u.errs);
+    if !u.errs.is_empty() {
+        return Err(u.errs);
+    }
+    let changes = diff::changes(current, &u.spec);
+    if let Some(c) = changes.iter().find(|c| c.effect == Effect::Recreate) {
+        u.errs
+            .bad_value(&c.property, format!("{c}: an update cannot do this"));
+        return Err(u.errs);
+    }
     Ok(Updated {
+        needs_restart: diff::effect(&changes) == Some(Effect::Restart),
         spec: u.spec,
-        needs_restart: u.needs_restart,
-        changes: u.changes,
+        changes,
     })
 }
 
 struct Updater {
     spec: InstanceSpec,
-    needs_restart: bool,
-    changes: Vec<String>,
     errs: SmartosErrors,
 }
 
 impl Updater {
-    fn changed(&mut self, what: String, restart: bool) {
-        self.changes.push(what);
-        self.needs_restart |= restart;
-    }
-
-    fn apply(&mut self, p: &Map<String, Value>, is_zone: bool) {
+    fn apply(&mut self, p: &Map<String, Value>) {
         let int_of = |k: &str| p.get(k).and_then(as_int);
         if let Some(alias) = p.get("alias").and_then(Value::as_str) {
             if alias != self.spec.name {
                 self.errs.bad_value(
                     "alias",
-                    format!("the name `{}` is the instance's identity and cannot change; declare a new instance instead", self.spec.name),
+                    format!(
+                        "the name `{}` is the instance's identity and cannot change; declare a new instance instead",
+                        self.spec.name
+                    ),
                 );
             }
         }
         if let Some(b) = p.get("autoboot").and_then(as_bool) {
-            if b != self.spec.autoboot {
-                self.spec.autoboot = b;
-                self.changed(format!("autoboot: {b}"), false);
-            }
+            self.spec.autoboot = b;
         }
         if let Some(mib) = int_of("max_physical_memory").or_else(|| int_of("ram")) {
-            let new = mib as u64 * (1 << 20);
-            if new != self.spec.memory {
-                let old = crate::format::format_size(self.spec.memory);
-                self.spec.memory = new;
-                self.changed(
-                    format!("memory: {old} -> {}", crate::format::format_size(new)),
-                    !is_zone,
-                );
-            }
+            self.spec.memory = mib as u64 * (1 << 20);
         }
         if let Some(list) = p.get("resolvers").and_then(Value::as_array) {
             self.spec.resolvers = list
                 .iter()
                 .filter_map(|x| x.as_str()?.parse().ok())
                 .collect();
-            self.changed("resolvers".into(), true);
         }
         if let Some(m) = p.get("set_customer_metadata").and_then(Value::as_object) {
             self.spec.metadata.extend(scalar_map(m));
-            self.changed("metadata".into(), false);
         }
         if let Some(keys) = p.get("remove_customer_metadata").and_then(Value::as_array) {
             for k in keys.iter().filter_map(Value::as_str) {
                 self.spec.metadata.remove(k);
             }
-            self.changed("metadata".into(), false);
         }
         self.apply_nics(p);
         match &mut self.spec.kind {
             Kind::Zone(z) => {
-                let mut changes = Vec::new();
                 if let Some(n) = int_of("cpu_cap") {
                     z.cpu_cap = n as u32;
-                    changes.push((format!("cpu-cap: {n}"), false));
                 }
                 if let Some(n) = int_of("max_lwps") {
                     z.pids = n as u64;
-                    changes.push((format!("pids: {n}"), false));
                 }
                 if let Some(n) = int_of("quota") {
                     z.quota = (n > 0).then(|| n as u64 * (1 << 30));
-                    changes.push((format!("quota: {n}G"), false));
                 }
                 if let Some(h) = p.get("hostname").and_then(Value::as_str) {
                     z.hostname = h.to_owned();
-                    changes.push((format!("hostname: {h}"), true));
-                }
-                for (what, restart) in changes {
-                    self.changed(what, restart);
                 }
             }
             Kind::Hvm(h) => {
-                let mut changes = Vec::new();
                 if let Some(n) = int_of("vcpus") {
                     h.vcpus = n as u32;
-                    changes.push(format!("vcpus: {n}"));
                 }
                 if let Some(list) = p.get("add_disks").and_then(Value::as_array) {
                     let (image, new) = hvm_disks(list, &mut self.errs);
@@ -145,9 +129,12 @@ impl Updater {
                             "an instance keeps its boot disk; added disks are blank".into(),
                         );
                     }
-                    for (i, mut d) in new.into_iter().enumerate() {
-                        d.name = format!("disk{}", h.disks.len() + i);
-                        changes.push(format!("disk {} added", d.name));
+                    for mut d in new {
+                        let free = (0..)
+                            .map(|i| format!("disk{i}"))
+                            .find(|n| !h.disks.iter().any(|x| &x.name == n))
+                            .expect("a free name");
+                        d.name = free;
                         h.disks.push(d);
                     }
                 }
@@ -159,16 +146,12 @@ impl Updater {
                                 .bad_value("remove_disks", format!("`{name}` is the boot disk")),
                             Some(i) => {
                                 h.disks.remove(i);
-                                changes.push(format!("disk {name} removed"));
                             }
                             None => self
                                 .errs
                                 .bad_value("remove_disks", format!("no disk is named `{name}`")),
                         }
                     }
-                }
-                for what in changes {
-                    self.changed(what, true);
                 }
             }
         }
@@ -178,14 +161,13 @@ impl Updater {
         if let Some(list) = p.get("remove_nics").and_then(Value::as_array) {
             for key in list.iter().filter_map(Value::as_str) {
                 let before = self.spec.nics.len();
-                self.spec.nics.retain(|n| {
-                    n.name != key && n.mac.as_deref() != Some(&key.to_ascii_lowercase())
-                });
+                let mac = key.to_ascii_lowercase();
+                self.spec
+                    .nics
+                    .retain(|n| n.name != key && n.mac.as_deref() != Some(mac.as_str()));
                 if self.spec.nics.len() == before {
                     self.errs
                         .bad_value("remove_nics", format!("no nic has the mac or name `{key}`"));
-                } else {
-                    self.changed(format!("nic {key} removed"), true);
                 }
             }
         }
@@ -212,16 +194,11 @@ impl Updater {
                 if let Some(mtu) = upd.get("mtu").and_then(as_int) {
                     nic.mtu = Some(mtu as u32);
                 }
-                let what = format!("nic {} updated", nic.name);
-                self.changed(what, true);
             }
         }
         if let Some(list) = p.get("add_nics").and_then(Value::as_array) {
             let added = nics_from(list, "add_nics", &self.spec.nics, &mut self.errs);
-            for nic in added {
-                self.changed(format!("nic {} added", nic.name), true);
-                self.spec.nics.push(nic);
-            }
+            self.spec.nics.extend(added);
         }
     }
 }

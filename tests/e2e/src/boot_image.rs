@@ -12,29 +12,34 @@ pub struct BootImage {
     pub dir: PathBuf,
 }
 
-/// The cargo target dir of the release build inside the tests: separate from the
-/// suite's own target dir, whose lock the running `cargo test` may hold.
-pub fn release_target_dir() -> PathBuf {
+/// Where the tests put their boot images (`<target>/e2e/`).
+pub fn e2e_dir() -> PathBuf {
     target_dir().join("e2e")
 }
 
-/// A `build-image/*` or `images/*` command with the environment the scripts expect.
+/// A `build-image/*` or `images/*` command with the environment the scripts expect:
+/// the suite's target dir (its debug binaries go into the image, and run-node serves
+/// images with its `imgadm`) and the shared cache.
 pub fn script(path: &str) -> Command {
     let mut cmd = Command::new(repo_root().join(path));
-    cmd.env("CARGO_TARGET_DIR", release_target_dir())
+    cmd.env("CARGO_TARGET_DIR", target_dir())
+        .env("SKERRY_IMGADM", target_dir().join("debug/imgadm"))
         .env("SKERRY_CACHE", cache_dir());
     cmd
 }
 
-/// The real node image (real init), built once: `cargo build --release` of the
-/// workspace binaries, then the assembly.
+/// The real node image (real init), built once per test process from the debug
+/// binaries of `cargo build --workspace` (which the suite has just built, so no second
+/// compile of the workspace in release mode eats the suite's time budget).
 pub fn node_image() -> Result<&'static BootImage> {
     static IMAGE: OnceLock<std::result::Result<BootImage, String>> = OnceLock::new();
     match IMAGE.get_or_init(|| {
-        let dir = release_target_dir().join("out");
-        run(script("build-image/build").arg("--out").arg(&dir))
-            .map(|_| BootImage { dir })
-            .map_err(|e| e.to_string())
+        let dir = e2e_dir().join("out");
+        run(script("build-image/build")
+            .args(["--profile", "debug", "--out"])
+            .arg(&dir))
+        .map(|_| BootImage { dir })
+        .map_err(|e| e.to_string())
     }) {
         Ok(image) => Ok(image),
         Err(detail) => Err(E2eError::Command {
@@ -49,7 +54,8 @@ pub fn node_image() -> Result<&'static BootImage> {
 pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
     node_image()?;
     let mut cmd = script("build-image/build");
-    cmd.arg("--no-cargo").arg("--out").arg(out);
+    cmd.args(["--profile", "debug", "--no-cargo", "--out"])
+        .arg(out);
     if let Some(init) = init {
         cmd.arg("--init").arg(init);
     }

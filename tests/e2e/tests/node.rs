@@ -17,12 +17,12 @@ const BOOT: Duration = Duration::from_secs(420);
 const HVM_BOOT: Duration = Duration::from_secs(480);
 const SHELL: Duration = Duration::from_secs(60);
 
-/// The node's console shell (init offers one on the console): the first command, with
-/// a message that says what is missing when there is none.
+/// The node's console shell (init opens one when the command line says `skerry.shell`):
+/// the first command, with a message that says what is missing when there is none.
 fn open_shell(node: &mut Node) {
     node.send("\n").unwrap();
     if let Err(e) = node.shell("true", SHELL) {
-        panic!("no shell answers on the node's console (init should offer one after boot): {e}");
+        panic!("no shell answers on the node's console (booted with skerry.shell): {e}");
     }
 }
 
@@ -66,6 +66,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .images(images)
         .manifests(&manifests)
         .pool_disk(&disk)
+        .cmdline("skerry.shell")
         .boot()
         .expect("run-node starts");
     node.wait_for(r"node-[0-9a-f-]+\.ipxe\.\.\. ok", BOOT)
@@ -134,6 +135,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .images(images)
         .manifests(&manifests)
         .pool_disk(&disk)
+        .cmdline("skerry.shell")
         .boot()
         .expect("run-node starts");
     node.wait_seen(r"skerry: instance hello zone running", BOOT)
@@ -192,6 +194,7 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
     let mut node = NodeBuilder::new(image, LIMIT)
         .images(images)
         .manifests(&manifests)
+        .cmdline("skerry.shell")
         .boot()
         .expect("run-node starts");
     node.wait_seen(r"broken\.kdl:\d+:\d+", BOOT)

@@ -6,6 +6,7 @@ use crate::client::{ClientError, Node};
 use crate::filter::{self, Filter, SortKey};
 use crate::record::{self, Record};
 use crate::table::{Table, TableStyle};
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 /// One instance: its JSON as init sent it, and the flat record filters look at.
@@ -14,25 +15,42 @@ struct Instance {
     record: Record,
 }
 
+/// Gets in flight at once when details are needed: pipelined on one connection, so a
+/// node with many instances costs about one round trip per batch, not per instance.
+const GETS_IN_FLIGHT: usize = 32;
+
 /// Fetches every instance; with `detail`, each one's full `Get` (spec fields), which
 /// costs one call per instance, so only when a field needs it.
 async fn fetch(node: &Node, detail: bool) -> Result<Vec<Instance>> {
-    let mut out = Vec::new();
-    for summary in node.list().await? {
-        let json = if detail {
-            match node.get(&summary.uuid).await {
-                Ok(json) => json,
-                // Deleted between List and Get: it is simply no longer there.
-                Err(ClientError::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            serde_json::to_value(&summary).map_err(|e| ClientError::Protocol(e.to_string()))?
-        };
-        let record = record::from_json(&json);
-        out.push(Instance { json, record });
-    }
-    Ok(out)
+    let summaries = node.list().await?;
+    let jsons: Vec<Option<Value>> = if detail {
+        futures_util::stream::iter(summaries.iter())
+            .map(|s| async move {
+                match node.get(&s.uuid).await {
+                    Ok(json) => Ok(Some(json)),
+                    // Deleted between List and Get: it is simply no longer there.
+                    Err(ClientError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(GETS_IN_FLIGHT)
+            .try_collect()
+            .await?
+    } else {
+        summaries
+            .iter()
+            .map(|s| serde_json::to_value(s).map(Some))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+    };
+    Ok(jsons
+        .into_iter()
+        .flatten()
+        .map(|json| Instance {
+            record: record::from_json(&json),
+            json,
+        })
+        .collect())
 }
 
 /// True when one of these fields is not in a `List` row.
@@ -165,6 +183,13 @@ pub(super) async fn lookup(
     print(&out)
 }
 
+/// A plan step the operator must act on. init reports a manifest it could not use as
+/// an `error` step, a clash it will not resolve alone as `refuse`, and a step that
+/// failed with `; FAILED: ...` after its reason (init/API-CHANGES.md).
+fn is_problem(step: &spec::api::PlanStep) -> bool {
+    step.action == "error" || step.action == "refuse" || step.reason.contains("; FAILED: ")
+}
+
 /// The columns of a reconcile plan.
 const PLAN_FIELDS: &[&str] = &["name", "action", "reason"];
 
@@ -179,8 +204,7 @@ pub(super) async fn reconcile(init: &Init, table: &TableArgs) -> Result<()> {
         .into());
     }
     let plan = init.node().await?.reconcile().await?;
-    // init reports a manifest it could not use as an `error` step; the rest was applied.
-    let problems = plan.iter().filter(|s| s.action == "error").count();
+    let problems = plan.iter().filter(|s| is_problem(s)).count();
     if table.json {
         let steps =
             serde_json::to_value(&plan).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -264,6 +288,25 @@ mod tests {
             json!("web02"),
             "JSON follows its record"
         );
+    }
+
+    #[test]
+    fn plan_problems() {
+        let step = |action: &str, reason: &str| spec::api::PlanStep {
+            name: "web01".into(),
+            action: action.into(),
+            reason: reason.into(),
+        };
+        assert!(!is_problem(&step("create", "declared in a.kdl:1:1")));
+        assert!(is_problem(&step(
+            "error",
+            "a.kdl:1:7: memory: expected a size"
+        )));
+        assert!(is_problem(&step("refuse", "uuid clash")));
+        assert!(is_problem(&step(
+            "start",
+            "autoboot; FAILED: image missing"
+        )));
     }
 
     #[test]

@@ -53,8 +53,9 @@ pub enum VmadmError {
     /// `lookup -1` did not match exactly one instance.
     #[error("lookup -1: {0} instances matched, expected exactly one")]
     NotExactlyOne(usize),
-    /// Reconcile applied what it could but some manifests are unusable.
-    #[error("reconcile: {0} problem(s) left, listed above; the rest was applied")]
+    /// Reconcile applied what it could, but some manifests are unusable or some steps
+    /// failed or were refused.
+    #[error("reconcile: {0} problem(s), listed above; the rest was applied")]
     ReconcileProblems(usize),
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]
@@ -198,6 +199,8 @@ async fn dispatch(init: &Init, command: Command) -> Result<After> {
             status(&format!("Successfully started VM {id}"));
         }
         Command::Stop { id, force, timeout } => {
+            // 0 asks for init's own grace period.
+            let timeout = timeout.unwrap_or(0);
             init.node().await?.stop(&id, force, timeout).await?;
             status(&format!("Successfully completed stop for VM {id}"));
         }

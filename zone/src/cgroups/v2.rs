@@ -57,7 +57,10 @@ impl ZoneCgroup for V2Cgroup {
             Some(q) => format!("{q} {}", super::CPU_PERIOD_US),
             None => format!("max {}", super::CPU_PERIOD_US),
         };
-        write_file(&self.dir, "cpu.max", &cpu)?;
+        // Uncapped and no cpu controller delegated: nothing to write (nor to undo).
+        if limits.cpu_quota_us().is_some() || self.dir.join("cpu.max").exists() {
+            write_file(&self.dir, "cpu.max", &cpu)?;
+        }
         if let Some(pids) = limits.pids {
             write_file(&self.dir, "pids.max", &pids.to_string())?;
         }
@@ -152,6 +155,7 @@ mod tests {
     fn cpu_cap_zero_means_no_cap() {
         let root = fake_root();
         let cg = V2Cgroup::create(root.path(), "z2").unwrap();
+        fs::write(cg.dir().join("cpu.max"), "").unwrap();
         cg.set_limits(&Limits {
             memory: None,
             cpu_cap: 0,

@@ -1,0 +1,307 @@
+//! What changed between two specs of the same instance, and what each change takes
+//! to apply: the reconciler's "update" plan and `vmadm update` both say it from here.
+
+use crate::format::format_size;
+use crate::manifest::image_text;
+use crate::model::*;
+use std::fmt;
+
+/// What applying a change takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effect {
+    /// Applies to the running instance (cgroup limits, autoboot, metadata).
+    Live,
+    /// Applies at the next start: a running instance must restart.
+    Restart,
+    /// Cannot apply to the existing instance: it must be deleted and created again,
+    /// losing its data (another UUID, another kind, another HVM boot image).
+    Recreate,
+}
+
+/// One changed property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The manifest property (`memory`, `nic net0`, `disk data` ...).
+    pub property: String,
+    /// Old value, as a manifest would write it (empty when absent).
+    pub from: String,
+    /// New value (empty when removed).
+    pub to: String,
+    /// What applying it takes.
+    pub effect: Effect,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let from = if self.from.is_empty() {
+            "(none)"
+        } else {
+            &self.from
+        };
+        let to = if self.to.is_empty() {
+            "(none)"
+        } else {
+            &self.to
+        };
+        write!(f, "{}: {from} -> {to}", self.property)?;
+        match self.effect {
+            Effect::Live => Ok(()),
+            Effect::Restart => f.write_str(" (needs restart)"),
+            Effect::Recreate => f.write_str(" (needs delete and create)"),
+        }
+    }
+}
+
+/// The changes from `old` to `new` (the same instance name), in manifest order.
+/// `origin` and `ensure` are not properties of the instance and are not compared.
+pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut cmp = |property: &str, from: String, to: String, effect: Effect| {
+        if from != to {
+            out.push(Change {
+                property: property.to_owned(),
+                from,
+                to,
+                effect,
+            });
+        }
+    };
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    cmp(
+        "uuid",
+        opt(old.uuid.map(|u| u.to_string())),
+        opt(new.uuid.map(|u| u.to_string())),
+        // Pinning the UUID an instance already has is no change at all; the
+        // reconciler compares against the assigned UUID in state.
+        if old.uuid.is_none() || new.uuid.is_none() {
+            Effect::Live
+        } else {
+            Effect::Recreate
+        },
+    );
+    let (old_kind, new_kind) = (kind_name(&old.kind), kind_name(&new.kind));
+    cmp("kind", old_kind.into(), new_kind.into(), Effect::Recreate);
+    let image_effect = if matches!(new.kind, Kind::Hvm(_)) {
+        Effect::Recreate
+    } else {
+        Effect::Restart
+    };
+    cmp(
+        "image",
+        image_text(&old.image),
+        image_text(&new.image),
+        image_effect,
+    );
+    let memory_effect = if matches!(new.kind, Kind::Zone(_)) {
+        Effect::Live
+    } else {
+        Effect::Restart
+    };
+    cmp(
+        "memory",
+        format_size(old.memory),
+        format_size(new.memory),
+        memory_effect,
+    );
+    cmp(
+        "autoboot",
+        old.autoboot.to_string(),
+        new.autoboot.to_string(),
+        Effect::Live,
+    );
+    cmp(
+        "resolver",
+        join(&old.resolvers),
+        join(&new.resolvers),
+        Effect::Restart,
+    );
+    cmp(
+        "metadata",
+        format!("{:?}", old.metadata),
+        format!("{:?}", new.metadata),
+        Effect::Live,
+    );
+    for name in union(
+        old.nics.iter().map(|n| &n.name),
+        new.nics.iter().map(|n| &n.name),
+    ) {
+        let find = |s: &InstanceSpec| s.nics.iter().find(|n| n.name == name).map(nic_text);
+        cmp(
+            &format!("nic {name}"),
+            opt(find(old)),
+            opt(find(new)),
+            Effect::Restart,
+        );
+    }
+    match (&old.kind, &new.kind) {
+        (Kind::Zone(a), Kind::Zone(b)) => {
+            cmp(
+                "cpu-cap",
+                a.cpu_cap.to_string(),
+                b.cpu_cap.to_string(),
+                Effect::Live,
+            );
+            cmp("pids", a.pids.to_string(), b.pids.to_string(), Effect::Live);
+            cmp(
+                "quota",
+                opt(a.quota.map(format_size)),
+                opt(b.quota.map(format_size)),
+                Effect::Live,
+            );
+            cmp(
+                "hostname",
+                a.hostname.clone(),
+                b.hostname.clone(),
+                Effect::Restart,
+            );
+            cmp("init", a.init.join(" "), b.init.join(" "), Effect::Restart);
+            cmp(
+                "env",
+                format!("{:?}", a.env),
+                format!("{:?}", b.env),
+                Effect::Restart,
+            );
+        }
+        (Kind::Hvm(a), Kind::Hvm(b)) => {
+            cmp(
+                "vcpus",
+                a.vcpus.to_string(),
+                b.vcpus.to_string(),
+                Effect::Restart,
+            );
+            cmp(
+                "cmdline",
+                opt(a.cmdline.clone()),
+                opt(b.cmdline.clone()),
+                Effect::Restart,
+            );
+            for name in union(
+                a.disks.iter().map(|d| &d.name),
+                b.disks.iter().map(|d| &d.name),
+            ) {
+                let find = |h: &HvmSpec| h.disks.iter().find(|d| d.name == name).cloned();
+                let (da, db) = (find(a), find(b));
+                // Shrinking a disk or moving the boot flag would lose data.
+                let effect = match (&da, &db) {
+                    (Some(x), Some(y)) if x.boot != y.boot => Effect::Recreate,
+                    (Some(x), Some(y)) if y.size < x.size => Effect::Recreate,
+                    _ => Effect::Restart,
+                };
+                cmp(
+                    &format!("disk {name}"),
+                    opt(da.as_ref().map(disk_text)),
+                    opt(db.as_ref().map(disk_text)),
+                    effect,
+                );
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The strongest effect among `changes` (`None` when nothing changed).
+pub fn effect(changes: &[Change]) -> Option<Effect> {
+    changes.iter().map(|c| c.effect).max()
+}
+
+fn kind_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::Zone(_) => "zone",
+        Kind::Hvm(_) => "hvm",
+    }
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Names of both lists, old order first, each once.
+fn union<'a>(
+    a: impl Iterator<Item = &'a String>,
+    b: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in a.chain(b) {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
+}
+
+fn nic_text(n: &Nic) -> String {
+    let mut s = format!("tag={}", n.tag);
+    match n.ip {
+        IpConfig::None => {}
+        IpConfig::Dhcp => s.push_str(" ip=dhcp"),
+        IpConfig::Static { addr, prefix } => s.push_str(&format!(" ip={addr}/{prefix}")),
+    }
+    if let Some(gw) = n.gateway {
+        s.push_str(&format!(" gateway={gw}"));
+    }
+    if let Some(mtu) = n.mtu {
+        s.push_str(&format!(" mtu={mtu}"));
+    }
+    if let Some(mac) = &n.mac {
+        s.push_str(&format!(" mac={mac}"));
+    }
+    s
+}
+
+fn disk_text(d: &Disk) -> String {
+    let mut s = String::new();
+    if d.boot {
+        s.push_str("boot ");
+    }
+    s.push_str(&d.size.map_or_else(
+        || "image size".to_owned(),
+        |b| format!("size={}", format_size(b)),
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> InstanceSpec {
+        crate::parse_str("t.kdl", text).unwrap().remove(0)
+    }
+
+    #[test]
+    fn zone_limits_apply_live_the_rest_at_restart() {
+        let a = one("zone w { image \"busybox@1.36\"; }");
+        assert!(changes(&a, &a).is_empty());
+        let b = one("zone w { image \"busybox@1.36\"; memory \"1G\"; cpu-cap 50; }");
+        let c = changes(&a, &b);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].to_string(), "memory: 256M -> 1G");
+        assert_eq!(effect(&c), Some(Effect::Live));
+        let d = one("zone w { image \"busybox@1.36\"; nic net0 tag=\"admin\" ip=\"dhcp\"; }");
+        let c = changes(&a, &d);
+        assert_eq!(
+            c[0].to_string(),
+            "nic net0: (none) -> tag=admin ip=dhcp (needs restart)"
+        );
+        assert_eq!(effect(&c), Some(Effect::Restart));
+    }
+
+    #[test]
+    fn hvm_image_kind_and_disk_shrink_need_recreate() {
+        let a = one("hvm v { image \"debian-hvm@12\"; disk data size=\"2G\"; }");
+        let b = one("hvm v { image \"debian-hvm@13\"; disk data size=\"2G\"; }");
+        assert_eq!(effect(&changes(&a, &b)), Some(Effect::Recreate));
+        let grow = one("hvm v { image \"debian-hvm@12\"; disk data size=\"4G\"; vcpus 2; }");
+        assert_eq!(effect(&changes(&a, &grow)), Some(Effect::Restart));
+        assert_eq!(effect(&changes(&grow, &a)), Some(Effect::Recreate));
+        let z = one("zone v { image \"debian-hvm@12\"; }");
+        assert!(changes(&a, &z)
+            .iter()
+            .any(|c| c.property == "kind" && c.effect == Effect::Recreate));
+    }
+}

@@ -1,0 +1,6 @@
+//! x86_64 specifics: the guest address map, register setup, boot protocol, ACPI.
+
+pub mod acpi;
+pub mod boot;
+pub mod layout;
+pub mod regs;

@@ -1,0 +1,40 @@
+//! The boot marker port: a guest writes any byte to it (`/dev/port` from a shell, or an
+//! `outb`) and the VMM logs how long after its own start that happened, so boot time
+//! can be measured from the guest's side (like Firecracker's boot timer device).
+
+use super::BusDevice;
+use std::time::Instant;
+
+/// I/O port of the marker.
+pub const MARKER_PORT: u16 = 0x440;
+
+/// Records when the guest first reached each marker value.
+pub struct BootMarker {
+    started: Instant,
+    /// (value, microseconds since VMM start), in arrival order.
+    pub hits: Vec<(u8, u128)>,
+}
+
+impl BootMarker {
+    /// A marker counting from `started` (the VMM's process start).
+    pub fn new(started: Instant) -> Self {
+        BootMarker {
+            started,
+            hits: Vec::new(),
+        }
+    }
+}
+
+impl BusDevice for BootMarker {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        let value = data.first().copied().unwrap_or(0);
+        let us = self.started.elapsed().as_micros();
+        log::info!("boot marker {value} at {}.{:03} ms", us / 1000, us % 1000);
+        eprintln!("vmm: boot marker {value} at {us} us");
+        self.hits.push((value, us));
+    }
+}

@@ -1,0 +1,272 @@
+//! `vmm instance` on this machine's /dev/kvm: a tiny ELF "kernel" on an ext4 boot
+//! disk (found pygrub-style), the monitor socket (status, console fd, stop), console
+//! log, monitor.json, and restart of a guest that resets.
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorResponse};
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const LOAD: u64 = 0x10_0000;
+
+/// An ELF64 executable with one PT_LOAD segment of `code` at 1 MiB.
+fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&LOAD.to_le_bytes()); // entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    let offset = 0x1000u64;
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [
+        offset,
+        LOAD,
+        LOAD,
+        code.len() as u64,
+        code.len() as u64,
+        0x1000,
+    ] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    e.resize(offset as usize, 0);
+    e.extend_from_slice(code);
+    e
+}
+
+fn print(s: &[u8]) -> Vec<u8> {
+    let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+    for c in s {
+        code.extend_from_slice(&[0xb0, *c, 0xee]);
+    }
+    code
+}
+
+const HALT_FOREVER: &[u8] = &[0xfa, 0xf4, 0xeb, 0xfd]; // cli; hlt; jmp back to hlt
+const RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xfa, 0xf4];
+
+struct Pool {
+    _dir: tempfile::TempDir,
+    cfg: InstanceConfig,
+    config_path: PathBuf,
+}
+
+fn pool_with_guest(code: &[u8]) -> Pool {
+    assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing");
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = "7c0ffee0-1234-4abc-8def-0123456789ab".to_string();
+    let spec = spec::manifest::parse_str(
+        "test.kdl",
+        "hvm tiny {\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n}\n",
+    )
+    .expect("manifest")
+    .remove(0);
+    let cfg = InstanceConfig {
+        uuid: uuid.clone(),
+        pool: dir.path().join("pool"),
+        run_dir: dir.path().join("run"),
+        spec,
+        image_path: dir.path().join("unused"),
+        id_range_start: 0,
+        bridges: Default::default(),
+    };
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz-1.0"), tiny_elf(code)).unwrap();
+    let disk = contract::disk_path(&cfg.pool, &uuid, "root");
+    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
+    let ok = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&disk)
+        .arg("8M")
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs)")
+        .success();
+    assert!(ok);
+    let config_path = contract::config_path(&cfg.pool, &uuid);
+    std::fs::write(&config_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    Pool {
+        _dir: dir,
+        cfg,
+        config_path,
+    }
+}
+
+fn start_monitor(pool: &Pool) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["instance", "--config"])
+        .arg(&pool.config_path)
+        .spawn()
+        .expect("spawning vmm instance")
+}
+
+fn request(pool: &Pool, req: &MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
+    let sock = contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid);
+    let mut stream =
+        UnixStream::connect(&sock).unwrap_or_else(|e| panic!("{}: {e}", sock.display()));
+    let mut line = serde_json::to_vec(req).unwrap();
+    line.push(b'\n');
+    stream.write_all(&line).unwrap();
+    let mut data = Vec::new();
+    let mut fd = None;
+    while !data.ends_with(b"\n") {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([i32; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel just installed this descriptor for us.
+                fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
+            }
+        }
+        if msg.bytes == 0 {
+            break;
+        }
+        let n = msg.bytes;
+        data.extend_from_slice(&buf[..n]);
+    }
+    (serde_json::from_slice(&data).expect("response line"), fd)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("monitor did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn console_log(pool: &Pool) -> String {
+    std::fs::read_to_string(contract::console_log_path(&pool.cfg.pool, &pool.cfg.uuid))
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_console_and_forced_stop() {
+    let pool = pool_with_guest(&[print(b"hello console\n"), HALT_FOREVER.to_vec()].concat());
+    let mut monitor = start_monitor(&pool);
+    let sock = contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid);
+    wait_for("the socket", Duration::from_secs(10), || sock.exists());
+    wait_for("console output", Duration::from_secs(10), || {
+        console_log(&pool).contains("hello console")
+    });
+
+    let (resp, _) = request(&pool, &MonitorRequest::Status);
+    let status = resp.status.expect("status");
+    assert_eq!(status.state, "running");
+    let guest_pid = status.instance_pid.expect("instance pid");
+    assert!(Path::new(&format!("/proc/{guest_pid}")).exists());
+    let on_disk: spec::monitor::MonitorStatus = serde_json::from_slice(
+        &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk.state, "running");
+    let pidfile = contract::pidfile_path(&pool.cfg.run_dir, &pool.cfg.uuid);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        monitor.id().to_string()
+    );
+
+    let (resp, fd) = request(&pool, &MonitorRequest::Console);
+    assert!(resp.ok);
+    let fd = fd.expect("console fd attached");
+    assert!(
+        nix::unistd::isatty(&fd).unwrap_or(false),
+        "console fd is a pty"
+    );
+
+    let (resp, _) = request(
+        &pool,
+        &MonitorRequest::Stop {
+            force: true,
+            timeout_secs: 0,
+        },
+    );
+    assert!(resp.ok);
+    assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 0);
+    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+        &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last.state, "stopped");
+    assert!(
+        !sock.exists() && !pidfile.exists(),
+        "socket and pidfile removed"
+    );
+    // The monitor reaped its guest process before exiting.
+    assert!(
+        !Path::new(&format!("/proc/{guest_pid}")).exists(),
+        "guest vmm {guest_pid} still there"
+    );
+}
+
+#[test]
+fn a_reset_guest_is_restarted_until_stopped() {
+    let pool = pool_with_guest(&[print(b"boot\n"), RESET.to_vec()].concat());
+    let mut monitor = start_monitor(&pool);
+    wait_for("three boots", Duration::from_secs(20), || {
+        console_log(&pool).matches("boot").count() >= 3
+    });
+    let (resp, _) = request(
+        &pool,
+        &MonitorRequest::Stop {
+            force: false,
+            timeout_secs: 5,
+        },
+    );
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut monitor, Duration::from_secs(15)), 0);
+    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+        &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last.state, "stopped");
+}
+
+#[test]
+fn a_disk_without_a_kernel_fails_with_the_reason() {
+    let pool = pool_with_guest(&[]);
+    // Replace the boot disk with a blank one.
+    let disk = contract::disk_path(&pool.cfg.pool, &pool.cfg.uuid, "root");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let mut monitor = start_monitor(&pool);
+    assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 1);
+    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+        &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last.state, "failed");
+    assert!(last.reason.contains("no ext4"), "{}", last.reason);
+}

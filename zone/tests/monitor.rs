@@ -1,0 +1,355 @@
+//! `zone monitor`: started from an init-style config.json, driven over its socket.
+
+mod common;
+use common::*;
+use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A pool with one zone's config.json, as init would prepare it.
+struct Pool {
+    dir: tempfile::TempDir,
+    _rootfs: tempfile::TempDir,
+    config: InstanceConfig,
+}
+
+impl Pool {
+    fn new(init: &[&str]) -> Pool {
+        let rootfs = busybox_rootfs();
+        let dir = tempfile::Builder::new()
+            .prefix("zone-test-pool")
+            .tempdir()
+            .unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let uuid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+        let spec = spec::InstanceSpec {
+            name: format!("mon{n}"),
+            uuid: None,
+            ensure: spec::Ensure::Present,
+            autoboot: true,
+            image: spec::ImageRef::Name {
+                name: "busybox".into(),
+                version: None,
+            },
+            memory: 64 << 20,
+            nics: vec![],
+            resolvers: vec!["10.0.0.53".parse().unwrap()],
+            metadata: BTreeMap::new(),
+            kind: spec::Kind::Zone(spec::ZoneSpec {
+                cpu_cap: 0,
+                pids: 100,
+                quota: None,
+                hostname: String::new(),
+                init: init.iter().map(|s| s.to_string()).collect(),
+                env: vec![("ZONE_TEST".into(), "1".into())],
+            }),
+            origin: spec::Origin::default(),
+        };
+        let config = InstanceConfig {
+            uuid: uuid.clone(),
+            pool: dir.path().to_path_buf(),
+            run_dir: dir.path().join("run"),
+            spec,
+            image_path: rootfs.path().to_path_buf(),
+            id_range_start: 2_000_000_000 + ((std::process::id() & 0xff) * 16 + n % 16) * 65536,
+            bridges: BTreeMap::new(),
+        };
+        std::fs::create_dir_all(dir.path().join(&uuid)).unwrap();
+        spec::atomic::write_json_atomic(&contract::config_path(dir.path(), &uuid), &config)
+            .unwrap();
+        Pool {
+            dir,
+            _rootfs: rootfs,
+            config,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        contract::socket_path(&self.config.run_dir, &self.config.uuid)
+    }
+
+    fn zone_dir(&self) -> PathBuf {
+        self.dir.path().join(&self.config.uuid)
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(ZONE)
+            .args(["monitor", "--config"])
+            .arg(contract::config_path(self.dir.path(), &self.config.uuid))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn request(
+        &self,
+        req: MonitorRequest,
+    ) -> (spec::monitor::MonitorResponse, Option<std::os::fd::OwnedFd>) {
+        zone::monitor::request(&self.socket(), &req).unwrap()
+    }
+
+    fn status(&self) -> MonitorStatus {
+        let (resp, _) = self.request(MonitorRequest::Status);
+        assert!(resp.ok, "{resp:?}");
+        resp.status.unwrap()
+    }
+
+    fn saved_status(&self) -> MonitorStatus {
+        let text =
+            std::fs::read_to_string(contract::status_path(self.dir.path(), &self.config.uuid))
+                .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Waits until the monitor answers with the zone running.
+    fn wait_running(&self) -> MonitorStatus {
+        wait_for("the zone to run", || {
+            let s = zone::monitor::request(&self.socket(), &MonitorRequest::Status)
+                .ok()?
+                .0
+                .status?;
+            (s.state == "running").then_some(s)
+        })
+    }
+}
+
+/// Stops a monitor a failed test left running, so no zone outlives the test.
+struct MonitorGuard<'a>(&'a Pool);
+
+impl Drop for MonitorGuard<'_> {
+    fn drop(&mut self) {
+        let _ = zone::monitor::request(
+            &self.0.socket(),
+            &MonitorRequest::Stop {
+                force: true,
+                timeout_secs: 0,
+            },
+        );
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    wait_for("the monitor to exit", || child.try_wait().unwrap())
+        .code()
+        .unwrap_or(-1)
+}
+
+fn cgroup_dir(status: &MonitorStatus) -> PathBuf {
+    let d = &status.details["cgroup"];
+    PathBuf::from(&d[3..])
+}
+
+fn assert_monitor_gone(pool: &Pool, cgroup: &Path) {
+    assert!(!pool.socket().exists(), "socket left behind");
+    assert!(
+        !contract::pidfile_path(&pool.config.run_dir, &pool.config.uuid).exists(),
+        "pidfile left behind"
+    );
+    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+}
+
+#[test]
+fn monitor_serves_status_console_and_stop() {
+    require_root();
+    let pool = Pool::new(&["/bin/sh"]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    assert_eq!(st.pid, child.id());
+    let zpid = st.instance_pid.expect("zone init pid");
+    let pidfile = std::fs::read_to_string(contract::pidfile_path(
+        &pool.config.run_dir,
+        &pool.config.uuid,
+    ))
+    .unwrap();
+    assert_eq!(pidfile.trim(), child.id().to_string());
+    assert_eq!(pool.saved_status().state, "running");
+    let cgroup = cgroup_dir(&st);
+    assert!(cgroup.exists(), "{}", cgroup.display());
+    // The zone init is in the zone cgroup and its own pid namespace.
+    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
+    assert_ne!(ns(zpid), ns(std::process::id()));
+
+    // The console fd drives the zone's shell: its command writes into the zone.
+    let (resp, fd) = pool.request(MonitorRequest::Console);
+    assert!(resp.ok, "{resp:?}");
+    let fd = fd.expect("console fd passed over SCM_RIGHTS");
+    let mut console = std::fs::File::from(fd);
+    use std::io::Write;
+    console.write_all(b"echo console-$((6*7)) $(hostname) $ZONE_TEST $(cat /etc/resolv.conf) > /from-console\n").unwrap();
+    let marker = pool.zone_dir().join("upper/from-console");
+    let text = wait_for("the console command to run", || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    assert_eq!(
+        text,
+        format!(
+            "console-42 {} 1 nameserver 10.0.0.53\n",
+            pool.config.spec.name
+        )
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().uid(),
+        pool.config.id_range_start,
+        "zone root's file on the host"
+    );
+
+    // An interactive shell ignores SIGTERM: the grace period ends in SIGKILL.
+    let t0 = Instant::now();
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: false,
+        timeout_secs: 1,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "killed before the grace period"
+    );
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert!(
+        !Path::new(&format!("/proc/{zpid}")).exists(),
+        "zone init survived the stop"
+    );
+    assert_monitor_gone(&pool, &cgroup);
+}
+
+#[test]
+fn zone_that_reboots_itself_is_restarted() {
+    require_root();
+    let script =
+        "echo boot >> /boots; if [ $(wc -l < /boots) -lt 2 ]; then reboot -f; fi; exec sleep 600";
+    let pool = Pool::new(&["/bin/sh", "-c", script]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = wait_for("the second boot", || {
+        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+            .ok()?
+            .0
+            .status?;
+        (s.state == "running" && s.details.get("boots").map(String::as_str) == Some("2"))
+            .then_some(s)
+    });
+    let boots = std::fs::read_to_string(pool.zone_dir().join("upper/boots")).unwrap();
+    assert_eq!(
+        boots, "boot\nboot\n",
+        "the upper layer persists across the reboot"
+    );
+    // Reboot on request too.
+    let (resp, _) = pool.request(MonitorRequest::Reboot { force: true });
+    assert!(resp.ok);
+    wait_for("the requested reboot", || {
+        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+            .ok()?
+            .0
+            .status?;
+        (s.state == "running" && s.details.get("boots").map(String::as_str) == Some("3"))
+            .then_some(())
+    });
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok);
+    assert_eq!(wait_exit(&mut child), 0);
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
+
+#[test]
+fn monitor_survives_its_parent_being_killed() {
+    require_root();
+    let pool = Pool::new(&["/bin/sleep", "600"]);
+    let cfg = contract::config_path(pool.dir.path(), &pool.config.uuid);
+    // The parent stands in for init: it spawns the monitor, then dies by SIGKILL.
+    let mut parent = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{ZONE} monitor --config {} & sleep 600",
+            cfg.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let again = pool.status();
+    assert_eq!(again.state, "running");
+    assert_eq!(again.pid, st.pid, "the same monitor answers");
+    assert_eq!(again.instance_pid, st.instance_pid);
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok);
+    wait_for("the orphaned monitor to exit", || {
+        (!Path::new(&format!("/proc/{}", st.pid)).exists()).then_some(())
+    });
+    assert_eq!(pool.saved_status().state, "stopped");
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
+
+#[test]
+fn init_that_exits_at_once_fails_clearly() {
+    require_root();
+    let pool = Pool::new(&["/bin/false"]);
+    let mut child = pool.spawn();
+    assert_eq!(wait_exit(&mut child), 1);
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, "failed");
+    assert!(saved.reason.contains("exited at once"), "{saved:?}");
+    assert_monitor_gone(&pool, &cgroup_dir(&saved));
+}
+
+#[test]
+fn missing_init_fails_clearly() {
+    require_root();
+    let pool = Pool::new(&["/sbin/init"]);
+    let mut child = pool.spawn();
+    assert_eq!(wait_exit(&mut child), 1);
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, "failed");
+    assert!(
+        saved
+            .reason
+            .contains("/sbin/init: not found in the zone's rootfs"),
+        "{saved:?}"
+    );
+    assert!(!pool.socket().exists());
+}
+
+#[test]
+fn power_off_from_inside_is_a_clean_stop() {
+    require_root();
+    let pool = Pool::new(&["/bin/sh", "-c", "sleep 1.5; poweroff -f"]);
+    let mut child = pool.spawn();
+    let st = pool.wait_running();
+    assert_eq!(wait_exit(&mut child), 0);
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert!(saved.reason.contains("powered off"), "{saved:?}");
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
