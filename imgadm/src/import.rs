@@ -152,6 +152,7 @@ pub(crate) fn import_from_source(
     let p = begin(store, m)?;
     if let Some(img) = store.get(&m.uuid)? {
         // Another importer finished while we waited for the lock.
+        p.discard();
         return Ok(img);
     }
     let path = p.file();
@@ -227,6 +228,7 @@ pub(crate) fn install_local(
     let input = File::open(src).map_err(StoreError::io(src))?;
     let p = begin(store, m)?;
     if store.get(&m.uuid)?.is_some() {
+        p.discard();
         return Err(StoreError::AlreadyInstalled(m.uuid));
     }
     let path = p.file();

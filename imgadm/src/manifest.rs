@@ -61,6 +61,9 @@ pub struct ImageFile {
     /// Compression of the file.
     #[serde(default)]
     pub compression: Compression,
+    /// Other members (SmartOS's `dataset_guid`, ...), kept verbatim.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An IMGAPI v2 image manifest.
@@ -235,7 +238,7 @@ mod tests {
 
     const GOOD: &str = r#"{"v":2,"uuid":"0e7f2a2c-83c4-4c1e-9a0e-0a1b2c3d4e5f","name":"busybox",
         "version":"1.36","type":"zone-dataset","os":"other","published_at":"2026-01-01T00:00:00Z",
-        "files":[{"sha1":"79f391d3877f5527a8d4a6aaa37ae0bb726846b1","size":10,"compression":"gzip"}],
+        "files":[{"sha1":"79f391d3877f5527a8d4a6aaa37ae0bb726846b1","size":10,"compression":"gzip","dataset_guid":"123"}],
         "tags":{"k":"v"},"image_size":1024}"#;
 
     #[test]
@@ -247,6 +250,7 @@ mod tests {
         assert_eq!(back["tags"]["k"], "v");
         assert_eq!(back["image_size"], 1024);
         assert_eq!(back["type"], "zone-dataset");
+        assert_eq!(back["files"][0]["dataset_guid"], "123");
     }
 
     #[test]

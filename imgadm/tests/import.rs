@@ -248,6 +248,11 @@ fn concurrent_imports_of_one_image_install_it_once() {
         fs::read(store.get(&m.uuid).unwrap().unwrap().path).unwrap(),
         data
     );
+    assert!(
+        partial_entries(&store).is_empty(),
+        "debris: {:?}",
+        partial_entries(&store)
+    );
 }
 
 #[test]
