@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_reconcile_reports_a_bad_manifest_and_creates_the_good_ones() {
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     pool.manifest(
         "good.kdl",
@@ -84,7 +84,7 @@ async fn boot_reconcile_reports_a_bad_manifest_and_creates_the_good_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_create_writes_a_manifest_and_delete_removes_everything() {
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     let init = Init::start(&pool, &bus);
     init.wait_line("skerry: node ready", T);
@@ -158,7 +158,7 @@ async fn api_create_writes_a_manifest_and_delete_removes_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_other_than_root_may_read_but_not_change() {
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     pool.manifest(
         "a.kdl",
@@ -270,7 +270,7 @@ async fn callers_other_than_root_may_read_but_not_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hvm_provisioning_clones_the_boot_disk_and_makes_blank_disks() {
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     install_zvol_image(pool.path());
     pool.manifest(

@@ -19,7 +19,7 @@ fn monitors_of(pool: &TestPool, name: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zones_run_stop_start_and_survive_an_init_restart() {
     let zone = zone_bin();
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     pool.manifest(
         "web.kdl",
@@ -165,7 +165,7 @@ async fn zones_run_stop_start_and_survive_an_init_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_zone_before_init_exits() {
     let zone = zone_bin();
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     pool.manifest(
         "two.kdl",
@@ -191,7 +191,7 @@ async fn sigterm_stops_every_zone_before_init_exits() {
 async fn nic_bridge_console_and_instance_changed_signals() {
     use futures_util::StreamExt;
     let zone = zone_bin();
-    let bus = Bus::start();
+    let bus = node_bus();
     let pool = TestPool::new();
     let tag = format!("t{:x}", std::process::id() & 0xfffff);
     let bridge = format!("skb{:x}", std::process::id() & 0xfffff);

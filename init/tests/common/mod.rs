@@ -11,75 +11,20 @@ use std::time::{Duration, Instant};
 /// The uid the "not root" tests call as.
 pub const OTHER_UID: u32 = 65534;
 
-fn need(bin: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{bin} is missing: install it (tests/deps/init.txt lists the packages)");
-}
+pub use testkit::Bus;
 
-/// A private system-like bus for one test.
-pub struct Bus {
-    child: Child,
-    pub address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Bus {
-    /// Starts dbus-daemon with a policy like a node's: only root owns
-    /// org.skerry.Node1, everyone (root and OTHER_UID) may call it.
-    pub fn start() -> Bus {
-        assert_eq!(
-            nix::unistd::getuid().as_raw(),
-            0,
-            "init's integration tests run as root (namespaces, cgroups, bridges)"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("init-bus")
-            .tempdir()
-            .unwrap();
-        // The other uid must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let sock = dir.path().join("bus.sock");
-        let conf = dir.path().join("bus.conf");
-        let policy = skerry_init::pid1::services::dbus_config(sock.to_str().unwrap())
-            .replace("<type>system</type>", "<type>session</type>");
-        std::fs::write(&conf, policy).unwrap();
-        let child = Command::new(need("dbus-daemon"))
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "dbus-daemon did not create {}",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Bus {
-            child,
-            address: format!("unix:path={}", sock.display()),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A private bus with a policy like a node's: only root owns org.skerry.Node1,
+/// everyone (root and OTHER_UID) may call it.
+pub fn node_bus() -> Bus {
+    assert_eq!(
+        nix::unistd::getuid().as_raw(),
+        0,
+        "init's integration tests run as root (namespaces, cgroups, bridges)"
+    );
+    Bus::start(|socket| {
+        skerry_init::pid1::services::dbus_config(socket.to_str().unwrap())
+            .replace("<type>system</type>", "<type>session</type>")
+    })
 }
 
 /// A temporary pool with a busybox zone image installed.
@@ -135,53 +80,28 @@ fn install_busybox_image(pool: &Path) {
         .tempdir()
         .unwrap();
     let root = work.path().join("root");
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(need("busybox"), root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat", "ls", "echo", "hostname", "ps", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        root.join("sbin/init"),
+    testkit::busybox_rootfs(
+        &root,
+        &["sh", "sleep", "cat", "ls", "echo", "hostname", "ps", "true"],
+    );
+    testkit::write_executable(
+        &root.join("sbin/init"),
         "#!/bin/sh\ntrap 'exit 0' TERM INT\necho zone-init-up\nwhile :; do sleep 1; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        root.join("sbin/init"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    );
     let tar = work.path().join("busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args(["-cf"])
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    let data = std::fs::read(&tar).unwrap();
-    let sha = Command::new(need("sha256sum")).arg(&tar).output().unwrap();
-    let sha = String::from_utf8(sha.stdout).unwrap();
-    let manifest = serde_json::json!({
-        "v": 2,
-        "uuid": uuid::Uuid::new_v4(),
-        "name": "busybox",
-        "version": "1.36",
-        "type": "zone-dataset",
-        "os": "linux",
-        "published_at": "2024-01-01T00:00:00Z",
-        "files": [{ "sha256": sha.split_whitespace().next().unwrap(), "size": data.len(), "compression": "none" }],
-    });
+    testkit::tar_dir(&root, &tar);
+    install(pool, &tar, "busybox", "1.36", "zone-dataset");
+}
+
+/// Installs `file` as the image `name@version` with the imgadm library.
+fn install(pool: &Path, file: &Path, name: &str, version: &str, kind: &str) {
+    let manifest = testkit::image_manifest(file, name, version, kind);
     let manifest = imgadm::ImageManifest::from_json(manifest.to_string().as_bytes(), "test")
         .expect("test image manifest");
-    let store = imgadm::ImageStore::open(pool).unwrap();
-    store
-        .install_file(&manifest, &tar)
-        .expect("install busybox image");
+    imgadm::ImageStore::open(pool)
+        .unwrap()
+        .install_file(&manifest, file)
+        .unwrap_or_else(|e| panic!("install {name}@{version}: {e}"));
 }
 
 /// Installs a small raw disk image (`tiny-hvm@1`, zvol) whose first bytes are
@@ -195,19 +115,7 @@ pub fn install_zvol_image(pool: &Path) {
     let mut data = vec![0u8; 4 << 20];
     data[..8].copy_from_slice(b"BOOTDISK");
     std::fs::write(&file, &data).unwrap();
-    let sha = Command::new(need("sha256sum")).arg(&file).output().unwrap();
-    let sha = String::from_utf8(sha.stdout).unwrap();
-    let manifest = serde_json::json!({
-        "v": 2, "uuid": uuid::Uuid::new_v4(), "name": "tiny-hvm", "version": "1",
-        "type": "zvol", "os": "linux", "published_at": "2024-01-01T00:00:00Z",
-        "files": [{ "sha256": sha.split_whitespace().next().unwrap(), "size": data.len(), "compression": "none" }],
-    });
-    let manifest =
-        imgadm::ImageManifest::from_json(manifest.to_string().as_bytes(), "test").unwrap();
-    imgadm::ImageStore::open(pool)
-        .unwrap()
-        .install_file(&manifest, &file)
-        .expect("install zvol image");
+    install(pool, &file, "tiny-hvm", "1", "zvol");
 }
 
 /// init in host mode, its console lines collected.

@@ -32,91 +32,7 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A private bus: `dbus-daemon` with a config that lets every local user own and call
-/// anything, as a test bus should.
-pub struct Bus {
-    child: Child,
-    /// The address to put in `DBUS_SYSTEM_BUS_ADDRESS`.
-    pub address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Bus {
-    /// Starts the daemon and waits until it listens.
-    pub fn start() -> Bus {
-        let dir = tempfile::Builder::new()
-            .prefix("vmadm-bus-")
-            .tempdir()
-            .unwrap();
-        // Tests also call as an unprivileged uid: let it reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let socket = dir.path().join("bus");
-        let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .unwrap();
-        // Its stderr goes to a file (shown if a test fails): as non-init it always warns
-        // that it cannot raise its fd limit, which is noise.
-        let log = dir.path().join("bus.log");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run dbus-daemon ({e}): install it (tests/deps/vmadm.txt)")
-            });
-        // The address is printed once the daemon listens.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().to_string();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon printed no address: {line:?}"
-        );
-        Bus {
-            child,
-            address,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self._dir.path().join("bus.log"));
-            eprintln!("--- dbus-daemon log\n{}", log.unwrap_or_default());
-        }
-    }
-}
+pub use testkit::{wait_for, Bus};
 
 /// What a vmadm run printed and returned.
 pub struct Run {
@@ -185,20 +101,6 @@ pub fn vmadm_stdin(bus_address: &str, args: &[&str], input: &str) -> Run {
         .write_all(input.as_bytes())
         .unwrap();
     Run::from(child.wait_with_output().unwrap())
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with
-/// `what`.
-#[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Reads what a child wrote to a pipe so far, without blocking forever: the reader
@@ -278,7 +180,7 @@ pub struct Node {
 impl Node {
     /// Starts everything and waits until init answers on the bus.
     pub fn start() -> Node {
-        let bus = Bus::start();
+        let bus = Bus::permissive();
         let dir = tempfile::Builder::new()
             .prefix("vmadm-node-")
             .tempdir()
@@ -425,32 +327,11 @@ fn pidfiles(dir: &Path) -> Vec<PathBuf> {
 /// its IMGAPI manifest, and installs it into `pool` with the real `imgadm`. Returns the
 /// image UUID.
 pub fn install_busybox_image(work: &Path, pool: &Path) -> String {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("busybox is missing: install busybox-static (tests/deps/vmadm.txt)");
     let root = work.join("image-root");
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "echo", "cat", "ls", "hostname"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    testkit::busybox_rootfs(&root, &["sh", "sleep", "echo", "cat", "ls", "hostname"]);
     std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/init")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tarball = work.join("busybox.tar");
-    // (tar and sha256sum are coreutils/tar: always present on Debian.)
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar failed");
+    testkit::tar_dir(&root, &tarball);
     install_image(pool, &tarball, "busybox", "1.36", "zone-dataset")
 }
 
@@ -464,26 +345,8 @@ pub fn install_tiny_hvm_image(work: &Path, pool: &Path) -> String {
 
 /// Writes the IMGAPI manifest of `file` and installs both with the real `imgadm`.
 fn install_image(pool: &Path, file: &Path, name: &str, version: &str, kind: &str) -> String {
-    let sha = Command::new("sha256sum").arg(file).output().unwrap();
-    let sha = String::from_utf8(sha.stdout).unwrap();
-    let sha = sha.split_whitespace().next().unwrap().to_string();
-    let size = std::fs::metadata(file).unwrap().len();
-    let uuid = uuid::Uuid::new_v4().to_string();
-    let manifest = serde_json::json!({
-        "v": 2,
-        "uuid": uuid,
-        "owner": "00000000-0000-0000-0000-000000000000",
-        "name": name,
-        "version": version,
-        "state": "active",
-        "disabled": false,
-        "public": true,
-        "published_at": "2024-01-01T00:00:00Z",
-        "type": kind,
-        "os": "linux",
-        "description": "vmadm test image",
-        "files": [{"sha256": sha, "size": size, "compression": "none"}],
-    });
+    let manifest = testkit::image_manifest(file, name, version, kind);
+    let uuid = manifest["uuid"].as_str().unwrap().to_string();
     let manifest_path = file.with_extension("manifest.json");
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let out = Command::new(sibling_bin("imgadm"))

@@ -1,0 +1,187 @@
+//! Fixtures shared by skerry's integration tests (init, vmadm): a private dbus-daemon,
+//! busybox rootfs trees and the IMGAPI manifests of image files, and polling with a
+//! deadline. Everything is real: the daemon is the system's `dbus-daemon`, the rootfs
+//! holds the system's static busybox. A missing program fails the test, naming the
+//! package to install; nothing is skipped.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The path of a program the tests need, or a panic saying how to get it.
+pub fn program(name: &str) -> PathBuf {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing: install it (tests/deps/*.txt list the packages; \
+                 `bash tests/setup` installs them)"
+            )
+        })
+}
+
+/// A private bus for one test: `dbus-daemon` on a socket in a temporary directory,
+/// killed on drop; its log is printed when the test fails.
+pub struct Bus {
+    child: Child,
+    /// The address clients connect to (`DBUS_SYSTEM_BUS_ADDRESS`).
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Bus {
+    /// Starts the daemon with the configuration `config` writes for a listening socket
+    /// path, and returns once it listens. The directory is world-readable, so that tests
+    /// may call as another uid.
+    pub fn start(config: impl FnOnce(&Path) -> String) -> Bus {
+        let dir = tempfile::Builder::new()
+            .prefix("skerry-bus-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(&conf, config(&dir.path().join("bus.sock"))).unwrap();
+        // Its stderr goes to a file: as a non-init process it always warns that it
+        // cannot raise its fd limit, which is noise unless a test fails.
+        let log = std::fs::File::create(dir.path().join("bus.log")).unwrap();
+        let mut child = Command::new(program("dbus-daemon"))
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start dbus-daemon");
+        // The address is printed once the daemon listens.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_string();
+        let bus = Bus {
+            child,
+            address,
+            dir,
+        };
+        assert!(
+            bus.address.starts_with("unix:"),
+            "dbus-daemon printed no address: {line:?}"
+        );
+        bus
+    }
+
+    /// A bus on which every local user may own and call anything.
+    pub fn permissive() -> Bus {
+        Bus::start(|socket| {
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>custom</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            )
+        })
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("bus.log"));
+            eprintln!("--- dbus-daemon log\n{}", log.unwrap_or_default());
+        }
+    }
+}
+
+/// Makes `root` a minimal busybox userland: the usual top-level directories, the
+/// system's static busybox as /bin/busybox with `applets` linked to it, and a root
+/// entry in /etc/passwd. The caller provides /sbin/init.
+pub fn busybox_rootfs(root: &Path, applets: &[&str]) {
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(program("busybox"), root.join("bin/busybox")).unwrap();
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+/// Writes an executable file.
+pub fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Packs `root` into the tarball `tar`, every file owned by root.
+pub fn tar_dir(root: &Path, tar: &Path) {
+    let status = Command::new(program("tar"))
+        .arg("-C")
+        .arg(root)
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of {} failed", root.display());
+}
+
+/// The IMGAPI manifest of the uncompressed image file `file`, with a fresh UUID.
+pub fn image_manifest(file: &Path, name: &str, version: &str, kind: &str) -> serde_json::Value {
+    let out = Command::new(program("sha256sum"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sha256sum {} failed", file.display());
+    let out = String::from_utf8(out.stdout).unwrap();
+    let sha = out.split_whitespace().next().unwrap();
+    serde_json::json!({
+        "v": 2,
+        "uuid": uuid::Uuid::new_v4(),
+        "owner": "00000000-0000-0000-0000-000000000000",
+        "name": name,
+        "version": version,
+        "state": "active",
+        "disabled": false,
+        "public": true,
+        "published_at": "2024-01-01T00:00:00Z",
+        "type": kind,
+        "os": "linux",
+        "description": "skerry test image",
+        "files": [{
+            "sha256": sha,
+            "size": std::fs::metadata(file).unwrap().len(),
+            "compression": "none",
+        }],
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
