@@ -50,6 +50,16 @@ pub enum ZoneError {
         /// What failed.
         reason: String,
     },
+    /// Setting up the writable-layer quota failed on a filesystem that supports it.
+    #[error("zone {zone}: quota on {path}: {reason}")]
+    Quota {
+        /// The zone.
+        zone: String,
+        /// The directory concerned.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// Bad argument or configuration value.
     #[error("{0}")]
     Invalid(String),

@@ -7,8 +7,8 @@
 //! - [`launch`] starts one zone (the process choreography);
 //! - [`run`] is `zone run`, a throwaway zone in the foreground;
 //! - [`monitor`] is `zone monitor`, the per-zone process init spawns;
-//! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`] are the
-//!   pieces.
+//! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`], [`quota`]
+//!   are the pieces.
 
 pub mod cgroups;
 pub mod console;
@@ -17,6 +17,7 @@ pub mod idmap;
 pub mod launch;
 pub mod monitor;
 pub mod net;
+pub mod quota;
 pub mod rootfs;
 pub mod run;
 pub mod security;

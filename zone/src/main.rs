@@ -2,7 +2,7 @@
 //! zone; `zone run` runs a throwaway zone in the foreground.
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -15,35 +15,42 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one throwaway zone in the foreground; exits with the command's status.
-    Run {
-        /// The image rootfs (left untouched: writes go to a temporary layer).
-        #[arg(long)]
-        rootfs: PathBuf,
-        /// Hostname inside the zone (default: zone).
-        #[arg(long)]
-        hostname: Option<String>,
-        /// Memory cap, e.g. 64M (K/M/G/T suffixes, powers of 1024).
-        #[arg(long, value_parser = parse_size)]
-        memory: Option<u64>,
-        /// Maximum number of tasks.
-        #[arg(long)]
-        pids: Option<u64>,
-        /// CPU cap in percent of one CPU (0 = no cap).
-        #[arg(long, default_value_t = 0)]
-        cpu_cap: u32,
-        /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX or TAG=dhcp; repeatable (net0, net1...).
-        #[arg(long = "net", value_name = "TAG=IP/PREFIX")]
-        nets: Vec<String>,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// Run the zone described by init's config.json as its monitor.
     Monitor {
         /// `<pool>/<uuid>/config.json`.
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+/// `zone run`'s arguments.
+#[derive(Args)]
+struct RunArgs {
+    /// The image rootfs (left untouched: writes go to a temporary layer).
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// Hostname inside the zone (default: zone).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory cap, e.g. 64M (K/M/G/T suffixes, powers of 1024).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// CPU cap in percent of one CPU (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    cpu_cap: u32,
+    /// Size of the temporary writable layer, e.g. 8M: writes past it fail (ENOSPC).
+    #[arg(long, value_parser = parse_size)]
+    quota: Option<u64>,
+    /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX or TAG=dhcp; repeatable (net0, net1...).
+    #[arg(long = "net", value_name = "TAG=IP/PREFIX")]
+    nets: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -53,15 +60,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run {
-            rootfs,
-            hostname,
-            memory,
-            pids,
-            cpu_cap,
-            nets,
-            command,
-        } => run(rootfs, hostname, memory, pids, cpu_cap, nets, command),
+        Cmd::Run(args) => run(args),
         Cmd::Monitor { config } => zone::monitor::main(&config).context("zone monitor"),
     };
     match code {
@@ -73,31 +72,24 @@ fn main() {
     }
 }
 
-fn run(
-    rootfs: PathBuf,
-    hostname: Option<String>,
-    memory: Option<u64>,
-    pids: Option<u64>,
-    cpu_cap: u32,
-    nets: Vec<String>,
-    command: Vec<String>,
-) -> anyhow::Result<i32> {
+fn run(a: RunArgs) -> anyhow::Result<i32> {
     let mut nics = Vec::new();
-    for (i, n) in nets.iter().enumerate() {
+    for (i, n) in a.nets.iter().enumerate() {
         let nic = zone::run::parse_net(i, n).with_context(|| format!("--net {n}"))?;
         nics.push(nic);
     }
-    if command.is_empty() {
+    if a.command.is_empty() {
         bail!("no command given: zone run --rootfs DIR -- CMD ARGS...");
     }
     let opts = zone::run::RunOptions {
-        rootfs,
-        hostname,
-        memory,
-        pids,
-        cpu_cap,
+        rootfs: a.rootfs,
+        hostname: a.hostname,
+        memory: a.memory,
+        pids: a.pids,
+        cpu_cap: a.cpu_cap,
+        quota: a.quota,
         nics,
-        command,
+        command: a.command,
     };
     Ok(zone::run::run(&opts)?)
 }

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub pids: Option<u64>,
     /// Percent of one CPU, 0 = no cap.
     pub cpu_cap: u32,
+    /// Size of the temporary writable layer in bytes (writes past it fail with ENOSPC).
+    pub quota: Option<u64>,
     /// Nics: `net0`, `net1`, ... in order.
     pub nics: Vec<spec::Nic>,
     /// Command and arguments.
@@ -77,7 +79,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
     let spec = LaunchSpec {
         name: format!("run-{pid}"),
         image: opts.rootfs.clone(),
-        upper: Upper::Temporary,
+        upper: Upper::Temporary { size: opts.quota },
         idmap: lease.map,
         hostname: opts.hostname.clone().unwrap_or_else(|| "zone".into()),
         command: opts.command.clone(),

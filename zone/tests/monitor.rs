@@ -1,168 +1,12 @@
 //! `zone monitor`: started from an init-style config.json, driven over its socket.
 
 mod common;
+use common::pool::*;
 use common::*;
-use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use spec::monitor::{self as contract, MonitorRequest};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A pool with one zone's config.json, as init would prepare it.
-struct Pool {
-    dir: tempfile::TempDir,
-    _rootfs: tempfile::TempDir,
-    config: InstanceConfig,
-}
-
-impl Pool {
-    fn new(init: &[&str]) -> Pool {
-        let rootfs = busybox_rootfs();
-        let dir = tempfile::Builder::new()
-            .prefix("zone-test-pool")
-            .tempdir()
-            .unwrap();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let uuid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
-        let spec = spec::InstanceSpec {
-            name: format!("mon{n}"),
-            uuid: None,
-            ensure: spec::Ensure::Present,
-            autoboot: true,
-            image: spec::ImageRef::Name {
-                name: "busybox".into(),
-                version: None,
-            },
-            memory: 64 << 20,
-            nics: vec![],
-            resolvers: vec!["10.0.0.53".parse().unwrap()],
-            metadata: BTreeMap::new(),
-            kind: spec::Kind::Zone(spec::ZoneSpec {
-                cpu_cap: 0,
-                pids: 100,
-                quota: None,
-                hostname: String::new(),
-                init: init.iter().map(|s| s.to_string()).collect(),
-                env: vec![("ZONE_TEST".into(), "1".into())],
-            }),
-            origin: spec::Origin::default(),
-        };
-        let config = InstanceConfig {
-            uuid: uuid.clone(),
-            pool: dir.path().to_path_buf(),
-            run_dir: dir.path().join("run"),
-            spec,
-            image_path: rootfs.path().to_path_buf(),
-            id_range_start: 2_000_000_000 + ((std::process::id() & 0xff) * 16 + n % 16) * 65536,
-            bridges: BTreeMap::new(),
-        };
-        std::fs::create_dir_all(dir.path().join(&uuid)).unwrap();
-        spec::atomic::write_json_atomic(&contract::config_path(dir.path(), &uuid), &config)
-            .unwrap();
-        Pool {
-            dir,
-            _rootfs: rootfs,
-            config,
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        contract::socket_path(&self.config.run_dir, &self.config.uuid)
-    }
-
-    fn zone_dir(&self) -> PathBuf {
-        self.dir.path().join(&self.config.uuid)
-    }
-
-    fn spawn(&self) -> Child {
-        Command::new(ZONE)
-            .args(["monitor", "--config"])
-            .arg(contract::config_path(self.dir.path(), &self.config.uuid))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn request(
-        &self,
-        req: MonitorRequest,
-    ) -> (spec::monitor::MonitorResponse, Option<std::os::fd::OwnedFd>) {
-        zone::monitor::request(&self.socket(), &req).unwrap()
-    }
-
-    fn status(&self) -> MonitorStatus {
-        let (resp, _) = self.request(MonitorRequest::Status);
-        assert!(resp.ok, "{resp:?}");
-        resp.status.unwrap()
-    }
-
-    fn saved_status(&self) -> MonitorStatus {
-        let text =
-            std::fs::read_to_string(contract::status_path(self.dir.path(), &self.config.uuid))
-                .unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// Waits until the monitor answers with the zone running.
-    fn wait_running(&self) -> MonitorStatus {
-        wait_for("the zone to run", || {
-            let s = zone::monitor::request(&self.socket(), &MonitorRequest::Status)
-                .ok()?
-                .0
-                .status?;
-            (s.state == "running").then_some(s)
-        })
-    }
-}
-
-/// Stops a monitor a failed test left running, so no zone outlives the test.
-struct MonitorGuard<'a>(&'a Pool);
-
-impl Drop for MonitorGuard<'_> {
-    fn drop(&mut self) {
-        let _ = zone::monitor::request(
-            &self.0.socket(),
-            &MonitorRequest::Stop {
-                force: true,
-                timeout_secs: 0,
-            },
-        );
-    }
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    wait_for("the monitor to exit", || child.try_wait().unwrap())
-        .code()
-        .unwrap_or(-1)
-}
-
-fn cgroup_dir(status: &MonitorStatus) -> PathBuf {
-    let d = &status.details["cgroup"];
-    PathBuf::from(&d[3..])
-}
-
-fn assert_monitor_gone(pool: &Pool, cgroup: &Path) {
-    assert!(!pool.socket().exists(), "socket left behind");
-    assert!(
-        !contract::pidfile_path(&pool.config.run_dir, &pool.config.uuid).exists(),
-        "pidfile left behind"
-    );
-    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
-}
 
 #[test]
 fn monitor_serves_status_console_and_stop() {
@@ -311,7 +155,7 @@ fn zone_that_reboots_itself_is_restarted() {
 fn monitor_survives_its_parent_being_killed() {
     require_root();
     let pool = Pool::new(&["/bin/sleep", "600"]);
-    let cfg = contract::config_path(pool.dir.path(), &pool.config.uuid);
+    let cfg = contract::config_path(pool.dir(), &pool.config.uuid);
     // The parent stands in for init: it spawns the monitor, then dies by SIGKILL.
     let mut parent = Command::new("/bin/sh")
         .arg("-c")
@@ -388,11 +232,8 @@ fn power_off_from_inside_is_a_clean_stop() {
     assert_eq!(saved.state, "stopped", "{saved:?}");
     assert!(saved.reason.contains("powered off"), "{saved:?}");
     // What the zone wrote on its console is in the console log.
-    let log = std::fs::read_to_string(contract::console_log_path(
-        pool.dir.path(),
-        &pool.config.uuid,
-    ))
-    .unwrap();
+    let log =
+        std::fs::read_to_string(contract::console_log_path(pool.dir(), &pool.config.uuid)).unwrap();
     assert!(
         log.contains(&format!("hello from {}", pool.config.spec.name)),
         "console.log: {log:?}"

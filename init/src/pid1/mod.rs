@@ -293,8 +293,11 @@ fn mount_pool(c: &Cmdline) -> Result<(), String> {
         ));
         mounts::format_ext4(&dev, l)?;
     }
-    mounts::mount_pool(&dev, POOL_MOUNT)?;
-    console::say(&format!("pool {} mounted at {POOL_MOUNT}", dev.display()));
+    let how = mounts::mount_pool(&dev, POOL_MOUNT)?;
+    console::say(&format!(
+        "pool {} mounted at {POOL_MOUNT} ({how})",
+        dev.display()
+    ));
     Ok(())
 }
 

@@ -154,9 +154,13 @@ pub fn find_label(label: &str) -> Option<PathBuf> {
         .find(|d| ext_label(d).as_deref() == Some(label))
 }
 
-/// Formats `dev` as ext4 with `label` (mkfs.ext4, else busybox mke2fs).
+/// Formats `dev` as ext4 with `label` (mkfs.ext4 with project quota, else busybox
+/// mke2fs, which cannot make it).
 pub fn format_ext4(dev: &Path, label: &str) -> Result<(), String> {
-    let tools: [(&str, &[&str]); 2] = [("mkfs.ext4", &["-q", "-F", "-L"]), ("mke2fs", &["-L"])];
+    let tools: [(&str, &[&str]); 2] = [
+        ("mkfs.ext4", &["-q", "-F", "-O", "quota,project", "-L"]),
+        ("mke2fs", &["-L"]),
+    ];
     let mut last = String::from("no mkfs.ext4 or mke2fs found");
     for (tool, args) in tools {
         let r = std::process::Command::new(tool)
@@ -174,20 +178,20 @@ pub fn format_ext4(dev: &Path, label: &str) -> Result<(), String> {
     Err(last)
 }
 
-/// Mounts the pool device at `target` (ext4, falling back to ext2 for a busybox-made
-/// filesystem).
-pub fn mount_pool(dev: &Path, target: &str) -> Result<(), String> {
+/// Mounts the pool device at `target`: ext4 with project quota enforced (`prjquota`,
+/// for zone quotas) when the filesystem has the feature, else plain ext4, falling back
+/// to ext2 for a busybox-made filesystem. Returns how it was mounted, for the log.
+pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, String> {
     fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
     let mut last = String::new();
-    for fstype in ["ext4", "ext2"] {
-        match mount(
-            Some(dev),
-            target,
-            Some(fstype),
-            MsFlags::MS_NOATIME,
-            None::<&str>,
-        ) {
-            Ok(()) => return Ok(()),
+    let attempts = [
+        ("ext4", Some("prjquota"), "ext4, project quota enforced"),
+        ("ext4", None, "ext4, without project quota"),
+        ("ext2", None, "ext2, without project quota"),
+    ];
+    for (fstype, data, how) in attempts {
+        match mount(Some(dev), target, Some(fstype), MsFlags::MS_NOATIME, data) {
+            Ok(()) => return Ok(how),
             Err(e) => last = format!("mount {} on {target} ({fstype}): {e}", dev.display()),
         }
     }

@@ -337,7 +337,7 @@ mod tests {
         LaunchSpec {
             name: "t".into(),
             image: "/".into(),
-            upper: Upper::Temporary,
+            upper: Upper::Temporary { size: None },
             idmap: IdMap::new(100_000).unwrap(),
             hostname: hostname.into(),
             command: command.iter().map(|s| s.to_string()).collect(),

@@ -16,7 +16,8 @@ use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
-use crate::rootfs::Stage;
+use crate::quota::{self, LayerQuota, QuotaStatus};
+use crate::rootfs::{Stage, Upper};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -104,6 +105,8 @@ struct Monitor {
     kill_at: Option<Instant>,
     started: Instant,
     boots: u32,
+    /// The writable-layer quota, set up at the first boot.
+    quota: Option<QuotaStatus>,
 }
 
 impl Monitor {
@@ -173,6 +176,7 @@ impl Monitor {
             kill_at: None,
             started: Instant::now(),
             boots: 0,
+            quota: None,
         })
     }
 
@@ -193,8 +197,54 @@ impl Monitor {
         self.save();
     }
 
+    /// Sets up the writable-layer quota (once per monitor: the upper persists across
+    /// reboots). A pool without support only yields an "unenforced" status.
+    fn setup_quota(&mut self) -> Result<()> {
+        let Upper::Persistent { upper, work } = &self.spec.upper else {
+            return Ok(());
+        };
+        let spec::Kind::Zone(z) = &self.config.spec.kind else {
+            return Ok(());
+        };
+        let q = LayerQuota {
+            zone: format!("{} ({})", self.config.spec.name, self.config.uuid),
+            pool: self.config.pool.clone(),
+            zone_dir: self.config.pool.join(&self.config.uuid),
+            upper: upper.clone(),
+            work: work.clone(),
+            limit: z.quota,
+            id_range_start: self.config.id_range_start,
+        };
+        quota::prepare_layer(&q)?;
+        for d in [upper, work] {
+            std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
+        }
+        let status = quota::apply(&q)?;
+        let d = &mut self.status.details;
+        match status.detail() {
+            Some(text) => d.insert("quota".into(), text),
+            None => d.remove("quota"),
+        };
+        self.quota = Some(status);
+        self.refresh_quota_used();
+        Ok(())
+    }
+
+    fn refresh_quota_used(&mut self) {
+        match self.quota.as_ref().and_then(QuotaStatus::used) {
+            Some(u) => self
+                .status
+                .details
+                .insert("quota_used".into(), u.to_string()),
+            None => self.status.details.remove("quota_used"),
+        };
+    }
+
     /// Boots the zone once; on error records the failure.
     fn boot(&mut self) -> Result<()> {
+        if self.quota.is_none() {
+            self.setup_quota()?;
+        }
         let pty = Pty::open(self.spec.idmap.host_id(0))?;
         let zone = launch::start(&self.spec, &mut self.stage, &self.hierarchy, Some(&pty))?;
         self.boots += 1;
@@ -229,15 +279,6 @@ impl Monitor {
                 .pids
                 .map_or("none".into(), |p| p.to_string()),
         );
-        // Writable-layer quota needs btrfs qgroups or xfs project quota on the pool.
-        if let spec::Kind::Zone(z) = &self.config.spec.kind {
-            if z.quota.is_some() {
-                d.insert(
-                    "quota".into(),
-                    "unenforced (pool filesystem has no project quota support here)".into(),
-                );
-            }
-        }
         self.zone = Some(zone);
         self.pty = Some(pty);
         self.set_state(states::RUNNING, "");
@@ -535,6 +576,7 @@ impl Monitor {
                             .insert("cpu_usage_usec".into(), u.to_string());
                     }
                 }
+                self.refresh_quota_used();
                 let mut r = reply(true, String::new());
                 r.status = Some(self.status.clone());
                 (r, None)

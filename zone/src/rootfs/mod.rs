@@ -32,7 +32,11 @@ pub enum Upper {
         work: PathBuf,
     },
     /// A throwaway upper layer on the staging tmpfs, gone with the runtime.
-    Temporary,
+    Temporary {
+        /// The tmpfs `size=` in bytes (`zone run --quota`): writes past it fail with
+        /// ENOSPC. None: bounded by the zone's memory cgroup only.
+        size: Option<u64>,
+    },
 }
 
 /// Moves the calling process into a private mount namespace, so that every mount the
@@ -106,15 +110,16 @@ impl Stage {
         // A temporary upper layer lives on this tmpfs: its pages are charged to the
         // zone's memory cgroup, which bounds it; otherwise it only holds mount points.
         let opts = match upper {
-            Upper::Temporary => "mode=0755",
-            Upper::Persistent { .. } => "mode=0755,size=1m",
+            Upper::Temporary { size: None } => "mode=0755".to_string(),
+            Upper::Temporary { size: Some(s) } => format!("mode=0755,size={s}"),
+            Upper::Persistent { .. } => "mode=0755,size=1m".to_string(),
         };
         mount(
             Some("tmpfs"),
             dir,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(opts),
+            Some(opts.as_str()),
         )
         .ctx(|| format!("mounting the staging tmpfs on {}", dir.display()))?;
         self.mounted = true;
@@ -131,7 +136,7 @@ impl Stage {
             .ctx(|| format!("attaching the idmapped image at {}", lower.display()))?;
         let (upperdir, workdir) = match upper {
             Upper::Persistent { upper, work } => (upper.clone(), work.clone()),
-            Upper::Temporary => (dir.join("upper"), dir.join("work")),
+            Upper::Temporary { .. } => (dir.join("upper"), dir.join("work")),
         };
         for d in [&upperdir, &workdir] {
             fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
