@@ -105,6 +105,15 @@ pub fn socket_path(run_dir: &Path, uuid: &str) -> PathBuf {
     run_dir.join(format!("{uuid}.sock"))
 }
 
+/// `<run_dir>/<uuid>.lock`: a zone monitor holds an exclusive `flock` on it for its
+/// whole life (the kernel drops it however the monitor ends). A monitor that cannot
+/// take it refuses to start, before it touches anything of the zone: the holder is
+/// alive and owns the zone. Only the lock holder may clean up what a killed
+/// predecessor left behind.
+pub fn lock_path(run_dir: &Path, uuid: &str) -> PathBuf {
+    run_dir.join(format!("{uuid}.lock"))
+}
+
 /// `<run_dir>/<uuid>.pid`.
 pub fn pidfile_path(run_dir: &Path, uuid: &str) -> PathBuf {
     run_dir.join(format!("{uuid}.pid"))

@@ -212,6 +212,35 @@ pub fn reap_orphans() {
     }
 }
 
+/// Removes what an earlier runtime of the same zone left behind when it was killed
+/// without cleaning up (SIGKILL, OOM killer, power cut on a persistent pool): the
+/// zone's cgroup, with whatever still runs in it (killed), and its host veths. The
+/// cgroup and the veth names derive from the zone's name, so they are found again.
+/// Returns one line per thing removed, for the log.
+///
+/// Only call this while holding the zone's monitor lock: a live runtime's zone looks
+/// exactly like a leftover.
+pub fn clean_leftovers(spec: &LaunchSpec, hierarchy: &Hierarchy) -> Result<Vec<String>> {
+    let mut cleaned = vec![];
+    if let Some(stale) = hierarchy.remove_stale(&spec.name)? {
+        cleaned.push(if stale.killed.is_empty() {
+            format!("removed stale cgroup {}", stale.cgroup)
+        } else {
+            format!(
+                "killed {} leftover process(es) {:?} and removed stale cgroup {}",
+                stale.killed.len(),
+                stale.killed,
+                stale.cgroup
+            )
+        });
+    }
+    for link in net::remove_stale(&spec.nics)? {
+        cleaned.push(format!("deleted stale host interface {link}"));
+    }
+    reap_orphans();
+    Ok(cleaned)
+}
+
 /// Starts a zone: cgroup, namespaces, rootfs, network, exec. `stage` is mounted on the
 /// first start and reused on restarts. On error nothing of the zone is left.
 pub fn start(

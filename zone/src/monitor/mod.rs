@@ -86,6 +86,7 @@ struct Client {
 }
 
 struct Monitor {
+    lock: MonitorLock,
     config: InstanceConfig,
     spec: LaunchSpec,
     hierarchy: Hierarchy,
@@ -112,6 +113,8 @@ impl Monitor {
         let dir = config.pool.join(&config.uuid);
         std::fs::create_dir_all(&config.run_dir)
             .ctx(|| format!("creating {}", config.run_dir.display()))?;
+        // First of all: a live monitor of this zone keeps it, and is never disturbed.
+        let lock = MonitorLock::take(&contract::lock_path(&config.run_dir, &config.uuid))?;
         let sock = contract::socket_path(&config.run_dir, &config.uuid);
         if UnixStream::connect(&sock).is_ok() {
             return Err(ZoneError::Invalid(format!(
@@ -143,6 +146,10 @@ impl Monitor {
             .ctx(|| "signalfd".into())?;
         launch::prepare_runtime()?;
         let hierarchy = Hierarchy::detect()?;
+        // We hold the lock, so whatever of the zone exists belongs to a dead monitor.
+        for line in launch::clean_leftovers(&spec, &hierarchy)? {
+            eprintln!("zone monitor {}: {line}", config.uuid);
+        }
         let stage = Stage::new(dir.join("root"))?;
         let log = ConsoleLog::open(
             &contract::console_log_path(&config.pool, &config.uuid),
@@ -157,6 +164,7 @@ impl Monitor {
             details: BTreeMap::new(),
         };
         Ok(Monitor {
+            lock,
             config,
             spec,
             hierarchy,
@@ -600,6 +608,62 @@ impl Monitor {
             &self.config.run_dir,
             &self.config.uuid,
         ));
+        self.lock.release();
+    }
+}
+
+/// The exclusive `flock` on `spec::monitor::lock_path` a monitor holds for its life.
+struct MonitorLock {
+    path: std::path::PathBuf,
+    file: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl MonitorLock {
+    /// Takes the lock or says which monitor holds it.
+    fn take(path: &Path) -> Result<MonitorLock> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .ctx(|| format!("opening {}", path.display()))?;
+            let locked =
+                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(l) => l,
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                        let pidfile = path.with_extension("pid");
+                        let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+                        return Err(ZoneError::Invalid(format!(
+                            "another monitor (pid {}) holds {}: it owns this zone",
+                            pid.trim(),
+                            path.display()
+                        )));
+                    }
+                    Err((_, e)) => {
+                        return Err(ZoneError::io(format!("flock {}", path.display()), e.into()))
+                    }
+                };
+            // The previous holder unlinks the file when it exits: a lock on an
+            // unlinked inode guards nothing, so take it again on the current file.
+            let ours = locked.metadata().map(|m| m.ino()).ok();
+            let current = std::fs::metadata(path).map(|m| m.ino()).ok();
+            if ours.is_some() && ours == current {
+                return Ok(MonitorLock {
+                    path: path.to_path_buf(),
+                    file: Some(locked),
+                });
+            }
+        }
+    }
+
+    /// Unlinks the lock file, then unlocks: a waiting monitor retries on a new file.
+    fn release(&mut self) {
+        if let Some(held) = self.file.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(held);
+        }
     }
 }
 
