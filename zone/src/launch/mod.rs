@@ -7,11 +7,14 @@
 //!   |<-------------- "U" -------|
 //!   uid/gid maps, idmapped
 //!   image + overlay, cgroup
-//!   |-- "G" ------------------>  setresuid(0), unshare(NS UTS
+//!   |-- "G" ------------------>  setresuid(0), unshare(UTS
 //!   |                            IPC NET CGROUP PID), fork ---> waits for "G"
 //!   |<---------- zone pid ------| exits
 //!   veths into the zone netns
-//!   |-- "G" -------------------------------------------------> hostname, mounts,
+//!   /proc, /sys, masks (helper
+//!   in the zone pid+net ns)
+//!   |-- "G" -------------------------------------------------> unshare(NS),
+//!   |                                                          hostname, /dev,
 //!   |                                                          pivot_root, caps,
 //!   |<------ error text, or EOF when exec succeeded ----------- seccomp, exec
 //! ```
@@ -28,7 +31,7 @@ use crate::error::{Context, Result, ZoneError};
 use crate::idmap::IdMap;
 use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
-use child::{intermediate, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
+use child::{intermediate, kernel_fs_in_zone, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -357,6 +360,12 @@ fn start_in(
         return Err(e);
     }
     crate::timing::mark("network");
+    stage.detach_kernel_fs();
+    if let Err(e) = kernel_fs_in_zone(zpid.as_raw(), &stage.root()) {
+        abort_child(zpid);
+        return Err(e);
+    }
+    crate::timing::mark("proc+sys+masks");
     if !write_all(&go_tx, b"G") {
         abort_child(zpid);
         return Err(ZoneError::Setup("releasing the zone init".into()));
