@@ -539,3 +539,42 @@ fn next_monitor_cleans_what_a_killed_one_left() {
     assert!(!zone::net::link_exists(&host_if).unwrap());
     assert!(!contract::lock_path(&pool.config.run_dir, &pool.config.uuid).exists());
 }
+
+/// A console client's window size (at attach and after a resize) reaches the zone's
+/// pty through the framed relay protocol of `spec::monitor`.
+#[test]
+fn console_window_size_reaches_the_zone() {
+    use contract::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+    use std::io::Write;
+    require_root();
+    let pool = Pool::new(&["/bin/sh"]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    pool.wait_running();
+    let (resp, fd) = pool.request(MonitorRequest::Console);
+    assert!(resp.ok, "{resp:?}");
+    let mut console = std::os::unix::net::UnixStream::from(fd.expect("console fd"));
+    let size_in_zone = |file: &str| {
+        let path = pool.zone_dir().join("upper").join(file);
+        wait_for(&format!("stty size in {file}"), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        })
+    };
+    let mut attach = CONSOLE_FRAMED.to_vec();
+    attach.extend(winsize_frame(40, 132));
+    attach.extend(console_frame(FRAME_DATA, b"stty size > /size1\n"));
+    console.write_all(&attach).unwrap();
+    assert_eq!(size_in_zone("size1"), "40 132\n");
+    let mut resize = winsize_frame(50, 100);
+    resize.extend(console_frame(FRAME_DATA, b"stty size > /size2\n"));
+    console.write_all(&resize).unwrap();
+    assert_eq!(size_in_zone("size2"), "50 100\n");
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
+}

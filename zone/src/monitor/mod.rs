@@ -13,7 +13,7 @@ pub use client::{instance_dir, request};
 pub use config::launch_spec;
 
 use crate::cgroups::Hierarchy;
-use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
+use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::rootfs::Stage;
@@ -85,6 +85,12 @@ struct Client {
     buf: Vec<u8>,
 }
 
+/// Our end of one console relay, and how to read what its client sends.
+struct Relay {
+    fd: OwnedFd,
+    input: RelayDecoder,
+}
+
 struct Monitor {
     lock: MonitorLock,
     config: InstanceConfig,
@@ -98,7 +104,7 @@ struct Monitor {
     pty: Option<Pty>,
     /// Our ends of the console relays handed out by `Console`: the monitor alone reads
     /// the pty master, so the log and every attached client see all of the output.
-    attached: Vec<OwnedFd>,
+    attached: Vec<Relay>,
     log: ConsoleLog,
     status: MonitorStatus,
     pending: Pending,
@@ -296,7 +302,7 @@ impl Monitor {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             }
             for a in &self.attached {
-                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(a.fd.as_fd(), PollFlags::POLLIN));
             }
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
@@ -372,7 +378,7 @@ impl Monitor {
                 // A client that cannot keep up loses output rather than stalling the
                 // zone's console; one that has gone away is dropped.
                 self.attached
-                    .retain(|a| match nix::unistd::write(a, &buf[..n]) {
+                    .retain(|a| match nix::unistd::write(&a.fd, &buf[..n]) {
                         Ok(_) | Err(nix::errno::Errno::EAGAIN) => true,
                         Err(_) => false,
                     });
@@ -381,19 +387,32 @@ impl Monitor {
         }
     }
 
-    /// Copies what attached client `i` typed to the zone's console; false when the
-    /// client has detached.
+    /// Copies what attached client `i` typed to the zone's console and applies the
+    /// window sizes it sends; false when the client has detached.
     fn relay_input(&mut self, i: usize) -> bool {
         let mut buf = [0u8; 4096];
-        match nix::unistd::read(self.attached[i].as_fd(), &mut buf) {
-            Ok(0) => false,
-            Ok(n) => match &self.pty {
-                Some(p) => write_all_fd(p.master.as_fd(), &buf[..n]),
-                None => false,
-            },
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
-            Err(_) => false,
+        let n = match nix::unistd::read(self.attached[i].fd.as_fd(), &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return true,
+            Err(_) => return false,
+        };
+        let Some(p) = &self.pty else { return false };
+        for input in self.attached[i].input.feed(&buf[..n]) {
+            match input {
+                ConsoleInput::Data(d) => {
+                    if !write_all_fd(p.master.as_fd(), &d) {
+                        return false;
+                    }
+                }
+                ConsoleInput::WindowSize { rows, cols } => {
+                    if let Err(e) = crate::console::set_window_size(p.master.as_fd(), rows, cols) {
+                        eprintln!("zone monitor: {e}");
+                    }
+                }
+            }
         }
+        true
     }
 
     /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
@@ -585,7 +604,10 @@ impl Monitor {
                         ) {
                             return (reply(false, format!("console relay: {e}")), None);
                         }
-                        self.attached.push(ours);
+                        self.attached.push(Relay {
+                            fd: ours,
+                            input: RelayDecoder::default(),
+                        });
                         (reply(true, "console attached".into()), Some(theirs))
                     }
                     Err(e) => (reply(false, format!("console relay: {e}")), None),
