@@ -14,6 +14,16 @@
 //! of a stream socket the monitor relays to the instance's pty (zones), so that the
 //! monitor's console log and every attached client see all of the output.
 //!
+//! A zone's console relay carries raw bytes both ways. A client that wants to pass its
+//! terminal's window size switches its own direction (client to zone) to frames by
+//! sending [`CONSOLE_FRAMED`] as its very first bytes; a client that does not stays
+//! raw (compatible with clients that predate frames). A frame is one type byte, a
+//! big-endian `u16` payload length and the payload: [`FRAME_DATA`] (bytes for the
+//! console), [`FRAME_WINSIZE`] (rows and columns, big-endian `u16` each; the monitor
+//! sets them on the zone's pty, which sends the zone's foreground job SIGWINCH).
+//! Frames of other types are skipped. Output (zone to client) stays raw. A client sends
+//! a size frame at attach and on every SIGWINCH: see [`console_frame`].
+//!
 //! The monitor exits when the instance has stopped for good (stop request, or init exit
 //! without restart) with: 0 = clean stop/power-off, 3 = the instance asked to reboot
 //! (the monitor restarts it itself unless told to stop), 1 = failure (reason in
@@ -105,6 +115,46 @@ pub fn socket_path(run_dir: &Path, uuid: &str) -> PathBuf {
     run_dir.join(format!("{uuid}.sock"))
 }
 
+/// First bytes a console client sends to switch its direction of a zone's console relay
+/// to frames (see the module doc). It starts with a NUL byte, which no raw client sends
+/// first but the rarest of typists.
+pub const CONSOLE_FRAMED: &[u8] = b"\0skerry-console-frames-1\n";
+/// Frame type: console input bytes.
+pub const FRAME_DATA: u8 = b'd';
+/// Frame type: window size, rows then columns, big-endian `u16` each.
+pub const FRAME_WINSIZE: u8 = b'w';
+
+/// Encodes one console frame; payloads longer than `u16::MAX` are split over frames.
+pub fn console_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 3);
+    let mut chunks = payload.chunks(u16::MAX as usize).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[kind, 0, 0]);
+    }
+    for chunk in chunks {
+        out.push(kind);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// The [`FRAME_WINSIZE`] frame for a `rows` x `cols` terminal.
+pub fn winsize_frame(rows: u16, cols: u16) -> Vec<u8> {
+    let mut payload = rows.to_be_bytes().to_vec();
+    payload.extend_from_slice(&cols.to_be_bytes());
+    console_frame(FRAME_WINSIZE, &payload)
+}
+
+/// `<run_dir>/<uuid>.lock`: a zone monitor holds an exclusive `flock` on it for its
+/// whole life (the kernel drops it however the monitor ends). A monitor that cannot
+/// take it refuses to start, before it touches anything of the zone: the holder is
+/// alive and owns the zone. Only the lock holder may clean up what a killed
+/// predecessor left behind.
+pub fn lock_path(run_dir: &Path, uuid: &str) -> PathBuf {
+    run_dir.join(format!("{uuid}.lock"))
+}
+
 /// `<run_dir>/<uuid>.pid`.
 pub fn pidfile_path(run_dir: &Path, uuid: &str) -> PathBuf {
     run_dir.join(format!("{uuid}.pid"))
@@ -149,4 +199,21 @@ pub fn host_ifname(uuid: &str, nic_index: usize) -> String {
         .take(8)
         .collect();
     format!("sk{hex}n{nic_index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_type_length_and_split_long_payloads() {
+        assert_eq!(console_frame(FRAME_DATA, b"ls\r"), b"d\0\x03ls\r");
+        assert_eq!(console_frame(FRAME_DATA, b""), b"d\0\0");
+        assert_eq!(winsize_frame(40, 132), [b'w', 0, 4, 0, 40, 0, 132]);
+        let long = vec![b'x'; 70_000];
+        let f = console_frame(FRAME_DATA, &long);
+        assert_eq!(f.len(), 70_000 + 6);
+        assert_eq!(&f[..3], &[b'd', 0xff, 0xff]);
+        assert_eq!(&f[3 + 65535..3 + 65535 + 3], &[b'd', 0x11, 0x71]);
+    }
 }

@@ -8,7 +8,9 @@
 //! errors: the restore lives in a guard's `Drop`.
 //!
 //! Signals are blocked and read from a signalfd in the same poll loop, so a signal can
-//! never interrupt us between "raw" and "restored", and SIGWINCH resizes the console.
+//! never interrupt us between "raw" and "restored", and SIGWINCH resizes the console:
+//! with TIOCSWINSZ on a pty, with a size frame on a zone's console relay (the framed
+//! protocol of `spec::monitor`, which our typed bytes then follow too).
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -120,9 +122,8 @@ impl Drop for BlockedSignals {
 nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 
-/// Gives the console our terminal's size, when both are terminals; best effort (a
-/// serial console has no size to set, and that is fine).
-fn copy_window_size(from: BorrowedFd, to: BorrowedFd) {
+/// Our terminal's size, if `fd` is a terminal that has one.
+fn window_size(fd: BorrowedFd) -> Option<libc::winsize> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -131,13 +132,75 @@ fn copy_window_size(from: BorrowedFd, to: BorrowedFd) {
     };
     use std::os::fd::AsRawFd;
     // SAFETY: TIOCGWINSZ writes one `winsize` into the valid, exclusively borrowed `ws`;
-    // `from` is an open descriptor for the duration of the call.
-    if unsafe { get_winsize(from.as_raw_fd(), &mut ws) }.is_err() || ws.ws_row == 0 {
-        return;
+    // `fd` is an open descriptor for the duration of the call.
+    if unsafe { get_winsize(fd.as_raw_fd(), &mut ws) }.is_err() || ws.ws_row == 0 {
+        return None;
     }
-    // SAFETY: TIOCSWINSZ only reads the `winsize` behind the pointer, which lives on our
-    // stack for the whole call; `to` is an open descriptor.
-    let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
+    Some(ws)
+}
+
+/// What init handed over, and so how input and window sizes reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Console {
+    /// A terminal (a VMM's serial pty master): bytes as they are, TIOCSWINSZ for sizes.
+    Terminal,
+    /// A zone monitor's relay socket: frames per `spec::monitor`, sizes included.
+    Relay,
+    /// Anything else: bytes as they are, no size.
+    Plain,
+}
+
+impl Console {
+    fn of(fd: BorrowedFd) -> Console {
+        if nix::unistd::isatty(fd).unwrap_or(false) {
+            return Console::Terminal;
+        }
+        match nix::sys::stat::fstat(fd) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => Console::Relay,
+            _ => Console::Plain,
+        }
+    }
+
+    /// Opens the attach: a relay switches our direction to frames.
+    fn start(self, console: BorrowedFd) -> Result<(), Errno> {
+        if self == Console::Relay {
+            write_all(console, spec::monitor::CONSOLE_FRAMED)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the console our terminal's size; best effort where it has no size (a
+    /// serial line, a pipe) or our input is no terminal.
+    fn copy_window_size(self, from: BorrowedFd, to: BorrowedFd) -> Result<(), Errno> {
+        let Some(ws) = window_size(from) else {
+            return Ok(());
+        };
+        match self {
+            Console::Terminal => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: TIOCSWINSZ only reads the `winsize` behind the pointer, which
+                // lives on our stack for the whole call; `to` is an open descriptor.
+                let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
+                Ok(())
+            }
+            Console::Relay => write_all(to, &spec::monitor::winsize_frame(ws.ws_row, ws.ws_col)),
+            Console::Plain => Ok(()),
+        }
+    }
+
+    /// Sends typed bytes.
+    fn send(self, console: BorrowedFd, typed: &[u8]) -> Result<(), Errno> {
+        if typed.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Console::Relay => write_all(
+                console,
+                &spec::monitor::console_frame(spec::monitor::FRAME_DATA, typed),
+            ),
+            _ => write_all(console, typed),
+        }
+    }
 }
 
 /// Writes all of `buf` to `fd`, waiting for room when the descriptor is non-blocking
@@ -168,7 +231,10 @@ pub fn attach(
 ) -> Result<Detach, ConsoleError> {
     let signals = BlockedSignals::block()?;
     let _raw = RawMode::enter(input)?;
-    copy_window_size(input, console);
+    let kind = Console::of(console);
+    kind.start(console).map_err(sys("writing to the console"))?;
+    kind.copy_window_size(input, console)
+        .map_err(sys("writing to the console"))?;
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = [
@@ -190,7 +256,9 @@ pub fn attach(
         if signal_ready {
             while let Ok(Some(info)) = signals.fd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGWINCH) => copy_window_size(input, console),
+                    Ok(Signal::SIGWINCH) => kind
+                        .copy_window_size(input, console)
+                        .map_err(sys("writing to the console"))?,
                     Ok(sig) => return Ok(Detach::Signal(sig)),
                     Err(_) => {}
                 }
@@ -216,7 +284,8 @@ pub fn attach(
                         Some(at) => (&typed[..at], true),
                         None => (typed, false),
                     };
-                    write_all(console, send).map_err(sys("writing to the console"))?;
+                    kind.send(console, send)
+                        .map_err(sys("writing to the console"))?;
                     if escaped {
                         return Ok(Detach::Escape);
                     }
@@ -282,15 +351,20 @@ mod tests {
         assert_eq!(how, Detach::InputClosed);
     }
 
-    #[test]
-    fn the_console_takes_the_operators_window_size() {
+    /// The operator's terminal: a pty of the given size.
+    fn operator_terminal(rows: u16, cols: u16) -> nix::pty::OpenptyResult {
         let size = nix::pty::Winsize {
-            ws_row: 40,
-            ws_col: 132,
+            ws_row: rows,
+            ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let operator = openpty(Some(&size), None).unwrap();
+        openpty(Some(&size), None).unwrap()
+    }
+
+    #[test]
+    fn the_console_takes_the_operators_window_size() {
+        let operator = operator_terminal(40, 132);
         let console = openpty(None, None).unwrap();
         let (_out_r, out_w) = pipe();
         write_all(operator.master.as_fd(), &[ESCAPE]).unwrap();
@@ -310,6 +384,51 @@ mod tests {
         // SAFETY: TIOCGWINSZ fills the `winsize` we own; the slave fd is open.
         unsafe { get_winsize(console.slave.as_raw_fd(), &mut seen) }.unwrap();
         assert_eq!((seen.ws_row, seen.ws_col), (40, 132));
+    }
+
+    /// A zone's console is a relay socket: the attach opens the framed protocol, sends
+    /// the size, then typed bytes as frames, and a new size on SIGWINCH.
+    #[test]
+    fn a_relay_console_gets_frames_with_the_size_at_attach_and_on_sigwinch() {
+        use spec::monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+        use std::os::fd::AsRawFd;
+        let operator = operator_terminal(40, 132);
+        let (ours, zone_side) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (_out_r, out_w) = pipe();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let master = operator.master.try_clone().unwrap();
+        let typist = std::thread::spawn(move || {
+            let pause = || std::thread::sleep(std::time::Duration::from_millis(150));
+            pause();
+            write_all(master.as_fd(), b"ls\r").unwrap();
+            pause();
+            let bigger = libc::winsize {
+                ws_row: 50,
+                ws_col: 100,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads the winsize on our stack; the master is open.
+            unsafe { set_winsize(master.as_raw_fd(), &bigger) }.unwrap();
+            // The operator's terminal would signal its foreground job; we are not it.
+            // SAFETY: tgkill to a thread of our own process with a valid signal.
+            let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGWINCH) };
+            assert_eq!(r, 0);
+            pause();
+            write_all(master.as_fd(), &[ESCAPE]).unwrap();
+        });
+        let how = attach(ours.as_fd(), operator.slave.as_fd(), out_w.as_fd()).unwrap();
+        typist.join().unwrap();
+        assert_eq!(how, Detach::Escape);
+        drop(ours);
+        let mut sent = Vec::new();
+        std::io::Read::read_to_end(&mut &zone_side, &mut sent).unwrap();
+        let mut want = CONSOLE_FRAMED.to_vec();
+        want.extend(winsize_frame(40, 132));
+        want.extend(console_frame(FRAME_DATA, b"ls\r"));
+        want.extend(winsize_frame(50, 100));
+        assert_eq!(sent, want);
     }
 
     #[test]

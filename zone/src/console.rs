@@ -93,6 +93,98 @@ impl ConsoleLog {
     }
 }
 
+/// What an attached client sent, decoded per the relay protocol of `spec::monitor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    /// Bytes for the zone's console.
+    Data(Vec<u8>),
+    /// The client's terminal size.
+    WindowSize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+}
+
+/// Decodes one client's side of a console relay: raw bytes, or frames once the client
+/// opened with `spec::monitor::CONSOLE_FRAMED`.
+#[derive(Debug, Default)]
+pub struct RelayDecoder {
+    mode: Mode,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// Nothing (or only a prefix of the header) seen yet.
+    #[default]
+    Undecided,
+    Raw,
+    Framed,
+}
+
+impl RelayDecoder {
+    /// Feeds bytes read from the client; returns what they complete, in order.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<ConsoleInput> {
+        use spec::monitor::{CONSOLE_FRAMED, FRAME_DATA, FRAME_WINSIZE};
+        if self.mode == Mode::Raw {
+            return vec![ConsoleInput::Data(bytes.to_vec())];
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.mode == Mode::Undecided {
+            let n = self.buf.len().min(CONSOLE_FRAMED.len());
+            if self.buf[..n] != CONSOLE_FRAMED[..n] {
+                self.mode = Mode::Raw;
+                return vec![ConsoleInput::Data(std::mem::take(&mut self.buf))];
+            }
+            if n < CONSOLE_FRAMED.len() {
+                return vec![];
+            }
+            self.buf.drain(..n);
+            self.mode = Mode::Framed;
+        }
+        let mut out = vec![];
+        while self.buf.len() >= 3 {
+            let len = u16::from_be_bytes([self.buf[1], self.buf[2]]) as usize;
+            if self.buf.len() < 3 + len {
+                break;
+            }
+            let frame: Vec<u8> = self.buf.drain(..3 + len).collect();
+            let payload = &frame[3..];
+            match frame[0] {
+                FRAME_DATA if !payload.is_empty() => out.push(ConsoleInput::Data(payload.to_vec())),
+                FRAME_WINSIZE if payload.len() >= 4 => out.push(ConsoleInput::WindowSize {
+                    rows: u16::from_be_bytes([payload[0], payload[1]]),
+                    cols: u16::from_be_bytes([payload[2], payload[3]]),
+                }),
+                _ => {} // unknown or empty: skipped, as the protocol says
+            }
+        }
+        out
+    }
+}
+
+/// Sets the window size of the pty behind `master`; the kernel sends SIGWINCH to the
+/// foreground process group of its terminal.
+pub fn set_window_size(master: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads the winsize behind the pointer, which lives on our
+    // stack for the call; `master` is an open descriptor.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(crate::error::ZoneError::io(
+            format!("setting the console size to {rows}x{cols}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// `<log>.0`, where the previous part of a rotated log is kept.
 pub fn rotated_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
@@ -103,6 +195,68 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    fn data(b: &[u8]) -> ConsoleInput {
+        ConsoleInput::Data(b.to_vec())
+    }
+
+    #[test]
+    fn raw_clients_pass_through_and_framed_ones_are_decoded_across_reads() {
+        use spec::monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+        let mut raw = RelayDecoder::default();
+        assert_eq!(raw.feed(b"ls\r"), vec![data(b"ls\r")]);
+        assert_eq!(raw.feed(CONSOLE_FRAMED), vec![data(CONSOLE_FRAMED)]);
+        // A raw client whose first byte is NUL (Ctrl-@) is held only until it differs.
+        let mut nul = RelayDecoder::default();
+        assert_eq!(nul.feed(b"\0"), vec![]);
+        assert_eq!(nul.feed(b"x"), vec![data(b"\0x")]);
+
+        let mut stream = CONSOLE_FRAMED.to_vec();
+        stream.extend(winsize_frame(40, 132));
+        stream.extend(console_frame(FRAME_DATA, b"stty size\r"));
+        stream.extend(console_frame(b'?', b"future"));
+        stream.extend(winsize_frame(50, 100));
+        let mut framed = RelayDecoder::default();
+        let mut got = vec![];
+        for byte in &stream {
+            got.extend(framed.feed(std::slice::from_ref(byte)));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ConsoleInput::WindowSize {
+                    rows: 40,
+                    cols: 132
+                },
+                data(b"stty size\r"),
+                ConsoleInput::WindowSize {
+                    rows: 50,
+                    cols: 100
+                },
+            ]
+        );
+        let mut whole = RelayDecoder::default();
+        assert_eq!(whole.feed(&stream), got);
+    }
+
+    #[test]
+    fn window_size_reaches_the_pty() {
+        let pty = Pty::open(nix::unistd::getuid().as_raw()).unwrap();
+        set_window_size(pty.master.as_fd(), 33, 77).unwrap();
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills the winsize we own; the slave fd is open.
+        assert_eq!(
+            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) },
+            0
+        );
+        assert_eq!((ws.ws_row, ws.ws_col), (33, 77));
+    }
 
     #[test]
     fn log_stays_bounded() {

@@ -268,17 +268,42 @@ pub fn teardown(plans: &[NicPlan]) {
     if plans.is_empty() {
         return;
     }
-    let names: Vec<String> = plans.iter().map(|p| p.host_if.clone()).collect();
-    let _ = with_netlink(None, move |handle| {
+    let _ = delete_links(plans.iter().map(|p| p.host_if.clone()).collect());
+}
+
+/// Deletes what a runtime killed mid-flight may have left of these nics on the host:
+/// the host end of each veth, and the zone end if it never left the host (its
+/// temporary name). Returns the names deleted.
+pub fn remove_stale(plans: &[NicPlan]) -> Result<Vec<String>> {
+    if plans.is_empty() {
+        return Ok(vec![]);
+    }
+    let names = plans
+        .iter()
+        .flat_map(|p| [p.host_if.clone(), p.temp_peer()])
+        .collect();
+    delete_links(names)
+}
+
+/// Deletes the named links that exist; returns those deleted (a veth's peer goes with
+/// it, so a name may already be gone when its turn comes).
+fn delete_links(names: Vec<String>) -> Result<Vec<String>> {
+    with_netlink(None, move |handle| {
         Box::pin(async move {
+            let mut deleted = vec![];
             for name in names {
-                if let Ok(Some(idx)) = link_index(&handle, &name).await {
-                    let _ = handle.link().del(idx).execute().await;
+                if let Some(idx) = link_index(&handle, &name).await? {
+                    match handle.link().del(idx).execute().await {
+                        Ok(()) => deleted.push(name),
+                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                        }
+                        Err(e) => return Err(net_err(format!("deleting {name}"), e)),
+                    }
                 }
             }
-            Ok(())
+            Ok(deleted)
         })
-    });
+    })
 }
 
 /// Whether a host interface exists (for tests and status).

@@ -240,3 +240,182 @@ fn power_off_from_inside_is_a_clean_stop() {
     );
     assert_monitor_gone(&pool, &cgroup_dir(&st));
 }
+
+/// What a SIGKILLed monitor leaves is cleaned by the next monitor of the same zone, and
+/// only then: a second monitor refuses to touch a zone whose monitor is alive.
+#[test]
+fn next_monitor_cleans_what_a_killed_one_left() {
+    require_root();
+    let mut pool = Pool::new(&["/bin/sh", "-c", "sleep 600 & sleep 601 & wait"]);
+    let tag = unique("k");
+    let _bridge = BridgeGuard(contract::default_bridge_name(&tag));
+    pool.config.spec.nics.push(spec::Nic {
+        name: "net0".into(),
+        tag,
+        ip: spec::IpConfig::None,
+        gateway: None,
+        mtu: None,
+        mac: None,
+    });
+    let cfg_path = contract::config_path(pool.dir.path(), &pool.config.uuid);
+    spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
+    let host_if = contract::host_ifname(&pool.config.uuid, 0);
+    let mut first = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    let cgroup = cgroup_dir(&st);
+    let procs = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    wait_for("the zone's three processes", || {
+        (procs(&cgroup).lines().count() == 3).then_some(())
+    });
+    assert!(zone::net::link_exists(&host_if).unwrap());
+
+    // A duplicate monitor is refused before it touches anything of the live zone.
+    let mut dup = pool.spawn();
+    assert_eq!(wait_exit(&mut dup), 125, "a second monitor started");
+    let log = std::fs::read_to_string(pool.zone_dir().join("monitor.log")).unwrap();
+    assert!(log.contains("another monitor (pid"), "{log}");
+    let again = pool.status();
+    assert_eq!(
+        (again.pid, again.instance_pid),
+        (st.pid, st.instance_pid),
+        "the live zone was disturbed"
+    );
+    assert_eq!(procs(&cgroup).lines().count(), 3);
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // What a SIGKILLed monitor leaves (as found on this kernel): the zone init dies of
+    // its PR_SET_PDEATHSIG SIGKILL and takes its pid namespace with it; the veth goes
+    // with the network namespace; the mounts with the monitor's mount namespace. The
+    // cgroup directories (every v1 hierarchy), the socket and the pidfile stay.
+    wait_for("the zone's processes to die with the monitor", || {
+        procs(&cgroup).is_empty().then_some(())
+    });
+    wait_for("the veth to go with the zone's netns", || {
+        (!zone::net::link_exists(&host_if).unwrap()).then_some(())
+    });
+    assert!(cgroup.exists(), "the cgroup went away by itself");
+    assert!(pool.socket().exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&pool.config.uuid), "{mounts}");
+
+    // Worse leftovers are possible (a zone init that changed its credentials loses
+    // its PDEATHSIG; a netns pinned elsewhere keeps its veth): plant both.
+    let mut survivor = Command::new("sleep").arg("600").spawn().unwrap();
+    let zone::cgroups::Hierarchy::V1 { controllers } = zone::cgroups::Hierarchy::detect().unwrap()
+    else {
+        panic!("this test expects the dev host's cgroup v1 controllers (see cgroup_v2.rs)")
+    };
+    let mut v1_dirs: Vec<PathBuf> = controllers
+        .values()
+        .map(|base| base.join("skerry").join(&pool.config.uuid))
+        .collect();
+    v1_dirs.sort();
+    v1_dirs.dedup();
+    assert!(v1_dirs.iter().all(|d| d.is_dir()), "{v1_dirs:?}");
+    assert!(v1_dirs.len() >= 3, "{v1_dirs:?}");
+    for d in &v1_dirs {
+        std::fs::write(d.join("cgroup.procs"), survivor.id().to_string()).unwrap();
+    }
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip (iproute2)");
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&[
+        "link",
+        "add",
+        &host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{host_if}z"),
+    ]);
+
+    let mut second = pool.spawn();
+    let st2 = wait_for("the second monitor's zone", || {
+        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+            .ok()?
+            .0
+            .status?;
+        (s.state == "running" && s.pid == second.id()).then_some(s)
+    });
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        survivor.wait().unwrap().signal(),
+        Some(9),
+        "survivor not killed"
+    );
+    let log = std::fs::read_to_string(pool.zone_dir().join("monitor.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "killed 1 leftover process(es) [{}]",
+            survivor.id()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("deleted stale host interface {host_if}")),
+        "{log}"
+    );
+    assert_eq!(cgroup_dir(&st2), cgroup, "the zone keeps its cgroup name");
+    assert!(
+        zone::net::link_exists(&host_if).unwrap(),
+        "the new zone's veth"
+    );
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut second), 0);
+    assert_monitor_gone(&pool, &cgroup);
+    for d in &v1_dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!zone::net::link_exists(&host_if).unwrap());
+    assert!(!contract::lock_path(&pool.config.run_dir, &pool.config.uuid).exists());
+}
+
+/// A console client's window size (at attach and after a resize) reaches the zone's
+/// pty through the framed relay protocol of `spec::monitor`.
+#[test]
+fn console_window_size_reaches_the_zone() {
+    use contract::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+    use std::io::Write;
+    require_root();
+    let pool = Pool::new(&["/bin/sh"]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    pool.wait_running();
+    let (resp, fd) = pool.request(MonitorRequest::Console);
+    assert!(resp.ok, "{resp:?}");
+    let mut console = std::os::unix::net::UnixStream::from(fd.expect("console fd"));
+    let size_in_zone = |file: &str| {
+        let path = pool.zone_dir().join("upper").join(file);
+        wait_for(&format!("stty size in {file}"), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        })
+    };
+    let mut attach = CONSOLE_FRAMED.to_vec();
+    attach.extend(winsize_frame(40, 132));
+    attach.extend(console_frame(FRAME_DATA, b"stty size > /size1\n"));
+    console.write_all(&attach).unwrap();
+    assert_eq!(size_in_zone("size1"), "40 132\n");
+    let mut resize = winsize_frame(50, 100);
+    resize.extend(console_frame(FRAME_DATA, b"stty size > /size2\n"));
+    console.write_all(&resize).unwrap();
+    assert_eq!(size_in_zone("size2"), "50 100\n");
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
+}

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 #[test]
 fn zone_init_is_pid_1_with_its_hostname_and_only_lo() {
@@ -226,6 +227,60 @@ fn seccomp_and_capabilities_confine_zone_root() {
         "a host block device was mounted: {out}"
     );
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+}
+
+/// The /proc masks and the read-only /sys and /proc/sys come from the runtime, so the
+/// kernel locks them in the zone: zone root's CAP_SYS_ADMIN (in its user namespace)
+/// cannot undo them, nor get a fresh unmasked procfs.
+#[test]
+fn zone_root_cannot_undo_the_proc_masks_or_read_only_mounts() {
+    require_root();
+    // Masks that exist on this kernel (no /proc/kcore here, for one).
+    let file_mask = zone::rootfs::MASKED_PATHS
+        .iter()
+        .find(|p| p.starts_with("proc/") && Path::new("/").join(p).is_file())
+        .expect("no masked /proc file exists on this host");
+    let dir_mask = zone::rootfs::MASKED_PATHS
+        .iter()
+        .find(|p| p.starts_with("proc/") && Path::new("/").join(p).is_dir())
+        .expect("no masked /proc directory exists on this host");
+    let r = busybox_rootfs();
+    let script = format!(
+        "for p in /{file_mask} /{dir_mask} /proc/sys /proc; do umount $p 2>/dev/null; echo umount $p=$?; umount -l $p 2>/dev/null; echo umount -l $p=$?; done; \
+         mount -o remount,rw /sys 2>/dev/null; echo remount /sys=$?; \
+         mount -o remount,rw /proc/sys 2>/dev/null; echo remount /proc/sys=$?; \
+         mount -o remount,rw,bind /proc/sys 2>/dev/null; echo rebind /proc/sys=$?; \
+         mkdir -p /mnt/p; mount -t proc proc /mnt/p 2>/dev/null; echo fresh proc=$?; \
+         echo; cat /proc/self/mountinfo"
+    );
+    let out = sh(r.path(), &[], &script);
+    let (results, mountinfo) = out.split_once("\n\n").unwrap();
+    for line in results.lines() {
+        let (what, code) = line.rsplit_once('=').unwrap();
+        assert_ne!(code, "0", "zone root could {what}: {out}");
+    }
+    // Each mask and read-only mount is still there, as it was.
+    let mount_of = |path: &str| {
+        mountinfo
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(path))
+            .unwrap_or_else(|| panic!("{path} is no longer a mount: {mountinfo}"))
+    };
+    assert!(
+        mount_of(&format!("/{dir_mask}")).contains(" - tmpfs "),
+        "{mountinfo}"
+    );
+    let ro = |l: &str| {
+        l.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro")
+    };
+    assert!(ro(mount_of("/sys")), "{mountinfo}");
+    assert!(ro(mount_of("/proc/sys")), "{mountinfo}");
+    mount_of(&format!("/{file_mask}"));
+    assert!(!mountinfo.contains("/mnt/p"), "{mountinfo}");
 }
 
 #[test]

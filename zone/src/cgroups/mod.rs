@@ -66,6 +66,15 @@ pub enum Hierarchy {
     },
 }
 
+/// A leftover cgroup [`Hierarchy::remove_stale`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleCgroup {
+    /// Its description (`v1:/sys/fs/cgroup/memory/...`).
+    pub cgroup: String,
+    /// The pids that were still in it and got SIGKILL.
+    pub killed: Vec<i32>,
+}
+
 /// Controllers a zone needs.
 pub const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
@@ -138,6 +147,35 @@ impl Hierarchy {
             Hierarchy::V2 { root } => Ok(Box::new(V2Cgroup::create(root, name)?)),
             Hierarchy::V1 { controllers } => Ok(Box::new(V1Cgroup::create(controllers, name)?)),
         }
+    }
+
+    /// The cgroup `skerry/<name>` if it already exists (in any v1 hierarchy), without
+    /// creating anything: what a runtime killed by SIGKILL left behind, since a zone
+    /// keeps the same name across starts.
+    pub fn existing(&self, name: &str) -> Option<Box<dyn ZoneCgroup>> {
+        match self {
+            Hierarchy::V2 { root } => {
+                V2Cgroup::existing(root, name).map(|c| Box::new(c) as Box<dyn ZoneCgroup>)
+            }
+            Hierarchy::V1 { controllers } => {
+                V1Cgroup::existing(controllers, name).map(|c| Box::new(c) as Box<dyn ZoneCgroup>)
+            }
+        }
+    }
+
+    /// Kills every process left in the existing cgroup `skerry/<name>` and removes it
+    /// (every v1 hierarchy). Returns what was removed and the pids that were still in
+    /// it, or `None` when there was no such cgroup.
+    pub fn remove_stale(&self, name: &str) -> Result<Option<StaleCgroup>> {
+        let Some(cg) = self.existing(name) else {
+            return Ok(None);
+        };
+        let pids = cg.processes().unwrap_or_default();
+        cg.remove()?;
+        Ok(Some(StaleCgroup {
+            cgroup: cg.describe(),
+            killed: pids,
+        }))
     }
 
     /// `v1` or `v2`.

@@ -31,6 +31,17 @@ impl V1Cgroup {
         Ok(V1Cgroup { dirs })
     }
 
+    /// The zone's existing directories `skerry/<name>` (those hierarchies that have
+    /// one); `None` when no hierarchy has it.
+    pub fn existing(bases: &BTreeMap<String, PathBuf>, name: &str) -> Option<V1Cgroup> {
+        let dirs: BTreeMap<String, PathBuf> = bases
+            .iter()
+            .map(|(ctrl, base)| (ctrl.clone(), base.join("skerry").join(name)))
+            .filter(|(_, dir)| dir.is_dir())
+            .collect();
+        (!dirs.is_empty()).then_some(V1Cgroup { dirs })
+    }
+
     fn dir(&self, ctrl: &str) -> Result<&PathBuf> {
         self.dirs.get(ctrl).ok_or_else(|| ZoneError::Cgroup {
             path: PathBuf::from("/sys/fs/cgroup"),
@@ -77,7 +88,15 @@ impl ZoneCgroup for V1Cgroup {
     }
 
     fn processes(&self) -> Result<Vec<i32>> {
-        read_procs(self.dir("pids")?)
+        // A task sits in every hierarchy; a half-created (or half-removed) cgroup may
+        // lack one, so ask all of them.
+        let mut pids = Vec::new();
+        for dir in self.unique_dirs() {
+            pids.extend(read_procs(dir)?);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
     }
 
     fn cpu_usage_usec(&self) -> Result<u64> {

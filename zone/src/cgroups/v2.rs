@@ -24,6 +24,12 @@ impl V2Cgroup {
         Ok(V2Cgroup { dir })
     }
 
+    /// `<root>/skerry/<name>` if it exists, created by nothing.
+    pub fn existing(root: &Path, name: &str) -> Option<V2Cgroup> {
+        let dir = root.join("skerry").join(name);
+        dir.is_dir().then_some(V2Cgroup { dir })
+    }
+
     /// The cgroup directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -129,9 +129,11 @@ pub(super) fn intermediate(
         nix::unistd::setgroups(&[root])?;
         let uroot = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresuid(uroot, uroot, uroot)?;
+        // No CLONE_NEWNS yet: the zone init unshares its mount namespace only after
+        // the runtime has mounted /proc and /sys into the staged root (see
+        // `kernel_fs_in_zone`), so that those arrive locked.
         unshare(
-            CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWUTS
+            CloneFlags::CLONE_NEWUTS
                 | CloneFlags::CLONE_NEWIPC
                 | CloneFlags::CLONE_NEWNET
                 | CloneFlags::CLONE_NEWCGROUP
@@ -166,6 +168,64 @@ pub(super) fn intermediate(
     }
 }
 
+/// Mounts /proc, /sys, the masks and read-only paths into the staged `root`, in the
+/// runtime's mount namespace, from a helper process in zone init `zpid`'s pid and
+/// network namespaces (procfs and sysfs show their mounter's). Call it while
+/// single-threaded, before releasing the zone init (which then copies them, locked,
+/// into its own mount namespace).
+pub(super) fn kernel_fs_in_zone(zpid: i32, root: &Path) -> Result<()> {
+    use std::fs::File;
+    let open = |p: String| File::open(&p).ctx(|| format!("opening {p}"));
+    let zone_pidns = open(format!("/proc/{zpid}/ns/pid"))?;
+    let zone_netns = open(format!("/proc/{zpid}/ns/net"))?;
+    let own_pidns = open("/proc/self/ns/pid".into())?;
+    let (err_rx, err_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe2".into())?;
+    // Only our children enter the pid namespace; we go back right after the fork.
+    nix::sched::setns(&zone_pidns, CloneFlags::CLONE_NEWPID)
+        .ctx(|| format!("joining the pid namespace of zone init {zpid}"))?;
+    // SAFETY: the runtime is single-threaded here (see the module doc of `launch`).
+    let forked = unsafe { fork() };
+    if let Ok(ForkResult::Child) = forked {
+        drop(err_rx);
+        let r = nix::sched::setns(&zone_netns, CloneFlags::CLONE_NEWNET)
+            .ctx(|| "joining the zone's network namespace".into())
+            .and_then(|()| {
+                rootfs::mount_kernel_fs(&mut rootfs::HostFs, root, Path::new("/dev/null"))
+            });
+        let code = match r {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = write_all(&err_tx, e.to_string().as_bytes());
+                1
+            }
+        };
+        // SAFETY: see intermediate's _exit.
+        unsafe { libc::_exit(code) }
+    }
+    let back = nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID)
+        .ctx(|| "returning to the runtime's pid namespace".into());
+    let child = match forked {
+        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Child) => unreachable!("the child exited above"),
+        Err(e) => return back.and(Err(ZoneError::io("fork", e.into()))),
+    };
+    drop(err_tx);
+    let mut msg = Vec::new();
+    let _ = File::from(err_rx).read_to_end(&mut msg);
+    let status = nix::sys::wait::waitpid(child, None);
+    back?;
+    if !msg.is_empty() {
+        return Err(ZoneError::Setup(String::from_utf8_lossy(&msg).into_owned()));
+    }
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        other => Err(ZoneError::Setup(format!(
+            "mounting /proc and /sys for the zone: helper ended with {other:?}"
+        ))),
+    }
+}
+
 /// Pid 1 of the zone: waits for the runtime's go, sets itself up and execs.
 fn zone_init(plan: &ChildPlan, z_rx: OwnedFd, err_tx: OwnedFd) -> ! {
     let mut b = [0u8; 1];
@@ -186,6 +246,9 @@ fn zone_init(plan: &ChildPlan, z_rx: OwnedFd, err_tx: OwnedFd) -> ! {
 }
 
 fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
+    // A copy of the runtime's mounts, /proc, /sys and their masks included, made from
+    // a less privileged user namespace: the kernel locks every one of them in it.
+    unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare(CLONE_NEWNS)".into())?;
     nix::unistd::setsid().ctx(|| "setsid".into())?;
     if let Some((fd, _)) = &plan.console {
         // SAFETY: TIOCSCTTY on our pty slave fd with arg 0 (do not steal).

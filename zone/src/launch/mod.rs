@@ -7,11 +7,14 @@
 //!   |<-------------- "U" -------|
 //!   uid/gid maps, idmapped
 //!   image + overlay, cgroup
-//!   |-- "G" ------------------>  setresuid(0), unshare(NS UTS
+//!   |-- "G" ------------------>  setresuid(0), unshare(UTS
 //!   |                            IPC NET CGROUP PID), fork ---> waits for "G"
 //!   |<---------- zone pid ------| exits
 //!   veths into the zone netns
-//!   |-- "G" -------------------------------------------------> hostname, mounts,
+//!   /proc, /sys, masks (helper
+//!   in the zone pid+net ns)
+//!   |-- "G" -------------------------------------------------> unshare(NS),
+//!   |                                                          hostname, /dev,
 //!   |                                                          pivot_root, caps,
 //!   |<------ error text, or EOF when exec succeeded ----------- seccomp, exec
 //! ```
@@ -28,7 +31,7 @@ use crate::error::{Context, Result, ZoneError};
 use crate::idmap::IdMap;
 use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
-use child::{intermediate, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
+use child::{intermediate, kernel_fs_in_zone, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -212,6 +215,35 @@ pub fn reap_orphans() {
     }
 }
 
+/// Removes what an earlier runtime of the same zone left behind when it was killed
+/// without cleaning up (SIGKILL, OOM killer, power cut on a persistent pool): the
+/// zone's cgroup, with whatever still runs in it (killed), and its host veths. The
+/// cgroup and the veth names derive from the zone's name, so they are found again.
+/// Returns one line per thing removed, for the log.
+///
+/// Only call this while holding the zone's monitor lock: a live runtime's zone looks
+/// exactly like a leftover.
+pub fn clean_leftovers(spec: &LaunchSpec, hierarchy: &Hierarchy) -> Result<Vec<String>> {
+    let mut cleaned = vec![];
+    if let Some(stale) = hierarchy.remove_stale(&spec.name)? {
+        cleaned.push(if stale.killed.is_empty() {
+            format!("removed stale cgroup {}", stale.cgroup)
+        } else {
+            format!(
+                "killed {} leftover process(es) {:?} and removed stale cgroup {}",
+                stale.killed.len(),
+                stale.killed,
+                stale.cgroup
+            )
+        });
+    }
+    for link in net::remove_stale(&spec.nics)? {
+        cleaned.push(format!("deleted stale host interface {link}"));
+    }
+    reap_orphans();
+    Ok(cleaned)
+}
+
 /// Starts a zone: cgroup, namespaces, rootfs, network, exec. `stage` is mounted on the
 /// first start and reused on restarts. On error nothing of the zone is left.
 pub fn start(
@@ -328,6 +360,12 @@ fn start_in(
         return Err(e);
     }
     crate::timing::mark("network");
+    stage.detach_kernel_fs();
+    if let Err(e) = kernel_fs_in_zone(zpid.as_raw(), &stage.root()) {
+        abort_child(zpid);
+        return Err(e);
+    }
+    crate::timing::mark("proc+sys+masks");
     if !write_all(&go_tx, b"G") {
         abort_child(zpid);
         return Err(ZoneError::Setup("releasing the zone init".into()));

@@ -13,7 +13,7 @@ pub use client::{instance_dir, request};
 pub use config::launch_spec;
 
 use crate::cgroups::Hierarchy;
-use crate::console::{ConsoleLog, Pty, LOG_LIMIT};
+use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
@@ -86,7 +86,14 @@ struct Client {
     buf: Vec<u8>,
 }
 
+/// Our end of one console relay, and how to read what its client sends.
+struct Relay {
+    fd: OwnedFd,
+    input: RelayDecoder,
+}
+
 struct Monitor {
+    lock: MonitorLock,
     config: InstanceConfig,
     spec: LaunchSpec,
     hierarchy: Hierarchy,
@@ -98,7 +105,7 @@ struct Monitor {
     pty: Option<Pty>,
     /// Our ends of the console relays handed out by `Console`: the monitor alone reads
     /// the pty master, so the log and every attached client see all of the output.
-    attached: Vec<OwnedFd>,
+    attached: Vec<Relay>,
     log: ConsoleLog,
     status: MonitorStatus,
     pending: Pending,
@@ -115,6 +122,8 @@ impl Monitor {
         let dir = config.pool.join(&config.uuid);
         std::fs::create_dir_all(&config.run_dir)
             .ctx(|| format!("creating {}", config.run_dir.display()))?;
+        // First of all: a live monitor of this zone keeps it, and is never disturbed.
+        let lock = MonitorLock::take(&contract::lock_path(&config.run_dir, &config.uuid))?;
         let sock = contract::socket_path(&config.run_dir, &config.uuid);
         if UnixStream::connect(&sock).is_ok() {
             return Err(ZoneError::Invalid(format!(
@@ -146,6 +155,10 @@ impl Monitor {
             .ctx(|| "signalfd".into())?;
         launch::prepare_runtime()?;
         let hierarchy = Hierarchy::detect()?;
+        // We hold the lock, so whatever of the zone exists belongs to a dead monitor.
+        for line in launch::clean_leftovers(&spec, &hierarchy)? {
+            eprintln!("zone monitor {}: {line}", config.uuid);
+        }
         let stage = Stage::new(dir.join("root"))?;
         let log = ConsoleLog::open(
             &contract::console_log_path(&config.pool, &config.uuid),
@@ -160,6 +173,7 @@ impl Monitor {
             details: BTreeMap::new(),
         };
         Ok(Monitor {
+            lock,
             config,
             spec,
             hierarchy,
@@ -329,7 +343,7 @@ impl Monitor {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             }
             for a in &self.attached {
-                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(a.fd.as_fd(), PollFlags::POLLIN));
             }
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
@@ -405,7 +419,7 @@ impl Monitor {
                 // A client that cannot keep up loses output rather than stalling the
                 // zone's console; one that has gone away is dropped.
                 self.attached
-                    .retain(|a| match nix::unistd::write(a, &buf[..n]) {
+                    .retain(|a| match nix::unistd::write(&a.fd, &buf[..n]) {
                         Ok(_) | Err(nix::errno::Errno::EAGAIN) => true,
                         Err(_) => false,
                     });
@@ -414,19 +428,32 @@ impl Monitor {
         }
     }
 
-    /// Copies what attached client `i` typed to the zone's console; false when the
-    /// client has detached.
+    /// Copies what attached client `i` typed to the zone's console and applies the
+    /// window sizes it sends; false when the client has detached.
     fn relay_input(&mut self, i: usize) -> bool {
         let mut buf = [0u8; 4096];
-        match nix::unistd::read(self.attached[i].as_fd(), &mut buf) {
-            Ok(0) => false,
-            Ok(n) => match &self.pty {
-                Some(p) => write_all_fd(p.master.as_fd(), &buf[..n]),
-                None => false,
-            },
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
-            Err(_) => false,
+        let n = match nix::unistd::read(self.attached[i].fd.as_fd(), &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return true,
+            Err(_) => return false,
+        };
+        let Some(p) = &self.pty else { return false };
+        for input in self.attached[i].input.feed(&buf[..n]) {
+            match input {
+                ConsoleInput::Data(d) => {
+                    if !write_all_fd(p.master.as_fd(), &d) {
+                        return false;
+                    }
+                }
+                ConsoleInput::WindowSize { rows, cols } => {
+                    if let Err(e) = crate::console::set_window_size(p.master.as_fd(), rows, cols) {
+                        eprintln!("zone monitor: {e}");
+                    }
+                }
+            }
         }
+        true
     }
 
     /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
@@ -619,7 +646,10 @@ impl Monitor {
                         ) {
                             return (reply(false, format!("console relay: {e}")), None);
                         }
-                        self.attached.push(ours);
+                        self.attached.push(Relay {
+                            fd: ours,
+                            input: RelayDecoder::default(),
+                        });
                         (reply(true, "console attached".into()), Some(theirs))
                     }
                     Err(e) => (reply(false, format!("console relay: {e}")), None),
@@ -642,6 +672,62 @@ impl Monitor {
             &self.config.run_dir,
             &self.config.uuid,
         ));
+        self.lock.release();
+    }
+}
+
+/// The exclusive `flock` on `spec::monitor::lock_path` a monitor holds for its life.
+struct MonitorLock {
+    path: std::path::PathBuf,
+    file: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl MonitorLock {
+    /// Takes the lock or says which monitor holds it.
+    fn take(path: &Path) -> Result<MonitorLock> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .ctx(|| format!("opening {}", path.display()))?;
+            let locked =
+                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(l) => l,
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                        let pidfile = path.with_extension("pid");
+                        let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+                        return Err(ZoneError::Invalid(format!(
+                            "another monitor (pid {}) holds {}: it owns this zone",
+                            pid.trim(),
+                            path.display()
+                        )));
+                    }
+                    Err((_, e)) => {
+                        return Err(ZoneError::io(format!("flock {}", path.display()), e.into()))
+                    }
+                };
+            // The previous holder unlinks the file when it exits: a lock on an
+            // unlinked inode guards nothing, so take it again on the current file.
+            let ours = locked.metadata().map(|m| m.ino()).ok();
+            let current = std::fs::metadata(path).map(|m| m.ino()).ok();
+            if ours.is_some() && ours == current {
+                return Ok(MonitorLock {
+                    path: path.to_path_buf(),
+                    file: Some(locked),
+                });
+            }
+        }
+    }
+
+    /// Unlinks the lock file, then unlocks: a waiting monitor retries on a new file.
+    fn release(&mut self) {
+        if let Some(held) = self.file.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(held);
+        }
     }
 }
 

@@ -19,7 +19,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 mod zone_side;
-pub use zone_side::{enter, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS};
+pub use zone_side::{
+    enter, mount_kernel_fs, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS,
+};
 
 /// Where the writable layer lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,15 @@ impl Stage {
             )
         })?;
         Ok(())
+    }
+
+    /// Detaches the /proc and /sys a previous boot of the zone left on the staged root
+    /// (they belong to its dead namespaces); nothing when there are none.
+    pub fn detach_kernel_fs(&self) {
+        for d in ["sys", "proc"] {
+            // EINVAL: not a mount point, nothing to detach.
+            let _ = umount2(&self.root().join(d), MntFlags::MNT_DETACH);
+        }
     }
 
     /// Unmounts everything staged (lazily, the zone may still hold it) and removes the

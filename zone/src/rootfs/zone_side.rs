@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// /proc and /sys paths hidden from zones (runc's defaults): files get /dev/null over
-/// them, directories an empty read-only tmpfs. Defence in depth: zone root keeps
-/// CAP_SYS_ADMIN in its user namespace and could unmount these, but what lies beneath
-/// stays guarded by the kernel against the initial namespace (kcore needs host
-/// CAP_SYS_RAWIO; host-root-owned files like sysrq-trigger deny an unmapped owner).
+/// them, directories an empty read-only tmpfs. Zone root keeps CAP_SYS_ADMIN in its
+/// user namespace, so these are made by the runtime where the kernel locks them (see
+/// [`mount_kernel_fs`]); beneath, the kernel still guards against the initial
+/// namespace (kcore needs host CAP_SYS_RAWIO; host-root-owned files like sysrq-trigger
+/// deny an unmapped owner).
 pub const MASKED_PATHS: [&str; 11] = [
     "proc/acpi",
     "proc/asound",
@@ -117,20 +118,19 @@ impl ZoneFs for HostFs {
     }
 }
 
-/// Mounts /proc, /sys (read-only), a minimal /dev and the masks into `root`, then
-/// pivots into it. `console` is the pty slave to bind at /dev/console, if any.
-pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result<()> {
+/// Mounts /proc, /sys (read-only), the masks and the read-only paths into `root`.
+///
+/// The runtime runs this, as host root in its own mount namespace (owned by the
+/// initial user namespace), from a helper that joined the zone's pid and network
+/// namespaces (procfs and sysfs show the namespaces of their mounter), before the zone
+/// init unshares its mount namespace. The zone's namespace then receives these mounts
+/// from a more privileged one, so the kernel locks them (`MNT_LOCKED`, and the
+/// read-only flags with `MNT_LOCK_READONLY`, see mount_namespaces(7)): zone root, for
+/// all its CAP_SYS_ADMIN in its user namespace, can neither unmount a mask nor remount
+/// /sys or /proc/sys read-write, nor mount a fresh, unmasked procfs (the kernel only
+/// allows that where a fully visible one exists). `dev_null` is the host's /dev/null.
+pub fn mount_kernel_fs(fs: &mut dyn ZoneFs, root: &Path, dev_null: &Path) -> Result<()> {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
-    // refuses a locked new root: a bind of it made here is ours to pivot into.
-    fs.mount(
-        Some(root),
-        root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .ctx(|| format!("bind-mounting {} onto itself", root.display()))?;
     let proc_dir = ensure_dir(fs, root, "proc")?;
     fs.mount(
         Some(Path::new("proc")),
@@ -144,6 +144,31 @@ pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result
     let ro = nosuid_noexec | MsFlags::MS_RDONLY;
     fs.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), ro, None)
         .ctx(|| "mounting /sys (read-only)".into())?;
+    for rel in MASKED_PATHS {
+        mask(fs, root, rel, dev_null)?;
+    }
+    for rel in READONLY_PATHS {
+        make_readonly(fs, &root.join(rel))?;
+    }
+    Ok(())
+}
+
+/// Run by the zone init in its own mount namespace, after [`mount_kernel_fs`]: makes
+/// `root` a mount of its own (a bind of it; the locked mounts below come along, still
+/// locked), mounts a minimal /dev, then pivots into it. `console` is the pty slave to
+/// bind at /dev/console, if any.
+pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result<()> {
+    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
+    // refuses a locked new root: a bind of it made here is ours to pivot into.
+    fs.mount(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .ctx(|| format!("bind-mounting {} onto itself", root.display()))?;
     let dev = ensure_dir(fs, root, "dev")?;
     let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     fs.mount(
@@ -189,12 +214,6 @@ pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result
         fs.symlink(target, &dev.join(link))
             .ctx(|| format!("creating /dev/{link}"))?;
     }
-    for rel in MASKED_PATHS {
-        mask(fs, root, rel)?;
-    }
-    for rel in READONLY_PATHS {
-        make_readonly(fs, &root.join(rel))?;
-    }
     fs.pivot(root)
 }
 
@@ -214,7 +233,7 @@ fn bind_file(fs: &mut dyn ZoneFs, src: &Path, dst: &Path) -> Result<()> {
         .ctx(|| format!("bind-mounting {} on {}", src.display(), dst.display()))
 }
 
-fn mask(fs: &mut dyn ZoneFs, root: &Path, rel: &str) -> Result<()> {
+fn mask(fs: &mut dyn ZoneFs, root: &Path, rel: &str, dev_null: &Path) -> Result<()> {
     let p = root.join(rel);
     let res = match fs.kind(&p) {
         None => return Ok(()), // nothing there to hide
@@ -225,13 +244,7 @@ fn mask(fs: &mut dyn ZoneFs, root: &Path, rel: &str) -> Result<()> {
             MsFlags::MS_RDONLY,
             Some("size=0"),
         ),
-        Some(Kind::Other) => fs.mount(
-            Some(&root.join("dev/null")),
-            &p,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        ),
+        Some(Kind::Other) => fs.mount(Some(dev_null), &p, None, MsFlags::MS_BIND, None),
     };
     res.ctx(|| format!("masking /{rel}"))
 }
@@ -334,30 +347,22 @@ mod tests {
     }
 
     #[test]
-    fn sequence_binds_root_first_masks_after_proc_and_pivots_last() {
+    fn kernel_fs_masks_after_proc_and_binds_read_only_paths() {
         let mut r = proc_tree();
-        enter(&mut r, Path::new("/r"), Some(Path::new("/dev/pts/7"))).unwrap();
+        mount_kernel_fs(&mut r, Path::new("/r"), Path::new("/dev/null")).unwrap();
         let ops = &r.ops;
-        assert!(
-            ops[0].starts_with("mount /r /r - MsFlags(MS_BIND | MS_REC)"),
-            "{ops:#?}"
-        );
-        assert_eq!(ops.last().unwrap(), "pivot /r");
         let proc = index(ops, "mount proc /r/proc proc");
         assert!(index(ops, "/r/proc/kcore") > proc);
         assert!(
             ops.iter()
-                .any(|o| o.starts_with("mount /r/dev/null /r/proc/kcore")),
-            "file masked by /dev/null"
+                .any(|o| o.starts_with("mount /dev/null /r/proc/kcore")),
+            "file masked by the host's /dev/null"
         );
         assert!(
             ops.iter()
                 .any(|o| o.starts_with("mount tmpfs /r/proc/acpi tmpfs MsFlags(MS_RDONLY)")),
             "dir masked by tmpfs"
         );
-        assert!(ops
-            .iter()
-            .any(|o| o.starts_with("mount /dev/pts/7 /r/dev/console")));
         assert!(ops
             .iter()
             .any(|o| o.contains("mount sysfs /r/sys sysfs") && o.contains("MS_RDONLY")));
@@ -368,6 +373,26 @@ mod tests {
         assert!(
             ops[bind + 1].starts_with("mount - /r/proc/sys") && ops[bind + 1].contains("MS_RDONLY")
         );
+        assert!(!ops.iter().any(|o| o.starts_with("pivot")));
+    }
+
+    #[test]
+    fn enter_binds_root_first_mounts_dev_and_pivots_last() {
+        let mut r = proc_tree();
+        enter(&mut r, Path::new("/r"), Some(Path::new("/dev/pts/7"))).unwrap();
+        let ops = &r.ops;
+        assert!(
+            ops[0].starts_with("mount /r /r - MsFlags(MS_BIND | MS_REC)"),
+            "{ops:#?}"
+        );
+        assert_eq!(ops.last().unwrap(), "pivot /r");
+        assert!(ops
+            .iter()
+            .any(|o| o.starts_with("mount /dev/pts/7 /r/dev/console")));
+        // /proc, /sys and the masks are the runtime's (mount_kernel_fs), never ours.
+        assert!(!ops
+            .iter()
+            .any(|o| o.contains("/r/proc") || o.contains("/r/sys")));
         for dev in DEVICES {
             assert!(
                 ops.iter()
@@ -380,6 +405,7 @@ mod tests {
     #[test]
     fn missing_mount_points_are_created_and_no_console_without_pty() {
         let mut r = Recorder::default();
+        mount_kernel_fs(&mut r, Path::new("/r"), Path::new("/dev/null")).unwrap();
         enter(&mut r, Path::new("/r"), None).unwrap();
         assert!(r.ops.contains(&"mkdir /r/proc".to_string()));
         assert!(r.ops.contains(&"mkdir /r/sys".to_string()));
@@ -387,13 +413,12 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_step_is_named_and_stops_before_pivot() {
+    fn a_failing_step_is_named() {
         let mut r = proc_tree();
         r.fail_on = Some("sysfs");
-        let err = enter(&mut r, Path::new("/r"), None)
+        let err = mount_kernel_fs(&mut r, Path::new("/r"), Path::new("/dev/null"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("mounting /sys (read-only)"), "{err}");
-        assert!(!r.ops.iter().any(|o| o.starts_with("pivot")));
     }
 }
