@@ -4,7 +4,7 @@ mod common;
 use common::pool::*;
 use common::*;
 use spec::monitor::{self as contract, MonitorRequest};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -257,7 +257,7 @@ fn next_monitor_cleans_what_a_killed_one_left() {
         mtu: None,
         mac: None,
     });
-    let cfg_path = contract::config_path(pool.dir.path(), &pool.config.uuid);
+    let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
     let host_if = contract::host_ifname(&pool.config.uuid, 0);
     let mut first = pool.spawn();
