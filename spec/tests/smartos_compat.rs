@@ -1,5 +1,5 @@
-//! SmartOS's own `VM.validate` cases (../shared/compat, taken from smartos-live's
-//! test-validate-payload.js and test-bhyve-pci.js): at least 90% must agree on
+//! SmartOS's own `VM.validate` cases (tests/compat, taken from smartos-live's
+//! test-validate-payload.js and test-bhyve-pci.js, MPL-2.0): at least 90% must agree on
 //! valid/invalid. Disagreements, and invalid cases whose reported fields differ from
 //! SmartOS's, are printed with the reason.
 
@@ -16,14 +16,14 @@ const INSTALLED: &[&str] = &[
 ];
 
 fn compat_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compat")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
 }
 
 fn cases() -> Vec<(PathBuf, Value)> {
     let root = compat_dir();
     assert!(
         root.is_dir(),
-        "the SmartOS compatibility cases are missing: expected {} (../shared/compat beside the workspace)",
+        "the SmartOS compatibility cases are missing: expected {}",
         root.display()
     );
     let mut out = Vec::new();
