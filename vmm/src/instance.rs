@@ -480,6 +480,18 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     }
     std::fs::create_dir_all(&cfg.run_dir)
         .map_err(io_err(format!("creating {}", cfg.run_dir.display())))?;
+    // First of all: a live monitor of this instance keeps it, and is never disturbed.
+    let lock_path = contract::lock_path(&cfg.run_dir, &cfg.uuid);
+    let mut lock = contract::MonitorLock::take(&lock_path).map_err(|e| match e {
+        contract::LockError::Io { path, source } => InstanceError::Io {
+            what: format!("locking {}", path.display()),
+            source,
+        },
+        contract::LockError::Held { path, pid } => InstanceError::Config {
+            path,
+            reason: format!("another monitor (pid {pid}) holds it: it owns this instance"),
+        },
+    })?;
     let sock = contract::socket_path(&cfg.run_dir, &cfg.uuid);
     if UnixStream::connect(&sock).is_ok() {
         return Err(InstanceError::Config {
@@ -536,5 +548,6 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     let code = monitor.run();
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&pidfile);
+    lock.release();
     Ok(code)
 }

@@ -365,3 +365,27 @@ fn a_disk_without_a_kernel_fails_with_the_reason() {
     assert_eq!(last.state, "failed");
     assert!(last.reason.contains("no ext4"), "{}", last.reason);
 }
+
+#[test]
+fn a_second_monitor_of_the_same_instance_is_refused() {
+    let pool = pool_with_guest(&[print(b"first\n"), HALT_FOREVER.to_vec()].concat());
+    let first = start_monitor(&pool);
+    let pidfile = contract::pidfile_path(&pool.cfg.run_dir, &pool.cfg.uuid);
+    wait_for(
+        "the first monitor's pidfile",
+        Duration::from_secs(10),
+        || pidfile.exists(),
+    );
+    let mut second = start_monitor(&pool);
+    let code = wait_exit(&mut second, Duration::from_secs(10));
+    assert_ne!(code, 0, "a second monitor of a live instance started");
+    let log = std::fs::read_to_string(pool.cfg.pool.join(&pool.cfg.uuid).join("monitor.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains(&format!("another monitor (pid {})", first.id())),
+        "the refusal does not name the live monitor; monitor.log:\n{log}"
+    );
+    // The first one was not disturbed.
+    let (resp, _) = request(&pool, &MonitorRequest::Status);
+    assert_eq!(resp.status.expect("status").state, "running");
+}

@@ -26,7 +26,8 @@ use nix::sys::socket::{
 };
 use spec::api::states;
 use spec::monitor::{
-    self as contract, InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus,
+    self as contract, InstanceConfig, LockError, MonitorLock, MonitorRequest, MonitorResponse,
+    MonitorStatus,
 };
 use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
@@ -123,7 +124,14 @@ impl Monitor {
         std::fs::create_dir_all(&config.run_dir)
             .ctx(|| format!("creating {}", config.run_dir.display()))?;
         // First of all: a live monitor of this zone keeps it, and is never disturbed.
-        let lock = MonitorLock::take(&contract::lock_path(&config.run_dir, &config.uuid))?;
+        let lock = MonitorLock::take(&contract::lock_path(&config.run_dir, &config.uuid)).map_err(
+            |e| match e {
+                LockError::Io { path, source } => {
+                    ZoneError::io(format!("locking {}", path.display()), source)
+                }
+                held => ZoneError::Invalid(held.to_string()),
+            },
+        )?;
         let sock = contract::socket_path(&config.run_dir, &config.uuid);
         if UnixStream::connect(&sock).is_ok() {
             return Err(ZoneError::Invalid(format!(
@@ -673,61 +681,6 @@ impl Monitor {
             &self.config.uuid,
         ));
         self.lock.release();
-    }
-}
-
-/// The exclusive `flock` on `spec::monitor::lock_path` a monitor holds for its life.
-struct MonitorLock {
-    path: std::path::PathBuf,
-    file: Option<nix::fcntl::Flock<std::fs::File>>,
-}
-
-impl MonitorLock {
-    /// Takes the lock or says which monitor holds it.
-    fn take(path: &Path) -> Result<MonitorLock> {
-        use std::os::unix::fs::MetadataExt;
-        loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)
-                .ctx(|| format!("opening {}", path.display()))?;
-            let locked =
-                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                    Ok(l) => l,
-                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                        let pidfile = path.with_extension("pid");
-                        let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-                        return Err(ZoneError::Invalid(format!(
-                            "another monitor (pid {}) holds {}: it owns this zone",
-                            pid.trim(),
-                            path.display()
-                        )));
-                    }
-                    Err((_, e)) => {
-                        return Err(ZoneError::io(format!("flock {}", path.display()), e.into()))
-                    }
-                };
-            // The previous holder unlinks the file when it exits: a lock on an
-            // unlinked inode guards nothing, so take it again on the current file.
-            let ours = locked.metadata().map(|m| m.ino()).ok();
-            let current = std::fs::metadata(path).map(|m| m.ino()).ok();
-            if ours.is_some() && ours == current {
-                return Ok(MonitorLock {
-                    path: path.to_path_buf(),
-                    file: Some(locked),
-                });
-            }
-        }
-    }
-
-    /// Unlinks the lock file, then unlocks: a waiting monitor retries on a new file.
-    fn release(&mut self) {
-        if let Some(held) = self.file.take() {
-            let _ = std::fs::remove_file(&self.path);
-            drop(held);
-        }
     }
 }
 
