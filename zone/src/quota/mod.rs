@@ -165,46 +165,34 @@ pub fn apply(q: &LayerQuota) -> Result<QuotaStatus> {
             reason: format!("statfs: {e}"),
         })
     })?;
-    match ty {
-        "ext4" | "xfs" => {
-            let Some(id) = project_id(q.id_range_start) else {
-                return Ok(unenforced_if_limited(
-                    q,
-                    format!(
-                        "id range start {} gives project id 0, the default project",
-                        q.id_range_start
-                    ),
-                ));
-            };
+    let status = match (ty, project_id(q.id_range_start)) {
+        ("ext4" | "xfs", None) => QuotaStatus::Unenforced(format!(
+            "id range start {} gives project id 0, the default project",
+            q.id_range_start
+        )),
+        ("ext4" | "xfs", Some(id)) => {
             let ops = project::Quotactl::open(&q.upper).map_err(|e| {
                 to_err(project::Failure {
                     path: q.upper.clone(),
                     reason: format!("opening: {e}"),
                 })
             })?;
-            project::apply(&ops, ty, &q.upper, &q.work, id, q.limit).map_err(to_err)
+            project::apply(&ops, ty, &q.upper, &q.work, id, q.limit).map_err(to_err)?
         }
-        "btrfs" => btrfs::apply(&q.pool, &q.zone_dir, &q.upper, q.limit).map_err(to_err),
-        "tmpfs" => Ok(unenforced_if_limited(
-            q,
-            "the pool is a tmpfs, which has no project quota".into(),
-        )),
-        "overlay" => Ok(unenforced_if_limited(
-            q,
-            "the pool is itself an overlay, which has no quota".into(),
-        )),
-        _ => Ok(unenforced_if_limited(
-            q,
-            "the pool filesystem is neither ext4, xfs nor btrfs".into(),
-        )),
-    }
-}
-
-fn unenforced_if_limited(q: &LayerQuota, why: String) -> QuotaStatus {
-    match q.limit {
-        Some(_) => QuotaStatus::Unenforced(why),
-        None => QuotaStatus::Unlimited,
-    }
+        ("btrfs", _) => btrfs::apply(&q.pool, &q.zone_dir, &q.upper, q.limit).map_err(to_err)?,
+        ("tmpfs", _) => {
+            QuotaStatus::Unenforced("the pool is a tmpfs, which has no project quota".into())
+        }
+        ("overlay", _) => {
+            QuotaStatus::Unenforced("the pool is itself an overlay, which has no quota".into())
+        }
+        _ => QuotaStatus::Unenforced("the pool filesystem is neither ext4, xfs nor btrfs".into()),
+    };
+    // Without a limit asked for there is nothing to enforce, whatever the pool lacks.
+    Ok(match (status, q.limit) {
+        (QuotaStatus::Unenforced(_), None) => QuotaStatus::Unlimited,
+        (status, _) => status,
+    })
 }
 
 #[cfg(test)]
