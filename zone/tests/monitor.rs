@@ -160,7 +160,7 @@ fn monitor_survives_its_parent_being_killed() {
     let mut parent = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "{ZONE} monitor --config {} & sleep 600",
+            "{ZONE} monitor --config {} & exec sleep 600",
             cfg.display()
         ))
         .stdin(Stdio::null())
