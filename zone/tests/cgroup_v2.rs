@@ -84,3 +84,74 @@ fn v2_stale_cgroup_is_killed_and_removed() {
         assert!(!dir.join("skerry").join(&name).exists());
     });
 }
+
+/// Where this host mounts cgroup2 (`/sys/fs/cgroup/unified` on a hybrid host).
+fn host_cgroup2_mount() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split_whitespace().nth(4).unwrap().into())
+        })
+        .expect("this host has no cgroup2 mount")
+}
+
+/// On a pure cgroup v2 host (as a node is) the zone gets its own cgroup as a cgroup2
+/// mount on /sys/fs/cgroup, delegated: zone root makes sub-cgroups and moves its
+/// processes into them, but cannot write the files of its own cgroup that bound it.
+/// Everything it made goes with the zone. Run in a mount namespace whose only cgroup
+/// mount is cgroup2 on /sys/fs/cgroup, so `zone run` detects a v2 host.
+#[test]
+fn a_v2_zone_gets_its_cgroup_delegated_on_sys_fs_cgroup() {
+    require_root();
+    let rootfs = busybox_rootfs();
+    let inside = "\
+        test -f /sys/fs/cgroup/cgroup.procs && echo cgroupfs-mounted; \
+        echo \"own=$(grep ^0:: /proc/self/cgroup)\"; \
+        grep -qx 1 /sys/fs/cgroup/cgroup.procs && echo init-listed; \
+        mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs \
+            && echo \"moved=$(grep ^0:: /proc/self/cgroup)\"; \
+        mkdir /sys/fs/cgroup/init.scope/deeper && echo nested-ok; \
+        if echo 1 > /sys/fs/cgroup/cgroup.max.descendants; then echo bounds-writable; \
+            else echo bounds-protected; fi; \
+        if umount /sys/fs/cgroup; then echo unmounted; else echo mount-locked; fi";
+    let outer = format!(
+        "umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && \
+         exec {ZONE} run --rootfs {} -- /bin/sh -c '{inside}'",
+        rootfs.path().display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &outer])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stdout} {stderr}", out.status);
+    for want in [
+        "cgroupfs-mounted",
+        "own=0::/\n",
+        "init-listed",
+        "moved=0::/init.scope\n",
+        "nested-ok",
+        "bounds-protected",
+        "mount-locked",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "no {want:?} in {stdout:?} (stderr {stderr:?})"
+        );
+    }
+    let cgroup = host_cgroup2_mount().join(format!("skerry/run-{pid}"));
+    assert!(
+        !cgroup.exists(),
+        "{} and its sub-cgroups are left",
+        cgroup.display()
+    );
+}

@@ -180,7 +180,9 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
 
 /// One broken manifest is reported and skipped; the good ones run, with their limits:
 /// `capped`'s writable-layer quota is enforced by the pool's ext4 project quota (this
-/// needs the node's kernel: the dev host's has no ext4 quota format).
+/// needs the node's kernel: the dev host's has no ext4 quota format), and its cgroup
+/// is delegated to it on the node's pure cgroup v2: it moves itself into a sub-cgroup
+/// and enables a controller below its own.
 #[test]
 fn a_broken_manifest_is_reported_and_the_rest_runs() {
     let image = node_image().expect("build-image/build");
@@ -199,7 +201,7 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         r#"zone capped {
     image "busybox@1.36"
     quota "8M"
-    init "/bin/sh" "-c" "dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 1; done"
+    init "/bin/sh" "-c" "mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs && echo +pids > /sys/fs/cgroup/cgroup.subtree_control && echo delegated-pids.max=$(cat /sys/fs/cgroup/init.scope/pids.max); dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 1; done"
 }
 "#,
     )
@@ -247,6 +249,10 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
             && console.contains("Disk quota exceeded")
             && console.contains("big-write-exit=1"),
         "inside capped, 2M should fit its 8M quota and 32M should not:\n{console}"
+    );
+    assert!(
+        console.contains("delegated-pids.max=max"),
+        "capped could not use its delegated cgroup:\n{console}"
     );
     shut_down(node);
 }

@@ -49,6 +49,13 @@ pub trait ZoneCgroup: std::fmt::Debug + Send {
     fn remove(&self) -> Result<()>;
     /// A short description for status output (`v1:/sys/fs/cgroup/memory/...`).
     fn describe(&self) -> String;
+    /// Delegates the cgroup to zone root (`uid`/`gid` on the host), as cgroup v2
+    /// delegation is done: the directory and its `cgroup.procs`, `cgroup.threads` and
+    /// `cgroup.subtree_control` change owner, the limit files stay host root's. Returns
+    /// whether the zone gets a cgroup2 mount of it; v1 hierarchies are never delegated.
+    fn delegate(&self, _uid: u32, _gid: u32) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Which cgroup layout the host has.
@@ -252,27 +259,60 @@ pub(crate) fn make_dir(dir: &Path) -> Result<()> {
     })
 }
 
-/// Kills what is left in `dir` and removes it, retrying while the kernel finishes
-/// tearing the dead tasks down (rmdir answers EBUSY until then).
+/// `dir` and every cgroup below it (a delegated zone makes its own), deepest first:
+/// the order they can be removed in.
+pub(crate) fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(subtree(&e.path()));
+            }
+        }
+    }
+    out.push(dir.to_path_buf());
+    out
+}
+
+/// Kills what is left in `dir` and below and removes the whole subtree, retrying while
+/// the kernel finishes tearing the dead tasks down (rmdir answers EBUSY until then).
 pub(crate) fn kill_and_remove(dir: &Path, kill: impl Fn() -> Result<()>) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if !read_procs(dir).unwrap_or_default().is_empty() {
+        let tree = subtree(dir);
+        if tree
+            .iter()
+            .any(|d| !read_procs(d).unwrap_or_default().is_empty())
+        {
             kill()?;
         }
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            // EBUSY: tasks still exiting; anything else will not get better.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
+        let mut busy = None;
+        for d in &tree {
+            match fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // EBUSY: tasks still exiting; anything else will not get better.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    busy = Some((d.clone(), e));
+                    break;
+                }
+                Err(e) => {
+                    return Err(ZoneError::Cgroup {
+                        path: d.clone(),
+                        reason: format!("removing: {e}"),
+                    })
+                }
             }
-            Err(e) => {
+        }
+        match busy {
+            None => return Ok(()),
+            Some(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Some((path, e)) => {
                 return Err(ZoneError::Cgroup {
-                    path: dir.to_path_buf(),
+                    path,
                     reason: format!("removing: {e}"),
                 })
             }
@@ -280,10 +320,13 @@ pub(crate) fn kill_and_remove(dir: &Path, kill: impl Fn() -> Result<()>) -> Resu
     }
 }
 
-/// SIGKILLs every pid listed in `dir/cgroup.procs`.
+/// SIGKILLs every pid listed in the `cgroup.procs` of `dir` and the cgroups below it.
 pub(crate) fn kill_listed(dir: &Path) -> Result<()> {
-    for pid in read_procs(dir)? {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    for d in subtree(dir) {
+        for pid in read_procs(&d)? {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
     }
     Ok(())
 }

@@ -106,6 +106,24 @@ impl ZoneCgroup for V2Cgroup {
     fn describe(&self) -> String {
         format!("v2:{}", self.dir.display())
     }
+
+    fn delegate(&self, uid: u32, gid: u32) -> Result<bool> {
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+        ] {
+            let path = self.dir.join(f);
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
+                ZoneError::Cgroup {
+                    path: self.dir.clone(),
+                    reason: format!("delegating {} to the zone: {e}", path.display()),
+                }
+            })?;
+        }
+        Ok(true)
+    }
 }
 
 fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {

@@ -169,15 +169,17 @@ pub(super) fn intermediate(
 }
 
 /// Mounts /proc, /sys, the masks and read-only paths into the staged `root`, in the
-/// runtime's mount namespace, from a helper process in zone init `zpid`'s pid and
-/// network namespaces (procfs and sysfs show their mounter's). Call it while
-/// single-threaded, before releasing the zone init (which then copies them, locked,
-/// into its own mount namespace).
-pub(super) fn kernel_fs_in_zone(zpid: i32, root: &Path) -> Result<()> {
+/// runtime's mount namespace, from a helper process in zone init `zpid`'s pid,
+/// network and cgroup namespaces (procfs, sysfs and cgroup2 show their mounter's).
+/// With `cgroupfs` (a delegated v2 cgroup), cgroup2 goes on /sys/fs/cgroup too: its
+/// root is the zone's own cgroup. Call it while single-threaded, before releasing the
+/// zone init (which then copies them, locked, into its own mount namespace).
+pub(super) fn kernel_fs_in_zone(zpid: i32, root: &Path, cgroupfs: bool) -> Result<()> {
     use std::fs::File;
     let open = |p: String| File::open(&p).ctx(|| format!("opening {p}"));
     let zone_pidns = open(format!("/proc/{zpid}/ns/pid"))?;
     let zone_netns = open(format!("/proc/{zpid}/ns/net"))?;
+    let zone_cgroupns = open(format!("/proc/{zpid}/ns/cgroup"))?;
     let own_pidns = open("/proc/self/ns/pid".into())?;
     let (err_rx, err_tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe2".into())?;
@@ -191,7 +193,15 @@ pub(super) fn kernel_fs_in_zone(zpid: i32, root: &Path) -> Result<()> {
         let r = nix::sched::setns(&zone_netns, CloneFlags::CLONE_NEWNET)
             .ctx(|| "joining the zone's network namespace".into())
             .and_then(|()| {
+                nix::sched::setns(&zone_cgroupns, CloneFlags::CLONE_NEWCGROUP)
+                    .ctx(|| "joining the zone's cgroup namespace".into())
+            })
+            .and_then(|()| {
                 rootfs::mount_kernel_fs(&mut rootfs::HostFs, root, Path::new("/dev/null"))
+            })
+            .and_then(|()| match cgroupfs {
+                true => rootfs::mount_cgroupfs(&mut rootfs::HostFs, root),
+                false => Ok(()),
             });
         let code = match r {
             Ok(()) => 0,

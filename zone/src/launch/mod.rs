@@ -11,8 +11,9 @@
 //!   |                            IPC NET CGROUP PID), fork ---> waits for "G"
 //!   |<---------- zone pid ------| exits
 //!   veths into the zone netns
-//!   /proc, /sys, masks (helper
-//!   in the zone pid+net ns)
+//!   /proc, /sys, masks, v2
+//!   cgroupfs (helper in the
+//!   zone pid+net+cgroup ns)
 //!   |-- "G" -------------------------------------------------> unshare(NS),
 //!   |                                                          hostname, /dev,
 //!   |                                                          pivot_root, caps,
@@ -323,7 +324,7 @@ fn start_in(
         return Err(fail("creating the user namespace"));
     }
     crate::timing::mark("fork+userns");
-    let prep = (|| -> Result<()> {
+    let prep = (|| -> Result<bool> {
         spec.idmap.write_for(inter.as_raw())?;
         if !stage.is_mounted() {
             let ns_path = format!("/proc/{inter}/ns/user");
@@ -331,12 +332,17 @@ fn start_in(
             stage.mount(&spec.image, &spec.upper, userns.as_fd(), &spec.idmap)?;
         }
         crate::timing::mark("idmap+overlay");
-        cgroup.add_process(inter.as_raw())
+        cgroup.add_process(inter.as_raw())?;
+        let root = spec.idmap.host_id(0);
+        cgroup.delegate(root, root)
     })();
-    if let Err(e) = prep {
-        abort_child(inter);
-        return Err(e);
-    }
+    let delegated = match prep {
+        Ok(d) => d,
+        Err(e) => {
+            abort_child(inter);
+            return Err(e);
+        }
+    };
     crate::timing::mark("cgroup-join");
     if !write_all(&p_tx, b"G") {
         return Err(fail("releasing the intermediate process"));
@@ -361,7 +367,7 @@ fn start_in(
     }
     crate::timing::mark("network");
     stage.detach_kernel_fs();
-    if let Err(e) = kernel_fs_in_zone(zpid.as_raw(), &stage.root()) {
+    if let Err(e) = kernel_fs_in_zone(zpid.as_raw(), &stage.root(), delegated) {
         abort_child(zpid);
         return Err(e);
     }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 mod zone_side;
 pub use zone_side::{
-    enter, mount_kernel_fs, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS,
+    enter, mount_cgroupfs, mount_kernel_fs, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS,
 };
 
 /// Where the writable layer lives.

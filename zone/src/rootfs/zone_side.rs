@@ -2,7 +2,7 @@
 //! root, pid 1 of the new pid namespace). The file system calls go through [`ZoneFs`],
 //! so the sequence is unit-tested without root against a recording double.
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Result, ZoneError};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,6 +151,30 @@ pub fn mount_kernel_fs(fs: &mut dyn ZoneFs, root: &Path, dev_null: &Path) -> Res
         make_readonly(fs, &root.join(rel))?;
     }
     Ok(())
+}
+
+/// Mounts cgroup2 read-write on `root`/sys/fs/cgroup, after [`mount_kernel_fs`], from
+/// the same helper, which has joined the zone's cgroup namespace too: the mount's root
+/// is the zone's own cgroup, delegated to zone root (so an init like systemd can make
+/// its sub-cgroups and enable controllers in them), while the zone's limit files stay
+/// host root's. The mount is locked in the zone like /proc and /sys.
+pub fn mount_cgroupfs(fs: &mut dyn ZoneFs, root: &Path) -> Result<()> {
+    let dir = root.join("sys/fs/cgroup");
+    if fs.kind(&dir) != Some(Kind::Dir) {
+        return Err(ZoneError::Setup(
+            "mounting the zone's cgroupfs: sysfs has no /sys/fs/cgroup (kernel without cgroups?)"
+                .into(),
+        ));
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    fs.mount(
+        Some(Path::new("cgroup2")),
+        &dir,
+        Some("cgroup2"),
+        flags,
+        None,
+    )
+    .ctx(|| "mounting the zone's cgroup2 on /sys/fs/cgroup".into())
 }
 
 /// Run by the zone init in its own mount namespace, after [`mount_kernel_fs`]: makes
@@ -410,6 +434,25 @@ mod tests {
         assert!(r.ops.contains(&"mkdir /r/proc".to_string()));
         assert!(r.ops.contains(&"mkdir /r/sys".to_string()));
         assert!(!r.ops.iter().any(|o| o.contains("console")));
+    }
+
+    #[test]
+    fn cgroupfs_goes_on_sysfs_own_mount_point() {
+        let mut r = proc_tree();
+        let err = mount_cgroupfs(&mut r, Path::new("/r"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no /sys/fs/cgroup"), "{err}");
+        assert!(
+            r.ops.is_empty(),
+            "nothing is created in a read-only sysfs: {:?}",
+            r.ops
+        );
+        r.paths.insert(PathBuf::from("/r/sys/fs/cgroup"), Kind::Dir);
+        mount_cgroupfs(&mut r, Path::new("/r")).unwrap();
+        assert_eq!(r.ops.len(), 1, "{:?}", r.ops);
+        assert!(r.ops[0].starts_with("mount cgroup2 /r/sys/fs/cgroup cgroup2"));
+        assert!(!r.ops[0].contains("MS_RDONLY"), "{}", r.ops[0]);
     }
 
     #[test]
