@@ -526,7 +526,9 @@ impl Monitor {
             return None;
         }
         if pending == Pending::Stop {
-            self.set_state(states::STOPPED, format!("stopped: {reason}"));
+            // How the init answered the stop: busybox init, for one, takes SIGTERM
+            // as "reboot", which must not read as if the zone rebooted on its own.
+            self.set_state(states::STOPPED, format!("stopped on request; {reason}"));
             return Some(0);
         }
         let clean = matches!(
