@@ -61,7 +61,9 @@ pub struct InstanceConfig {
 pub enum MonitorRequest {
     /// Report [`MonitorStatus`].
     Status,
-    /// Stop the instance: graceful (SIGTERM / ACPI power button), then forced after
+    /// Stop the instance: graceful (the zone init's power-off request: runlevel 0 on
+    /// /run/initctl, SIGUSR2, SIGRTMIN+4 or SIGTERM; the HVM guest's ACPI power
+    /// button), then forced after
     /// `timeout_secs`; `force` skips the graceful part. The monitor exits afterwards.
     Stop {
         /// Kill at once.

@@ -7,12 +7,13 @@
 //! - [`launch`] starts one zone (the process choreography);
 //! - [`run`] is `zone run`, a throwaway zone in the foreground;
 //! - [`monitor`] is `zone monitor`, the per-zone process init spawns;
-//! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`], [`quota`]
-//!   are the pieces.
+//! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`], [`quota`],
+//!   [`halt`] are the pieces.
 
 pub mod cgroups;
 pub mod console;
 pub mod error;
+pub mod halt;
 pub mod idmap;
 pub mod launch;
 pub mod monitor;

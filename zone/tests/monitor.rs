@@ -4,6 +4,7 @@ mod common;
 use common::pool::*;
 use common::*;
 use spec::monitor::{self as contract, MonitorRequest};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -418,4 +419,114 @@ fn console_window_size_reaches_the_zone() {
     });
     assert!(resp.ok, "{resp:?}");
     assert_eq!(wait_exit(&mut child), 0);
+}
+
+/// Stops `pool`'s running zone with a long grace period; returns how long the monitor
+/// took to exit and the reason it gave while stopping.
+fn stop_and_time(pool: &Pool, child: &mut std::process::Child) -> (Duration, String) {
+    let t0 = Instant::now();
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: false,
+        timeout_secs: 30,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(child), 0);
+    (t0.elapsed(), resp.message)
+}
+
+/// busybox init takes SIGTERM as "reboot": a stop asks it with SIGUSR2 to power off,
+/// so its shutdown actions run and the zone ends long before the grace period.
+#[test]
+fn busybox_init_is_stopped_by_its_poweroff_signal() {
+    require_root();
+    let pool = Pool::new(&["/sbin/init"]);
+    std::os::unix::fs::symlink("/bin/busybox", pool.image().join("sbin/init")).unwrap();
+    std::fs::write(
+        pool.image().join("etc/inittab"),
+        "::sysinit:/bin/touch /booted\n::respawn:/bin/sleep 600\n::shutdown:/bin/touch /shut-down-cleanly\n",
+    )
+    .unwrap();
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    wait_for("busybox init's sysinit action", || {
+        pool.zone_dir().join("upper/booted").exists().then_some(())
+    });
+    let (took, stopping) = stop_and_time(&pool, &mut child);
+    assert!(stopping.contains("SIGUSR2"), "{stopping:?}");
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    assert!(pool.zone_dir().join("upper/shut-down-cleanly").exists());
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert!(saved.reason.contains("powered off"), "{saved:?}");
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
+
+/// An init listening on /run/initctl (sysvinit, systemd) is asked for runlevel 0 there,
+/// with sysvinit's 384-byte request; it powers off at once.
+#[test]
+fn an_initctl_listener_gets_a_runlevel_0_request() {
+    require_root();
+    let pool = Pool::new(&[
+        "/bin/sh",
+        "-c",
+        "mkdir -p /run && mkfifo /run/initctl && touch /listening && \
+         dd if=/run/initctl of=/request bs=384 count=1 && poweroff -f; sleep 600",
+    ]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    wait_for("the zone's initctl FIFO", || {
+        pool.zone_dir()
+            .join("upper/listening")
+            .exists()
+            .then_some(())
+    });
+    let (took, stopping) = stop_and_time(&pool, &mut child);
+    assert!(
+        stopping.contains("runlevel 0 on /run/initctl"),
+        "{stopping:?}"
+    );
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    let req = std::fs::read(pool.zone_dir().join("upper/request")).unwrap();
+    assert_eq!(req.len(), 384);
+    assert_eq!(&req[..4], &0x0309_1969i32.to_ne_bytes(), "INIT_MAGIC");
+    assert_eq!(&req[4..8], &1i32.to_ne_bytes(), "INIT_CMD_RUNLVL");
+    assert_eq!(req[8], b'0');
+    assert!(pool.saved_status().reason.contains("powered off"));
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
+
+/// A zone cannot aim the monitor's initctl write at the host: its /run/initctl, a link
+/// to a host FIFO with a reader, resolves inside the zone (to nothing), so the stop
+/// falls back to SIGTERM and the host FIFO receives nothing.
+#[test]
+fn initctl_links_out_of_the_zone_are_not_followed() {
+    require_root();
+    let host = tempfile::tempdir().unwrap();
+    let fifo = host.path().join("host-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let script = format!(
+        "mkdir -p /run && ln -s {} /run/initctl && touch /linked; \
+         trap 'exit 0' TERM; while :; do sleep 1; done",
+        fifo.display()
+    );
+    let pool = Pool::new(&["/bin/sh", "-c", &script]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    wait_for("the zone's link", || {
+        pool.zone_dir().join("upper/linked").exists().then_some(())
+    });
+    let (_, stopping) = stop_and_time(&pool, &mut child);
+    assert!(stopping.contains("SIGTERM"), "{stopping:?}");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut got);
+    assert!(got.is_empty(), "the host FIFO received {} bytes", got.len());
+    assert_monitor_gone(&pool, &cgroup_dir(&st));
 }

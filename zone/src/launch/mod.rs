@@ -132,6 +132,11 @@ pub struct Zone {
 impl Zone {
     /// Sends `sig` to the zone init.
     pub fn signal(&self, sig: Signal) -> Result<()> {
+        self.signal_raw(sig as i32)
+    }
+
+    /// Sends signal number `sig` (real-time signals included) to the zone init.
+    pub fn signal_raw(&self, sig: i32) -> Result<()> {
         if self.reaped.is_some() {
             return Ok(());
         }
@@ -141,7 +146,7 @@ impl Zone {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.pidfd.as_raw_fd(),
-                sig as i32,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )
@@ -150,7 +155,7 @@ impl Zone {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(ZoneError::io(
-                    format!("sending {sig} to zone init {}", self.pid),
+                    format!("sending signal {sig} to zone init {}", self.pid),
                     e,
                 ));
             }

@@ -15,6 +15,7 @@ pub use config::launch_spec;
 use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
 use crate::error::{Context, Result, ZoneError};
+use crate::halt;
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
 use crate::rootfs::{Stage, Upper};
@@ -115,6 +116,8 @@ struct Monitor {
     boots: u32,
     /// The writable-layer quota, set up at the first boot.
     quota: Option<QuotaStatus>,
+    /// What asks this zone's init to power off when it has no `/run/initctl`.
+    halt_signal: i32,
 }
 
 impl Monitor {
@@ -180,6 +183,7 @@ impl Monitor {
             reason: String::new(),
             details: BTreeMap::new(),
         };
+        let halt_signal = halt::signal_for(&spec.image, &spec.command);
         Ok(Monitor {
             lock,
             config,
@@ -198,6 +202,7 @@ impl Monitor {
             kill_at: None,
             started: Instant::now(),
             boots: 0,
+            halt_signal,
             quota: None,
         })
     }
@@ -469,11 +474,23 @@ impl Monitor {
     /// earlier reboot.
     fn request_stop(&mut self, force: bool, grace: Duration, then: Pending) {
         let Some(zone) = &self.zone else { return };
+        let mut how = String::new();
         if force {
             let _ = zone.kill();
         } else {
-            let _ = zone.signal(Signal::SIGTERM);
-            self.kill_at = Some(Instant::now() + grace);
+            // The init's own way of powering off (see `halt`), so that its services
+            // stop cleanly before the grace period ends in SIGKILL.
+            let request = match halt::request_initctl(zone.pid.as_raw()) {
+                Ok(true) => halt::Request::Initctl,
+                _ => {
+                    let _ = zone.signal_raw(self.halt_signal);
+                    halt::Request::Signal(self.halt_signal)
+                }
+            };
+            how = format!(" ({})", request.describe());
+            // A repeated request never postpones the kill.
+            let at = Instant::now() + grace;
+            self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
         }
         if self.pending != Pending::Stop {
             self.pending = then;
@@ -483,7 +500,7 @@ impl Monitor {
         } else {
             "stop requested"
         };
-        self.set_state(states::STOPPING, why);
+        self.set_state(states::STOPPING, format!("{why}{how}"));
     }
 
     /// The zone init is gone: decide between restart, stop and failure.
@@ -630,7 +647,8 @@ impl Monitor {
                     Duration::from_secs(timeout_secs.into()),
                     Pending::Stop,
                 );
-                (reply(true, "stopping".into()), None)
+                // "stop requested (SIGUSR2)": how the init was asked.
+                (reply(true, self.status.reason.clone()), None)
             }
             MonitorRequest::Reboot { force } => {
                 if self.zone.is_none() {

@@ -78,6 +78,11 @@ impl Pool {
         }
     }
 
+    /// The zone's image rootfs (files added before `spawn` are seen by the zone).
+    pub fn image(&self) -> &Path {
+        self._rootfs.path()
+    }
+
     /// The pool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
