@@ -77,27 +77,29 @@ pub fn signal_for(image: &Path, command: &[String]) -> i32 {
 /// ones against the image's root, as the zone sees them); a bare name is searched on
 /// the zone's PATH.
 fn resolve_in(image: &Path, argv0: &str) -> Option<PathBuf> {
-    let root = nix::fcntl::open(
-        image,
+    let root = open_dir(image).ok()?;
+    let root_real = fd_path(&root)?;
+    crate::launch::command_candidates(argv0)
+        .iter()
+        .find_map(|candidate| {
+            let fd = open_in_root(&root, candidate, OFlag::O_PATH).ok()?;
+            let inside = fd_path(&fd)?.strip_prefix(&root_real).ok()?.to_path_buf();
+            Some(Path::new("/").join(inside))
+        })
+}
+
+/// An `O_PATH` handle on the directory `path`.
+fn open_dir<P: ?Sized + nix::NixPath>(path: &P) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .ok()?;
-    let candidates: Vec<String> = if argv0.contains('/') {
-        vec![argv0.trim_start_matches('/').to_string()]
-    } else {
-        crate::launch::ZONE_PATH
-            .split(':')
-            .map(|d| format!("{}/{argv0}", d.trim_start_matches('/')))
-            .collect()
-    };
-    candidates.iter().find_map(|rel| {
-        let fd = open_in_root(&root, rel, OFlag::O_PATH).ok()?;
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        let inside = real
-            .strip_prefix(std::fs::read_link(format!("/proc/self/fd/{}", root.as_raw_fd())).ok()?);
-        inside.ok().map(|p| Path::new("/").join(p))
-    })
+}
+
+/// The path the kernel gives for what `fd` refers to.
+fn fd_path(fd: &OwnedFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
 
 /// openat2 of `rel` below `root` with `root` as "/" for every symlink on the way and no
@@ -125,12 +127,7 @@ fn runlevel_0_request() -> [u8; 384] {
 /// zone's root and must be a FIFO: a zone cannot point host root's write elsewhere.
 pub fn request_initctl(pid: i32) -> Result<bool> {
     let root_path = format!("/proc/{pid}/root");
-    let root = nix::fcntl::open(
-        root_path.as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ctx(|| format!("opening {root_path}"))?;
+    let root = open_dir(root_path.as_str()).ctx(|| format!("opening {root_path}"))?;
     let Ok(path_fd) = open_in_root(&root, "run/initctl", OFlag::O_PATH) else {
         return Ok(false);
     };

@@ -320,15 +320,12 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
 
 /// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
 fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
-    let prog = argv[0].as_bytes();
-    let candidates: Vec<CString> = if prog.contains(&b'/') {
-        vec![argv[0].clone()]
-    } else {
-        ZONE_PATH
-            .split(':')
-            .filter_map(|d| CString::new([d.as_bytes(), b"/", prog].concat()).ok())
-            .collect()
-    };
+    // Built from the spec's strings: always UTF-8.
+    let name = argv[0].to_string_lossy().into_owned();
+    let candidates: Vec<CString> = super::command_candidates(&name)
+        .into_iter()
+        .filter_map(|c| CString::new(c).ok())
+        .collect();
     let mut last = nix::errno::Errno::ENOENT;
     for c in &candidates {
         match nix::unistd::execve(c, argv, envp) {
@@ -336,7 +333,6 @@ fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> 
             Err(e) => last = e,
         }
     }
-    let name = String::from_utf8_lossy(prog).into_owned();
     if last == nix::errno::Errno::ENOENT {
         Err(ZoneError::CommandNotFound {
             command: name,

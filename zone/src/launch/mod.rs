@@ -72,6 +72,19 @@ pub struct LaunchSpec {
 /// PATH inside a zone.
 pub const ZONE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The paths the zone tries for command `prog`, in order: `prog` itself when it has a
+/// slash, else `prog` in each directory of [`ZONE_PATH`].
+pub(crate) fn command_candidates(prog: &str) -> Vec<String> {
+    if prog.contains('/') {
+        vec![prog.to_string()]
+    } else {
+        ZONE_PATH
+            .split(':')
+            .map(|d| format!("{d}/{prog}"))
+            .collect()
+    }
+}
+
 /// Prepares the calling process to host zones: a private mount namespace for the
 /// staging mounts, and child-subreaper status so zone inits become its children.
 /// Call it once, while single-threaded.

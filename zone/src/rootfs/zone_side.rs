@@ -118,6 +118,11 @@ impl ZoneFs for HostFs {
     }
 }
 
+/// No setuid, no devices, no exec: the flags of the kernel filesystems and /dev/shm.
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
 /// Mounts /proc, /sys (read-only), the masks and the read-only paths into `root`.
 ///
 /// The runtime runs this, as host root in its own mount namespace (owned by the
@@ -130,18 +135,17 @@ impl ZoneFs for HostFs {
 /// /sys or /proc/sys read-write, nor mount a fresh, unmasked procfs (the kernel only
 /// allows that where a fully visible one exists). `dev_null` is the host's /dev/null.
 pub fn mount_kernel_fs(fs: &mut dyn ZoneFs, root: &Path, dev_null: &Path) -> Result<()> {
-    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = ensure_dir(fs, root, "proc")?;
     fs.mount(
         Some(Path::new("proc")),
         &proc_dir,
         Some("proc"),
-        nosuid_noexec,
+        NOSUID_NODEV_NOEXEC,
         None,
     )
     .ctx(|| "mounting /proc".into())?;
     let sys_dir = ensure_dir(fs, root, "sys")?;
-    let ro = nosuid_noexec | MsFlags::MS_RDONLY;
+    let ro = NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY;
     fs.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), ro, None)
         .ctx(|| "mounting /sys (read-only)".into())?;
     for rel in MASKED_PATHS {
@@ -166,12 +170,11 @@ pub fn mount_cgroupfs(fs: &mut dyn ZoneFs, root: &Path) -> Result<()> {
                 .into(),
         ));
     }
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     fs.mount(
         Some(Path::new("cgroup2")),
         &dir,
         Some("cgroup2"),
-        flags,
+        NOSUID_NODEV_NOEXEC,
         None,
     )
     .ctx(|| "mounting the zone's cgroup2 on /sys/fs/cgroup".into())
@@ -182,7 +185,6 @@ pub fn mount_cgroupfs(fs: &mut dyn ZoneFs, root: &Path) -> Result<()> {
 /// locked), mounts a minimal /dev, then pivots into it. `console` is the pty slave to
 /// bind at /dev/console, if any.
 pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result<()> {
-    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
     // refuses a locked new root: a bind of it made here is ours to pivot into.
     fs.mount(
@@ -224,7 +226,7 @@ pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result
         Some(Path::new("shm")),
         &shm,
         Some("tmpfs"),
-        nosuid_noexec,
+        NOSUID_NODEV_NOEXEC,
         Some("mode=1777,size=64m"),
     )
     .ctx(|| "mounting /dev/shm".into())?;
