@@ -1,22 +1,31 @@
 //! The skerry VMM: one process per HVM guest, on the rust-vmm crates.
 //!
-//! Layout follows the architecture: [`arch`] (x86_64 address map, registers, boot
-//! protocol, ACPI), [`vm`] and [`vcpu`] (KVM state and threads), [`devices`] (legacy PC
-//! devices on the buses), [`pci`] and [`virtio`] (the devices a Debian kernel drives),
-//! [`runner`] (boot a config to the end), [`config`] (what a guest is made of),
-//! [`bootdisk`] (kernel from a disk's /boot), [`instance`] (the monitor init spawns),
-//! [`jail`] (namespaces, ids, seccomp, cgroup), [`logger`].
+//! Layout follows Firecracker's, and layers point down (`tests/layering.rs` checks it):
+//!
+//! - [`arch`]: the x86_64 address map, registers, boot protocol, ACPI tables;
+//! - [`devices`]: device models, knowing only guest memory, the bus traits and their
+//!   interrupt lines: [`devices::legacy`] PC devices, the [`devices::pci`] bus,
+//!   [`devices::virtio`] block and net on the virtio-pci transport;
+//! - [`vstate`]: KVM state, the VM ([`vstate::vm`]) and vCPU threads ([`vstate::vcpu`]);
+//! - [`device_manager`]: creates the devices, puts them on buses, wires their
+//!   interrupts to KVM;
+//! - [`machine`]: one guest, VM + vCPUs + device manager, started and waited for;
+//! - [`runner`]: boots a [`config::VmConfig`] to the end (console, stop signals, jail);
+//! - [`instance`]: the monitor init spawns, running one jailed child `vmm` per boot and
+//!   handing it its config as a JSON file (`--config-file`);
+//! - host side: [`jail`] (namespaces, ids, seccomp, cgroup), [`virtio::tap`] (taps and
+//!   bridges), [`bootdisk`] (kernel from a disk's /boot), [`logger`].
 #![warn(missing_docs)]
 
 pub mod arch;
 pub mod bootdisk;
 pub mod config;
+pub mod device_manager;
 pub mod devices;
 pub mod instance;
 pub mod jail;
 pub mod logger;
-pub mod pci;
+pub mod machine;
 pub mod runner;
-pub mod vcpu;
 pub mod virtio;
-pub mod vm;
+pub mod vstate;

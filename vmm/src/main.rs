@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vmm::config::{self, NetConfig, VmConfig};
-use vmm::devices::serial::{BoundedLog, Tee};
+use vmm::devices::legacy::serial::{BoundedLog, Tee};
 use vmm::devices::GuestExit;
 use vmm::runner::{self, Console, StopPolicy};
 

@@ -3,8 +3,11 @@
 
 use crate::arch::{acpi, boot};
 use crate::config::VmConfig;
-use crate::devices::{bus::lock, serial::SerialDevice, ExitSignal, GuestExit};
-use crate::vm::{RunningVm, Vm, VmError};
+use crate::devices::bus::lock;
+use crate::devices::legacy::pm::PowerManagement;
+use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::{ExitSignal, GuestExit};
+use crate::machine::{Machine, MachineError, RunningMachine};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -14,20 +17,12 @@ use std::time::{Duration, Instant};
 /// Why a guest could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Building the VM.
+    /// Building the VM or attaching its devices.
     #[error(transparent)]
-    Vm(#[from] VmError),
+    Machine(#[from] MachineError),
     /// Loading kernel/initrd.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
-    /// Attaching a device.
-    #[error("{name}: {reason}")]
-    Device {
-        /// Which device (`disk PATH`, `tap NAME`).
-        name: String,
-        /// What went wrong.
-        reason: String,
-    },
     /// Jail setup.
     #[error(transparent)]
     Jail(#[from] crate::jail::JailError),
@@ -83,17 +78,17 @@ pub fn run(
     jail: Option<JailOptions>,
     started: Instant,
 ) -> Result<GuestExit, RunError> {
-    let mut vm = Vm::new(config.memory, config.vcpus, console.output, started)?;
-    let rsdp = acpi::write_tables(&vm.mem, config.vcpus).map_err(RunError::Acpi)?;
+    let mut vm = Machine::new(config.memory, config.vcpus, console.output, started)?;
+    let rsdp = acpi::write_tables(vm.mem(), config.vcpus).map_err(RunError::Acpi)?;
     let info = boot::load(
-        &vm.mem,
+        vm.mem(),
         config.memory,
         &config.kernel,
         config.initrd.as_deref(),
         &config.cmdline,
         rsdp,
     )?;
-    crate::pci::attach_devices(&mut vm, config)?;
+    vm.attach_pci_devices(config)?;
     if let Some(j) = jail {
         // Every file the guest needs is open: from here on, no path is visible.
         crate::jail::lock_down(j.uid, j.gid)?;
@@ -148,7 +143,7 @@ fn wait_readable(file: &std::fs::File) {
     let _ = poll(&mut fds, PollTimeout::from(200u16));
 }
 
-fn spawn_stop_handler(running: &RunningVm, policy: StopPolicy) {
+fn spawn_stop_handler(running: &RunningMachine, policy: StopPolicy) {
     let pm = running.pm.clone();
     let exit = running.exit_signal();
     let _ = std::thread::Builder::new()
@@ -171,7 +166,7 @@ fn spawn_stop_handler(running: &RunningVm, policy: StopPolicy) {
 /// Presses the power button and arms a timer that stops the guest by force once the
 /// grace period is over.
 pub fn request_power_off(
-    pm: &Arc<Mutex<crate::devices::pm::PowerManagement>>,
+    pm: &Arc<Mutex<PowerManagement>>,
     exit: &ExitSignal,
     grace: Duration,
     why: &str,

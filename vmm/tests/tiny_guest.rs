@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::devices::GuestExit;
-use vmm::vm::Vm;
+use vmm::machine::Machine;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -45,9 +45,9 @@ fn run(code: &[u8]) -> (GuestExit, String) {
         "/dev/kvm is missing: these tests need KVM (load kvm / kvm_pvm)"
     );
     let out = Captured::default();
-    let vm = Vm::new(64 << 20, 1, Box::new(out.clone()), Instant::now())
+    let vm = Machine::new(64 << 20, 1, Box::new(out.clone()), Instant::now())
         .unwrap_or_else(|e| panic!("building the VM: {e}"));
-    vm.mem.write_slice(code, GuestAddress(ENTRY)).unwrap();
+    vm.mem().write_slice(code, GuestAddress(ENTRY)).unwrap();
     let running = vm.start(ENTRY).unwrap();
     let watchdog = running.exit_signal();
     std::thread::spawn(move || {
@@ -110,8 +110,8 @@ fn boot_marker_is_recorded() {
     // mov al, 42; out 0x440 (via dx); then power off.
     let code = [&[0xb0, 42, 0x66, 0xba, 0x40, 0x04, 0xee][..], POWER_OFF].concat();
     let out = Captured::default();
-    let vm = Vm::new(64 << 20, 1, Box::new(out), Instant::now()).expect("VM");
-    vm.mem.write_slice(&code, GuestAddress(ENTRY)).unwrap();
+    let vm = Machine::new(64 << 20, 1, Box::new(out), Instant::now()).expect("VM");
+    vm.mem().write_slice(&code, GuestAddress(ENTRY)).unwrap();
     let running = vm.start(ENTRY).unwrap();
     let marker = running.marker.clone();
     assert_eq!(running.wait(), GuestExit::PowerOff);

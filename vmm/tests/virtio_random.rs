@@ -6,12 +6,11 @@
 use kvm_ioctls::Kvm;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::config::DiskConfig;
-use vmm::pci::PciDevice;
-use vmm::virtio::block::Block;
-use vmm::virtio::net::Net;
-use vmm::virtio::pci::VirtioPciDevice;
-use vmm::virtio::VirtioDevice;
+use vmm::devices::pci::PciDevice;
+use vmm::devices::virtio::block::Block;
+use vmm::devices::virtio::net::Net;
+use vmm::devices::virtio::transport::pci::VirtioPciDevice;
+use vmm::devices::virtio::VirtioDevice;
 
 const MEM: u64 = 1 << 20;
 const COMMON: u64 = 0;
@@ -160,11 +159,7 @@ fn random_descriptors_never_panic_blk() {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
     let disk = tempfile::NamedTempFile::new().unwrap();
     disk.as_file().set_len(1 << 20).unwrap();
-    let block = Block::open(&DiskConfig {
-        path: disk.path().to_owned(),
-        read_only: false,
-    })
-    .unwrap();
+    let block = Block::open(disk.path(), false).unwrap();
     run(
         VirtioPciDevice::new(block, 1, mem.clone(), vm()),
         &mem,

@@ -9,9 +9,8 @@ use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::config::DiskConfig;
-use vmm::virtio::block::Block;
-use vmm::virtio::VirtioDevice;
+use vmm::devices::virtio::block::Block;
+use vmm::devices::virtio::VirtioDevice;
 
 const MEM: usize = 64 << 10;
 
@@ -19,7 +18,7 @@ thread_local! {
     static DISK: RefCell<(tempfile::NamedTempFile, Block)> = RefCell::new({
         let f = tempfile::NamedTempFile::new().expect("temp disk");
         f.as_file().set_len(64 << 10).expect("size");
-        let b = Block::open(&DiskConfig { path: f.path().to_owned(), read_only: false })
+        let b = Block::open(f.path(), false)
             .expect("open disk");
         (f, b)
     });

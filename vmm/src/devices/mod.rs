@@ -1,11 +1,17 @@
-//! Devices behind the port-I/O and MMIO buses: legacy PC devices here, virtio in
-//! [`crate::virtio`], PCI plumbing in [`crate::pci`].
+//! Device models behind the port-I/O and MMIO buses: [`legacy`] PC devices, the
+//! [`pci`] bus, and [`virtio`] devices on their PCI transport.
+//!
+//! Devices sit below the VM that runs them: they depend on guest memory, the [`bus`]
+//! traits, [`interrupt`] lines and the [`ExitSignal`], never on the VM, the device
+//! manager or the runner (`tests/layering.rs` holds that line). The
+//! [`crate::device_manager`] creates them, puts them on buses and wires their
+//! interrupts.
 
 pub mod bus;
-pub mod i8042;
-pub mod marker;
-pub mod pm;
-pub mod serial;
+pub mod interrupt;
+pub mod legacy;
+pub mod pci;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice};
 

@@ -1,10 +1,9 @@
 //! The virtio-pci (modern) transport: common/notify/ISR/device configuration
-//! structures and an MSI-X table, all in BAR0; interrupts go to KVM as MSIs.
+//! structures and an MSI-X table, all in BAR0; interrupts leave as MSIs through an [`MsiSender`].
 
-use super::VirtioDevice;
-use crate::pci::{ConfigSpace, PciBus, PciDevice, FIRST_CAP};
-use kvm_bindings::kvm_msi;
-use kvm_ioctls::VmFd;
+use crate::devices::interrupt::{MsiMessage, MsiSender};
+use crate::devices::pci::{ConfigSpace, PciBus, PciDevice, FIRST_CAP};
+use crate::devices::virtio::{VirtioDevice, VIRTIO_F_VERSION_1};
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -53,7 +52,7 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     pending: Vec<bool>,
     activated: bool,
     mem: GuestMemoryMmap,
-    vm: Arc<VmFd>,
+    msi: Arc<dyn MsiSender>,
     warned_no_msix: bool,
     msi_failures: u32,
 }
@@ -84,8 +83,8 @@ fn le_value(data: &[u8]) -> u64 {
 }
 
 impl<D: VirtioDevice> VirtioPciDevice<D> {
-    /// Wraps `device` for PCI slot `slot`.
-    pub fn new(device: D, slot: usize, mem: GuestMemoryMmap, vm: Arc<VmFd>) -> Self {
+    /// Wraps `device` for PCI slot `slot`; its interrupts go out through `msi`.
+    pub fn new(device: D, slot: usize, mem: GuestMemoryMmap, msi: Arc<dyn MsiSender>) -> Self {
         let sizes = device.queue_sizes();
         let mut config = ConfigSpace::new(
             0x1af4,
@@ -137,7 +136,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             pending: vec![false; vectors as usize],
             activated: false,
             mem,
-            vm,
+            msi,
             warned_no_msix: false,
             msi_failures: 0,
         }
@@ -172,13 +171,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             return;
         }
         self.pending[v] = false;
-        let msi = kvm_msi {
-            address_lo: entry.addr as u32,
-            address_hi: (entry.addr >> 32) as u32,
+        let msg = MsiMessage {
+            address: entry.addr,
             data: entry.data,
-            ..Default::default()
         };
-        if let Err(e) = self.vm.signal_msi(msi) {
+        if let Err(e) = self.msi.send_msi(msg) {
             // A guest can program any address: say so a few times, not per interrupt.
             self.msi_failures += 1;
             if self.msi_failures <= 4 {
@@ -253,8 +250,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             self.reset();
             return;
         }
-        if value & STATUS_FEATURES_OK != 0 && self.driver_features & super::VIRTIO_F_VERSION_1 == 0
-        {
+        if value & STATUS_FEATURES_OK != 0 && self.driver_features & VIRTIO_F_VERSION_1 == 0 {
             // A legacy-only driver: refuse FEATURES_OK, as the spec says.
             self.status = value & !STATUS_FEATURES_OK;
             return;

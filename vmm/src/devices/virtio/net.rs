@@ -1,14 +1,9 @@
 //! virtio-net on a tap device. TX runs on the vCPU thread that notifies; RX runs on
 //! a thread that waits for frames on the tap and for fresh guest buffers.
 
-use super::pci::VirtioPciDevice;
-use super::tap;
-use super::{read_config_bytes, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
-use crate::config::NetConfig;
 use crate::devices::bus::lock;
-use crate::pci::PciBus;
-use crate::runner::RunError;
-use crate::vm::Vm;
+use crate::devices::virtio::transport::pci::VirtioPciDevice;
+use crate::devices::virtio::{read_config_bytes, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -26,6 +21,38 @@ const MAX_FRAME: usize = 65562;
 const RX: usize = 0;
 const TX: usize = 1;
 
+/// Why a virtio-net interface could not be set up on its tap.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The eventfd that wakes the RX thread.
+    #[error("tap {tap}: creating the RX eventfd")]
+    EventFd {
+        /// The tap.
+        tap: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tap descriptor for the RX thread.
+    #[error("tap {tap}: duplicating the tap descriptor")]
+    CloneTap {
+        /// The tap.
+        tap: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The RX thread.
+    #[error("tap {tap}: starting the RX thread")]
+    RxThread {
+        /// The tap.
+        tap: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A virtio-net interface.
 pub struct Net {
     tap: File,
@@ -37,14 +64,18 @@ pub struct Net {
 }
 
 impl Net {
-    /// A NIC on an open tap.
-    pub fn new(tap: File, tap_name: String, mac: [u8; 6]) -> std::io::Result<Self> {
+    /// A NIC on an open (non-blocking) tap.
+    pub fn new(tap: File, tap_name: String, mac: [u8; 6]) -> Result<Self, NetError> {
+        let rx_kick = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| NetError::EventFd {
+            tap: tap_name.clone(),
+            source,
+        })?;
         Ok(Net {
             tap,
             tap_name,
             mac,
             pending: None,
-            rx_kick: Arc::new(EventFd::new(libc::EFD_NONBLOCK)?),
+            rx_kick: Arc::new(rx_kick),
             complaints: 0,
         })
     }
@@ -202,32 +233,25 @@ impl VirtioDevice for Net {
     }
 }
 
-/// Opens the tap named in `net` and plugs the NIC into `bus`, with its RX thread.
-pub fn attach(vm: &mut Vm, bus: &PciBus, net: &NetConfig) -> Result<(), RunError> {
-    let err = |reason: String| RunError::Device {
-        name: format!("tap {}", net.tap),
-        reason,
+/// Starts the thread that moves frames from the tap into the RX queue of `dev`, as
+/// the guest adds buffers.
+pub fn spawn_rx_thread(dev: Arc<Mutex<VirtioPciDevice<Net>>>) -> Result<(), NetError> {
+    let (tap_name, kick, rx_fd) = {
+        let d = lock(&dev);
+        let net = &d.device;
+        let rx_fd = net.tap.try_clone().map_err(|source| NetError::CloneTap {
+            tap: net.tap_name.clone(),
+            source,
+        })?;
+        (net.tap_name.clone(), net.rx_kick.clone(), rx_fd)
     };
-    let tap = tap::open_tap(&net.tap).map_err(|e| err(format!("opening tap: {e}")))?;
-    if let Some(bridge) = &net.bridge {
-        tap::attach_to_bridge(&net.tap, bridge).map_err(|e| err(e.to_string()))?;
-    }
-    tap::set_up(&net.tap).map_err(|e| err(format!("setting the tap up: {e}")))?;
-    let model = Net::new(tap, net.tap.clone(), net.mac).map_err(|e| err(e.to_string()))?;
-    let kick = model.rx_kick.clone();
-    let rx_fd = model.tap.try_clone().map_err(|e| err(e.to_string()))?;
-    let slot = bus.next_slot();
-    let dev = Arc::new(Mutex::new(VirtioPciDevice::new(
-        model,
-        slot,
-        vm.mem.clone(),
-        vm.fd.clone(),
-    )));
-    bus.add(dev.clone());
     std::thread::Builder::new()
-        .name(format!("net-rx-{}", net.tap))
+        .name(format!("net-rx-{tap_name}"))
         .spawn(move || rx_loop(dev, rx_fd, kick))
-        .map_err(|e| err(format!("starting the RX thread: {e}")))?;
+        .map_err(|source| NetError::RxThread {
+            tap: tap_name,
+            source,
+        })?;
     Ok(())
 }
 

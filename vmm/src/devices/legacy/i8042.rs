@@ -2,7 +2,7 @@
 //! command (0xfe on port 0x64) ends the guest with [`GuestExit::Reset`]. Everything else
 //! reads as "no data, controller idle" so the kernel's driver gives up quickly.
 
-use super::{BusDevice, ExitSignal, GuestExit};
+use crate::devices::{BusDevice, ExitSignal, GuestExit};
 
 /// Ports 0x60..=0x64 (data at offset 0, command/status at offset 4).
 pub struct I8042 {

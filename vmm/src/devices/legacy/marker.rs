@@ -2,7 +2,7 @@
 //! `outb`) and the VMM logs how long after its own start that happened, so boot time
 //! can be measured from the guest's side (like Firecracker's boot timer device).
 
-use super::BusDevice;
+use crate::devices::BusDevice;
 use std::time::Instant;
 
 /// I/O port of the marker.

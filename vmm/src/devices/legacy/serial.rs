@@ -1,7 +1,7 @@
 //! COM1: a 16550 (`vm-superio`) at 0x3f8 on IRQ 4, its output sent to a writer (stdout,
 //! or a pty plus a bounded console log), its input fed from a reader thread.
 
-use super::BusDevice;
+use crate::devices::BusDevice;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;

@@ -2,15 +2,13 @@
 //! writing `SLP_TYP=5 | SLP_EN` to PM1a_CNT, and the VMM "presses" the power button by
 //! setting PWRBTN_STS, raising the SCI while the guest has the event enabled.
 
-use super::{BusDevice, ExitSignal, GuestExit};
 use crate::arch::acpi::S5_SLP_TYP;
+use crate::devices::interrupt::IrqLine;
+use crate::devices::{BusDevice, ExitSignal, GuestExit};
 
 const PWRBTN: u16 = 1 << 8;
 const SLP_EN: u16 = 1 << 13;
 const SCI_EN: u16 = 1;
-
-/// Raises or lowers the SCI line.
-pub type IrqLine = Box<dyn Fn(bool) + Send>;
 
 /// PM1a_EVT (4 bytes: status, enable) and PM1a_CNT (2 bytes) as one 8-byte block.
 pub struct PowerManagement {

@@ -1,16 +1,11 @@
 //! virtio-blk on a raw image file: reads, writes, flush (fsync), device id; a
 //! read-only disk fails writes with an I/O error status.
 
-use super::pci::VirtioPciDevice;
-use super::{read_config_bytes, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
-use crate::config::DiskConfig;
-use crate::pci::PciBus;
-use crate::runner::RunError;
-use crate::vm::Vm;
+use crate::devices::virtio::{read_config_bytes, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
@@ -34,6 +29,29 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
+/// Why a disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The image file could not be opened (missing, or not writable for a rw disk).
+    #[error("opening disk {path}")]
+    Open {
+        /// The image file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image's size could not be read.
+    #[error("reading the size of disk {path}")]
+    Size {
+        /// The image file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A virtio-blk disk backed by a file.
 pub struct Block {
     file: File,
@@ -48,17 +66,27 @@ pub struct Block {
 struct BadRequest(String);
 
 impl Block {
-    /// Opens `disk` (read-only when asked).
-    pub fn open(disk: &DiskConfig) -> std::io::Result<Self> {
+    /// Opens the raw image at `path` (read-only when asked: guest writes then fail).
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
         let file = OpenOptions::new()
             .read(true)
-            .write(!disk.read_only)
-            .open(&disk.path)?;
-        let len = file.metadata()?.len();
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let len = file
+            .metadata()
+            .map_err(|source| BlockError::Size {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         Ok(Block {
             file,
-            path: disk.path.display().to_string(),
-            read_only: disk.read_only,
+            path: path.display().to_string(),
+            read_only,
             sectors: len / SECTOR,
             complaints: 0,
         })
@@ -219,16 +247,4 @@ impl VirtioDevice for Block {
     fn name(&self) -> String {
         format!("blk {}", self.path)
     }
-}
-
-/// Opens `disk` and plugs it into `bus`.
-pub fn attach(vm: &mut Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), RunError> {
-    let block = Block::open(disk).map_err(|e| RunError::Device {
-        name: format!("disk {}", disk.path.display()),
-        reason: e.to_string(),
-    })?;
-    let slot = bus.next_slot();
-    let dev = VirtioPciDevice::new(block, slot, vm.mem.clone(), vm.fd.clone());
-    bus.add(Arc::new(Mutex::new(dev)));
-    Ok(())
 }

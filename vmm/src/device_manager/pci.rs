@@ -1,0 +1,86 @@
+//! The PCI bus (config ports 0xcf8..0xcff, the BAR window on the MMIO bus) and the
+//! virtio functions on it: disks opened here, taps set up on the host here, MSIs
+//! delivered by the KVM VM.
+
+use super::DeviceManagerError;
+use crate::arch::layout::{PCI_MMIO_SIZE, PCI_MMIO_START};
+use crate::config::{DiskConfig, NetConfig};
+use crate::devices::interrupt::MsiSender;
+use crate::devices::pci::{PciBus, PciConfigIo, PciMmio};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::{self, Net};
+use crate::devices::virtio::transport::pci::VirtioPciDevice;
+use crate::devices::Bus;
+use crate::virtio::tap;
+use crate::vstate::vm::Vm;
+use std::sync::{Arc, Mutex};
+
+/// Puts the PCI bus on `pio`/`mmio` and a virtio function per disk and interface on it.
+pub fn attach(
+    vm: &Vm,
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    disks: &[DiskConfig],
+    nets: &[NetConfig],
+) -> Result<(), DeviceManagerError> {
+    let bus = PciBus::new();
+    pio.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),
+        0xcf8,
+        8,
+    )?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciMmio::new(bus.clone()))),
+        PCI_MMIO_START,
+        PCI_MMIO_SIZE,
+    )?;
+    for disk in disks {
+        attach_block(vm, &bus, disk)?;
+    }
+    for nic in nets {
+        attach_net(vm, &bus, nic)?;
+    }
+    Ok(())
+}
+
+fn msi(vm: &Vm) -> Arc<dyn MsiSender> {
+    vm.fd.clone()
+}
+
+/// Opens `disk` and plugs it into `bus`.
+fn attach_block(vm: &Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), DeviceManagerError> {
+    let block = Block::open(&disk.path, disk.read_only)?;
+    let slot = bus.next_slot();
+    let dev = VirtioPciDevice::new(block, slot, vm.mem.clone(), msi(vm));
+    bus.add(Arc::new(Mutex::new(dev)));
+    Ok(())
+}
+
+/// Opens the tap named in `nic` (plugged into its bridge, up) and plugs the NIC into
+/// `bus`, with its RX thread.
+fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<(), DeviceManagerError> {
+    let err = |what: String| {
+        move |source| DeviceManagerError::Tap {
+            tap: nic.tap.clone(),
+            what,
+            source,
+        }
+    };
+    let tap = tap::open_tap(&nic.tap).map_err(err("opening tap".into()))?;
+    if let Some(bridge) = &nic.bridge {
+        tap::attach_to_bridge(&nic.tap, bridge)
+            .map_err(err(format!("plugging it into bridge {bridge}")))?;
+    }
+    tap::set_up(&nic.tap).map_err(err("setting the tap up".into()))?;
+    let model = Net::new(tap, nic.tap.clone(), nic.mac)?;
+    let slot = bus.next_slot();
+    let dev = Arc::new(Mutex::new(VirtioPciDevice::new(
+        model,
+        slot,
+        vm.mem.clone(),
+        msi(vm),
+    )));
+    bus.add(dev.clone());
+    net::spawn_rx_thread(dev)?;
+    Ok(())
+}
