@@ -1,9 +1,12 @@
-//! What one guest is made of, as given on the command line or by an instance config.
+//! What one guest is made of, as given on the command line or, as a JSON file
+//! (`vmm --config-file`), by the instance monitor that starts the jailed child.
 
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// A virtio-blk disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     /// Raw image file.
     pub path: PathBuf,
@@ -12,7 +15,8 @@ pub struct DiskConfig {
 }
 
 /// A virtio-net interface backed by a tap device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Host tap interface name (created if missing).
     pub tap: String,
@@ -22,8 +26,11 @@ pub struct NetConfig {
     pub bridge: Option<String>,
 }
 
-/// Everything needed to boot one guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything needed to boot one guest. It crosses the process boundary as data: the
+/// instance monitor writes it as JSON, the child `vmm --config-file` reads it back
+/// (unknown fields are refused, so a typo never boots a different guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmConfig {
     /// bzImage or ELF vmlinux.
     pub kernel: PathBuf,
@@ -39,6 +46,43 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Network interfaces.
     pub nets: Vec<NetConfig>,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a JSON `VmConfig`.
+    #[error("{path} is not a VM config")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The error, with its line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl VmConfig {
+    /// Reads a config written as JSON (by the instance monitor, or by hand).
+    pub fn from_json_file(path: &Path) -> Result<VmConfig, ConfigFileError> {
+        let text = std::fs::read(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 /// The command line a guest gets when none is given.
@@ -158,6 +202,61 @@ mod tests {
         );
         assert!(parse_mac("02:5c:00:11:22").is_err());
         assert!(parse_mac("zz:5c:00:11:22:33").is_err());
+    }
+
+    fn sample() -> VmConfig {
+        VmConfig {
+            kernel: "/pool/u/boot/vmlinuz-6.1".into(),
+            initrd: Some("/pool/u/boot/initrd.img-6.1".into()),
+            cmdline: "console=ttyS0 root=/dev/vda1".into(),
+            memory: 512 << 20,
+            vcpus: 2,
+            disks: vec![
+                DiskConfig {
+                    path: "/pool/u/disks/root.raw".into(),
+                    read_only: false,
+                },
+                DiskConfig {
+                    path: "/pool/u/disks/seed.iso".into(),
+                    read_only: true,
+                },
+            ],
+            nets: vec![NetConfig {
+                tap: "sk0".into(),
+                mac: [0x02, 0x5c, 0, 0x11, 0x22, 0xff],
+                bridge: Some("skadmin".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn config_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        std::fs::write(&path, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        assert_eq!(VmConfig::from_json_file(&path).unwrap(), sample());
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        let missing = VmConfig::from_json_file(&path).unwrap_err();
+        assert!(matches!(missing, ConfigFileError::Read { .. }), "{missing}");
+        assert!(missing.to_string().contains("vm.json"));
+        // A misspelt field is refused rather than ignored.
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json["vcpu"] = 4.into();
+        std::fs::write(&path, json.to_string()).unwrap();
+        let typo = VmConfig::from_json_file(&path).unwrap_err();
+        assert!(matches!(typo, ConfigFileError::Parse { .. }), "{typo}");
+        assert!(
+            std::error::Error::source(&typo)
+                .unwrap()
+                .to_string()
+                .contains("vcpu"),
+            "{typo:?}"
+        );
     }
 
     #[test]

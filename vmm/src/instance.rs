@@ -5,7 +5,7 @@
 //! Contract: `spec::monitor`.
 
 use crate::bootdisk;
-use crate::config::mac_from;
+use crate::config::{mac_from, parse_mac, DiskConfig, NetConfig, VmConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::Pid;
@@ -62,24 +62,26 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceErr
     move |source| InstanceError::Io { what, source }
 }
 
-/// The `vmm` arguments for one boot of the instance.
-pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
-    let Kind::Hvm(hvm) = &cfg.spec.kind else {
-        return Err(InstanceError::Config {
-            path: contract::config_path(&cfg.pool, &cfg.uuid),
-            reason: format!("instance {} is not an HVM instance", cfg.spec.name),
-        });
+/// The guest one boot of the instance runs, as typed data: kernel and initrd taken
+/// from the boot disk's /boot (extracted next to it), disks in virtio order, one tap
+/// per nic. The monitor hands it to the child `vmm` as a JSON file.
+pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
+    let bad = |reason: String| InstanceError::Config {
+        path: contract::config_path(&cfg.pool, &cfg.uuid),
+        reason,
     };
-    let dir = cfg.pool.join(&cfg.uuid);
+    let Kind::Hvm(hvm) = &cfg.spec.kind else {
+        return Err(bad(format!(
+            "instance {} is not an HVM instance",
+            cfg.spec.name
+        )));
+    };
     let boot = hvm
         .disks
         .iter()
         .find(|d| d.boot)
-        .ok_or_else(|| InstanceError::Config {
-            path: contract::config_path(&cfg.pool, &cfg.uuid),
-            reason: format!("instance {} has no boot disk", cfg.spec.name),
-        })?;
-    let boot_dir = dir.join("boot");
+        .ok_or_else(|| bad(format!("instance {} has no boot disk", cfg.spec.name)))?;
+    let boot_dir = child_boot_dir(cfg);
     std::fs::create_dir_all(&boot_dir)
         .map_err(io_err(format!("creating {}", boot_dir.display())))?;
     let files = bootdisk::extract(
@@ -91,15 +93,66 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         cmdline.push(' ');
         cmdline.push_str(extra);
     }
-    let mut args = vec![
-        "--kernel".into(),
-        files.kernel.display().to_string(),
-        "--cmdline".into(),
+    let vcpus =
+        u8::try_from(hvm.vcpus).map_err(|_| bad(format!("{} vCPUs: at most 255", hvm.vcpus)))?;
+    // The boot disk is /dev/vda; the others follow in declaration order.
+    let disks = std::iter::once(boot)
+        .chain(hvm.disks.iter().filter(|d| !d.boot))
+        .map(|d| DiskConfig {
+            path: contract::disk_path(&cfg.pool, &cfg.uuid, &d.name),
+            read_only: false,
+        })
+        .collect();
+    let nets = cfg
+        .spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(idx, nic)| {
+            let mac = match &nic.mac {
+                Some(m) => parse_mac(m).map_err(|e| bad(format!("nic {}: {e}", nic.name)))?,
+                None => mac_from(&format!("{}/{idx}", cfg.uuid)),
+            };
+            let bridge = cfg
+                .bridges
+                .get(&nic.tag)
+                .cloned()
+                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
+            Ok(NetConfig {
+                tap: contract::host_ifname(&cfg.uuid, idx),
+                mac,
+                bridge: Some(bridge),
+            })
+        })
+        .collect::<Result<_, InstanceError>>()?;
+    Ok(VmConfig {
+        kernel: files.kernel,
+        initrd: files.initrd,
         cmdline,
-        "--memory".into(),
-        cfg.spec.memory.to_string(),
-        "--vcpus".into(),
-        hvm.vcpus.to_string(),
+        memory: cfg.spec.memory,
+        vcpus,
+        disks,
+        nets,
+    })
+}
+
+/// Where a boot's kernel and initrd are extracted to, and its [`child_config`] file
+/// written (`<pool>/<uuid>/boot/`).
+fn child_boot_dir(cfg: &InstanceConfig) -> PathBuf {
+    cfg.pool.join(&cfg.uuid).join("boot")
+}
+
+/// The file the child `vmm` reads its guest from (`--config-file`).
+pub fn child_config_path(cfg: &InstanceConfig) -> PathBuf {
+    child_boot_dir(cfg).join("vm.json")
+}
+
+/// The `vmm` arguments for one boot of the instance: how the child runs (jailed, in
+/// its cgroup, its console log, its exit codes); the guest itself is in `config_file`.
+pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
+    vec![
+        "--config-file".into(),
+        config_file.display().to_string(),
         "--reset-exit-code".into(),
         RESET_EXIT.to_string(),
         // The monitor enforces stop timeouts itself.
@@ -112,47 +165,12 @@ pub fn child_args(cfg: &InstanceConfig) -> Result<Vec<String>, InstanceError> {
         "--jail".into(),
         "--cgroup".into(),
         cgroup_name(&cfg.uuid),
-    ];
-    if let Some(initrd) = files.initrd {
-        args.extend(["--initrd".into(), initrd.display().to_string()]);
-    }
-    // The boot disk is /dev/vda; the others follow in declaration order.
-    let disks = std::iter::once(boot).chain(hvm.disks.iter().filter(|d| !d.boot));
-    for d in disks {
-        args.extend([
-            "--disk".into(),
-            contract::disk_path(&cfg.pool, &cfg.uuid, &d.name)
-                .display()
-                .to_string(),
-        ]);
-    }
-    for (idx, nic) in cfg.spec.nics.iter().enumerate() {
-        let tap = contract::host_ifname(&cfg.uuid, idx);
-        let bridge = cfg
-            .bridges
-            .get(&nic.tag)
-            .cloned()
-            .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
-        let mac = nic
-            .mac
-            .clone()
-            .unwrap_or_else(|| format_mac(&mac_from(&format!("{}/{idx}", cfg.uuid))));
-        args.extend(["--net".into(), format!("{tap},bridge={bridge},mac={mac}")]);
-    }
-    Ok(args)
+    ]
 }
 
 /// The memory cgroup of an instance's VMM (under `skerry/`).
 pub fn cgroup_name(uuid: &str) -> String {
     format!("vmm-{uuid}")
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 struct State {
@@ -193,7 +211,11 @@ impl Monitor {
     }
 
     fn spawn_child(&self) -> Result<Child, InstanceError> {
-        let args = child_args(&self.cfg)?;
+        let vm = child_config(&self.cfg)?;
+        let config_file = child_config_path(&self.cfg);
+        spec::atomic::write_json_atomic(&config_file, &vm)
+            .map_err(io_err(format!("writing {}", config_file.display())))?;
+        let args = child_args(&self.cfg, &config_file);
         let exe = std::env::current_exe().map_err(io_err("finding the vmm binary"))?;
         let slave = self.open_console_slave()?;
         let out = slave

@@ -17,6 +17,10 @@ use vmm::runner::{self, Console, StopPolicy};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// The guest as a JSON `VmConfig` (what `vmm instance` writes for its child),
+    /// instead of --kernel, --initrd, --cmdline, --memory, --vcpus, --disk and --net.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "memory", "vcpus", "disk", "net"])]
+    config_file: Option<PathBuf>,
     /// Kernel: bzImage or ELF vmlinux.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -130,37 +134,17 @@ fn real_main(started: Instant) -> Result<i32> {
     if let Some(Cmd::Instance { config }) = &cli.command {
         return Ok(vmm::instance::main(config)?);
     }
-    let Some(kernel) = cli.kernel else {
-        bail!("--kernel is required (or use `vmm instance --config FILE`)");
+    let cfg = match &cli.config_file {
+        Some(path) => VmConfig::from_json_file(path)?,
+        None => config_from_args(&cli)?,
     };
-    let memory = config::parse_size(&cli.memory).context("--memory")?;
     if let Some(name) = &cli.cgroup {
-        vmm::jail::enter_cgroup(name, memory + vmm::jail::MEMORY_OVERHEAD)?;
+        vmm::jail::enter_cgroup(name, cfg.memory + vmm::jail::MEMORY_OVERHEAD)?;
     }
     if cli.jail {
         // Still single-threaded here, as the fork requires.
         vmm::jail::enter_pid_namespace()?;
     }
-    let disks = cli
-        .disk
-        .iter()
-        .map(|d| config::parse_disk(d))
-        .collect::<Result<Vec<_>, _>>()
-        .context("--disk")?;
-    let nets = cli
-        .net
-        .iter()
-        .map(|n| parse_net(n))
-        .collect::<Result<Vec<_>>>()?;
-    let cfg = VmConfig {
-        kernel,
-        initrd: cli.initrd,
-        cmdline: cli.cmdline,
-        memory,
-        vcpus: cli.vcpus,
-        disks,
-        nets,
-    };
     let input: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let output: Box<dyn Write + Send> = match &cli.console_log {
         Some(path) => {
@@ -200,6 +184,34 @@ fn real_main(started: Instant) -> Result<i32> {
             eprintln!("vmm: guest crashed: {reason}");
             1
         }
+    })
+}
+
+/// The guest described by the human command line (`--kernel`, `--memory`, ...).
+fn config_from_args(cli: &Cli) -> Result<VmConfig> {
+    let Some(kernel) = cli.kernel.clone() else {
+        bail!("--kernel is required (or --config-file FILE, or `vmm instance --config FILE`)");
+    };
+    let memory = config::parse_size(&cli.memory).context("--memory")?;
+    let disks = cli
+        .disk
+        .iter()
+        .map(|d| config::parse_disk(d))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--disk")?;
+    let nets = cli
+        .net
+        .iter()
+        .map(|n| parse_net(n))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(VmConfig {
+        kernel,
+        initrd: cli.initrd.clone(),
+        cmdline: cli.cmdline.clone(),
+        memory,
+        vcpus: cli.vcpus,
+        disks,
+        nets,
     })
 }
 

@@ -54,6 +54,10 @@ fn print(s: &[u8]) -> Vec<u8> {
 
 const HALT_FOREVER: &[u8] = &[0xfa, 0xf4, 0xeb, 0xfd]; // cli; hlt; jmp back to hlt
 const RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xfa, 0xf4];
+// mov ax, SLP_TYP=5|SLP_EN; mov dx, 0x604; out dx, ax; jmp $
+const POWER_OFF: &[u8] = &[
+    0x66, 0xb8, 0x00, 0x34, 0x66, 0xba, 0x04, 0x06, 0x66, 0xef, 0xeb, 0xfe,
+];
 
 struct Pool {
     _dir: tempfile::TempDir,
@@ -267,6 +271,14 @@ fn status_console_and_forced_stop() {
                     .unwrap_or_default()
             )
         });
+    // The guest crossed to its vmm as a JSON file, not as arguments.
+    let argv = std::fs::read_to_string(format!("/proc/{guest_pid}/cmdline")).unwrap();
+    let argv: Vec<&str> = argv.split('\0').collect();
+    assert!(argv.contains(&"--config-file"), "{argv:?}");
+    assert!(
+        !argv.contains(&"--kernel") && !argv.contains(&"--memory"),
+        "{argv:?}"
+    );
     let st = std::fs::read_to_string(format!("/proc/{inner}/status")).unwrap();
     let field = |name: &str| {
         st.lines()
@@ -388,4 +400,44 @@ fn a_second_monitor_of_the_same_instance_is_refused() {
     // The first one was not disturbed.
     let (resp, _) = request(&pool, &MonitorRequest::Status);
     assert_eq!(resp.status.expect("status").state, "running");
+}
+
+#[test]
+fn the_child_boots_from_the_config_file_the_monitor_writes() {
+    let pool = pool_with_guest(&[print(b"from the config file\n"), POWER_OFF.to_vec()].concat());
+    let vm = vmm::instance::child_config(&pool.cfg).expect("child config");
+    assert_eq!(vm.memory, 64 << 20);
+    assert!(vm.cmdline.ends_with(" quiet"), "{}", vm.cmdline);
+    assert_eq!(
+        vm.disks[0].path,
+        contract::disk_path(&pool.cfg.pool, &pool.cfg.uuid, "root")
+    );
+    let file = vmm::instance::child_config_path(&pool.cfg);
+    spec::atomic::write_json_atomic(&file, &vm).unwrap();
+    assert_eq!(vmm::config::VmConfig::from_json_file(&file).unwrap(), vm);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .arg("--config-file")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running vmm --config-file");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout, "from the config file\n", "stderr:\n{stderr}");
+    assert!(stderr.contains("vmm: guest PowerOff"), "{stderr}");
+
+    // The guest comes from the file alone: flags describing one are refused with it.
+    let both = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .arg("--config-file")
+        .arg(&file)
+        .args(["--kernel", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "clap usage error");
 }
