@@ -1,0 +1,12 @@
+//! What init, zone and vmm do to the host, written once: bridges, veths, taps,
+//! addresses and routes over one netlink connection ([`net`]), cgroup v1/v2
+//! ([`cgroup`]), private mount namespaces ([`mount`]) and the `log` backend every
+//! skerry program installs ([`log`]).
+//!
+//! Nothing here knows about zones, guests or manifests: callers name the links and
+//! cgroups, this crate makes them so and says which one failed.
+
+pub mod cgroup;
+pub mod log;
+pub mod mount;
+pub mod net;

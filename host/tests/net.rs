@@ -1,0 +1,191 @@
+//! host::net against the real kernel, as root, inside throwaway network namespaces
+//! made here (`ip netns add`), so nothing touches the host's interfaces and `ip`
+//! can check what the kernel holds.
+
+use host::net::{LinkSettings, NetError, Netlink, Route};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A named network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        assert!(nix::unistd::getuid().is_root(), "net tests need root");
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "skhost-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let st = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(st.unwrap().success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    fn fd(&self) -> OwnedFd {
+        std::fs::File::open(format!("/run/netns/{}", self.0))
+            .unwrap()
+            .into()
+    }
+
+    /// `ip -n NS -j ARGS` as JSON.
+    fn ip(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["-n", &self.0, "-j"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn link(&self, name: &str) -> Option<serde_json::Value> {
+        self.ip(&["link", "show"])
+            .as_array()?
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .cloned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn is_up(link: &serde_json::Value) -> bool {
+    link["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "UP"))
+}
+
+#[test]
+fn bridge_veth_address_and_route_are_made_and_removed() {
+    let ns = Netns::new();
+    let nl = Netlink::in_netns(ns.fd()).unwrap();
+    let b = nl.blocking();
+
+    let index = b.ensure_bridge("br0").unwrap();
+    assert_eq!(b.ensure_bridge("br0").unwrap(), index, "idempotent");
+    let br = ns.link("br0").expect("bridge visible to ip");
+    assert!(is_up(&br), "{br}");
+    let details = ns.ip(&["-d", "link", "show", "br0"]);
+    assert_eq!(details[0]["linkinfo"]["info_kind"], "bridge");
+
+    b.add_veth("ve0", "ve0p").unwrap();
+    b.plug_into_bridge("ve0", "br0").unwrap();
+    b.plug_into_bridge("ve0", "br0").unwrap();
+    let ve = ns.link("ve0").unwrap();
+    assert_eq!(ve["master"], "br0", "{ve}");
+    assert!(is_up(&ve), "{ve}");
+
+    let addr: IpAddr = "10.77.0.1".parse().unwrap();
+    b.add_address("br0", addr, 24).unwrap();
+    b.add_address("br0", addr, 24).unwrap();
+    let addrs = ns.ip(&["addr", "show", "dev", "br0"]);
+    let info = addrs[0]["addr_info"].as_array().unwrap();
+    assert!(
+        info.iter()
+            .any(|a| a["local"] == "10.77.0.1" && a["prefixlen"] == 24),
+        "{addrs}"
+    );
+
+    let route = Route {
+        destination: "10.78.0.0".parse().unwrap(),
+        prefix: 16,
+        gateway: Some("10.77.0.254".parse().unwrap()),
+        iface: "br0".into(),
+    };
+    b.add_route(&route).unwrap();
+    b.add_route(&route).unwrap();
+    let routes = ns.ip(&["route", "show"]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.78.0.0/16" && r["gateway"] == "10.77.0.254"),
+        "{routes}"
+    );
+
+    assert!(b.delete("ve0").unwrap());
+    assert!(ns.link("ve0p").is_none(), "the peer goes with its veth");
+    assert!(!b.delete("ve0").unwrap(), "deleting twice is a no-op");
+    b.set_down("br0").unwrap();
+    assert!(!is_up(&ns.link("br0").unwrap()));
+    assert!(b.delete("br0").unwrap());
+    assert!(ns.link("br0").is_none());
+    assert!(!b.exists("br0").unwrap());
+}
+
+#[test]
+fn a_link_moves_into_another_namespace_renamed_and_addressed() {
+    let (outer, inner) = (Netns::new(), Netns::new());
+    let out = Netlink::in_netns(outer.fd()).unwrap();
+    out.blocking().add_veth("vh0", "vh0tmp").unwrap();
+    let inner_fd = inner.fd();
+    out.blocking()
+        .move_to_netns("vh0tmp", inner_fd.as_fd())
+        .unwrap();
+    assert!(outer.link("vh0tmp").is_none());
+
+    let inside = Netlink::in_netns(inner.fd()).unwrap();
+    let b = inside.blocking();
+    b.configure_link(
+        "vh0tmp",
+        &LinkSettings {
+            name: Some("net0".into()),
+            mtu: Some(1400),
+            mac: Some([0x02, 0, 0x0a, 0x58, 0, 0x0a]),
+        },
+    )
+    .unwrap();
+    b.set_up("net0").unwrap();
+    b.add_address("net0", "192.168.77.2".parse().unwrap(), 24)
+        .unwrap();
+    b.add_route(&Route::default_via("192.168.77.1".parse().unwrap(), "net0"))
+        .unwrap();
+    let link = inner.link("net0").expect("renamed inside");
+    assert_eq!(link["mtu"], 1400);
+    assert_eq!(link["address"], "02:00:0a:58:00:0a");
+    let routes = inner.ip(&["route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], "192.168.77.1", "{routes}");
+    assert_eq!(routes[0]["dev"], "net0", "{routes}");
+}
+
+#[test]
+fn errors_name_the_interface() {
+    let ns = Netns::new();
+    let nl = Netlink::in_netns(ns.fd()).unwrap();
+    let e = nl.blocking().set_up("sknothere0").unwrap_err();
+    assert!(matches!(e, NetError::NoSuchLink { .. }), "{e:?}");
+    assert!(e.to_string().contains("sknothere0"), "{e}");
+    let e = nl
+        .blocking()
+        .plug_into_bridge("sknothere1", "br1")
+        .unwrap_err();
+    assert!(e.to_string().contains("sknothere1"), "{e}");
+    let e = nl.blocking().add_veth("lo", "lo2").unwrap_err();
+    assert!(e.to_string().starts_with("lo: creating veth"), "{e}");
+}
+
+/// The async methods run on the caller's own executor, talking to the netlink
+/// thread over channels: awaiting them from a tokio current-thread runtime (which
+/// has nothing else to drive the socket) must complete.
+#[test]
+fn async_methods_work_from_another_runtime() {
+    let ns = Netns::new();
+    let nl = Netlink::in_netns(ns.fd()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        nl.ensure_bridge("br2").await.unwrap();
+        assert!(nl.exists("br2").await.unwrap());
+    });
+    assert!(ns.link("br2").is_some());
+}
