@@ -15,11 +15,14 @@
 #![forbid(unsafe_code)]
 
 pub mod base64;
+pub mod cli;
+pub mod client;
 pub mod crc32;
 pub mod frame;
 pub mod sdc;
 pub mod server;
 pub mod store;
+pub mod transport;
 
 pub use sdc::{InstanceInfo, Nic, NicAddress, Route, RouteVia};
 pub use server::{serve, Session, SessionConfig};
