@@ -18,6 +18,7 @@ pub mod base64;
 pub mod cli;
 pub mod client;
 pub mod crc32;
+pub mod firstboot;
 pub mod frame;
 pub mod sdc;
 pub mod server;
