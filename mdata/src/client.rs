@@ -123,12 +123,10 @@ impl Client {
             }
             Version::V2 => {
                 let reqid = format!("{:08x}", random_u32());
-                let payload = arg.unwrap_or_default();
-                let mut req = frame::encode(&reqid, cmd, payload);
-                if arg.is_some() && payload.is_empty() {
-                    // An explicit empty argument still separates with a space.
-                    req = frame::encode(&reqid, &format!("{cmd} "), b"");
-                }
+                // An empty argument is sent as none. (mdata-client sends a trailing
+                // space, which SmartOS's agent trims before checking the length, so
+                // `mdata-get ""` waits forever there; here it gets "Invalid GET Request".)
+                let req = frame::encode(&reqid, cmd, arg.unwrap_or_default());
                 self.conn.send(&req)?;
                 self.recv_v2(&reqid)
             }

@@ -204,3 +204,33 @@ fn open_serial(path: &Path) -> Result<Connection, TransportError> {
     conn.pending.clear();
     Ok(conn)
 }
+
+/// A pseudo-terminal for serving metadata on a zone's `/dev/ttyS1`: the server drives
+/// the master; the slave is what the zone opens.
+#[derive(Debug)]
+pub struct MetadataPty {
+    /// The server's end.
+    pub master: File,
+    /// The guest's end. Keep it open for the zone's life: while no slave is open,
+    /// reading the master fails (EIO) and the line would flap between clients.
+    pub slave: File,
+    /// The slave's device path (`/dev/pts/N`), to bind-mount on the zone's `/dev/ttyS1`.
+    pub slave_path: PathBuf,
+}
+
+/// Opens a pty whose slave is already in raw mode. That matters before any client
+/// opens it: with the default line discipline, the slave echoes every answer the
+/// server writes back to the server as a new request, and the two talk forever.
+pub fn metadata_pty() -> nix::Result<MetadataPty> {
+    let pty = nix::pty::openpty(None, None)?;
+    let slave = File::from(pty.slave);
+    let mut tios = termios::tcgetattr(&slave)?;
+    termios::cfmakeraw(&mut tios);
+    termios::tcsetattr(&slave, SetArg::TCSANOW, &tios)?;
+    let slave_path = nix::unistd::ttyname(&slave)?;
+    Ok(MetadataPty {
+        master: File::from(pty.master),
+        slave,
+        slave_path,
+    })
+}

@@ -182,6 +182,13 @@ fn our_tools(env: &[(&str, &Path)]) {
         "",
         "Error putting metadata for key 'sdc:uuid': Cannot update the \"sdc\" Namespace.\n",
     );
+    // mdata-client would wait forever here (SmartOS drops its frame); we answer.
+    expect(
+        &tool("get", &[""], env, None),
+        2,
+        "",
+        "Error getting metadata for key '': Invalid GET Request\n",
+    );
     let exe = env!("CARGO_BIN_EXE_mdata-get");
     expect(
         &tool("get", &[], env, None),
@@ -236,5 +243,54 @@ fn guest_puts_survive_a_server_restart() {
         1,
         "",
         "No metadata for 'role'\n",
+    );
+}
+
+/// A host that only speaks version 1 (as old SmartOS did): our tools fall back to
+/// plain lines for GET and refuse PUT, as mdata-client does.
+#[test]
+fn our_tools_fall_back_to_version_1() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("v1.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut w = conn.try_clone().unwrap();
+            for line in BufReader::new(conn).lines() {
+                let answer = match line.unwrap().as_str() {
+                    "GET motd" => "SUCCESS\n..dotted\nplain\n.\n",
+                    "NEGOTIATE V2" => "FAILURE\n",
+                    "" => "invalid command\n",
+                    _ => "NOTFOUND\n",
+                };
+                w.write_all(answer.as_bytes()).unwrap();
+            }
+        }
+    });
+    let env: &[(&str, &Path)] = &[("MDATA_SOCKET", &sock)];
+    expect(
+        &tool("get", &["motd"], env, None),
+        0,
+        ".dotted\nplain\n",
+        "",
+    );
+    expect(
+        &tool("get", &["other"], env, None),
+        1,
+        "",
+        "No metadata for 'other'\n",
+    );
+    expect(
+        &tool("put", &["a", "b"], env, None),
+        2,
+        "",
+        "ERROR: host does not support PUT\n",
+    );
+    expect(
+        &tool("delete", &["a"], env, None),
+        2,
+        "",
+        "ERROR: host does not support DELETE\n",
     );
 }

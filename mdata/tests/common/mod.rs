@@ -74,15 +74,10 @@ pub fn serve_socket(dir: &Path, store: Arc<Mutex<MetadataStore>>) -> PathBuf {
 /// slave end, which the caller keeps open (as the zone monitor does) so the line
 /// stays up between clients.
 pub fn serve_pty(store: Arc<Mutex<MetadataStore>>) -> (PathBuf, File) {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = File::from(pty.slave);
-    let mut tios = nix::sys::termios::tcgetattr(&slave).unwrap();
-    nix::sys::termios::cfmakeraw(&mut tios);
-    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &tios).unwrap();
-    let path = nix::unistd::ttyname(&slave).unwrap();
-    let master = File::from(pty.master);
+    let pty = mdata::transport::metadata_pty().unwrap();
+    let master = pty.master;
     std::thread::spawn(move || {
         let _ = mdata::serve(master, &store, SessionConfig::default());
     });
-    (path, slave)
+    (pty.slave_path, pty.slave)
 }
