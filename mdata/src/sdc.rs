@@ -231,6 +231,59 @@ fn json<T: Serialize>(v: &T) -> Option<String> {
     serde_json::to_string(v).ok()
 }
 
+impl InstanceInfo {
+    /// The facts of an instance declared by `spec`, known as `uuid`, whose nics without
+    /// a pinned MAC got `macs[i]` (the monitor assigns those). The first nic with a
+    /// gateway is primary (the first nic when none has one), as SmartOS marks the nic
+    /// that carries the default route.
+    pub fn from_spec(spec: &spec::InstanceSpec, uuid: &str, macs: &[String]) -> InstanceInfo {
+        let primary = spec
+            .nics
+            .iter()
+            .position(|n| n.gateway.is_some())
+            .unwrap_or(0);
+        let nics = spec
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Nic {
+                interface: n.name.clone(),
+                mac: n
+                    .mac
+                    .clone()
+                    .or_else(|| macs.get(i).cloned())
+                    .unwrap_or_default(),
+                ips: match &n.ip {
+                    spec::model::IpConfig::None => Vec::new(),
+                    spec::model::IpConfig::Dhcp => vec![NicAddress::Dhcp],
+                    spec::model::IpConfig::Static { addr, prefix } => vec![NicAddress::Static {
+                        addr: *addr,
+                        prefix: *prefix,
+                    }],
+                },
+                gateways: n.gateway.into_iter().collect(),
+                primary: i == primary,
+                nic_tag: n.tag.clone(),
+                mtu: n.mtu,
+            })
+            .collect();
+        let (hostname, brand) = match &spec.kind {
+            spec::model::Kind::Zone(z) => (z.hostname.clone(), "lx"),
+            spec::model::Kind::Hvm(_) => (spec.name.clone(), "kvm"),
+        };
+        InstanceInfo {
+            uuid: uuid.to_string(),
+            alias: Some(spec.name.clone()),
+            hostname: Some(hostname),
+            brand: Some(brand.to_string()),
+            max_physical_memory: Some(spec.memory >> 20),
+            nics,
+            resolvers: spec.resolvers.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +357,31 @@ mod tests {
         assert_eq!(i.get("no-such-key"), None);
         assert_eq!(netmask_v4(0), "0.0.0.0");
         assert_eq!(netmask_v4(32), "255.255.255.255");
+    }
+
+    #[test]
+    fn facts_from_a_manifest() {
+        let kdl = r#"
+            zone web01 {
+                image "busybox@1.36"
+                memory "512M"
+                hostname "www"
+                nic net0 tag="admin" ip="10.88.0.10/24" gateway="10.88.0.1"
+                nic net1 tag="storage" ip="dhcp" mac="02:00:00:00:00:99"
+                resolver "10.88.0.1"
+            }
+        "#;
+        let spec = spec::parse_str("web.kdl", kdl).unwrap().remove(0);
+        let i =
+            InstanceInfo::from_spec(&spec, "u-1", &["02:00:00:00:00:01".into(), "unused".into()]);
+        assert_eq!(i.hostname.as_deref(), Some("www"));
+        assert_eq!(i.alias.as_deref(), Some("web01"));
+        assert_eq!(i.max_physical_memory, Some(512));
+        assert_eq!(i.resolvers, vec!["10.88.0.1"]);
+        assert_eq!(i.nics[0].mac, "02:00:00:00:00:01");
+        assert!(i.nics[0].primary && !i.nics[1].primary);
+        assert_eq!(i.nics[1].mac, "02:00:00:00:00:99");
+        assert_eq!(i.nics[1].ips, vec![NicAddress::Dhcp]);
+        assert_eq!(i.nics[1].nic_tag, "storage");
     }
 }
