@@ -22,7 +22,13 @@ fn store() -> Mutex<MetadataStore> {
 
 /// Feeds `input` whole and returns every answer byte.
 fn talk(store: &Mutex<MetadataStore>, input: &[u8]) -> String {
-    let mut s = Session::new(SessionConfig::default(), Instant::now());
+    // Unlimited rate: these tests are about answers (tests/hostile.rs is about rate).
+    let config = SessionConfig {
+        requests_per_second: 1e9,
+        burst: 1e9,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(config, Instant::now());
     assert_eq!(s.feed(input, store, Instant::now()), input.len());
     String::from_utf8(s.take_output()).unwrap()
 }
@@ -215,4 +221,92 @@ fn requests_split_across_reads_are_reassembled() {
     }
     let out = String::from_utf8(sess.take_output()).unwrap();
     assert_eq!(answer(&out).payload, b"web");
+}
+
+#[test]
+fn token_soup_never_panics_and_every_answer_is_well_formed() {
+    let s = store();
+    let tokens: &[&str] = &[
+        "V2",
+        "GET",
+        "PUT",
+        "KEYS",
+        "DELETE",
+        "NEGOTIATE",
+        " ",
+        "  ",
+        "\t",
+        "\r",
+        "0",
+        "21",
+        "99999999999999999999999",
+        "ffffffff",
+        "265ae1d8",
+        "dc4fae17",
+        "é",
+        "\u{fffd}",
+        "=",
+        "cm9sZQ==",
+        "c2RjOnV1aWQ=",
+        "Y29sb3I= Ymx1ZQ==",
+        ".",
+        "sdc:",
+        "role",
+    ];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut input = String::new();
+    let mut lines = 0;
+    for _ in 0..20_000 {
+        for _ in 0..next(8) {
+            input.push_str(tokens[next(tokens.len())]);
+            if next(2) == 0 {
+                input.push(' ');
+            }
+        }
+        // Now and then a well-formed frame, so the v2 paths run too.
+        if next(4) == 0 {
+            let cmd = ["GET", "PUT", "KEYS", "DELETE", "FROB"][next(5)];
+            input.push_str(
+                v2(
+                    &format!("{:08x}", next(1 << 30)),
+                    cmd,
+                    Some(tokens[next(tokens.len())].as_bytes()),
+                )
+                .trim_end(),
+            );
+        }
+        input.push('\n');
+        lines += 1;
+    }
+    let out = talk(&s, input.as_bytes());
+    let mut answers = out.lines().peekable();
+    let mut count = 0;
+    while let Some(l) = answers.next() {
+        count += 1;
+        match l {
+            "FAILURE" | "invalid command" | "NOTFOUND" | "V2_OK" => {}
+            "SUCCESS" => {
+                // A v1 value runs up to a lone ".".
+                for body in answers.by_ref() {
+                    if body == "." {
+                        break;
+                    }
+                }
+            }
+            l => assert!(
+                frame::parse_response(l.as_bytes()).is_ok(),
+                "bad answer {l:?}"
+            ),
+        }
+    }
+    assert!(
+        count <= lines && count > 1000,
+        "{count} answers to {lines} lines"
+    );
 }
