@@ -294,3 +294,40 @@ fn our_tools_fall_back_to_version_1() {
         "ERROR: host does not support DELETE\n",
     );
 }
+
+/// cloud-init's whole SmartOS datasource (as in an lx zone), not only its client:
+/// what it makes of our metadata is what a cloud-init image provisions itself with.
+/// (With no user-script or user-data in the metadata it writes only under its temp
+/// cloud_dir; it would remove SmartOS's /var/db/mdata-user-data, absent off SmartOS.)
+#[test]
+fn cloud_init_datasource_reads_instance_identity_keys_and_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = serve_socket(dir.path(), store_at(&dir.path().join("metadata.json")));
+    let script = r#"
+import json, sys, tempfile
+from cloudinit import helpers
+from cloudinit.sources import DataSourceSmartOS as ds
+ds.DataSourceSmartOS.smartos_type = ds.SMARTOS_ENV_LX_BRAND
+tmp = tempfile.mkdtemp()
+cfg = {"datasource": {"SmartOS": {"metadata_sockfile": sys.argv[1]}}}
+d = ds.DataSourceSmartOS(cfg, None, helpers.Paths({"cloud_dir": tmp, "run_dir": tmp}))
+ok = d._get_data()
+print(json.dumps({"ok": ok, "id": d.get_instance_id(), "md": {k: d.metadata.get(k) for k in
+    ("local-hostname", "public-keys", "availability_zone", "hostname")},
+    "net": d.network_config}))
+"#;
+    let r = python(script, &sock);
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["id"], UUID);
+    // cloud-init takes the hostname from the customer key `hostname`, else sdc:hostname.
+    assert_eq!(r["md"]["local-hostname"], "web01");
+    assert_eq!(r["md"]["public-keys"], "ssh-ed25519 AAAAC3Nz test@skerry");
+    assert_eq!(r["md"]["availability_zone"], "skerry");
+    let nic = &r["net"]["config"][0];
+    assert_eq!(
+        (&nic["name"], &nic["mac_address"]),
+        (&"net0".into(), &"02:08:20:6a:1c:2f".into())
+    );
+    assert_eq!(nic["subnets"][0]["address"], "10.88.0.10/24");
+    assert_eq!(nic["mtu"], 1500);
+}
