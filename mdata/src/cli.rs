@@ -121,10 +121,6 @@ pub fn run(cmd: Command, args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// Prints an answer the way mdata-client's `print_response` does for each tool.
 fn report(cmd: Command, key: &str, r: Response) -> i32 {
-    let r = match r {
-        Response::V2Ok => Response::Unknown("V2_OK".into()),
-        other => other,
-    };
     let code = match (cmd, r) {
         (Command::Get | Command::List, Response::Success(data)) => {
             let mut out = std::io::stdout().lock();
