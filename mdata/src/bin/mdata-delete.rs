@@ -1,0 +1,10 @@
+//! `mdata-delete`: mdata-client's tool of that name (see mdata/README.md).
+
+#![forbid(unsafe_code)]
+
+fn main() {
+    std::process::exit(mdata::cli::run(
+        mdata::cli::Command::Delete,
+        std::env::args_os(),
+    ));
+}
