@@ -9,18 +9,7 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Seconds on the monotonic clock (time since boot on a node).
-pub fn monotonic() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(Duration::from)
-        .unwrap_or_default()
-}
-
-/// `[   12.345678] ` for now.
-pub fn stamp() -> String {
-    let t = monotonic();
-    format!("[{:5}.{:06}] ", t.as_secs(), t.subsec_micros())
-}
+pub use host::log::{monotonic, stamp};
 
 fn log_file() -> &'static Mutex<Option<File>> {
     static FILE: OnceLock<Mutex<Option<File>>> = OnceLock::new();
@@ -69,38 +58,13 @@ pub fn say(msg: &str) {
     emit(&format!("skerry: {msg}"));
 }
 
-/// The `log` backend: same timestamps, same destinations.
-struct ConsoleLogger {
-    level: log::LevelFilter,
-}
-
-impl log::Log for ConsoleLogger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.level
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            emit(&format!(
-                "init: {}: {}",
-                r.level().as_str().to_lowercase(),
-                r.args()
-            ));
-        }
-    }
-    fn flush(&self) {}
-}
-
-/// Installs the console logger (`SKERRY_LOG=debug` for more).
+/// Installs the `log` backend: `init: LEVEL: message` lines with the same timestamps
+/// and destinations as every other console line (`SKERRY_LOG=debug` for more).
 pub fn init_logging() {
-    let level = match std::env::var("SKERRY_LOG").as_deref() {
-        Ok("debug") => log::LevelFilter::Debug,
-        Ok("trace") => log::LevelFilter::Trace,
-        Ok("warn") => log::LevelFilter::Warn,
-        _ => log::LevelFilter::Info,
-    };
-    if log::set_boxed_logger(Box::new(ConsoleLogger { level })).is_ok() {
-        log::set_max_level(level);
-    }
+    host::log::Logger::new("init")
+        .level_from_env("SKERRY_LOG")
+        .sink(host::log::Sink::Lines(emit))
+        .install();
 }
 
 /// The boot timeline: each phase and how long it took.
@@ -140,15 +104,6 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stamp_looks_like_the_kernel() {
-        let s = stamp();
-        assert!(s.starts_with('[') && s.ends_with("] "), "{s}");
-        let inner = &s[1..s.len() - 2];
-        let (secs, micros) = inner.trim().split_once('.').unwrap();
-        assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{s}");
-    }
 
     #[test]
     fn timeline_keeps_phases_in_order() {

@@ -81,6 +81,15 @@ impl From<nix::Error> for ZoneError {
     }
 }
 
+impl From<host::cgroup::CgroupError> for ZoneError {
+    fn from(e: host::cgroup::CgroupError) -> Self {
+        ZoneError::Cgroup {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, ZoneError>;
 

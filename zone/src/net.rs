@@ -1,14 +1,12 @@
-//! Zone networking over rtnetlink: per nic, a veth pair whose host end is plugged into
-//! the bridge of the nic's tag (created if missing) and whose zone end is moved into
-//! the zone's network namespace, renamed to the nic name and given its address and
-//! gateway route.
+//! Zone networking: per nic, a veth pair whose host end is plugged into the bridge of
+//! the nic's tag (created if missing) and whose zone end is moved into the zone's
+//! network namespace, renamed to the nic name and given its address and gateway
+//! route. The netlink work is [`host::net`]'s.
 
 use crate::error::{Result, ZoneError};
-use futures_util::TryStreamExt;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use host::net::{LinkSettings, NetError, Netlink, Route};
 use spec::{IpConfig, Nic};
-use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// A nic with its host-side names resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,79 +28,19 @@ impl NicPlan {
     }
 }
 
-fn net_err(what: impl Into<String>, e: impl std::fmt::Display) -> ZoneError {
-    ZoneError::Net {
-        what: what.into(),
+/// The zone error for a netlink failure while doing `what` (the nic or step).
+fn net_err(what: impl Into<String>) -> impl FnOnce(NetError) -> ZoneError {
+    let what = what.into();
+    move |e| ZoneError::Net {
+        what,
         reason: e.to_string(),
     }
 }
 
-/// Runs `f` on a fresh single-threaded tokio runtime with its own rtnetlink socket, in
-/// a dedicated thread that first joins the network namespace `netns` (if any), so the
-/// calling thread's namespace never changes.
-fn with_netlink<T: Send + 'static>(
-    netns: Option<OwnedFd>,
-    f: impl FnOnce(Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>>
-        + Send
-        + 'static,
-) -> Result<T> {
-    std::thread::spawn(move || -> Result<T> {
-        if let Some(ns) = netns {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| net_err("joining the zone's network namespace", e))?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| net_err("tokio runtime", e))?;
-        rt.block_on(async move {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|e| net_err("netlink socket", e))?;
-            let task = tokio::spawn(conn);
-            let out = f(handle).await;
-            task.abort();
-            out
-        })
-    })
-    .join()
-    .map_err(|_| net_err("netlink thread", "panicked"))?
-}
-
-async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(msg)) => Ok(Some(msg.header.index)),
-        Ok(None) => Ok(None),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(net_err(format!("looking up {name}"), e)),
-    }
-}
-
-/// Creates the bridge `name` if missing and sets it up; returns its index.
-async fn ensure_bridge(handle: &Handle, name: &str) -> Result<u32> {
-    if link_index(handle, name).await?.is_none() {
-        match handle
-            .link()
-            .add(LinkBridge::new(name).build())
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            // Another zone created it at the same moment.
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(net_err(format!("creating bridge {name}"), e)),
-        }
-    }
-    let index = link_index(handle, name)
-        .await?
-        .ok_or_else(|| net_err(format!("bridge {name}"), "vanished after creation"))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| net_err(format!("setting bridge {name} up"), e))?;
-    Ok(index)
+/// A netlink connection in the runtime's own namespace, for one batch of work. The
+/// runtime forks zone inits, so it holds no connection (nor its thread) in between.
+fn host_netlink() -> Result<Netlink> {
+    Netlink::new().map_err(net_err("host netlink"))
 }
 
 /// Plugs every nic of a zone whose init is `zone_pid`: host side first, then the zone
@@ -115,68 +53,27 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
     let open_ns = || {
         std::fs::File::open(&ns_path)
             .map(OwnedFd::from)
-            .map_err(|e| net_err(ns_path.clone(), e))
+            .map_err(|e| ZoneError::Net {
+                what: ns_path.clone(),
+                reason: e.to_string(),
+            })
     };
-    let host_ns = open_ns()?;
-    let host_plans = plans.to_vec();
-    let result = with_netlink(None, move |handle| {
-        Box::pin(async move {
-            for p in &host_plans {
-                let bridge = ensure_bridge(&handle, &p.bridge).await?;
-                let peer = p.temp_peer();
-                handle
-                    .link()
-                    .add(LinkVeth::new(&p.host_if, &peer).build())
-                    .execute()
-                    .await
-                    .map_err(|e| {
-                        net_err(
-                            format!("creating veth {} for nic {}", p.host_if, p.nic.name),
-                            e,
-                        )
-                    })?;
-                let peer_idx = link_index(&handle, &peer)
-                    .await?
-                    .ok_or_else(|| net_err(&peer, "veth peer missing"))?;
-                handle
-                    .link()
-                    .set(
-                        LinkUnspec::new_with_index(peer_idx)
-                            .setns_by_fd(host_ns.as_raw_fd())
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(|e| net_err(format!("moving {peer} into the zone"), e))?;
-                let host_idx = link_index(&handle, &p.host_if)
-                    .await?
-                    .ok_or_else(|| net_err(&p.host_if, "veth missing"))?;
-                handle
-                    .link()
-                    .set(
-                        LinkUnspec::new_with_index(host_idx)
-                            .controller(bridge)
-                            .up()
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(|e| {
-                        net_err(
-                            format!("plugging {} into bridge {}", p.host_if, p.bridge),
-                            e,
-                        )
-                    })?;
-            }
-            Ok(())
-        })
-    })
-    .and_then(|()| {
-        let zone_plans = plans.to_vec();
-        with_netlink(Some(open_ns()?), move |handle| {
-            Box::pin(configure_inside(handle, zone_plans))
-        })
-    });
+    let result = (|| {
+        let zone_ns = open_ns()?;
+        let host = host_netlink()?;
+        let host = host.blocking();
+        for p in plans {
+            let nic = format!("nic {}", p.nic.name);
+            let peer = p.temp_peer();
+            host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
+            host.move_to_netns(&peer, zone_ns.as_fd())
+                .map_err(net_err(format!("moving {peer} into the zone")))?;
+            host.plug_into_bridge(&p.host_if, &p.bridge)
+                .map_err(net_err(&nic))?;
+        }
+        let inside = Netlink::in_netns(zone_ns).map_err(net_err("zone netlink"))?;
+        configure_inside(&inside, plans)
+    })();
     if result.is_err() {
         teardown(plans);
     }
@@ -184,65 +81,35 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
 }
 
 /// Inside the zone's netns: lo up, each nic renamed, addressed, up, gateway route.
-async fn configure_inside(handle: Handle, plans: Vec<NicPlan>) -> Result<()> {
-    if let Some(lo) = link_index(&handle, "lo").await? {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(|e| net_err("lo", e))?;
+fn configure_inside(netlink: &Netlink, plans: &[NicPlan]) -> Result<()> {
+    let nl = netlink.blocking();
+    if nl.exists("lo").map_err(net_err("lo"))? {
+        nl.set_up("lo").map_err(net_err("lo"))?;
     }
-    for p in &plans {
+    for p in plans {
         let name = &p.nic.name;
-        let idx = link_index(&handle, &p.temp_peer())
-            .await?
-            .ok_or_else(|| net_err(name, "zone end of the veth missing"))?;
-        let mut msg = LinkUnspec::new_with_index(idx).name(name.clone());
-        if let Some(mtu) = p.nic.mtu {
-            msg = msg.mtu(mtu);
-        }
-        if let Some(mac) = &p.nic.mac {
-            msg = msg.address(parse_mac(mac)?);
-        }
-        handle
-            .link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(|e| net_err(format!("naming nic {name}"), e))?;
+        let what = format!("nic {name}");
+        let mac = match &p.nic.mac {
+            Some(m) => Some(
+                <[u8; 6]>::try_from(parse_mac(m)?.as_slice())
+                    .map_err(|_| ZoneError::Invalid(format!("bad MAC address {m:?}")))?,
+            ),
+            None => None,
+        };
+        let settings = LinkSettings {
+            name: Some(name.clone()),
+            mtu: p.nic.mtu,
+            mac,
+        };
+        nl.configure_link(&p.temp_peer(), &settings)
+            .map_err(net_err(&what))?;
         if let IpConfig::Static { addr, prefix } = p.nic.ip {
-            handle
-                .address()
-                .add(idx, addr, prefix)
-                .execute()
-                .await
-                .map_err(|e| net_err(format!("address {addr}/{prefix} on {name}"), e))?;
+            nl.add_address(name, addr, prefix).map_err(net_err(&what))?;
         }
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(|e| net_err(format!("setting {name} up"), e))?;
+        nl.set_up(name).map_err(net_err(&what))?;
         if let Some(gw) = p.nic.gateway {
-            let any: IpAddr = if gw.is_ipv4() {
-                [0u8; 4].into()
-            } else {
-                [0u16; 8].into()
-            };
-            let route = RouteMessageBuilder::<IpAddr>::new()
-                .destination_prefix(any, 0)
-                .and_then(|r| r.gateway(gw))
-                .map_err(|e| net_err(format!("gateway {gw} on {name}"), e))?
-                .output_interface(idx)
-                .build();
-            handle
-                .route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(|e| net_err(format!("default route via {gw} on {name}"), e))?;
+            nl.add_route(&Route::default_via(gw, name))
+                .map_err(net_err(&what))?;
         }
     }
     Ok(())
@@ -288,30 +155,26 @@ pub fn remove_stale(plans: &[NicPlan]) -> Result<Vec<String>> {
 /// Deletes the named links that exist; returns those deleted (a veth's peer goes with
 /// it, so a name may already be gone when its turn comes).
 fn delete_links(names: Vec<String>) -> Result<Vec<String>> {
-    with_netlink(None, move |handle| {
-        Box::pin(async move {
-            let mut deleted = vec![];
-            for name in names {
-                if let Some(idx) = link_index(&handle, &name).await? {
-                    match handle.link().del(idx).execute().await {
-                        Ok(()) => deleted.push(name),
-                        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
-                        }
-                        Err(e) => return Err(net_err(format!("deleting {name}"), e)),
-                    }
-                }
-            }
-            Ok(deleted)
-        })
-    })
+    let host = host_netlink()?;
+    let mut deleted = vec![];
+    for name in names {
+        if host
+            .blocking()
+            .delete(&name)
+            .map_err(net_err(format!("deleting {name}")))?
+        {
+            deleted.push(name);
+        }
+    }
+    Ok(deleted)
 }
 
 /// Whether a host interface exists (for tests and status).
 pub fn link_exists(name: &str) -> Result<bool> {
-    let name = name.to_string();
-    with_netlink(None, move |handle| {
-        Box::pin(async move { Ok(link_index(&handle, &name).await?.is_some()) })
-    })
+    host_netlink()?
+        .blocking()
+        .exists(name)
+        .map_err(net_err(name))
 }
 
 #[cfg(test)]

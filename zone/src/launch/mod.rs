@@ -220,7 +220,7 @@ impl Zone {
         net::teardown(&self.nics);
         let r = self.cgroup.remove();
         reap_orphans();
-        r
+        r.map_err(ZoneError::from)
     }
 }
 
@@ -352,7 +352,7 @@ fn start_in(
         crate::timing::mark("idmap+overlay");
         cgroup.add_process(inter.as_raw())?;
         let root = spec.idmap.host_id(0);
-        cgroup.delegate(root, root)
+        Ok(cgroup.delegate(root, root)?)
     })();
     let delegated = match prep {
         Ok(d) => d,
