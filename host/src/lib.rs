@@ -7,6 +7,8 @@
 //! Nothing here knows about zones, guests or manifests: callers name the links and
 //! cgroups, this crate makes them so and says which one failed.
 
+#![forbid(unsafe_code)]
+
 pub mod cgroup;
 pub mod log;
 pub mod mount;
