@@ -35,9 +35,8 @@ fn ifreq(name: &str) -> io::Result<IfReq> {
 }
 
 fn ioctl(fd: &impl AsRawFd, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()> {
-    // SAFETY: callers pass a pointer to a live, correctly sized struct for `req`
-    // (an ifreq, or a NUL-terminated name for SIOCBRADDBR); the kernel writes at most
-    // that struct.
+    // SAFETY: callers pass a pointer to a live ifreq, the struct TUNSETIFF and the
+    // SIOCGIF* requests take; the kernel writes at most that struct.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) };
     if r < 0 {
         Err(io::Error::last_os_error())
