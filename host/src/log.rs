@@ -18,6 +18,7 @@ pub struct Logger {
     prefix: String,
     level: LevelFilter,
     warn_word: &'static str,
+    with_pid: bool,
     sink: Sink,
 }
 
@@ -28,6 +29,7 @@ impl Logger {
             prefix: prefix.into(),
             level: LevelFilter::Info,
             warn_word: "warn",
+            with_pid: false,
             sink: Sink::Stderr,
         }
     }
@@ -53,6 +55,14 @@ impl Logger {
         self
     }
 
+    /// Follows the prefix with the process id at the time of each line
+    /// (`vmm[1234]`): the vmm forks into a PID namespace after installing its logger,
+    /// and its lines then say `vmm[1]`.
+    pub fn with_pid(mut self, on: bool) -> Logger {
+        self.with_pid = on;
+        self
+    }
+
     /// Sends lines to `sink` instead of stderr.
     pub fn sink(mut self, sink: Sink) -> Logger {
         self.sink = sink;
@@ -68,7 +78,11 @@ impl Logger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        format!("{}: {word}: {args}", self.prefix)
+        if self.with_pid {
+            format!("{}[{}]: {word}: {args}", self.prefix, std::process::id())
+        } else {
+            format!("{}: {word}: {args}", self.prefix)
+        }
     }
 
     /// Installs the logger as the process's `log` backend; returns false (and does
@@ -134,10 +148,10 @@ mod tests {
 
     #[test]
     fn lines_keep_each_programs_format() {
-        let vmm = Logger::new("vmm[42]");
+        let vmm = Logger::new("vmm").with_pid(true);
         assert_eq!(
             vmm.format(Level::Warn, &format_args!("slow disk")),
-            "vmm[42]: warn: slow disk"
+            format!("vmm[{}]: warn: slow disk", std::process::id())
         );
         let imgadm = Logger::new("imgadm").warn_word("warning");
         assert_eq!(

@@ -42,7 +42,8 @@ pub fn enter_private_mount_ns(also: CloneFlags) -> Result<(), MountError> {
 mod tests {
     use super::*;
 
-    /// Needs root: a mount made after entering stays invisible to the host.
+    /// Needs root: every mount in the new namespace is private, and one made there stays
+    /// invisible to the host.
     #[test]
     fn mounts_made_inside_stay_inside() {
         assert!(nix::unistd::getuid().is_root(), "mount tests need root");
@@ -61,6 +62,9 @@ mod tests {
             .unwrap();
             let seen = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
             assert!(seen.contains(inner.to_str().unwrap()), "mounted inside");
+            // Private: no mount in the namespace is in a peer group with the host's.
+            let shared: Vec<&str> = seen.lines().filter(|l| l.contains(" shared:")).collect();
+            assert!(shared.is_empty(), "still shared: {shared:?}");
         })
         .join()
         .unwrap();

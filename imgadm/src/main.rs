@@ -120,8 +120,10 @@ fn main() {
             nix::sys::signal::SigHandler::SigDfl,
         );
     }
-    log::set_logger(&StderrLogger).expect("first logger");
-    log::set_max_level(log::LevelFilter::Info);
+    // `imgadm: warning: ...` lines on stderr, for the library's warnings.
+    host::log::Logger::new("imgadm")
+        .warn_word("warning")
+        .install();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("imgadm: error: {e:#}");
         std::process::exit(1);
@@ -321,23 +323,4 @@ fn sources(
         }
     }
     Ok(())
-}
-
-/// Log lines on stderr (`imgadm: warning: ...`), for the library's warnings.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            let level = match r.level() {
-                log::Level::Warn => "warning".to_string(),
-                l => l.as_str().to_lowercase(),
-            };
-            eprintln!("imgadm: {level}: {}", r.args());
-        }
-    }
-    fn flush(&self) {}
 }

@@ -12,6 +12,7 @@
 //! A compromised VMM thus holds only its own fds: it cannot open another instance's
 //! disks, and may only make the system calls the VMM itself makes.
 
+use host::cgroup::{Hierarchy, Limits};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
@@ -20,7 +21,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why the jail could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,64 +42,38 @@ fn err(what: &str) -> impl FnOnce(nix::errno::Errno) -> JailError + '_ {
 
 /// Extra memory a VMM may use beyond guest RAM (its own heap, page cache of disk I/O).
 pub const MEMORY_OVERHEAD: u64 = 128 << 20;
-/// Where our cgroups go, under the cgroup v2 root or the v1 memory hierarchy.
-const CGROUP_PARENT: &str = "skerry";
 
-/// The cgroup directory for `name`: cgroup v2 when the unified hierarchy is mounted
-/// at /sys/fs/cgroup, otherwise the v1 memory controller (hybrid hosts).
-pub fn cgroup_dir(name: &str) -> PathBuf {
-    let root = Path::new("/sys/fs/cgroup");
-    if root.join("cgroup.controllers").exists() {
-        root.join(CGROUP_PARENT).join(name)
-    } else {
-        root.join("memory").join(CGROUP_PARENT).join(name)
+fn cgroup_err(e: host::cgroup::CgroupError) -> JailError {
+    JailError {
+        what: "memory cgroup".into(),
+        reason: e.to_string(),
     }
 }
 
-/// Creates cgroup `name` limited to `limit` bytes and moves this process into it.
-pub fn enter_cgroup(name: &str, limit: u64) -> Result<PathBuf, JailError> {
-    let dir = cgroup_dir(name);
-    let io = |what: String| {
-        move |e: std::io::Error| JailError {
-            what,
-            reason: e.to_string(),
-        }
-    };
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if v2 {
-        let parent = dir.parent().unwrap_or(Path::new("/sys/fs/cgroup"));
-        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
-        // Delegate the memory controller down to our cgroups.
-        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
-        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory");
-    }
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let (limit_file, procs) = if v2 {
-        ("memory.max", "cgroup.procs")
-    } else {
-        ("memory.limit_in_bytes", "cgroup.procs")
-    };
-    std::fs::write(dir.join(limit_file), limit.to_string())
-        .map_err(io(format!("setting {}/{limit_file}", dir.display())))?;
-    std::fs::write(dir.join(procs), std::process::id().to_string())
-        .map_err(io(format!("joining {}", dir.display())))?;
-    Ok(dir)
+/// Creates cgroup `skerry/NAME` (cgroup v2, or the v1 hierarchies of a hybrid host, as
+/// [`host::cgroup`] detects), limits its memory to `limit` bytes and moves this
+/// process into it. Call while single-threaded: the jail forks next.
+pub fn enter_cgroup(name: &str, limit: u64) -> Result<(), JailError> {
+    let cgroup = Hierarchy::detect()
+        .and_then(|h| h.create(name))
+        .map_err(cgroup_err)?;
+    cgroup
+        .set_limits(&Limits {
+            memory: Some(limit),
+            ..Limits::default()
+        })
+        .and_then(|()| cgroup.add_process(std::process::id() as i32))
+        .map_err(cgroup_err)
 }
 
-/// Removes cgroup `name` once its processes are gone. A forced stop kills the outer
-/// VMM process first; the jailed one follows through its parent-death signal a moment
-/// later, so an in-use cgroup is retried for up to two seconds.
+/// Removes cgroup `skerry/NAME` once the VMM has exited. A forced stop kills the outer
+/// VMM process first; the jailed one follows through its parent-death signal a
+/// moment later, or is killed here, and the removal waits until the kernel has let
+/// go of it.
 pub fn remove_cgroup(name: &str) {
-    let dir = cgroup_dir(name);
-    for _ in 0..100 {
-        match std::fs::remove_dir(&dir) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            _ => return,
-        }
+    if let Err(e) = Hierarchy::detect().and_then(|h| h.remove_stale(name)) {
+        log::warn!("could not remove cgroup skerry/{name}: {e}");
     }
-    log::warn!("could not remove cgroup {}: still in use", dir.display());
 }
 
 /// Moves into a new PID namespace: forks, and returns in the child (PID 1 there). The
@@ -159,16 +134,11 @@ fn die_with_parent() {
 /// Pivots into an empty, read-only root in a new mount namespace and drops to
 /// `uid`/`gid` with no capabilities and no way to gain privileges again.
 pub fn lock_down(uid: u32, gid: u32) -> Result<(), JailError> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(err("new mount namespace"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(err("making mounts private"))?;
+    host::mount::enter_private_mount_ns(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| JailError {
+            what: "new mount namespace".into(),
+            reason: e.to_string(),
+        })?;
     let root = Path::new("/tmp");
     // A fresh tmpfs over /tmp (only in our namespace) becomes the new root.
     mount(

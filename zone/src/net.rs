@@ -37,8 +37,9 @@ fn net_err(what: impl Into<String>) -> impl FnOnce(NetError) -> ZoneError {
     }
 }
 
-/// A netlink connection in the runtime's own namespace, for one batch of work. The
-/// runtime forks zone inits, so it holds no connection (nor its thread) in between.
+/// A netlink connection in the runtime's own namespace, for one batch of work: the
+/// runtime must be single-threaded again right after (it forks and joins the zone's
+/// namespaces), and dropping the connection joins its thread.
 fn host_netlink() -> Result<Netlink> {
     Netlink::new().map_err(net_err("host netlink"))
 }

@@ -378,6 +378,29 @@ mod tests {
         );
     }
 
+    /// A hybrid table whose cgroup2 mount is a directory with the given
+    /// `cgroup.controllers`: v2 wins only when it offers every needed controller.
+    #[test]
+    fn hybrid_host_prefers_v2_when_it_has_the_controllers() {
+        let unified = tempfile::tempdir().unwrap();
+        let table = HYBRID.replace("/sys/fs/cgroup/unified", unified.path().to_str().unwrap());
+        std::fs::write(unified.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let h = Hierarchy::from_tables(&table, "0::/\n").unwrap();
+        assert_eq!(h.version(), "v1", "pids is still bound to v1: {h:?}");
+        std::fs::write(
+            unified.path().join("cgroup.controllers"),
+            "cpu io memory pids\n",
+        )
+        .unwrap();
+        let h = Hierarchy::from_tables(&table, "0::/\n").unwrap();
+        assert_eq!(
+            h,
+            Hierarchy::V2 {
+                root: unified.path().to_path_buf()
+            }
+        );
+    }
+
     #[test]
     fn pure_v2_host_uses_v2() {
         let info = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";

@@ -199,6 +199,36 @@ mod tests {
         assert_eq!(parse_usage_usec("user_usec 1\n"), None);
     }
 
+    /// Needs root (chown): delegation hands over the directory and the files a
+    /// cgroup's owner manages its subtree with, never the limits set from outside.
+    #[test]
+    fn delegation_changes_owner_of_the_subtree_files_only() {
+        use std::os::unix::fs::MetadataExt;
+        assert!(nix::unistd::getuid().is_root(), "chown needs root");
+        let root = fake_root();
+        let cg = V2Cgroup::create(root.path(), "z4").unwrap();
+        for f in [
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+            "memory.max",
+        ] {
+            fs::write(cg.dir().join(f), "").unwrap();
+        }
+        assert!(
+            cg.delegate(100_000, 100_001).unwrap(),
+            "v2 is mounted in the zone"
+        );
+        let owner = |f: &str| {
+            let m = fs::metadata(cg.dir().join(f)).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner(""), (100_000, 100_001));
+        assert_eq!(owner("cgroup.procs"), (100_000, 100_001));
+        assert_eq!(owner("cgroup.subtree_control"), (100_000, 100_001));
+        assert_eq!(owner("memory.max"), (0, 0), "limits stay host root's");
+    }
+
     #[test]
     fn processes_and_remove_on_an_empty_cgroup() {
         let root = fake_root();

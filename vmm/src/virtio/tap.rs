@@ -1,15 +1,15 @@
-//! Tap devices and the bridge they plug into, through the kernel's ioctls.
+//! Tap devices: opened through the kernel's TUNSETIFF ioctl here; plugged into their
+//! bridge and set up by [`host::net`], the same code that plugs zones' veths.
 
+use host::net::NetError;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
-const SIOCBRADDBR: libc::c_ulong = 0x89a0;
-const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -35,9 +35,8 @@ fn ifreq(name: &str) -> io::Result<IfReq> {
 }
 
 fn ioctl(fd: &impl AsRawFd, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()> {
-    // SAFETY: callers pass a pointer to a live, correctly sized struct for `req`
-    // (an ifreq, or a NUL-terminated name for SIOCBRADDBR); the kernel writes at most
-    // that struct.
+    // SAFETY: callers pass a pointer to a live ifreq, the struct TUNSETIFF and the
+    // SIOCGIF* requests take; the kernel writes at most that struct.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -63,81 +62,21 @@ pub fn open_tap(name: &str) -> io::Result<File> {
     Ok(file)
 }
 
-fn inet_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A netlink connection for one call: the vmm installs seccomp filters and drops its
+/// privileges after setting its devices up, so it keeps no connection (nor its thread).
+fn netlink() -> Result<host::net::Netlink, NetError> {
+    host::net::Netlink::new()
 }
 
 /// Sets interface `name` up.
-pub fn set_up(name: &str) -> io::Result<()> {
-    let sock = inet_socket()?;
-    let mut req = ifreq(name)?;
-    ioctl(
-        &sock,
-        libc::SIOCGIFFLAGS,
-        &mut req as *mut IfReq as *mut libc::c_void,
-    )?;
-    let flags =
-        libc::c_short::from_ne_bytes([req.data[0], req.data[1]]) | libc::IFF_UP as libc::c_short;
-    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
-    ioctl(
-        &sock,
-        libc::SIOCSIFFLAGS,
-        &mut req as *mut IfReq as *mut libc::c_void,
-    )
+pub fn set_up(name: &str) -> Result<(), NetError> {
+    netlink()?.blocking().set_up(name)
 }
 
 /// Plugs interface `name` into `bridge`, creating (and setting up) the bridge if it
-/// does not exist.
-pub fn attach_to_bridge(name: &str, bridge: &str) -> io::Result<()> {
-    let sock = inet_socket()?;
-    let mut br = ifreq(bridge)?;
-    if ioctl(
-        &sock,
-        libc::SIOCGIFINDEX,
-        &mut br as *mut IfReq as *mut libc::c_void,
-    )
-    .is_err()
-    {
-        let mut cname = [0u8; libc::IFNAMSIZ];
-        cname[..bridge.len()].copy_from_slice(bridge.as_bytes());
-        match ioctl(&sock, SIOCBRADDBR, cname.as_mut_ptr() as *mut libc::c_void) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("creating bridge {bridge}: {e}"),
-                ))
-            }
-        }
-        set_up(bridge)?;
-    }
-    let mut dev = ifreq(name)?;
-    ioctl(
-        &sock,
-        libc::SIOCGIFINDEX,
-        &mut dev as *mut IfReq as *mut libc::c_void,
-    )?;
-    let mut req = ifreq(bridge)?;
-    req.data[..4].copy_from_slice(&dev.data[..4]); // ifindex
-    match ioctl(
-        &sock,
-        SIOCBRADDIF,
-        &mut req as *mut IfReq as *mut libc::c_void,
-    ) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()), // already a port
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("adding {name} to bridge {bridge}: {e}"),
-        )),
-    }
+/// does not exist. Plugging it in twice is fine.
+pub fn attach_to_bridge(name: &str, bridge: &str) -> Result<(), NetError> {
+    netlink()?.blocking().plug_into_bridge(name, bridge)
 }
 
 #[cfg(test)]
@@ -155,6 +94,17 @@ mod tests {
 #[cfg(test)]
 mod netns_tests {
     use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn inet_socket() -> io::Result<OwnedFd> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 
     /// Runs `f` on a thread that has its own network namespace (dropped with it), so
     /// taps and bridges made here never touch the host's network.

@@ -45,16 +45,8 @@ pub enum Upper {
 /// runtime makes is invisible to the host and disappears with the process, however
 /// it ends.
 pub fn enter_private_mount_ns() -> Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .ctx(|| "unshare(CLONE_NEWNS) for the runtime's private mounts".into())?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .ctx(|| "making / private in the runtime's mount namespace".into())
+    host::mount::enter_private_mount_ns(nix::sched::CloneFlags::empty())
+        .map_err(|e| ZoneError::io("the runtime's private mounts", std::io::Error::other(e)))
 }
 
 /// The staging area: `<dir>` (a tmpfs) with `lower/` (idmapped image) and `root/`
