@@ -57,6 +57,17 @@ pub enum DeviceManagerError {
         #[source]
         source: std::io::Error,
     },
+    /// Plugging a tap into its bridge or setting it up failed.
+    #[error("tap {tap}: {what}")]
+    TapLink {
+        /// The tap.
+        tap: String,
+        /// The step.
+        what: String,
+        /// The error.
+        #[source]
+        source: host::net::NetError,
+    },
 }
 
 /// The buses of one guest and the devices the VMM itself talks to.

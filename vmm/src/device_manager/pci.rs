@@ -59,19 +59,24 @@ fn attach_block(vm: &Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), DeviceMa
 /// Opens the tap named in `nic` (plugged into its bridge, up) and plugs the NIC into
 /// `bus`, with its RX thread.
 fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<(), DeviceManagerError> {
-    let err = |what: String| {
-        move |source| DeviceManagerError::Tap {
+    let tap = tap::open_tap(&nic.tap).map_err(|source| DeviceManagerError::Tap {
+        tap: nic.tap.clone(),
+        what: "opening tap".into(),
+        source,
+    })?;
+    let link = |what: String| {
+        move |source| DeviceManagerError::TapLink {
             tap: nic.tap.clone(),
             what,
             source,
         }
     };
-    let tap = tap::open_tap(&nic.tap).map_err(err("opening tap".into()))?;
-    if let Some(bridge) = &nic.bridge {
-        tap::attach_to_bridge(&nic.tap, bridge)
-            .map_err(err(format!("plugging it into bridge {bridge}")))?;
+    // Plugging into the bridge also sets the tap up.
+    match &nic.bridge {
+        Some(bridge) => tap::attach_to_bridge(&nic.tap, bridge)
+            .map_err(link(format!("plugging it into bridge {bridge}")))?,
+        None => tap::set_up(&nic.tap).map_err(link("setting the tap up".into()))?,
     }
-    tap::set_up(&nic.tap).map_err(err("setting the tap up".into()))?;
     let model = Net::new(tap, nic.tap.clone(), nic.mac)?;
     let slot = bus.next_slot();
     let dev = Arc::new(Mutex::new(VirtioPciDevice::new(
