@@ -66,7 +66,7 @@ pub enum DeviceManagerError {
         what: String,
         /// The error.
         #[source]
-        source: host::net::NetError,
+        source: Box<host::net::NetError>,
     },
 }
 

@@ -68,7 +68,7 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<(), DeviceManage
         move |source| DeviceManagerError::TapLink {
             tap: nic.tap.clone(),
             what,
-            source,
+            source: Box::new(source),
         }
     };
     // Plugging into the bridge also sets the tap up.
