@@ -1,22 +1,22 @@
-//! Instance mode (`vmm instance --config <pool>/<uuid>/config.json`): the monitor init
+//! Monitor mode (`vmm monitor --config <pool>/<uuid>/config.json`): the monitor init
 //! spawns for one HVM instance. It owns the control socket, pidfile, monitor.json and
 //! the console pty, and runs the guest in a child `vmm` process per boot, so a guest
 //! reset is a fresh process (restarted here) and a crash never takes the socket down.
-//! Contract: `spec::monitor`.
+//! The contract, the socket server and the process scaffolding come from the `monitor`
+//! library; the socket is served from a thread of its own.
 
 use crate::bootdisk;
 use crate::config::mac_from;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::Pid;
-use spec::monitor::{
-    self as contract, InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus,
+use crate::devices::bus::lock;
+use monitor::{
+    self as contract, AfterStop, Claim, Instance, InstanceConfig, MonitorStatus, State, StatusFile,
+    StopRequest,
 };
-use spec::{api::states, Kind};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use spec::Kind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -55,6 +55,16 @@ pub enum InstanceError {
     /// No kernel on the boot disk.
     #[error(transparent)]
     BootDisk(#[from] bootdisk::BootDiskError),
+    /// init's config.json is unreadable or invalid.
+    #[error(transparent)]
+    ReadConfig(#[from] contract::ConfigError),
+    /// The monitor could not leave init's session and stdio.
+    #[error(transparent)]
+    Detach(#[from] contract::DetachError),
+    /// The monitor could not claim its instance (another monitor owns it, or the
+    /// lock, socket or pidfile failed).
+    #[error(transparent)]
+    Claim(#[from] contract::ClaimError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceError {
@@ -155,7 +165,8 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-struct State {
+/// What the supervising loop, the socket's threads and the signal thread share.
+struct Shared {
     status: MonitorStatus,
     child: Option<u32>,
     stopping: bool,
@@ -164,11 +175,72 @@ struct State {
 
 struct Monitor {
     cfg: InstanceConfig,
-    state: Mutex<State>,
+    state: Mutex<Shared>,
     changed: Condvar,
+    status_file: StatusFile,
+    /// The guest process [`Instance::boot`] started, for the loop to wait on.
+    booted: Mutex<Option<Child>>,
     console: OwnedFd,
     console_slave: PathBuf,
 }
+
+/// The guest as the socket's requests see it.
+struct Guest(Arc<Monitor>);
+
+impl Instance for Guest {
+    type Error = InstanceError;
+
+    /// Starts the guest's `vmm` process for one boot.
+    fn boot(&mut self) -> Result<(), InstanceError> {
+        let m = &self.0;
+        let child = m.spawn_child()?;
+        let pid = child.id();
+        let mut stop_now = false;
+        m.update(|st| {
+            stop_now = st.stopping;
+            st.child = Some(pid);
+            st.reboot = false;
+            let state = if st.stopping {
+                State::Stopping
+            } else {
+                State::Running
+            };
+            st.status.set(state, "");
+            st.status.instance_pid = Some(pid);
+            st.status.started_at = Some(now());
+        });
+        *lock(&m.booted) = Some(child);
+        if stop_now {
+            // A stop request raced with this boot: it wins.
+            let pid = Pid::from_raw(pid as i32);
+            let _ = kill(pid, Signal::SIGQUIT);
+            m.kill_after(pid, Duration::from_secs(2));
+        }
+        Ok(())
+    }
+
+    fn request_stop(&mut self, stop: StopRequest) -> Result<String, InstanceError> {
+        let reboot = stop.then == AfterStop::Reboot;
+        let grace = stop.grace.unwrap_or(REBOOT_GRACE);
+        self.0.request_stop(stop.force, grace, reboot);
+        Ok(if reboot { "rebooting" } else { "stopping" }.into())
+    }
+
+    /// The serial console's pty master (a duplicate: the monitor keeps its own).
+    fn console(&mut self) -> Result<OwnedFd, InstanceError> {
+        self.0
+            .console
+            .try_clone()
+            .map_err(io_err("duplicating the console"))
+    }
+
+    fn status(&mut self) -> MonitorStatus {
+        lock(&self.0.state).status.clone()
+    }
+}
+
+/// Grace period of a reboot request and of SIGTERM to the monitor.
+const REBOOT_GRACE: Duration = Duration::from_secs(30);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -178,15 +250,14 @@ fn now() -> u64 {
 }
 
 impl Monitor {
-    fn save(&self, st: &State) {
-        let path = contract::status_path(&self.cfg.pool, &self.cfg.uuid);
-        if let Err(e) = spec::atomic::write_json_atomic(&path, &st.status) {
-            log::error!("writing {}: {e}", path.display());
+    fn save(&self, st: &Shared) {
+        if let Err(e) = self.status_file.write(&st.status) {
+            log::error!("{e}");
         }
     }
 
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut st = crate::devices::bus::lock(&self.state);
+    fn update(&self, f: impl FnOnce(&mut Shared)) {
+        let mut st = lock(&self.state);
         f(&mut st);
         self.save(&st);
         self.changed.notify_all();
@@ -223,52 +294,31 @@ impl Monitor {
     fn run(self: &Arc<Self>) -> i32 {
         let mut quick_resets = 0u32;
         loop {
-            if crate::devices::bus::lock(&self.state).stopping {
-                self.update(|st| {
-                    st.status.state = states::STOPPED.into();
-                    st.status.reason = "stopped".into();
-                });
-                return 0;
+            if lock(&self.state).stopping {
+                self.update(|st| st.status.set(State::Stopped, "stopped"));
+                return contract::exit::STOPPED;
             }
             let booted = std::time::Instant::now();
-            let mut child = match self.spawn_child() {
-                Ok(c) => c,
-                Err(e) => {
-                    log::error!("{e}");
+            let booting = Guest(Arc::clone(self)).boot();
+            let mut child = match booting.map(|()| lock(&self.booted).take()) {
+                Ok(Some(child)) => child,
+                other => {
+                    let reason = match other {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the guest's vmm did not start".to_string(),
+                    };
+                    log::error!("{reason}");
                     self.update(|st| {
-                        st.status.state = states::FAILED.into();
-                        st.status.reason = e.to_string();
+                        st.status.set(State::Failed, reason);
                         st.status.instance_pid = None;
                     });
-                    return 1;
+                    return contract::exit::FAILED;
                 }
             };
-            let pid = child.id();
-            let mut stop_now = false;
-            self.update(|st| {
-                stop_now = st.stopping;
-                st.child = Some(pid);
-                st.reboot = false;
-                st.status.state = if st.stopping {
-                    states::STOPPING
-                } else {
-                    states::RUNNING
-                }
-                .into();
-                st.status.instance_pid = Some(pid);
-                st.status.started_at = Some(now());
-                st.status.reason.clear();
-            });
-            if stop_now {
-                // A stop request raced with this boot: it wins.
-                let pid = Pid::from_raw(pid as i32);
-                let _ = kill(pid, Signal::SIGQUIT);
-                self.kill_after(pid, Duration::from_secs(2));
-            }
             let status = child.wait();
             crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
             let code = status.as_ref().ok().and_then(|s| s.code());
-            let mut st = crate::devices::bus::lock(&self.state);
+            let mut st = lock(&self.state);
             st.child = None;
             st.status.instance_pid = None;
             let restart = !st.stopping && (st.reboot || code == Some(RESET_EXIT));
@@ -295,12 +345,23 @@ impl Monitor {
                 continue;
             }
             let (state, reason, exit) = match (st.stopping, code) {
-                (true, _) | (false, Some(0)) => (states::STOPPED, "stopped".to_owned(), 0),
-                (false, Some(c)) => (states::FAILED, format!("vmm exited with status {c}"), 1),
-                (false, None) => (states::FAILED, format!("vmm killed: {status:?}"), 1),
+                (true, _) | (false, Some(0)) => (
+                    State::Stopped,
+                    "stopped".to_owned(),
+                    contract::exit::STOPPED,
+                ),
+                (false, Some(c)) => (
+                    State::Failed,
+                    format!("vmm exited with status {c}"),
+                    contract::exit::FAILED,
+                ),
+                (false, None) => (
+                    State::Failed,
+                    format!("vmm killed: {status:?}"),
+                    contract::exit::FAILED,
+                ),
             };
-            st.status.state = state.into();
-            st.status.reason = reason;
+            st.status.set(state, reason);
             self.save(&st);
             self.changed.notify_all();
             return exit;
@@ -309,12 +370,12 @@ impl Monitor {
 
     fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, reboot: bool) {
         let pid = {
-            let mut st = crate::devices::bus::lock(&self.state);
+            let mut st = lock(&self.state);
             if reboot {
                 st.reboot = true;
             } else {
                 st.stopping = true;
-                st.status.state = states::STOPPING.into();
+                st.status.state = State::Stopping;
                 self.save(&st);
             }
             st.child
@@ -337,7 +398,7 @@ impl Monitor {
     fn kill_after(self: &Arc<Self>, pid: Pid, grace: Duration) {
         let me = self.clone();
         std::thread::spawn(move || {
-            let st = crate::devices::bus::lock(&me.state);
+            let st = lock(&me.state);
             let (st, timeout) = me
                 .changed
                 .wait_timeout_while(st, grace, |s| s.child == Some(pid.as_raw() as u32))
@@ -348,106 +409,6 @@ impl Monitor {
             }
         });
     }
-
-    fn handle(self: &Arc<Self>, req: MonitorRequest, stream: &UnixStream) -> MonitorResponse {
-        let ok = |message: &str| MonitorResponse {
-            ok: true,
-            message: message.into(),
-            status: None,
-        };
-        match req {
-            MonitorRequest::Status => MonitorResponse {
-                status: Some(crate::devices::bus::lock(&self.state).status.clone()),
-                ..ok("")
-            },
-            MonitorRequest::Stop {
-                force,
-                timeout_secs,
-            } => {
-                self.request_stop(force, Duration::from_secs(timeout_secs.into()), false);
-                ok("stopping")
-            }
-            MonitorRequest::Reboot { force } => {
-                self.request_stop(force, Duration::from_secs(30), true);
-                ok("rebooting")
-            }
-            MonitorRequest::Console => {
-                let mut line = serde_json::to_vec(&ok("console")).unwrap_or_default();
-                line.push(b'\n');
-                let fds = [self.console.as_raw_fd()];
-                let cmsg = [ControlMessage::ScmRights(&fds)];
-                let iov = [std::io::IoSlice::new(&line)];
-                if let Err(e) =
-                    sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-                {
-                    log::warn!("handing over the console: {e}");
-                }
-                // Already answered, with the fd attached.
-                MonitorResponse {
-                    ok: true,
-                    message: String::new(),
-                    status: None,
-                }
-            }
-        }
-    }
-
-    fn serve(self: &Arc<Self>, listener: UnixListener) {
-        for stream in listener.incoming().flatten() {
-            let me = self.clone();
-            std::thread::spawn(move || {
-                let Ok(read) = stream.try_clone() else { return };
-                for line in BufReader::new(read).lines() {
-                    let Ok(line) = line else { return };
-                    let console = line.contains("\"console\"");
-                    let resp = match serde_json::from_str::<MonitorRequest>(&line) {
-                        Ok(req) => me.handle(req, &stream),
-                        Err(e) => MonitorResponse {
-                            ok: false,
-                            message: format!("bad request: {e}"),
-                            status: None,
-                        },
-                    };
-                    if console && resp.message.is_empty() {
-                        continue;
-                    }
-                    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-                    out.push(b'\n');
-                    if (&stream).write_all(&out).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
-}
-
-fn read_config(path: &Path) -> Result<InstanceConfig, InstanceError> {
-    let bad = |reason: String| InstanceError::Config {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
-}
-
-/// Own session, stdio away from the parent's, so init dying cannot hurt the monitor;
-/// log lines go to the instance's monitor.log.
-fn detach(log: &Path) -> Result<(), InstanceError> {
-    let _ = nix::unistd::setsid();
-    let null = std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(io_err(format!("opening {}", log.display())))?;
-    for (fd, target) in [(&null, 0), (&out, 1), (&out, 2)] {
-        // SAFETY: dup2 onto the stdio numbers, from descriptors this function owns.
-        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
-            return Err(io_err("redirecting stdio")(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
 }
 
 fn raw_pty() -> Result<(OwnedFd, PathBuf), InstanceError> {
@@ -468,70 +429,40 @@ fn raw_pty() -> Result<(OwnedFd, PathBuf), InstanceError> {
     Ok((pty.master, name))
 }
 
-/// Entry point of `vmm instance`; returns the process exit code (see the contract).
+/// Entry point of `vmm monitor`; returns the process exit code (see the contract).
 pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
-    let cfg = read_config(config_path)?;
-    detach(&cfg.pool.join(&cfg.uuid).join("monitor.log"))?;
+    let cfg = contract::read_config(config_path)?;
+    contract::detach(&contract::monitor_log_path(&cfg.pool, &cfg.uuid))?;
     if !matches!(cfg.spec.kind, Kind::Hvm(_)) {
         return Err(InstanceError::Config {
             path: config_path.to_owned(),
             reason: format!("instance {} is not an HVM instance", cfg.spec.name),
         });
     }
-    std::fs::create_dir_all(&cfg.run_dir)
-        .map_err(io_err(format!("creating {}", cfg.run_dir.display())))?;
     // First of all: a live monitor of this instance keeps it, and is never disturbed.
-    let lock_path = contract::lock_path(&cfg.run_dir, &cfg.uuid);
-    let mut lock = contract::MonitorLock::take(&lock_path).map_err(|e| match e {
-        contract::LockError::Io { path, source } => InstanceError::Io {
-            what: format!("locking {}", path.display()),
-            source,
-        },
-        contract::LockError::Held { path, pid } => InstanceError::Config {
-            path,
-            reason: format!("another monitor (pid {pid}) holds it: it owns this instance"),
-        },
-    })?;
-    let sock = contract::socket_path(&cfg.run_dir, &cfg.uuid);
-    if UnixStream::connect(&sock).is_ok() {
-        return Err(InstanceError::Config {
-            path: sock,
-            reason: "another monitor is already serving this instance".into(),
-        });
-    }
-    let _ = std::fs::remove_file(&sock);
-    let listener =
-        UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-    // Only root (init) may stop guests or take their consoles.
-    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io_err(format!("restricting {}", sock.display())))?;
-    let pidfile = contract::pidfile_path(&cfg.run_dir, &cfg.uuid);
-    spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
-        .map_err(io_err(format!("writing {}", pidfile.display())))?;
-
+    let (claim, server) = Claim::take(&cfg.run_dir, &cfg.uuid)?;
     let (console, console_slave) = raw_pty()?;
+    let mut status = MonitorStatus::provisioning(std::process::id());
+    status.details.insert("vmm".into(), "skerry".into());
     let monitor = Arc::new(Monitor {
-        state: Mutex::new(State {
-            status: MonitorStatus {
-                pid: std::process::id(),
-                state: states::PROVISIONING.into(),
-                instance_pid: None,
-                started_at: None,
-                reason: String::new(),
-                details: [("vmm".to_string(), "skerry".to_string())].into(),
-            },
+        state: Mutex::new(Shared {
+            status,
             child: None,
             stopping: false,
             reboot: false,
         }),
         changed: Condvar::new(),
+        status_file: StatusFile::of(&cfg.pool, &cfg.uuid),
+        booted: Mutex::new(None),
         console,
         console_slave,
         cfg,
     });
     {
         let m = monitor.clone();
-        std::thread::spawn(move || m.serve(listener));
+        std::thread::spawn(move || {
+            server.serve(move |req| contract::answer(&mut Guest(Arc::clone(&m)), req))
+        });
     }
     {
         // SIGTERM/SIGINT to the monitor: graceful stop of the guest.
@@ -541,13 +472,11 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
             set.add(Signal::SIGTERM);
             set.add(Signal::SIGINT);
             while set.wait().is_ok() {
-                m.request_stop(false, Duration::from_secs(30), false);
+                m.request_stop(false, REBOOT_GRACE, false);
             }
         });
     }
     let code = monitor.run();
-    let _ = std::fs::remove_file(&sock);
-    let _ = std::fs::remove_file(&pidfile);
-    lock.release();
+    claim.release();
     Ok(code)
 }

@@ -1,4 +1,5 @@
-//! `vmm`: boot one guest in the foreground, or run an instance for init.
+//! `vmm`: boot one guest in the foreground, or be the monitor of an HVM instance for
+//! init (`vmm monitor`).
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -42,7 +43,7 @@ struct Cli {
     /// Seconds a guest gets to power off after SIGTERM before it is stopped.
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
-    /// Exit code when the guest resets (instance mode uses 3 to restart it).
+    /// Exit code when the guest resets (monitor mode uses 3 to restart it).
     #[arg(long, default_value_t = 0)]
     reset_exit_code: i32,
     /// Run jailed: new PID and mount namespaces with an empty root, unprivileged ids,
@@ -67,8 +68,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run an HVM instance for init (contract: spec::monitor).
-    Instance {
+    /// Run an HVM instance for init, as its monitor (contract: the `monitor` crate).
+    Monitor {
         /// `<pool>/<uuid>/config.json`.
         #[arg(long)]
         config: PathBuf,
@@ -127,11 +128,11 @@ fn parse_net(s: &str) -> Result<NetConfig> {
 
 fn real_main(started: Instant) -> Result<i32> {
     let cli = Cli::parse();
-    if let Some(Cmd::Instance { config }) = &cli.command {
+    if let Some(Cmd::Monitor { config }) = &cli.command {
         return Ok(vmm::instance::main(config)?);
     }
     let Some(kernel) = cli.kernel else {
-        bail!("--kernel is required (or use `vmm instance --config FILE`)");
+        bail!("--kernel is required (or use `vmm monitor --config FILE`)");
     };
     let memory = config::parse_size(&cli.memory).context("--memory")?;
     if let Some(name) = &cli.cgroup {
