@@ -52,7 +52,7 @@ pub use console::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA, FRAM
 pub use instance::{answer, AfterStop, Instance, StopRequest};
 pub use lock::{LockError, MonitorLock};
 pub use paths::*;
-pub use process::{detach, read_config, Claim, ClaimError, ConfigError, DetachError};
+pub use process::{detach, read_config, Claim, ProcessError};
 pub use protocol::{InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus};
 pub use server::{Connection, ConnectionError, Incoming, Reply, Server, ServerError};
 pub use server::{MAX_REQUEST_LINE, REQUEST_TIMEOUT};

@@ -6,43 +6,27 @@ use crate::{InstanceConfig, LockError, MonitorLock, Server, ServerError};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Why init's config could not be read.
+/// Why a process could not become the monitor of its instance: one error for all of
+/// the scaffolding, so that a monitor wraps it once.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file is unreadable.
+pub enum ProcessError {
+    /// init's config.json is unreadable.
     #[error("{path}: {source}")]
-    Io {
+    ReadConfig {
         /// config.json.
         path: PathBuf,
         /// The error.
         source: io::Error,
     },
-    /// The file is not an [`InstanceConfig`].
+    /// init's config.json is not an [`InstanceConfig`].
     #[error("{path}: {source}")]
-    Invalid {
+    InvalidConfig {
         /// config.json.
         path: PathBuf,
         /// Why it does not parse.
         source: serde_json::Error,
     },
-}
-
-/// Reads the `config.json` init wrote for a monitor.
-pub fn read_config(path: &Path) -> Result<InstanceConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Why [`detach`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DetachError {
-    /// Opening /dev/null or the log failed.
+    /// Opening /dev/null or the monitor log failed.
     #[error("opening {path}: {source}")]
     Open {
         /// The file.
@@ -60,44 +44,6 @@ pub enum DetachError {
         /// The error.
         source: nix::Error,
     },
-}
-
-/// Leaves the parent's session and stdio, so that init dying cannot hurt the monitor:
-/// a session of its own, stdin from /dev/null, stdout and stderr appended to `log`
-/// (the instance's monitor.log). Every redirection is checked.
-pub fn detach(log: &Path) -> Result<(), DetachError> {
-    // Already a session leader when init spawned us so: EPERM is fine.
-    let _ = nix::unistd::setsid();
-    let open = |path: &Path, append: bool| {
-        std::fs::OpenOptions::new()
-            .read(!append)
-            .create(append)
-            .append(append)
-            .open(path)
-            .map_err(|source| DetachError::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-    };
-    let null_path = Path::new("/dev/null");
-    let null = open(null_path, false)?;
-    let out = open(log, true)?;
-    let redirect = |stream, path: &Path, result: nix::Result<()>| {
-        result.map_err(|source| DetachError::Redirect {
-            stream,
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    redirect("stdin", null_path, nix::unistd::dup2_stdin(&null))?;
-    redirect("stdout", log, nix::unistd::dup2_stdout(&out))?;
-    redirect("stderr", log, nix::unistd::dup2_stderr(&out))?;
-    Ok(())
-}
-
-/// Why a monitor could not claim its instance.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
     /// Making the run directory failed.
     #[error("creating {path}: {source}")]
     RunDir {
@@ -122,6 +68,51 @@ pub enum ClaimError {
     },
 }
 
+/// Reads the `config.json` init wrote for a monitor.
+pub fn read_config(path: &Path) -> Result<InstanceConfig, ProcessError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProcessError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ProcessError::InvalidConfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Leaves the parent's session and stdio, so that init dying cannot hurt the monitor:
+/// a session of its own, stdin from /dev/null, stdout and stderr appended to `log`
+/// (the instance's monitor.log). Every redirection is checked.
+pub fn detach(log: &Path) -> Result<(), ProcessError> {
+    // Already a session leader when init spawned us so: EPERM is fine.
+    let _ = nix::unistd::setsid();
+    let open = |path: &Path, append: bool| {
+        std::fs::OpenOptions::new()
+            .read(!append)
+            .create(append)
+            .append(append)
+            .open(path)
+            .map_err(|source| ProcessError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let null_path = Path::new("/dev/null");
+    let null = open(null_path, false)?;
+    let out = open(log, true)?;
+    let redirect = |stream, path: &Path, result: nix::Result<()>| {
+        result.map_err(|source| ProcessError::Redirect {
+            stream,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    redirect("stdin", null_path, nix::unistd::dup2_stdin(&null))?;
+    redirect("stdout", log, nix::unistd::dup2_stdout(&out))?;
+    redirect("stderr", log, nix::unistd::dup2_stderr(&out))?;
+    Ok(())
+}
+
 /// A monitor's hold on its instance: the lifetime lock, then the socket and the
 /// pidfile, taken in that order and given back in reverse by [`Claim::release`].
 #[derive(Debug)]
@@ -136,8 +127,8 @@ impl Claim {
     /// returning the socket [`Server`] to serve on. First of all the lock: a live
     /// monitor of the instance keeps it and is never disturbed; whatever else exists
     /// of it then belongs to a dead monitor.
-    pub fn take(run_dir: &Path, uuid: &str) -> Result<(Claim, Server), ClaimError> {
-        std::fs::create_dir_all(run_dir).map_err(|source| ClaimError::RunDir {
+    pub fn take(run_dir: &Path, uuid: &str) -> Result<(Claim, Server), ProcessError> {
+        std::fs::create_dir_all(run_dir).map_err(|source| ProcessError::RunDir {
             path: run_dir.to_path_buf(),
             source,
         })?;
@@ -146,7 +137,7 @@ impl Claim {
         let server = Server::bind(&socket)?;
         let pidfile = crate::pidfile_path(run_dir, uuid);
         spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
-            .map_err(|source| ClaimError::Pidfile {
+            .map_err(|source| ProcessError::Pidfile {
                 path: pidfile.clone(),
                 source,
             })?;

@@ -55,16 +55,11 @@ pub enum InstanceError {
     /// No kernel on the boot disk.
     #[error(transparent)]
     BootDisk(#[from] bootdisk::BootDiskError),
-    /// init's config.json is unreadable or invalid.
+    /// The monitor could not set itself up: init's config, its stdio, or its claim
+    /// on the instance (another monitor owns it, or the lock, socket or pidfile
+    /// failed).
     #[error(transparent)]
-    ReadConfig(#[from] contract::ConfigError),
-    /// The monitor could not leave init's session and stdio.
-    #[error(transparent)]
-    Detach(#[from] contract::DetachError),
-    /// The monitor could not claim its instance (another monitor owns it, or the
-    /// lock, socket or pidfile failed).
-    #[error(transparent)]
-    Claim(#[from] contract::ClaimError),
+    Monitor(#[from] contract::ProcessError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceError {

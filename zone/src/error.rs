@@ -63,16 +63,10 @@ pub enum ZoneError {
     /// Bad argument or configuration value.
     #[error("{0}")]
     Invalid(String),
-    /// init's config.json for the monitor is unreadable or invalid.
+    /// The monitor could not set itself up: init's config, its stdio, or its claim
+    /// on the zone (another monitor owns it, or the lock, socket or pidfile failed).
     #[error(transparent)]
-    Config(#[from] monitor::ConfigError),
-    /// The monitor could not leave init's session and stdio.
-    #[error(transparent)]
-    Detach(#[from] monitor::DetachError),
-    /// The monitor could not claim its zone (another monitor owns it, or the lock,
-    /// socket or pidfile failed).
-    #[error(transparent)]
-    Claim(#[from] monitor::ClaimError),
+    Monitor(#[from] monitor::ProcessError),
 }
 
 impl ZoneError {
