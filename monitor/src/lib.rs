@@ -3,7 +3,8 @@
 //! [`MonitorResponse`], [`MonitorStatus`], [`State`]), the one socket [`Server`] both
 //! monitors run and the one [`Client`] init (and tests) talk to them with, and the
 //! process scaffolding every monitor needs ([`detach`], [`Claim`]: the lifetime lock,
-//! the pidfile and the socket; [`StatusFile`]).
+//! the pidfile and the socket; [`StatusFile`]), and the rule deciding what follows
+//! the end of an instance's run ([`Pending`], [`Ended`], [`Next`]).
 //!
 //! The per-instance process is a *monitor*, whatever it runs. init prepares
 //! `<pool>/<uuid>/` and writes [`InstanceConfig`] to [`config_path`] (atomically), then
@@ -40,6 +41,7 @@
 mod client;
 mod console;
 mod instance;
+mod lifecycle;
 mod lock;
 mod paths;
 mod process;
@@ -50,6 +52,7 @@ mod status;
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use console::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA, FRAME_WINSIZE};
 pub use instance::{answer, AfterStop, Instance, StopRequest};
+pub use lifecycle::{Ended, Next, Pending};
 pub use lock::{LockError, MonitorLock};
 pub use paths::*;
 pub use process::{detach, read_config, Claim, ProcessError};

@@ -9,8 +9,8 @@ use crate::bootdisk;
 use crate::config::mac_from;
 use crate::devices::bus::lock;
 use monitor::{
-    self as contract, AfterStop, Claim, Instance, InstanceConfig, MonitorStatus, State, StatusFile,
-    StopRequest,
+    self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
+    Pending, State, StatusFile, StopRequest,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -164,8 +164,8 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 struct Shared {
     status: MonitorStatus,
     child: Option<u32>,
-    stopping: bool,
-    reboot: bool,
+    /// A stop or reboot asked of the guest.
+    pending: Pending,
 }
 
 struct Monitor {
@@ -192,10 +192,10 @@ impl Instance for Guest {
         let pid = child.id();
         let mut stop_now = false;
         m.update(|st| {
-            stop_now = st.stopping;
+            stop_now = st.pending.stopping();
             st.child = Some(pid);
-            st.reboot = false;
-            let state = if st.stopping {
+            st.pending.booted();
+            let state = if stop_now {
                 State::Stopping
             } else {
                 State::Running
@@ -215,10 +215,13 @@ impl Instance for Guest {
     }
 
     fn request_stop(&mut self, stop: StopRequest) -> Result<String, InstanceError> {
-        let reboot = stop.then == AfterStop::Reboot;
         let grace = stop.grace.unwrap_or(REBOOT_GRACE);
-        self.0.request_stop(stop.force, grace, reboot);
-        Ok(if reboot { "rebooting" } else { "stopping" }.into())
+        self.0.request_stop(stop.force, grace, stop.then);
+        Ok(match stop.then {
+            AfterStop::Exit => "stopping",
+            AfterStop::Reboot => "rebooting",
+        }
+        .into())
     }
 
     /// The serial console's pty master (a duplicate: the monitor keeps its own).
@@ -289,7 +292,7 @@ impl Monitor {
     fn run(self: &Arc<Self>) -> i32 {
         let mut quick_resets = 0u32;
         loop {
-            if lock(&self.state).stopping {
+            if lock(&self.state).pending.stopping() {
                 self.update(|st| st.status.set(State::Stopped, "stopped"));
                 return contract::exit::STOPPED;
             }
@@ -316,8 +319,13 @@ impl Monitor {
             let mut st = lock(&self.state);
             st.child = None;
             st.status.instance_pid = None;
-            let restart = !st.stopping && (st.reboot || code == Some(RESET_EXIT));
-            if restart {
+            let ended = match code {
+                Some(RESET_EXIT) => Ended::Reboot,
+                Some(0) => Ended::Clean,
+                _ => Ended::Failed,
+            };
+            let next = st.pending.after(ended);
+            if next == Next::Boot {
                 st.status.reason = "guest rebooted".into();
                 self.save(&st);
                 // A guest that resets right away (triple faults at boot, say) is
@@ -334,42 +342,28 @@ impl Monitor {
                     log::warn!("guest reset {quick_resets} times in a row within {QUICK_RESET:?}; restarting in {pause:?}");
                     let _ = self
                         .changed
-                        .wait_timeout_while(st, pause, |s| !s.stopping)
+                        .wait_timeout_while(st, pause, |s| !s.pending.stopping())
                         .map(|(st, _)| drop(st));
                 }
                 continue;
             }
-            let (state, reason, exit) = match (st.stopping, code) {
-                (true, _) | (false, Some(0)) => (
-                    State::Stopped,
-                    "stopped".to_owned(),
-                    contract::exit::STOPPED,
-                ),
-                (false, Some(c)) => (
-                    State::Failed,
-                    format!("vmm exited with status {c}"),
-                    contract::exit::FAILED,
-                ),
-                (false, None) => (
-                    State::Failed,
-                    format!("vmm killed: {status:?}"),
-                    contract::exit::FAILED,
-                ),
+            let (state, reason) = match (next, code) {
+                (Next::Failed, Some(c)) => (State::Failed, format!("vmm exited with status {c}")),
+                (Next::Failed, None) => (State::Failed, format!("vmm killed: {status:?}")),
+                _ => (State::Stopped, "stopped".to_owned()),
             };
             st.status.set(state, reason);
             self.save(&st);
             self.changed.notify_all();
-            return exit;
+            return next.exit_code().unwrap_or(contract::exit::STOPPED);
         }
     }
 
-    fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, reboot: bool) {
+    fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, then: AfterStop) {
         let pid = {
             let mut st = lock(&self.state);
-            if reboot {
-                st.reboot = true;
-            } else {
-                st.stopping = true;
+            st.pending.ask(then);
+            if then == AfterStop::Exit {
                 st.status.state = State::Stopping;
                 self.save(&st);
             }
@@ -443,8 +437,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         state: Mutex::new(Shared {
             status,
             child: None,
-            stopping: false,
-            reboot: false,
+            pending: Pending::default(),
         }),
         changed: Condvar::new(),
         status_file: StatusFile::of(&cfg.pool, &cfg.uuid),
@@ -467,7 +460,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
             set.add(Signal::SIGTERM);
             set.add(Signal::SIGINT);
             while set.wait().is_ok() {
-                m.request_stop(false, REBOOT_GRACE, false);
+                m.request_stop(false, REBOOT_GRACE, AfterStop::Exit);
             }
         });
     }

@@ -1,7 +1,7 @@
 //! The zone as the monitor runs it: the `monitor::Instance` the socket's requests act
 //! on, and the serving of those requests from the poll loop.
 
-use super::{Monitor, Pending, Relay, DEFAULT_GRACE};
+use super::{Monitor, Relay, DEFAULT_GRACE};
 use crate::console::{Pty, RelayDecoder};
 use crate::error::{Result, ZoneError};
 use crate::launch;
@@ -68,11 +68,7 @@ impl Instance for Monitor {
         if self.zone.is_none() {
             return Err(not_running());
         }
-        let then = match stop.then {
-            AfterStop::Exit => Pending::Stop,
-            AfterStop::Reboot => Pending::Reboot,
-        };
-        self.stop_zone(stop.force, stop.grace.unwrap_or(DEFAULT_GRACE), then);
+        self.stop_zone(stop.force, stop.grace.unwrap_or(DEFAULT_GRACE), stop.then);
         Ok(match stop.then {
             // "stop requested (SIGUSR2)": how the init was asked.
             AfterStop::Exit => self.status.reason.clone(),

@@ -20,8 +20,8 @@ use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
 use crate::rootfs::{Stage, Upper};
 use monitor::{
-    self as contract, Claim, Connection, Instance, InstanceConfig, MonitorStatus, Server, State,
-    StatusFile,
+    self as contract, AfterStop, Claim, Connection, Ended, Instance, InstanceConfig, MonitorStatus,
+    Next, Pending, Server, State, StatusFile,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -44,14 +44,6 @@ pub fn main(config_path: &Path) -> Result<i32> {
     let code = monitor.run();
     monitor.shutdown();
     Ok(code)
-}
-
-/// What the monitor was asked to do with the running zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    None,
-    Stop,
-    Reboot,
 }
 
 /// Our end of one console relay, and how to read what its client sends.
@@ -136,7 +128,7 @@ impl Monitor {
             log,
             status,
             status_file,
-            pending: Pending::None,
+            pending: Pending::default(),
             kill_at: None,
             started: Instant::now(),
             boots: 0,
@@ -287,7 +279,7 @@ impl Monitor {
             while let Ok(Some(info)) = self.signals.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGTERM as i32 || sig == Signal::SIGINT as i32 {
-                    self.stop_zone(false, DEFAULT_GRACE, Pending::Stop);
+                    self.stop_zone(false, DEFAULT_GRACE, AfterStop::Exit);
                 }
             }
         }
@@ -366,10 +358,10 @@ impl Monitor {
         true
     }
 
-    /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
-    /// says what follows: exit (Stop) or boot again (Reboot). A later stop wins over an
-    /// earlier reboot.
-    fn stop_zone(&mut self, force: bool, grace: Duration, then: Pending) {
+    /// Stops the zone (its init's power-off request, SIGKILL after `grace`; at once if
+    /// `force`); `then` says what follows: exit or boot again. A stop wins over a
+    /// reboot (see [`Pending`]).
+    fn stop_zone(&mut self, force: bool, grace: Duration, then: AfterStop) {
         let Some(zone) = &self.zone else { return };
         let mut how = String::new();
         if force {
@@ -389,10 +381,8 @@ impl Monitor {
             let at = Instant::now() + grace;
             self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
         }
-        if self.pending != Pending::Stop {
-            self.pending = then;
-        }
-        let why = if self.pending == Pending::Reboot {
+        self.pending.ask(then);
+        let why = if self.pending.asked() == Some(AfterStop::Reboot) {
             "reboot requested"
         } else {
             "stop requested"
@@ -428,41 +418,39 @@ impl Monitor {
         self.attached.clear();
         self.kill_at = None;
         self.status.instance_pid = None;
-        let pending = std::mem::replace(&mut self.pending, Pending::None);
         let reason = format!("zone init {}", exit.describe());
-        let restart = pending == Pending::Reboot || (pending == Pending::None && exit.is_reboot());
-        if restart {
-            self.set_state(State::Provisioning, format!("restarting: {reason}"));
-            if let Err(e) = self.boot() {
-                self.set_state(State::Failed, format!("restart failed: {e}"));
-                return Some(1);
-            }
-            return None;
-        }
-        if pending == Pending::Stop {
-            // How the init answered the stop: busybox init, for one, takes SIGTERM
-            // as "reboot", which must not read as if the zone rebooted on its own.
-            self.set_state(State::Stopped, format!("stopped on request; {reason}"));
-            return Some(0);
-        }
-        let clean = matches!(
+        let ended = if exit.is_reboot() {
+            Ended::Reboot
+        } else if matches!(
             exit,
             ZoneExit::Exited(0) | ZoneExit::Signaled(Signal::SIGINT)
-        );
-        if self.started.elapsed() < EARLY_EXIT && !clean {
-            self.set_state(
+        ) {
+            Ended::Clean
+        } else {
+            Ended::Failed
+        };
+        let next = self.pending.after(ended);
+        match next {
+            Next::Boot => {
+                self.set_state(State::Provisioning, format!("restarting: {reason}"));
+                if let Err(e) = self.boot() {
+                    self.set_state(State::Failed, format!("restart failed: {e}"));
+                    return Next::Failed.exit_code();
+                }
+            }
+            // How the init answered the stop: busybox init, for one, takes SIGTERM
+            // as "reboot", which must not read as if the zone rebooted on its own.
+            Next::Stopped { on_request: true } => {
+                self.set_state(State::Stopped, format!("stopped on request; {reason}"))
+            }
+            Next::Stopped { on_request: false } => self.set_state(State::Stopped, reason),
+            Next::Failed if self.started.elapsed() < EARLY_EXIT => self.set_state(
                 State::Failed,
                 format!("zone init {:?} exited at once: {reason}", self.spec.command),
-            );
-            return Some(1);
+            ),
+            Next::Failed => self.set_state(State::Failed, reason),
         }
-        if clean {
-            self.set_state(State::Stopped, reason);
-            Some(0)
-        } else {
-            self.set_state(State::Failed, reason);
-            Some(1)
-        }
+        next.exit_code()
     }
 
     fn log_size(&self) -> u64 {
