@@ -101,6 +101,8 @@ mod tests {
     fn on_dbus_a_state_is_its_name() {
         use zvariant::{serialized::Context, to_bytes, Type, LE};
         assert_eq!(State::SIGNATURE, "s");
+        // List's rows keep the signature api.rs documents.
+        assert_eq!(crate::api::InstanceSummary::SIGNATURE, "(ssssstbus)");
         let ctxt = Context::new_dbus(LE, 0);
         let encoded = to_bytes(ctxt, &State::Stopping).unwrap();
         let as_text: String = encoded.deserialize().unwrap().0;
