@@ -151,6 +151,16 @@ impl Claim {
         ))
     }
 
+    /// The pid in instance `uuid`'s pidfile (in `run_dir`): the monitor that claimed
+    /// it, alive or not (ask it on the socket to know).
+    pub fn recorded_pid(run_dir: &Path, uuid: &str) -> Option<u32> {
+        std::fs::read_to_string(crate::pidfile_path(run_dir, uuid))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Removes the socket and the pidfile, then drops the lock: the next monitor of
     /// the instance finds nothing of this one.
     pub fn release(mut self) {
@@ -171,6 +181,10 @@ mod tests {
         let (claim, server) = Claim::take(&run_dir, "u1").unwrap();
         let pid = std::fs::read_to_string(crate::pidfile_path(&run_dir, "u1")).unwrap();
         assert_eq!(pid.trim(), std::process::id().to_string());
+        assert_eq!(
+            Claim::recorded_pid(&run_dir, "u1"),
+            Some(std::process::id())
+        );
         let e = Claim::take(&run_dir, "u1").unwrap_err().to_string();
         assert!(
             e.contains("another monitor") && e.contains(pid.trim()),
@@ -180,6 +194,7 @@ mod tests {
         claim.release();
         let left: Vec<_> = std::fs::read_dir(&run_dir).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+        assert_eq!(Claim::recorded_pid(&run_dir, "u1"), None);
         let (claim, _server) = Claim::take(&run_dir, "u1").expect("claimed again after release");
         claim.release();
     }

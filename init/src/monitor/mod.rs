@@ -7,7 +7,7 @@ pub mod watch;
 use crate::node_config::NodeConfig;
 use crate::pool::{InstanceRecord, Pool};
 use crate::runtime::{ResolvedImage, Runtime, RuntimeError};
-use monitor::{self as contract, Client, ClientError, InstanceConfig, MonitorStatus};
+use monitor::{self as contract, Claim, Client, ClientError, InstanceConfig, MonitorStatus};
 use spec::Kind;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -151,11 +151,7 @@ impl Runtime for MonitorRuntime {
     }
 
     fn find_running(&self, uuid: &str) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(contract::pidfile_path(&self.run_dir, uuid))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
+        let pid = Claim::recorded_pid(&self.run_dir, uuid)?;
         if !watch::alive(pid) {
             return None;
         }
