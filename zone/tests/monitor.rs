@@ -533,3 +533,43 @@ fn initctl_links_out_of_the_zone_are_not_followed() {
     assert!(got.is_empty(), "the host FIFO received {} bytes", got.len());
     assert_monitor_gone(&pool, &cgroup_dir(&st));
 }
+
+/// The monitor serves its socket from the same loop as the zone: a client that says
+/// nothing, or sends an endless line, must not hold that loop up.
+#[test]
+fn misbehaving_socket_clients_never_hold_up_the_monitor() {
+    use std::io::{Read, Write};
+    require_root();
+    let pool = Pool::new(&["/bin/sh"]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    pool.wait_running();
+    let silent = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    let mut partial = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    partial.write_all(b"{\"op\":\"sta").unwrap();
+    let t = Instant::now();
+    assert_eq!(pool.status().state, State::Running);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let mut long = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = long.write_all(&vec![b'x'; contract::MAX_REQUEST_LINE + 4096]);
+    let mut answer = String::new();
+    let _ = long.read_to_string(&mut answer);
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("longer than"),
+        "{answer:?}"
+    );
+    // The half-sent request completes and is answered in turn.
+    partial.write_all(b"tus\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&partial), &mut line).unwrap();
+    assert!(line.contains("\"state\":\"running\""), "{line}");
+    drop(silent);
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
+}
