@@ -38,6 +38,8 @@
 //! 1 = failure (reason in monitor.json). It never depends on init staying alive: if
 //! init dies, it keeps running and a restarted init re-adopts it through the socket.
 
+#![warn(missing_docs)]
+
 mod client;
 mod console;
 mod instance;
