@@ -3,8 +3,9 @@
 //! [`MonitorResponse`], [`MonitorStatus`], [`State`]), the one socket [`Server`] both
 //! monitors run and the one [`Client`] init (and tests) talk to them with, and the
 //! process scaffolding every monitor needs ([`detach`], [`Claim`]: the lifetime lock,
-//! the pidfile and the socket; [`StatusFile`]), and the rule deciding what follows
-//! the end of an instance's run ([`Pending`], [`Ended`], [`Next`]).
+//! the pidfile and the socket; [`StatusFile`]), and the run loop both monitors drive
+//! their instance with ([`supervise`] over [`Supervised`]), with the one rule for what
+//! follows the end of a run ([`Pending`], [`Ended`], [`Next`]).
 //!
 //! The per-instance process is a *monitor*, whatever it runs. init prepares
 //! `<pool>/<uuid>/` and writes [`InstanceConfig`] to [`config_path`] (atomically), then
@@ -54,7 +55,7 @@ mod status;
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use console::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA, FRAME_WINSIZE};
 pub use instance::{answer, AfterStop, Instance, StopRequest};
-pub use lifecycle::{Ended, Next, Pending};
+pub use lifecycle::{supervise, Ended, Next, Pending, Supervised};
 pub use lock::{LockError, MonitorLock};
 pub use paths::*;
 pub use process::{detach, read_config, Claim, ProcessError};

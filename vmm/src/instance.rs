@@ -10,7 +10,7 @@ use crate::config::mac_from;
 use crate::devices::bus::lock;
 use monitor::{
     self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
-    Pending, State, StatusFile, StopRequest,
+    Pending, State, StatusFile, StopRequest, Supervised,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -18,9 +18,9 @@ use spec::Kind;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Exit code of a child `vmm` whose guest reset (restart it).
 pub const RESET_EXIT: i32 = 3;
@@ -173,21 +173,41 @@ struct Monitor {
     state: Mutex<Shared>,
     changed: Condvar,
     status_file: StatusFile,
-    /// The guest process [`Instance::boot`] started, for the loop to wait on.
-    booted: Mutex<Option<Child>>,
     console: OwnedFd,
     console_slave: PathBuf,
 }
 
-/// The guest as the socket's requests see it.
-struct Guest(Arc<Monitor>);
+/// The guest as the socket's requests and the supervising loop see it.
+struct Guest {
+    m: Arc<Monitor>,
+    /// The guest's `vmm` process of the current run (the supervising loop's).
+    child: Option<Child>,
+    /// How the last run's process ended, for the report.
+    exit: Option<std::io::Result<ExitStatus>>,
+    /// When the current run started.
+    booted_at: Instant,
+    /// Runs in a row that ended in a reset within [`QUICK_RESET`].
+    quick_resets: u32,
+}
+
+impl Guest {
+    fn new(m: Arc<Monitor>) -> Guest {
+        Guest {
+            m,
+            child: None,
+            exit: None,
+            booted_at: Instant::now(),
+            quick_resets: 0,
+        }
+    }
+}
 
 impl Instance for Guest {
     type Error = InstanceError;
 
     /// Starts the guest's `vmm` process for one boot.
     fn boot(&mut self) -> Result<(), InstanceError> {
-        let m = &self.0;
+        let m = &self.m;
         let child = m.spawn_child()?;
         let pid = child.id();
         let mut stop_now = false;
@@ -204,7 +224,8 @@ impl Instance for Guest {
             st.status.instance_pid = Some(pid);
             st.status.started_at = Some(now());
         });
-        *lock(&m.booted) = Some(child);
+        self.child = Some(child);
+        self.booted_at = Instant::now();
         if stop_now {
             // A stop request raced with this boot: it wins.
             let pid = Pid::from_raw(pid as i32);
@@ -216,7 +237,7 @@ impl Instance for Guest {
 
     fn request_stop(&mut self, stop: StopRequest) -> Result<String, InstanceError> {
         let grace = stop.grace.unwrap_or(REBOOT_GRACE);
-        self.0.request_stop(stop.force, grace, stop.then);
+        self.m.request_stop(stop.force, grace, stop.then);
         Ok(match stop.then {
             AfterStop::Exit => "stopping",
             AfterStop::Reboot => "rebooting",
@@ -226,14 +247,96 @@ impl Instance for Guest {
 
     /// The serial console's pty master (a duplicate: the monitor keeps its own).
     fn console(&mut self) -> Result<OwnedFd, InstanceError> {
-        self.0
+        self.m
             .console
             .try_clone()
             .map_err(io_err("duplicating the console"))
     }
 
     fn status(&mut self) -> MonitorStatus {
-        lock(&self.0.state).status.clone()
+        lock(&self.m.state).status.clone()
+    }
+}
+
+impl Supervised for Guest {
+    /// Waits for the guest's `vmm` process (the socket is served on other threads).
+    fn wait(&mut self) -> Ended {
+        let status = match self.child.take() {
+            Some(mut child) => child.wait(),
+            None => Err(std::io::Error::other("no guest process was started")),
+        };
+        crate::jail::remove_cgroup(&cgroup_name(&self.m.cfg.uuid));
+        let code = status.as_ref().ok().and_then(|s| s.code());
+        self.exit = Some(status);
+        let mut st = lock(&self.m.state);
+        st.child = None;
+        st.status.instance_pid = None;
+        match code {
+            Some(RESET_EXIT) => Ended::Reboot,
+            Some(0) => Ended::Clean,
+            _ => Ended::Failed,
+        }
+    }
+
+    fn settle(&mut self, how: Ended) -> Next {
+        lock(&self.m.state).pending.after(how)
+    }
+
+    fn report(&mut self, next: Next) {
+        let reason = match (next, &self.exit) {
+            (Next::Boot, _) => "guest rebooted".to_owned(),
+            (Next::Stopped { .. }, _) => "stopped".to_owned(),
+            (Next::Failed, Some(status)) => match status.as_ref().ok().and_then(|s| s.code()) {
+                Some(c) => format!("vmm exited with status {c}"),
+                None => format!("vmm killed: {status:?}"),
+            },
+            (Next::Failed, None) => "vmm killed: no exit status".to_owned(),
+        };
+        self.m.update(|st| match next {
+            // The state stays what it was until the next boot says otherwise.
+            Next::Boot => st.status.reason = reason,
+            Next::Stopped { .. } => st.status.set(State::Stopped, reason),
+            Next::Failed => st.status.set(State::Failed, reason),
+        });
+    }
+
+    fn report_boot_failure(&mut self, error: InstanceError, _again: bool) {
+        log::error!("{error}");
+        self.m.update(|st| {
+            st.status.set(State::Failed, error.to_string());
+            st.status.instance_pid = None;
+        });
+    }
+
+    /// A guest that resets right away (triple faults at boot, say) is restarted with
+    /// a growing pause, so it cannot spin a CPU; a stop request ends the pause, and
+    /// a stop asked before a boot wins over it.
+    fn before_boot(&mut self, again: bool) -> Option<Next> {
+        let mut st = lock(&self.m.state);
+        if again {
+            self.quick_resets = if self.booted_at.elapsed() < QUICK_RESET {
+                self.quick_resets + 1
+            } else {
+                0
+            };
+            if self.quick_resets > 3 {
+                let pause = RESTART_BACKOFF_MAX
+                    .min(Duration::from_millis(100 << (self.quick_resets - 3).min(6)));
+                log::warn!(
+                    "guest reset {} times in a row within {QUICK_RESET:?}; restarting in {pause:?}",
+                    self.quick_resets
+                );
+                st = self
+                    .m
+                    .changed
+                    .wait_timeout_while(st, pause, |s| !s.pending.stopping())
+                    .map(|(st, _)| st)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        st.pending
+            .stopping()
+            .then_some(Next::Stopped { on_request: true })
     }
 }
 
@@ -286,77 +389,6 @@ impl Monitor {
             .open(name)
             .map_err(io_err(format!("opening {}", name.display())))?;
         Ok(f.into())
-    }
-
-    /// Boots and supervises until the instance stops for good; returns the exit code.
-    fn run(self: &Arc<Self>) -> i32 {
-        let mut quick_resets = 0u32;
-        loop {
-            if lock(&self.state).pending.stopping() {
-                self.update(|st| st.status.set(State::Stopped, "stopped"));
-                return contract::exit::STOPPED;
-            }
-            let booted = std::time::Instant::now();
-            let booting = Guest(Arc::clone(self)).boot();
-            let mut child = match booting.map(|()| lock(&self.booted).take()) {
-                Ok(Some(child)) => child,
-                other => {
-                    let reason = match other {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the guest's vmm did not start".to_string(),
-                    };
-                    log::error!("{reason}");
-                    self.update(|st| {
-                        st.status.set(State::Failed, reason);
-                        st.status.instance_pid = None;
-                    });
-                    return contract::exit::FAILED;
-                }
-            };
-            let status = child.wait();
-            crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
-            let code = status.as_ref().ok().and_then(|s| s.code());
-            let mut st = lock(&self.state);
-            st.child = None;
-            st.status.instance_pid = None;
-            let ended = match code {
-                Some(RESET_EXIT) => Ended::Reboot,
-                Some(0) => Ended::Clean,
-                _ => Ended::Failed,
-            };
-            let next = st.pending.after(ended);
-            if next == Next::Boot {
-                st.status.reason = "guest rebooted".into();
-                self.save(&st);
-                // A guest that resets right away (triple faults at boot, say) is
-                // restarted with a growing pause, so it cannot spin a CPU; a stop
-                // request ends the pause.
-                quick_resets = if booted.elapsed() < QUICK_RESET {
-                    quick_resets + 1
-                } else {
-                    0
-                };
-                if quick_resets > 3 {
-                    let pause = RESTART_BACKOFF_MAX
-                        .min(Duration::from_millis(100 << (quick_resets - 3).min(6)));
-                    log::warn!("guest reset {quick_resets} times in a row within {QUICK_RESET:?}; restarting in {pause:?}");
-                    let _ = self
-                        .changed
-                        .wait_timeout_while(st, pause, |s| !s.pending.stopping())
-                        .map(|(st, _)| drop(st));
-                }
-                continue;
-            }
-            let (state, reason) = match (next, code) {
-                (Next::Failed, Some(c)) => (State::Failed, format!("vmm exited with status {c}")),
-                (Next::Failed, None) => (State::Failed, format!("vmm killed: {status:?}")),
-                _ => (State::Stopped, "stopped".to_owned()),
-            };
-            st.status.set(state, reason);
-            self.save(&st);
-            self.changed.notify_all();
-            return next.exit_code().unwrap_or(contract::exit::STOPPED);
-        }
     }
 
     fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, then: AfterStop) {
@@ -441,7 +473,6 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         }),
         changed: Condvar::new(),
         status_file: StatusFile::of(&cfg.pool, &cfg.uuid),
-        booted: Mutex::new(None),
         console,
         console_slave,
         cfg,
@@ -449,7 +480,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     {
         let m = monitor.clone();
         std::thread::spawn(move || {
-            server.serve(move |req| contract::answer(&mut Guest(Arc::clone(&m)), req))
+            server.serve(move |req| contract::answer(&mut Guest::new(Arc::clone(&m)), req))
         });
     }
     {
@@ -464,7 +495,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
             }
         });
     }
-    let code = monitor.run();
+    let code = contract::supervise(&mut Guest::new(Arc::clone(&monitor)));
     claim.release();
     Ok(code)
 }

@@ -1,12 +1,14 @@
 //! The zone as the monitor runs it: the `monitor::Instance` the socket's requests act
-//! on, and the serving of those requests from the poll loop.
+//! on, the serving of those requests from the poll loop, and the hooks by which the
+//! library's `supervise` drives the zone's life (`monitor::Supervised`).
 
-use super::{Monitor, Relay, DEFAULT_GRACE};
+use super::{Monitor, Relay, DEFAULT_GRACE, EARLY_EXIT};
 use crate::console::{Pty, RelayDecoder};
 use crate::error::{Result, ZoneError};
 use crate::launch;
 use monitor::{
-    self as contract, AfterStop, Connection, Instance, MonitorStatus, State, StopRequest,
+    self as contract, AfterStop, Connection, Ended, Instance, MonitorStatus, Next, State,
+    StopRequest, Supervised,
 };
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::os::fd::OwnedFd;
@@ -111,6 +113,49 @@ impl Instance for Monitor {
         }
         self.refresh_quota_used();
         self.status.clone()
+    }
+}
+
+impl Supervised for Monitor {
+    /// Runs the poll loop (socket, signals, console, relays) until the zone's init is
+    /// gone.
+    fn wait(&mut self) -> Ended {
+        loop {
+            if let Some(ended) = self.step() {
+                return ended;
+            }
+        }
+    }
+
+    fn settle(&mut self, how: Ended) -> Next {
+        self.pending.after(how)
+    }
+
+    fn report(&mut self, next: Next) {
+        let reason = std::mem::take(&mut self.ended);
+        match next {
+            Next::Boot => self.set_state(State::Provisioning, format!("restarting: {reason}")),
+            // How the init answered the stop: busybox init, for one, takes SIGTERM
+            // as "reboot", which must not read as if the zone rebooted on its own.
+            Next::Stopped { on_request: true } => {
+                self.set_state(State::Stopped, format!("stopped on request; {reason}"))
+            }
+            Next::Stopped { on_request: false } => self.set_state(State::Stopped, reason),
+            Next::Failed if self.started.elapsed() < EARLY_EXIT => self.set_state(
+                State::Failed,
+                format!("zone init {:?} exited at once: {reason}", self.spec.command),
+            ),
+            Next::Failed => self.set_state(State::Failed, reason),
+        }
+    }
+
+    fn report_boot_failure(&mut self, error: ZoneError, again: bool) {
+        let reason = if again {
+            format!("restart failed: {error}")
+        } else {
+            error.to_string()
+        };
+        self.set_state(State::Failed, reason);
     }
 }
 

@@ -20,8 +20,8 @@ use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
 use crate::rootfs::{Stage, Upper};
 use monitor::{
-    self as contract, AfterStop, Claim, Connection, Ended, Instance, InstanceConfig, MonitorStatus,
-    Next, Pending, Server, State, StatusFile,
+    self as contract, AfterStop, Claim, Connection, Ended, InstanceConfig, MonitorStatus, Pending,
+    Server, State, StatusFile,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -71,6 +71,8 @@ struct Monitor {
     status: MonitorStatus,
     status_file: StatusFile,
     pending: Pending,
+    /// How the last run ended, in words (`zone init exited with status 1`).
+    ended: String,
     kill_at: Option<Instant>,
     started: Instant,
     boots: u32,
@@ -129,6 +131,7 @@ impl Monitor {
             status,
             status_file,
             pending: Pending::default(),
+            ended: String::new(),
             kill_at: None,
             started: Instant::now(),
             boots: 0,
@@ -195,21 +198,14 @@ impl Monitor {
         };
     }
 
-    /// The main loop; returns the exit code.
+    /// Boots the zone and supervises it (the `monitor` library's loop, see
+    /// `instance.rs`); returns the exit code.
     fn run(&mut self) -> i32 {
-        if let Err(e) = self.boot() {
-            self.set_state(State::Failed, e.to_string());
-            return 1;
-        }
-        loop {
-            if let Some(code) = self.step() {
-                return code;
-            }
-        }
+        contract::supervise(self)
     }
 
-    /// One poll round; Some(exit code) when the monitor is done.
-    fn step(&mut self) -> Option<i32> {
+    /// One poll round; Some(how the run ended) when the zone's init is gone.
+    fn step(&mut self) -> Option<Ended> {
         // Wake for the kill deadline, and for the first client to run out of time.
         let wake = self
             .clients
@@ -390,8 +386,9 @@ impl Monitor {
         self.set_state(State::Stopping, format!("{why}{how}"));
     }
 
-    /// The zone init is gone: decide between restart, stop and failure.
-    fn zone_exited(&mut self) -> Option<i32> {
+    /// The zone init is gone: cleans up after it and says how it ended (its words
+    /// are kept for the report).
+    fn zone_exited(&mut self) -> Option<Ended> {
         let mut zone = self.zone.take()?;
         let exit = match zone.try_wait(true) {
             Ok(Some(e)) => e,
@@ -418,8 +415,8 @@ impl Monitor {
         self.attached.clear();
         self.kill_at = None;
         self.status.instance_pid = None;
-        let reason = format!("zone init {}", exit.describe());
-        let ended = if exit.is_reboot() {
+        self.ended = format!("zone init {}", exit.describe());
+        Some(if exit.is_reboot() {
             Ended::Reboot
         } else if matches!(
             exit,
@@ -428,29 +425,7 @@ impl Monitor {
             Ended::Clean
         } else {
             Ended::Failed
-        };
-        let next = self.pending.after(ended);
-        match next {
-            Next::Boot => {
-                self.set_state(State::Provisioning, format!("restarting: {reason}"));
-                if let Err(e) = self.boot() {
-                    self.set_state(State::Failed, format!("restart failed: {e}"));
-                    return Next::Failed.exit_code();
-                }
-            }
-            // How the init answered the stop: busybox init, for one, takes SIGTERM
-            // as "reboot", which must not read as if the zone rebooted on its own.
-            Next::Stopped { on_request: true } => {
-                self.set_state(State::Stopped, format!("stopped on request; {reason}"))
-            }
-            Next::Stopped { on_request: false } => self.set_state(State::Stopped, reason),
-            Next::Failed if self.started.elapsed() < EARLY_EXIT => self.set_state(
-                State::Failed,
-                format!("zone init {:?} exited at once: {reason}", self.spec.command),
-            ),
-            Next::Failed => self.set_state(State::Failed, reason),
-        }
-        next.exit_code()
+        })
     }
 
     fn log_size(&self) -> u64 {
