@@ -271,7 +271,12 @@ pub async fn serve(
             match events.recv().await {
                 Ok(ch) => {
                     let r = NodeApi::instance_changed(
-                        &emitter, &ch.name, &ch.uuid, &ch.kind, &ch.state, &ch.reason,
+                        &emitter,
+                        &ch.name,
+                        &ch.uuid,
+                        &ch.kind,
+                        ch.state_name(),
+                        &ch.reason,
                     )
                     .await;
                     if let Err(e) = r {

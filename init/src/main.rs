@@ -14,7 +14,7 @@ struct Args {
     #[arg(long)]
     pool: Option<PathBuf>,
     /// Where monitor sockets and pidfiles live.
-    #[arg(long, default_value = spec::monitor::DEFAULT_RUN_DIR)]
+    #[arg(long, default_value = monitor::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// D-Bus address to serve on (default: the system bus; DBUS_SYSTEM_BUS_ADDRESS).
     #[arg(long)]

@@ -72,7 +72,7 @@ impl NodeConfig {
                 "nic-tag" => {
                     let tag = arg()?;
                     let bridge =
-                        prop("bridge").unwrap_or_else(|| spec::monitor::default_bridge_name(&tag));
+                        prop("bridge").unwrap_or_else(|| monitor::default_bridge_name(&tag));
                     if bridge.len() > 15 {
                         return Err(format!(
                             "nic-tag {tag}: bridge name {bridge:?} is longer than 15 bytes"
@@ -99,7 +99,7 @@ impl NodeConfig {
     /// The bridge (and uplink) for `tag`: as configured, or `sk-<tag>` alone.
     pub fn nic_tag(&self, tag: &str) -> NicTag {
         self.nic_tags.get(tag).cloned().unwrap_or_else(|| NicTag {
-            bridge: spec::monitor::default_bridge_name(tag),
+            bridge: monitor::default_bridge_name(tag),
             link: None,
         })
     }

@@ -60,8 +60,8 @@ pub struct InstanceRecord {
     pub name: String,
     /// `zone` or `hvm`.
     pub kind: String,
-    /// Last known lifecycle state (see `spec::api::states`).
-    pub state: String,
+    /// Last known lifecycle state.
+    pub state: spec::State,
     /// Last exit or failure reason.
     #[serde(default)]
     pub reason: String,
@@ -249,7 +249,7 @@ pub(crate) mod tests {
             uuid: uuid.into(),
             name: name.into(),
             kind: "zone".into(),
-            state: "stopped".into(),
+            state: spec::State::Stopped,
             reason: String::new(),
             want_running: false,
             id_range_start: range,

@@ -3,7 +3,7 @@
 //! tests substitute recording fakes.
 
 use crate::pool::InstanceRecord;
-use spec::monitor::MonitorStatus;
+use monitor::MonitorStatus;
 use spec::ImageRef;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;

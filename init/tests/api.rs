@@ -42,7 +42,9 @@ async fn boot_reconcile_reports_a_bad_manifest_and_creates_the_good_ones() {
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, vec!["alpha", "beta"]);
     assert_eq!(rows[1].memory, 64 << 20);
-    assert!(rows.iter().all(|r| r.state == "stopped" && r.pid == 0));
+    assert!(rows
+        .iter()
+        .all(|r| r.state == spec::State::Stopped && r.pid == 0));
 
     // A second reconcile is a no-op apart from the bad file's error.
     let steps: Vec<PlanStep> = call(&conn, "Reconcile", &()).await.unwrap();
@@ -108,7 +110,7 @@ async fn api_create_writes_a_manifest_and_delete_removes_everything() {
     );
     let dir = pool.instance_dir("made").expect("instance directory");
     assert!(dir.join("config.json").exists());
-    let cfg: spec::monitor::InstanceConfig =
+    let cfg: monitor::InstanceConfig =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert!(cfg.id_range_start >= skerry_init::pool::ID_RANGE_BASE);
     assert!(
@@ -294,7 +296,7 @@ async fn hvm_provisioning_clones_the_boot_disk_and_makes_blank_disks() {
     assert_eq!(&std::fs::read(&root).unwrap()[..8], b"BOOTDISK");
     assert_eq!(std::fs::metadata(&root).unwrap().len(), 64 << 20);
     assert_eq!(std::fs::metadata(&data).unwrap().len(), 1 << 30);
-    let cfg: spec::monitor::InstanceConfig =
+    let cfg: monitor::InstanceConfig =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert!(matches!(cfg.spec.kind, spec::Kind::Hvm(_)));
     assert_eq!(cfg.id_range_start, 0);

@@ -63,7 +63,7 @@ async fn zones_run_stop_start_and_survive_an_init_restart() {
     assert!(restart, "a running zone needs a restart for cpu_cap: {msg}");
     let () = call(&conn, "Reboot", &("web", false)).await.unwrap();
     let pid = wait_state(&conn, "web", "running", T).await;
-    let cfg: spec::monitor::InstanceConfig = serde_json::from_slice(
+    let cfg: monitor::InstanceConfig = serde_json::from_slice(
         &std::fs::read(pool.instance_dir("web").unwrap().join("config.json")).unwrap(),
     )
     .unwrap();

@@ -45,20 +45,6 @@ pub mod errors {
     pub const FAILED: &str = "org.skerry.Node1.Error.Failed";
 }
 
-/// Lifecycle states, as reported by List/Get and InstanceChanged.
-pub mod states {
-    /// Being created (image import, rootfs/disk setup).
-    pub const PROVISIONING: &str = "provisioning";
-    /// The monitor/VMM is up and the instance runs.
-    pub const RUNNING: &str = "running";
-    /// Asked to stop, waiting for it.
-    pub const STOPPING: &str = "stopping";
-    /// Not running; data kept.
-    pub const STOPPED: &str = "stopped";
-    /// Could not be created or started, or died; see the reason.
-    pub const FAILED: &str = "failed";
-}
-
 /// One row of `List`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "dbus", derive(zvariant::Type))]
@@ -69,8 +55,8 @@ pub struct InstanceSummary {
     pub uuid: String,
     /// `zone` or `hvm`.
     pub kind: String,
-    /// One of [`states`].
-    pub state: String,
+    /// Lifecycle state (`s` on the wire: `running`, `stopped`, ...).
+    pub state: crate::State,
     /// Image reference as written in the manifest.
     pub image: String,
     /// Memory in bytes.

@@ -15,9 +15,9 @@ pub mod error;
 pub mod format;
 pub mod manifest;
 pub mod model;
-pub mod monitor;
 pub mod payload;
 pub mod smartos;
+pub mod state;
 pub mod suggest;
 
 pub use error::{ManifestError, Problem};
@@ -25,3 +25,4 @@ pub use format::parse_size;
 pub use manifest::{load_dir, load_files, parse_file, parse_str, to_kdl, LoadedDir};
 pub use model::*;
 pub use payload::{parse_payload, Format, PayloadError};
+pub use state::{State, UnknownState};

@@ -298,7 +298,7 @@ mod tests {
             name: name.into(),
             uuid: uuid.into(),
             kind: "zone".into(),
-            state: "running".into(),
+            state: spec::State::Running,
             image: "busybox".into(),
             memory: 0,
             autoboot: true,

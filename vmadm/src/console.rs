@@ -10,7 +10,7 @@
 //! Signals are blocked and read from a signalfd in the same poll loop, so a signal can
 //! never interrupt us between "raw" and "restored", and SIGWINCH resizes the console:
 //! with TIOCSWINSZ on a pty, with a size frame on a zone's console relay (the framed
-//! protocol of `spec::monitor`, which our typed bytes then follow too).
+//! protocol of `monitor`, which our typed bytes then follow too).
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -144,7 +144,7 @@ fn window_size(fd: BorrowedFd) -> Option<libc::winsize> {
 enum Console {
     /// A terminal (a VMM's serial pty master): bytes as they are, TIOCSWINSZ for sizes.
     Terminal,
-    /// A zone monitor's relay socket: frames per `spec::monitor`, sizes included.
+    /// A zone monitor's relay socket: frames per `monitor`, sizes included.
     Relay,
     /// Anything else: bytes as they are, no size.
     Plain,
@@ -164,7 +164,7 @@ impl Console {
     /// Opens the attach: a relay switches our direction to frames.
     fn start(self, console: BorrowedFd) -> Result<(), Errno> {
         if self == Console::Relay {
-            write_all(console, spec::monitor::CONSOLE_FRAMED)?;
+            write_all(console, monitor::CONSOLE_FRAMED)?;
         }
         Ok(())
     }
@@ -183,7 +183,7 @@ impl Console {
                 let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
                 Ok(())
             }
-            Console::Relay => write_all(to, &spec::monitor::winsize_frame(ws.ws_row, ws.ws_col)),
+            Console::Relay => write_all(to, &monitor::winsize_frame(ws.ws_row, ws.ws_col)),
             Console::Plain => Ok(()),
         }
     }
@@ -194,10 +194,9 @@ impl Console {
             return Ok(());
         }
         match self {
-            Console::Relay => write_all(
-                console,
-                &spec::monitor::console_frame(spec::monitor::FRAME_DATA, typed),
-            ),
+            Console::Relay => {
+                write_all(console, &monitor::console_frame(monitor::FRAME_DATA, typed))
+            }
             _ => write_all(console, typed),
         }
     }
@@ -390,7 +389,7 @@ mod tests {
     /// the size, then typed bytes as frames, and a new size on SIGWINCH.
     #[test]
     fn a_relay_console_gets_frames_with_the_size_at_attach_and_on_sigwinch() {
-        use spec::monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+        use monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
         use std::os::fd::AsRawFd;
         let operator = operator_terminal(40, 132);
         let (ours, zone_side) = std::os::unix::net::UnixStream::pair().unwrap();

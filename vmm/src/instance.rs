@@ -1,26 +1,26 @@
-//! Instance mode (`vmm instance --config <pool>/<uuid>/config.json`): the monitor init
+//! Monitor mode (`vmm monitor --config <pool>/<uuid>/config.json`): the monitor init
 //! spawns for one HVM instance. It owns the control socket, pidfile, monitor.json and
 //! the console pty, and runs the guest in a child `vmm` process per boot, so a guest
 //! reset is a fresh process (restarted here) and a crash never takes the socket down.
-//! Contract: `spec::monitor`.
+//! The contract, the socket server and the process scaffolding come from the `monitor`
+//! library; the socket is served from a thread of its own.
 
 use crate::bootdisk;
 use crate::config::{mac_from, parse_mac, DiskConfig, NetConfig, VmConfig};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::Pid;
-use spec::monitor::{
-    self as contract, InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus,
+use crate::devices::bus::lock;
+use monitor::{
+    self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
+    Pending, State, StatusFile, StopRequest, Supervised,
 };
-use spec::{api::states, Kind};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use spec::Kind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Exit code of a child `vmm` whose guest reset (restart it).
 pub const RESET_EXIT: i32 = 3;
@@ -55,6 +55,11 @@ pub enum InstanceError {
     /// No kernel on the boot disk.
     #[error(transparent)]
     BootDisk(#[from] bootdisk::BootDiskError),
+    /// The monitor could not set itself up: init's config, its stdio, or its claim
+    /// on the instance (another monitor owns it, or the lock, socket or pidfile
+    /// failed).
+    #[error(transparent)]
+    Monitor(#[from] contract::ProcessError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceError {
@@ -173,20 +178,188 @@ pub fn cgroup_name(uuid: &str) -> String {
     format!("vmm-{uuid}")
 }
 
-struct State {
+/// What the supervising loop, the socket's threads and the signal thread share.
+struct Shared {
     status: MonitorStatus,
     child: Option<u32>,
-    stopping: bool,
-    reboot: bool,
+    /// A stop or reboot asked of the guest.
+    pending: Pending,
 }
 
 struct Monitor {
     cfg: InstanceConfig,
-    state: Mutex<State>,
+    state: Mutex<Shared>,
     changed: Condvar,
+    status_file: StatusFile,
     console: OwnedFd,
     console_slave: PathBuf,
 }
+
+/// The guest as the socket's requests and the supervising loop see it.
+struct Guest {
+    m: Arc<Monitor>,
+    /// The guest's `vmm` process of the current run (the supervising loop's).
+    child: Option<Child>,
+    /// How the last run's process ended, for the report.
+    exit: Option<std::io::Result<ExitStatus>>,
+    /// When the current run started.
+    booted_at: Instant,
+    /// Runs in a row that ended in a reset within [`QUICK_RESET`].
+    quick_resets: u32,
+}
+
+impl Guest {
+    fn new(m: Arc<Monitor>) -> Guest {
+        Guest {
+            m,
+            child: None,
+            exit: None,
+            booted_at: Instant::now(),
+            quick_resets: 0,
+        }
+    }
+}
+
+impl Instance for Guest {
+    type Error = InstanceError;
+
+    /// Starts the guest's `vmm` process for one boot.
+    fn boot(&mut self) -> Result<(), InstanceError> {
+        let m = &self.m;
+        let child = m.spawn_child()?;
+        let pid = child.id();
+        let mut stop_now = false;
+        m.update(|st| {
+            stop_now = st.pending.stopping();
+            st.child = Some(pid);
+            st.pending.booted();
+            let state = if stop_now {
+                State::Stopping
+            } else {
+                State::Running
+            };
+            st.status.set(state, "");
+            st.status.instance_pid = Some(pid);
+            st.status.started_at = Some(now());
+        });
+        self.child = Some(child);
+        self.booted_at = Instant::now();
+        if stop_now {
+            // A stop request raced with this boot: it wins.
+            let pid = Pid::from_raw(pid as i32);
+            let _ = kill(pid, Signal::SIGQUIT);
+            m.kill_after(pid, Duration::from_secs(2));
+        }
+        Ok(())
+    }
+
+    fn request_stop(&mut self, stop: StopRequest) -> Result<String, InstanceError> {
+        let grace = stop.grace.unwrap_or(REBOOT_GRACE);
+        self.m.request_stop(stop.force, grace, stop.then);
+        Ok(match stop.then {
+            AfterStop::Exit => "stopping",
+            AfterStop::Reboot => "rebooting",
+        }
+        .into())
+    }
+
+    /// The serial console's pty master (a duplicate: the monitor keeps its own).
+    fn console(&mut self) -> Result<OwnedFd, InstanceError> {
+        self.m
+            .console
+            .try_clone()
+            .map_err(io_err("duplicating the console"))
+    }
+
+    fn status(&mut self) -> MonitorStatus {
+        lock(&self.m.state).status.clone()
+    }
+}
+
+impl Supervised for Guest {
+    /// Waits for the guest's `vmm` process (the socket is served on other threads).
+    fn wait(&mut self) -> Ended {
+        let status = match self.child.take() {
+            Some(mut child) => child.wait(),
+            None => Err(std::io::Error::other("no guest process was started")),
+        };
+        crate::jail::remove_cgroup(&cgroup_name(&self.m.cfg.uuid));
+        let code = status.as_ref().ok().and_then(|s| s.code());
+        self.exit = Some(status);
+        let mut st = lock(&self.m.state);
+        st.child = None;
+        st.status.instance_pid = None;
+        match code {
+            Some(RESET_EXIT) => Ended::Reboot,
+            Some(0) => Ended::Clean,
+            _ => Ended::Failed,
+        }
+    }
+
+    fn settle(&mut self, how: Ended) -> Next {
+        lock(&self.m.state).pending.after(how)
+    }
+
+    fn report(&mut self, next: Next) {
+        let reason = match (next, &self.exit) {
+            (Next::Boot, _) => "guest rebooted".to_owned(),
+            (Next::Stopped { .. }, _) => "stopped".to_owned(),
+            (Next::Failed, Some(status)) => match status.as_ref().ok().and_then(|s| s.code()) {
+                Some(c) => format!("vmm exited with status {c}"),
+                None => format!("vmm killed: {status:?}"),
+            },
+            (Next::Failed, None) => "vmm killed: no exit status".to_owned(),
+        };
+        self.m.update(|st| match next {
+            // The state stays what it was until the next boot says otherwise.
+            Next::Boot => st.status.reason = reason,
+            Next::Stopped { .. } => st.status.set(State::Stopped, reason),
+            Next::Failed => st.status.set(State::Failed, reason),
+        });
+    }
+
+    fn report_boot_failure(&mut self, error: InstanceError, _again: bool) {
+        log::error!("{error}");
+        self.m.update(|st| {
+            st.status.set(State::Failed, error.to_string());
+            st.status.instance_pid = None;
+        });
+    }
+
+    /// A guest that resets right away (triple faults at boot, say) is restarted with
+    /// a growing pause, so it cannot spin a CPU; a stop request ends the pause, and
+    /// a stop asked before a boot wins over it.
+    fn before_boot(&mut self, again: bool) -> Option<Next> {
+        let mut st = lock(&self.m.state);
+        if again {
+            self.quick_resets = if self.booted_at.elapsed() < QUICK_RESET {
+                self.quick_resets + 1
+            } else {
+                0
+            };
+            if self.quick_resets > 3 {
+                let pause = RESTART_BACKOFF_MAX
+                    .min(Duration::from_millis(100 << (self.quick_resets - 3).min(6)));
+                log::warn!(
+                    "guest reset {} times in a row within {QUICK_RESET:?}; restarting in {pause:?}",
+                    self.quick_resets
+                );
+                st = self
+                    .m
+                    .changed
+                    .wait_timeout_while(st, pause, |s| !s.pending.stopping())
+                    .map(|(st, _)| st)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        st.pending
+            .stopping()
+            .then_some(Next::Stopped { on_request: true })
+    }
+}
+
+/// Grace period of a reboot request and of SIGTERM to the monitor.
+const REBOOT_GRACE: Duration = Duration::from_secs(30);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -196,15 +369,14 @@ fn now() -> u64 {
 }
 
 impl Monitor {
-    fn save(&self, st: &State) {
-        let path = contract::status_path(&self.cfg.pool, &self.cfg.uuid);
-        if let Err(e) = spec::atomic::write_json_atomic(&path, &st.status) {
-            log::error!("writing {}: {e}", path.display());
+    fn save(&self, st: &Shared) {
+        if let Err(e) = self.status_file.write(&st.status) {
+            log::error!("{e}");
         }
     }
 
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut st = crate::devices::bus::lock(&self.state);
+    fn update(&self, f: impl FnOnce(&mut Shared)) {
+        let mut st = lock(&self.state);
         f(&mut st);
         self.save(&st);
         self.changed.notify_all();
@@ -241,102 +413,12 @@ impl Monitor {
         Ok(f.into())
     }
 
-    /// Boots and supervises until the instance stops for good; returns the exit code.
-    fn run(self: &Arc<Self>) -> i32 {
-        let mut quick_resets = 0u32;
-        loop {
-            if crate::devices::bus::lock(&self.state).stopping {
-                self.update(|st| {
-                    st.status.state = states::STOPPED.into();
-                    st.status.reason = "stopped".into();
-                });
-                return 0;
-            }
-            let booted = std::time::Instant::now();
-            let mut child = match self.spawn_child() {
-                Ok(c) => c,
-                Err(e) => {
-                    log::error!("{e}");
-                    self.update(|st| {
-                        st.status.state = states::FAILED.into();
-                        st.status.reason = e.to_string();
-                        st.status.instance_pid = None;
-                    });
-                    return 1;
-                }
-            };
-            let pid = child.id();
-            let mut stop_now = false;
-            self.update(|st| {
-                stop_now = st.stopping;
-                st.child = Some(pid);
-                st.reboot = false;
-                st.status.state = if st.stopping {
-                    states::STOPPING
-                } else {
-                    states::RUNNING
-                }
-                .into();
-                st.status.instance_pid = Some(pid);
-                st.status.started_at = Some(now());
-                st.status.reason.clear();
-            });
-            if stop_now {
-                // A stop request raced with this boot: it wins.
-                let pid = Pid::from_raw(pid as i32);
-                let _ = kill(pid, Signal::SIGQUIT);
-                self.kill_after(pid, Duration::from_secs(2));
-            }
-            let status = child.wait();
-            crate::jail::remove_cgroup(&cgroup_name(&self.cfg.uuid));
-            let code = status.as_ref().ok().and_then(|s| s.code());
-            let mut st = crate::devices::bus::lock(&self.state);
-            st.child = None;
-            st.status.instance_pid = None;
-            let restart = !st.stopping && (st.reboot || code == Some(RESET_EXIT));
-            if restart {
-                st.status.reason = "guest rebooted".into();
-                self.save(&st);
-                // A guest that resets right away (triple faults at boot, say) is
-                // restarted with a growing pause, so it cannot spin a CPU; a stop
-                // request ends the pause.
-                quick_resets = if booted.elapsed() < QUICK_RESET {
-                    quick_resets + 1
-                } else {
-                    0
-                };
-                if quick_resets > 3 {
-                    let pause = RESTART_BACKOFF_MAX
-                        .min(Duration::from_millis(100 << (quick_resets - 3).min(6)));
-                    log::warn!("guest reset {quick_resets} times in a row within {QUICK_RESET:?}; restarting in {pause:?}");
-                    let _ = self
-                        .changed
-                        .wait_timeout_while(st, pause, |s| !s.stopping)
-                        .map(|(st, _)| drop(st));
-                }
-                continue;
-            }
-            let (state, reason, exit) = match (st.stopping, code) {
-                (true, _) | (false, Some(0)) => (states::STOPPED, "stopped".to_owned(), 0),
-                (false, Some(c)) => (states::FAILED, format!("vmm exited with status {c}"), 1),
-                (false, None) => (states::FAILED, format!("vmm killed: {status:?}"), 1),
-            };
-            st.status.state = state.into();
-            st.status.reason = reason;
-            self.save(&st);
-            self.changed.notify_all();
-            return exit;
-        }
-    }
-
-    fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, reboot: bool) {
+    fn request_stop(self: &Arc<Self>, force: bool, grace: Duration, then: AfterStop) {
         let pid = {
-            let mut st = crate::devices::bus::lock(&self.state);
-            if reboot {
-                st.reboot = true;
-            } else {
-                st.stopping = true;
-                st.status.state = states::STOPPING.into();
+            let mut st = lock(&self.state);
+            st.pending.ask(then);
+            if then == AfterStop::Exit {
+                st.status.state = State::Stopping;
                 self.save(&st);
             }
             st.child
@@ -359,7 +441,7 @@ impl Monitor {
     fn kill_after(self: &Arc<Self>, pid: Pid, grace: Duration) {
         let me = self.clone();
         std::thread::spawn(move || {
-            let st = crate::devices::bus::lock(&me.state);
+            let st = lock(&me.state);
             let (st, timeout) = me
                 .changed
                 .wait_timeout_while(st, grace, |s| s.child == Some(pid.as_raw() as u32))
@@ -370,106 +452,6 @@ impl Monitor {
             }
         });
     }
-
-    fn handle(self: &Arc<Self>, req: MonitorRequest, stream: &UnixStream) -> MonitorResponse {
-        let ok = |message: &str| MonitorResponse {
-            ok: true,
-            message: message.into(),
-            status: None,
-        };
-        match req {
-            MonitorRequest::Status => MonitorResponse {
-                status: Some(crate::devices::bus::lock(&self.state).status.clone()),
-                ..ok("")
-            },
-            MonitorRequest::Stop {
-                force,
-                timeout_secs,
-            } => {
-                self.request_stop(force, Duration::from_secs(timeout_secs.into()), false);
-                ok("stopping")
-            }
-            MonitorRequest::Reboot { force } => {
-                self.request_stop(force, Duration::from_secs(30), true);
-                ok("rebooting")
-            }
-            MonitorRequest::Console => {
-                let mut line = serde_json::to_vec(&ok("console")).unwrap_or_default();
-                line.push(b'\n');
-                let fds = [self.console.as_raw_fd()];
-                let cmsg = [ControlMessage::ScmRights(&fds)];
-                let iov = [std::io::IoSlice::new(&line)];
-                if let Err(e) =
-                    sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-                {
-                    log::warn!("handing over the console: {e}");
-                }
-                // Already answered, with the fd attached.
-                MonitorResponse {
-                    ok: true,
-                    message: String::new(),
-                    status: None,
-                }
-            }
-        }
-    }
-
-    fn serve(self: &Arc<Self>, listener: UnixListener) {
-        for stream in listener.incoming().flatten() {
-            let me = self.clone();
-            std::thread::spawn(move || {
-                let Ok(read) = stream.try_clone() else { return };
-                for line in BufReader::new(read).lines() {
-                    let Ok(line) = line else { return };
-                    let console = line.contains("\"console\"");
-                    let resp = match serde_json::from_str::<MonitorRequest>(&line) {
-                        Ok(req) => me.handle(req, &stream),
-                        Err(e) => MonitorResponse {
-                            ok: false,
-                            message: format!("bad request: {e}"),
-                            status: None,
-                        },
-                    };
-                    if console && resp.message.is_empty() {
-                        continue;
-                    }
-                    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-                    out.push(b'\n');
-                    if (&stream).write_all(&out).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
-}
-
-fn read_config(path: &Path) -> Result<InstanceConfig, InstanceError> {
-    let bad = |reason: String| InstanceError::Config {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
-}
-
-/// Own session, stdio away from the parent's, so init dying cannot hurt the monitor;
-/// log lines go to the instance's monitor.log.
-fn detach(log: &Path) -> Result<(), InstanceError> {
-    let _ = nix::unistd::setsid();
-    let null = std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(io_err(format!("opening {}", log.display())))?;
-    for (fd, target) in [(&null, 0), (&out, 1), (&out, 2)] {
-        // SAFETY: dup2 onto the stdio numbers, from descriptors this function owns.
-        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
-            return Err(io_err("redirecting stdio")(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
 }
 
 fn raw_pty() -> Result<(OwnedFd, PathBuf), InstanceError> {
@@ -490,70 +472,38 @@ fn raw_pty() -> Result<(OwnedFd, PathBuf), InstanceError> {
     Ok((pty.master, name))
 }
 
-/// Entry point of `vmm instance`; returns the process exit code (see the contract).
+/// Entry point of `vmm monitor`; returns the process exit code (see the contract).
 pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
-    let cfg = read_config(config_path)?;
-    detach(&cfg.pool.join(&cfg.uuid).join("monitor.log"))?;
+    let cfg = contract::read_config(config_path)?;
+    contract::detach(&contract::monitor_log_path(&cfg.pool, &cfg.uuid))?;
     if !matches!(cfg.spec.kind, Kind::Hvm(_)) {
         return Err(InstanceError::Config {
             path: config_path.to_owned(),
             reason: format!("instance {} is not an HVM instance", cfg.spec.name),
         });
     }
-    std::fs::create_dir_all(&cfg.run_dir)
-        .map_err(io_err(format!("creating {}", cfg.run_dir.display())))?;
     // First of all: a live monitor of this instance keeps it, and is never disturbed.
-    let lock_path = contract::lock_path(&cfg.run_dir, &cfg.uuid);
-    let mut lock = contract::MonitorLock::take(&lock_path).map_err(|e| match e {
-        contract::LockError::Io { path, source } => InstanceError::Io {
-            what: format!("locking {}", path.display()),
-            source,
-        },
-        contract::LockError::Held { path, pid } => InstanceError::Config {
-            path,
-            reason: format!("another monitor (pid {pid}) holds it: it owns this instance"),
-        },
-    })?;
-    let sock = contract::socket_path(&cfg.run_dir, &cfg.uuid);
-    if UnixStream::connect(&sock).is_ok() {
-        return Err(InstanceError::Config {
-            path: sock,
-            reason: "another monitor is already serving this instance".into(),
-        });
-    }
-    let _ = std::fs::remove_file(&sock);
-    let listener =
-        UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-    // Only root (init) may stop guests or take their consoles.
-    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io_err(format!("restricting {}", sock.display())))?;
-    let pidfile = contract::pidfile_path(&cfg.run_dir, &cfg.uuid);
-    spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
-        .map_err(io_err(format!("writing {}", pidfile.display())))?;
-
+    let (claim, server) = Claim::take(&cfg.run_dir, &cfg.uuid)?;
     let (console, console_slave) = raw_pty()?;
+    let mut status = MonitorStatus::provisioning(std::process::id());
+    status.details.insert("vmm".into(), "skerry".into());
     let monitor = Arc::new(Monitor {
-        state: Mutex::new(State {
-            status: MonitorStatus {
-                pid: std::process::id(),
-                state: states::PROVISIONING.into(),
-                instance_pid: None,
-                started_at: None,
-                reason: String::new(),
-                details: [("vmm".to_string(), "skerry".to_string())].into(),
-            },
+        state: Mutex::new(Shared {
+            status,
             child: None,
-            stopping: false,
-            reboot: false,
+            pending: Pending::default(),
         }),
         changed: Condvar::new(),
+        status_file: StatusFile::of(&cfg.pool, &cfg.uuid),
         console,
         console_slave,
         cfg,
     });
     {
         let m = monitor.clone();
-        std::thread::spawn(move || m.serve(listener));
+        std::thread::spawn(move || {
+            server.serve(move |req| contract::answer(&mut Guest::new(Arc::clone(&m)), req))
+        });
     }
     {
         // SIGTERM/SIGINT to the monitor: graceful stop of the guest.
@@ -563,13 +513,11 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
             set.add(Signal::SIGTERM);
             set.add(Signal::SIGINT);
             while set.wait().is_ok() {
-                m.request_stop(false, Duration::from_secs(30), false);
+                m.request_stop(false, REBOOT_GRACE, AfterStop::Exit);
             }
         });
     }
-    let code = monitor.run();
-    let _ = std::fs::remove_file(&sock);
-    let _ = std::fs::remove_file(&pidfile);
-    lock.release();
+    let code = contract::supervise(&mut Guest::new(Arc::clone(&monitor)));
+    claim.release();
     Ok(code)
 }

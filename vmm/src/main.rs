@@ -1,4 +1,5 @@
-//! `vmm`: boot one guest in the foreground, or run an instance for init.
+//! `vmm`: boot one guest in the foreground, or be the monitor of an HVM instance for
+//! init (`vmm monitor`).
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -17,7 +18,7 @@ use vmm::runner::{self, Console, StopPolicy};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// The guest as a JSON `VmConfig` (what `vmm instance` writes for its child),
+    /// The guest as a JSON `VmConfig` (what `vmm monitor` writes for its child),
     /// instead of --kernel, --initrd, --cmdline, --memory, --vcpus, --disk and --net.
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "memory", "vcpus", "disk", "net"])]
     config_file: Option<PathBuf>,
@@ -46,7 +47,7 @@ struct Cli {
     /// Seconds a guest gets to power off after SIGTERM before it is stopped.
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
-    /// Exit code when the guest resets (instance mode uses 3 to restart it).
+    /// Exit code when the guest resets (monitor mode uses 3 to restart it).
     #[arg(long, default_value_t = 0)]
     reset_exit_code: i32,
     /// Run jailed: new PID and mount namespaces with an empty root, unprivileged ids,
@@ -71,8 +72,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run an HVM instance for init (contract: spec::monitor).
-    Instance {
+    /// Run an HVM instance for init, as its monitor (contract: the `monitor` crate).
+    Monitor {
         /// `<pool>/<uuid>/config.json`.
         #[arg(long)]
         config: PathBuf,
@@ -131,7 +132,7 @@ fn parse_net(s: &str) -> Result<NetConfig> {
 
 fn real_main(started: Instant) -> Result<i32> {
     let cli = Cli::parse();
-    if let Some(Cmd::Instance { config }) = &cli.command {
+    if let Some(Cmd::Monitor { config }) = &cli.command {
         return Ok(vmm::instance::main(config)?);
     }
     let cfg = match &cli.config_file {
@@ -190,7 +191,7 @@ fn real_main(started: Instant) -> Result<i32> {
 /// The guest described by the human command line (`--kernel`, `--memory`, ...).
 fn config_from_args(cli: &Cli) -> Result<VmConfig> {
     let Some(kernel) = cli.kernel.clone() else {
-        bail!("--kernel is required (or --config-file FILE, or `vmm instance --config FILE`)");
+        bail!("--kernel is required (or --config-file FILE, or `vmm monitor --config FILE`)");
     };
     let memory = config::parse_size(&cli.memory).context("--memory")?;
     let disks = cli

@@ -1,12 +1,9 @@
-//! `vmm instance` on this machine's /dev/kvm: a tiny ELF "kernel" on an ext4 boot
+//! `vmm monitor` on this machine's /dev/kvm: a tiny ELF "kernel" on an ext4 boot
 //! disk (found pygrub-style), the monitor socket (status, console fd, stop), console
 //! log, monitor.json, and restart of a guest that resets.
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorResponse};
-use std::io::{IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use monitor::{self as contract, Client, InstanceConfig, MonitorRequest, MonitorResponse, State};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -123,9 +120,7 @@ impl Drop for Monitor {
         if self.child.try_wait().ok().flatten().is_some() {
             return;
         }
-        if let Ok(mut s) = UnixStream::connect(&self.socket) {
-            let _ = s.write_all(b"{\"op\":\"stop\",\"force\":true,\"timeout_secs\":0}\n");
-        }
+        let _ = Client::new(&self.socket).stop(true, Duration::ZERO);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -153,10 +148,10 @@ impl std::ops::DerefMut for Monitor {
 
 fn start_monitor(pool: &Pool) -> Monitor {
     let child = Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(["instance", "--config"])
+        .args(["monitor", "--config"])
         .arg(&pool.config_path)
         .spawn()
-        .expect("spawning vmm instance");
+        .expect("spawning vmm monitor");
     Monitor {
         child,
         socket: contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid),
@@ -164,38 +159,9 @@ fn start_monitor(pool: &Pool) -> Monitor {
 }
 
 fn request(pool: &Pool, req: &MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
-    let sock = contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid);
-    let mut stream =
-        UnixStream::connect(&sock).unwrap_or_else(|e| panic!("{}: {e}", sock.display()));
-    let mut line = serde_json::to_vec(req).unwrap();
-    line.push(b'\n');
-    stream.write_all(&line).unwrap();
-    let mut data = Vec::new();
-    let mut fd = None;
-    while !data.ends_with(b"\n") {
-        let mut buf = [0u8; 4096];
-        let mut cmsg = nix::cmsg_space!([i32; 1]);
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        for c in msg.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just installed this descriptor for us.
-                fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
-            }
-        }
-        if msg.bytes == 0 {
-            break;
-        }
-        let n = msg.bytes;
-        data.extend_from_slice(&buf[..n]);
-    }
-    (serde_json::from_slice(&data).expect("response line"), fd)
+    Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid)
+        .request(req)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -237,14 +203,14 @@ fn status_console_and_forced_stop() {
 
     let (resp, _) = request(&pool, &MonitorRequest::Status);
     let status = resp.status.expect("status");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, State::Running);
     let guest_pid = status.instance_pid.expect("instance pid");
     assert!(Path::new(&format!("/proc/{guest_pid}")).exists());
-    let on_disk: spec::monitor::MonitorStatus = serde_json::from_slice(
+    let on_disk: monitor::MonitorStatus = serde_json::from_slice(
         &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
     )
     .unwrap();
-    assert_eq!(on_disk.state, "running");
+    assert_eq!(on_disk.state, State::Running);
     let pidfile = contract::pidfile_path(&pool.cfg.run_dir, &pool.cfg.uuid);
     assert_eq!(
         std::fs::read_to_string(&pidfile).unwrap().trim(),
@@ -316,11 +282,11 @@ fn status_console_and_forced_stop() {
     );
     assert!(resp.ok);
     assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 0);
-    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+    let last: monitor::MonitorStatus = serde_json::from_slice(
         &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
     )
     .unwrap();
-    assert_eq!(last.state, "stopped");
+    assert_eq!(last.state, State::Stopped);
     assert!(
         !sock.exists() && !pidfile.exists(),
         "socket and pidfile removed"
@@ -355,11 +321,11 @@ fn a_reset_guest_is_restarted_until_stopped() {
     );
     assert!(resp.ok, "{resp:?}");
     assert_eq!(wait_exit(&mut monitor, Duration::from_secs(15)), 0);
-    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+    let last: monitor::MonitorStatus = serde_json::from_slice(
         &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
     )
     .unwrap();
-    assert_eq!(last.state, "stopped");
+    assert_eq!(last.state, State::Stopped);
 }
 
 #[test]
@@ -370,11 +336,11 @@ fn a_disk_without_a_kernel_fails_with_the_reason() {
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let mut monitor = start_monitor(&pool);
     assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 1);
-    let last: spec::monitor::MonitorStatus = serde_json::from_slice(
+    let last: monitor::MonitorStatus = serde_json::from_slice(
         &std::fs::read(contract::status_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
     )
     .unwrap();
-    assert_eq!(last.state, "failed");
+    assert_eq!(last.state, State::Failed);
     assert!(last.reason.contains("no ext4"), "{}", last.reason);
 }
 
@@ -399,7 +365,7 @@ fn a_second_monitor_of_the_same_instance_is_refused() {
     );
     // The first one was not disturbed.
     let (resp, _) = request(&pool, &MonitorRequest::Status);
-    assert_eq!(resp.status.expect("status").state, "running");
+    assert_eq!(resp.status.expect("status").state, State::Running);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! disk the guest reads and writes, plus a read-only one it cannot write, (c) a
 //! virtio-net interface pinging the host side of a tap, (d) SIGTERM to the VMM
 //! pressing the ACPI power button, which the guest answers by powering off, (e)
-//! `vmm instance` on a pool with a GPT boot disk (kernel + initrd found in its /boot),
+//! `vmm monitor` on a pool with a GPT boot disk (kernel + initrd found in its /boot),
 //! jailed, in a cgroup v2 like on a node.
 //!
 //! One host boot runs every scenario; the tests share it and each checks its part.
@@ -120,7 +120,7 @@ fn instance_config() -> String {
     )
     .expect("instance manifest")
     .remove(0);
-    let cfg = spec::monitor::InstanceConfig {
+    let cfg = monitor::InstanceConfig {
         uuid: INSTANCE_UUID.into(),
         pool: "/pool".into(),
         run_dir: "/run/skerry".into(),

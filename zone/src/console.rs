@@ -93,7 +93,7 @@ impl ConsoleLog {
     }
 }
 
-/// What an attached client sent, decoded per the relay protocol of `spec::monitor`.
+/// What an attached client sent, decoded per the relay protocol of `monitor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleInput {
     /// Bytes for the zone's console.
@@ -108,7 +108,7 @@ pub enum ConsoleInput {
 }
 
 /// Decodes one client's side of a console relay: raw bytes, or frames once the client
-/// opened with `spec::monitor::CONSOLE_FRAMED`.
+/// opened with `monitor::CONSOLE_FRAMED`.
 #[derive(Debug, Default)]
 pub struct RelayDecoder {
     mode: Mode,
@@ -127,7 +127,7 @@ enum Mode {
 impl RelayDecoder {
     /// Feeds bytes read from the client; returns what they complete, in order.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<ConsoleInput> {
-        use spec::monitor::{CONSOLE_FRAMED, FRAME_DATA, FRAME_WINSIZE};
+        use monitor::{CONSOLE_FRAMED, FRAME_DATA, FRAME_WINSIZE};
         if self.mode == Mode::Raw {
             return vec![ConsoleInput::Data(bytes.to_vec())];
         }
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn raw_clients_pass_through_and_framed_ones_are_decoded_across_reads() {
-        use spec::monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
+        use monitor::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
         let mut raw = RelayDecoder::default();
         assert_eq!(raw.feed(b"ls\r"), vec![data(b"ls\r")]);
         assert_eq!(raw.feed(CONSOLE_FRAMED), vec![data(CONSOLE_FRAMED)]);

@@ -63,6 +63,10 @@ pub enum ZoneError {
     /// Bad argument or configuration value.
     #[error("{0}")]
     Invalid(String),
+    /// The monitor could not set itself up: init's config, its stdio, or its claim
+    /// on the zone (another monitor owns it, or the lock, socket or pidfile failed).
+    #[error(transparent)]
+    Monitor(#[from] monitor::ProcessError),
 }
 
 impl ZoneError {

@@ -15,7 +15,7 @@ pub struct NicPlan {
     pub nic: Nic,
     /// The bridge its tag maps to.
     pub bridge: String,
-    /// Host end of the veth pair (see `spec::monitor::host_ifname`).
+    /// Host end of the veth pair (see `monitor::host_ifname`).
     pub host_if: String,
 }
 
@@ -204,7 +204,7 @@ mod tests {
                 mac: None,
             },
             bridge: "sk-admin".into(),
-            host_if: spec::monitor::host_ifname("0123abcd-0000-0000-0000-000000000000", 3),
+            host_if: monitor::host_ifname("0123abcd-0000-0000-0000-000000000000", 3),
         };
         assert!(p.temp_peer().len() <= 15);
         assert_ne!(p.temp_peer(), p.host_if);

@@ -72,8 +72,8 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .enumerate()
         .map(|(i, nic)| NicPlan {
             nic: nic.clone(),
-            bridge: spec::monitor::default_bridge_name(&nic.tag),
-            host_if: spec::monitor::host_ifname(&tag_id, i),
+            bridge: monitor::default_bridge_name(&nic.tag),
+            host_if: monitor::host_ifname(&tag_id, i),
         })
         .collect();
     let spec = LaunchSpec {

@@ -3,7 +3,7 @@
 mod common;
 use common::pool::*;
 use common::*;
-use spec::monitor::{self as contract, MonitorRequest};
+use monitor::{self as contract, MonitorRequest, State};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +24,7 @@ fn monitor_serves_status_console_and_stop() {
     ))
     .unwrap();
     assert_eq!(pidfile.trim(), child.id().to_string());
-    assert_eq!(pool.saved_status().state, "running");
+    assert_eq!(pool.saved_status().state, State::Running);
     let cgroup = cgroup_dir(&st);
     assert!(cgroup.exists(), "{}", cgroup.display());
     // The zone init is in the zone cgroup and its own pid namespace.
@@ -103,7 +103,7 @@ fn monitor_serves_status_console_and_stop() {
         "killed before the grace period"
     );
     let saved = pool.saved_status();
-    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert_eq!(saved.state, State::Stopped, "{saved:?}");
     assert!(
         !Path::new(&format!("/proc/{zpid}")).exists(),
         "zone init survived the stop"
@@ -120,11 +120,12 @@ fn zone_that_reboots_itself_is_restarted() {
     let mut child = pool.spawn();
     let _guard = MonitorGuard(&pool);
     let st = wait_for("the second boot", || {
-        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+        let s = monitor::Client::new(pool.socket())
+            .request(&MonitorRequest::Status)
             .ok()?
             .0
             .status?;
-        (s.state == "running" && s.details.get("boots").map(String::as_str) == Some("2"))
+        (s.state == State::Running && s.details.get("boots").map(String::as_str) == Some("2"))
             .then_some(s)
     });
     let boots = std::fs::read_to_string(pool.zone_dir().join("upper/boots")).unwrap();
@@ -136,11 +137,12 @@ fn zone_that_reboots_itself_is_restarted() {
     let (resp, _) = pool.request(MonitorRequest::Reboot { force: true });
     assert!(resp.ok);
     wait_for("the requested reboot", || {
-        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+        let s = monitor::Client::new(pool.socket())
+            .request(&MonitorRequest::Status)
             .ok()?
             .0
             .status?;
-        (s.state == "running" && s.details.get("boots").map(String::as_str) == Some("3"))
+        (s.state == State::Running && s.details.get("boots").map(String::as_str) == Some("3"))
             .then_some(())
     });
     let (resp, _) = pool.request(MonitorRequest::Stop {
@@ -174,7 +176,7 @@ fn monitor_survives_its_parent_being_killed() {
     parent.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let again = pool.status();
-    assert_eq!(again.state, "running");
+    assert_eq!(again.state, State::Running);
     assert_eq!(again.pid, st.pid, "the same monitor answers");
     assert_eq!(again.instance_pid, st.instance_pid);
     let (resp, _) = pool.request(MonitorRequest::Stop {
@@ -185,7 +187,7 @@ fn monitor_survives_its_parent_being_killed() {
     wait_for("the orphaned monitor to exit", || {
         (!Path::new(&format!("/proc/{}", st.pid)).exists()).then_some(())
     });
-    assert_eq!(pool.saved_status().state, "stopped");
+    assert_eq!(pool.saved_status().state, State::Stopped);
     assert_monitor_gone(&pool, &cgroup_dir(&st));
 }
 
@@ -196,7 +198,7 @@ fn init_that_exits_at_once_fails_clearly() {
     let mut child = pool.spawn();
     assert_eq!(wait_exit(&mut child), 1);
     let saved = pool.saved_status();
-    assert_eq!(saved.state, "failed");
+    assert_eq!(saved.state, State::Failed);
     assert!(saved.reason.contains("exited at once"), "{saved:?}");
     assert_monitor_gone(&pool, &cgroup_dir(&saved));
 }
@@ -208,7 +210,7 @@ fn missing_init_fails_clearly() {
     let mut child = pool.spawn();
     assert_eq!(wait_exit(&mut child), 1);
     let saved = pool.saved_status();
-    assert_eq!(saved.state, "failed");
+    assert_eq!(saved.state, State::Failed);
     assert!(
         saved
             .reason
@@ -230,7 +232,7 @@ fn power_off_from_inside_is_a_clean_stop() {
     let st = pool.wait_running();
     assert_eq!(wait_exit(&mut child), 0);
     let saved = pool.saved_status();
-    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert_eq!(saved.state, State::Stopped, "{saved:?}");
     assert!(saved.reason.contains("powered off"), "{saved:?}");
     // What the zone wrote on its console is in the console log.
     let log =
@@ -339,11 +341,12 @@ fn next_monitor_cleans_what_a_killed_one_left() {
 
     let mut second = pool.spawn();
     let st2 = wait_for("the second monitor's zone", || {
-        let s = zone::monitor::request(&pool.socket(), &MonitorRequest::Status)
+        let s = monitor::Client::new(pool.socket())
+            .request(&MonitorRequest::Status)
             .ok()?
             .0
             .status?;
-        (s.state == "running" && s.pid == second.id()).then_some(s)
+        (s.state == State::Running && s.pid == second.id()).then_some(s)
     });
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -383,7 +386,7 @@ fn next_monitor_cleans_what_a_killed_one_left() {
 }
 
 /// A console client's window size (at attach and after a resize) reaches the zone's
-/// pty through the framed relay protocol of `spec::monitor`.
+/// pty through the framed relay protocol of `monitor`.
 #[test]
 fn console_window_size_reaches_the_zone() {
     use contract::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA};
@@ -457,7 +460,7 @@ fn busybox_init_is_stopped_by_its_poweroff_signal() {
     assert!(took < Duration::from_secs(10), "the stop took {took:?}");
     assert!(pool.zone_dir().join("upper/shut-down-cleanly").exists());
     let saved = pool.saved_status();
-    assert_eq!(saved.state, "stopped", "{saved:?}");
+    assert_eq!(saved.state, State::Stopped, "{saved:?}");
     assert!(saved.reason.contains("powered off"), "{saved:?}");
     assert_monitor_gone(&pool, &cgroup_dir(&st));
 }
@@ -529,4 +532,44 @@ fn initctl_links_out_of_the_zone_are_not_followed() {
     let _ = std::io::Read::read_to_end(&mut reader, &mut got);
     assert!(got.is_empty(), "the host FIFO received {} bytes", got.len());
     assert_monitor_gone(&pool, &cgroup_dir(&st));
+}
+
+/// The monitor serves its socket from the same loop as the zone: a client that says
+/// nothing, or sends an endless line, must not hold that loop up.
+#[test]
+fn misbehaving_socket_clients_never_hold_up_the_monitor() {
+    use std::io::{Read, Write};
+    require_root();
+    let pool = Pool::new(&["/bin/sh"]);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    pool.wait_running();
+    let silent = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    let mut partial = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    partial.write_all(b"{\"op\":\"sta").unwrap();
+    let t = Instant::now();
+    assert_eq!(pool.status().state, State::Running);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let mut long = std::os::unix::net::UnixStream::connect(pool.socket()).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = long.write_all(&vec![b'x'; contract::MAX_REQUEST_LINE + 4096]);
+    let mut answer = String::new();
+    let _ = long.read_to_string(&mut answer);
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("longer than"),
+        "{answer:?}"
+    );
+    // The half-sent request completes and is answered in turn.
+    partial.write_all(b"tus\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&partial), &mut line).unwrap();
+    assert!(line.contains("\"state\":\"running\""), "{line}");
+    drop(silent);
+    let (resp, _) = pool.request(MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
 }

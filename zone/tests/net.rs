@@ -13,8 +13,8 @@ fn zones_on_one_bridge_reach_each_other_and_other_tags_do_not() {
     let tag_a = unique("a");
     let tag_b = unique("b");
     let (bridge_a, bridge_b) = (
-        spec::monitor::default_bridge_name(&tag_a),
-        spec::monitor::default_bridge_name(&tag_b),
+        monitor::default_bridge_name(&tag_a),
+        monitor::default_bridge_name(&tag_b),
     );
     let _guards = (BridgeGuard(bridge_a.clone()), BridgeGuard(bridge_b.clone()));
 
@@ -109,7 +109,7 @@ fn dhcp_nic_runs_the_images_dhcp_client() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let rootfs = r.path().to_str().unwrap();
     let tag = unique("d");
-    let _guard = BridgeGuard(spec::monitor::default_bridge_name(&tag));
+    let _guard = BridgeGuard(monitor::default_bridge_name(&tag));
 
     // Zone A serves DHCP (busybox udhcpd) on the bridge.
     let server = Command::new(ZONE)
@@ -123,7 +123,7 @@ fn dhcp_nic_runs_the_images_dhcp_client() {
         .spawn()
         .unwrap();
     let server_pid = server.id();
-    let bridge = spec::monitor::default_bridge_name(&tag);
+    let bridge = monitor::default_bridge_name(&tag);
     let deadline = Instant::now() + Duration::from_secs(10);
     while bridge_ports(&bridge).is_empty() {
         assert!(

@@ -126,7 +126,7 @@ fn result_of(pool: &Pool) -> String {
 }
 
 fn stop(pool: &Pool, child: &mut std::process::Child) {
-    let (resp, _) = pool.request(spec::monitor::MonitorRequest::Stop {
+    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
         force: true,
         timeout_secs: 0,
     });
@@ -194,11 +194,8 @@ fn btrfs_qgroup_limits_the_zones_writable_layer() {
         z.quota = None;
     }
     std::fs::remove_file(zone_dir.join("upper/result")).unwrap();
-    spec::atomic::write_json_atomic(
-        &spec::monitor::config_path(pool.dir(), &config.uuid),
-        &config,
-    )
-    .unwrap();
+    spec::atomic::write_json_atomic(&monitor::config_path(pool.dir(), &config.uuid), &config)
+        .unwrap();
     let mut child = pool.spawn();
     let st = pool.wait_running();
     assert!(!st.details.contains_key("quota"), "{:?}", st.details);

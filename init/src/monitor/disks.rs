@@ -3,7 +3,7 @@
 //! the other disks blank and sparse. Existing disks are grown, never shrunk or
 //! rewritten: they hold the guest's data.
 
-use spec::monitor::disk_path;
+use monitor::disk_path;
 use spec::HvmSpec;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -1,14 +1,13 @@
-//! The real [`Runtime`]: `zone monitor` and `vmm instance` processes, per the contract
-//! in `spec::monitor`.
+//! The real [`Runtime`]: `zone monitor` and `vmm monitor` processes, per the contract
+//! of the `monitor` crate, whose [`Client`] is the only way init talks to them.
 
-pub mod client;
 pub mod disks;
 pub mod watch;
 
 use crate::node_config::NodeConfig;
 use crate::pool::{InstanceRecord, Pool};
 use crate::runtime::{ResolvedImage, Runtime, RuntimeError};
-use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus};
+use monitor::{self as contract, Claim, Client, ClientError, InstanceConfig, MonitorStatus};
 use spec::Kind;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -17,9 +16,6 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// How long a monitor has to answer one socket request.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Spawns and talks to the `zone` and `vmm` binaries.
 pub struct MonitorRuntime {
@@ -48,28 +44,17 @@ impl MonitorRuntime {
         }
     }
 
-    fn socket(&self, uuid: &str) -> PathBuf {
-        contract::socket_path(&self.run_dir, uuid)
+    /// The client of instance `uuid`'s monitor.
+    fn client(&self, uuid: &str) -> Client {
+        Client::for_instance(&self.run_dir, uuid)
     }
+}
 
-    fn ask(
-        &self,
-        rec: &InstanceRecord,
-        req: &MonitorRequest,
-    ) -> Result<spec::monitor::MonitorResponse, RuntimeError> {
-        let resp = client::request(&self.socket(&rec.uuid), req, SOCKET_TIMEOUT).map_err(|e| {
-            RuntimeError::Monitor {
-                instance: rec.name.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        if !resp.ok {
-            return Err(RuntimeError::Monitor {
-                instance: rec.name.clone(),
-                message: resp.message,
-            });
-        }
-        Ok(resp)
+/// A monitor's failure to answer, as the runtime reports it for `rec`.
+fn monitor_error(rec: &InstanceRecord) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
+    move |e| RuntimeError::Monitor {
+        instance: rec.name.clone(),
+        message: e.to_string(),
     }
 }
 
@@ -127,14 +112,14 @@ impl Runtime for MonitorRuntime {
             instance: rec.name.clone(),
             message,
         };
-        let (bin, verb) = match rec.spec.kind {
-            Kind::Zone(_) => (&self.zone_bin, "monitor"),
-            Kind::Hvm(_) => (&self.vmm_bin, "instance"),
+        let bin = match rec.spec.kind {
+            Kind::Zone(_) => &self.zone_bin,
+            Kind::Hvm(_) => &self.vmm_bin,
         };
         let config = contract::config_path(self.pool.root(), &rec.uuid);
         // The monitor must outlive us and never depend on our stdio: its output goes
         // to a log beside the instance.
-        let log_path = self.pool.instance_dir(&rec.uuid).join("monitor.log");
+        let log_path = contract::monitor_log_path(self.pool.root(), &rec.uuid);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -144,7 +129,7 @@ impl Runtime for MonitorRuntime {
             .try_clone()
             .map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
         let mut cmd = Command::new(bin);
-        cmd.arg(verb)
+        cmd.arg("monitor")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -166,31 +151,18 @@ impl Runtime for MonitorRuntime {
     }
 
     fn find_running(&self, uuid: &str) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(contract::pidfile_path(&self.run_dir, uuid))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
+        let pid = Claim::recorded_pid(&self.run_dir, uuid)?;
         if !watch::alive(pid) {
             return None;
         }
-        let resp =
-            client::request(&self.socket(uuid), &MonitorRequest::Status, SOCKET_TIMEOUT).ok()?;
+        let st = self.client(uuid).status().ok()?;
         // A stale pidfile whose pid was reused answers nothing, or answers with
         // another pid: only a monitor that confirms its own pid is adopted.
-        match resp.status {
-            Some(st) if st.pid == pid => Some(pid),
-            _ => None,
-        }
+        (st.pid == pid).then_some(pid)
     }
 
     fn status(&self, rec: &InstanceRecord) -> Result<MonitorStatus, RuntimeError> {
-        self.ask(rec, &MonitorRequest::Status)?
-            .status
-            .ok_or_else(|| RuntimeError::Monitor {
-                instance: rec.name.clone(),
-                message: "status answer without a status".into(),
-            })
+        self.client(&rec.uuid).status().map_err(monitor_error(rec))
     }
 
     fn stop(
@@ -199,27 +171,25 @@ impl Runtime for MonitorRuntime {
         force: bool,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        let timeout_secs = timeout.as_secs().min(u32::MAX as u64) as u32;
-        self.ask(
-            rec,
-            &MonitorRequest::Stop {
-                force,
-                timeout_secs,
-            },
-        )
-        .map(|_| ())
+        self.client(&rec.uuid)
+            .stop(force, timeout)
+            .map(drop)
+            .map_err(monitor_error(rec))
     }
 
     fn reboot(&self, rec: &InstanceRecord, force: bool) -> Result<(), RuntimeError> {
-        self.ask(rec, &MonitorRequest::Reboot { force }).map(|_| ())
+        self.client(&rec.uuid)
+            .reboot(force)
+            .map(drop)
+            .map_err(monitor_error(rec))
     }
 
     fn console(&self, rec: &InstanceRecord) -> Result<OwnedFd, RuntimeError> {
-        client::console(&self.socket(&rec.uuid), SOCKET_TIMEOUT).map_err(|e| {
-            RuntimeError::Monitor {
+        self.client(&rec.uuid)
+            .console()
+            .map_err(|e| RuntimeError::Monitor {
                 instance: rec.name.clone(),
                 message: format!("console: {e}"),
-            }
-        })
+            })
     }
 }

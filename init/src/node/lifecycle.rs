@@ -3,12 +3,13 @@
 use super::{Entry, Node};
 use crate::monitor::watch::{self, Exit};
 use crate::runtime::RuntimeError;
-use spec::api::states;
+use monitor::StatusFile;
+use spec::State;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Monitor exit code: the instance asked to reboot (spec::monitor).
-const EXIT_REBOOT: i32 = 3;
+/// Monitor exit code: the instance asked to reboot.
+const EXIT_REBOOT: i32 = monitor::exit::REBOOT;
 
 impl Node {
     /// Starts an instance's monitor (unless one runs) and waits for it to report
@@ -23,11 +24,11 @@ impl Node {
         if self.entry(uuid).is_some_and(|e| e.pid != 0) {
             return Ok(());
         }
-        self.set_state(uuid, states::PROVISIONING, "starting");
+        self.set_state(uuid, State::Provisioning, "starting");
         match self.spawn_monitor(uuid) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.set_state(uuid, states::FAILED, &e.to_string());
+                self.set_state(uuid, State::Failed, &e.to_string());
                 log::error!("{}: {e}", entry.name);
                 Err(e)
             }
@@ -67,11 +68,11 @@ impl Node {
                 });
             }
             if let Ok(st) = self.runtime.status(&rec) {
-                if st.state == states::RUNNING {
-                    self.set_state(uuid, states::RUNNING, "");
+                if st.state == State::Running {
+                    self.set_state(uuid, State::Running, "");
                     return Ok(());
                 }
-                if st.state == states::FAILED {
+                if st.state == State::Failed {
                     return Err(RuntimeError::Spawn {
                         instance: rec.name.clone(),
                         message: st.reason,
@@ -91,9 +92,9 @@ impl Node {
 
     /// The reason the monitor left in monitor.json, or `fallback`.
     fn exit_reason(&self, uuid: &str, fallback: &str) -> String {
-        std::fs::read(spec::monitor::status_path(self.pool.root(), uuid))
+        StatusFile::of(self.pool.root(), uuid)
+            .read()
             .ok()
-            .and_then(|d| serde_json::from_slice::<spec::monitor::MonitorStatus>(&d).ok())
             .map(|s| s.reason)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| fallback.to_string())
@@ -116,12 +117,12 @@ impl Node {
         });
         let pid = entry.pid;
         if pid == 0 {
-            if entry.rec.state != states::STOPPED {
-                self.set_state(uuid, states::STOPPED, "stopped");
+            if entry.rec.state != State::Stopped {
+                self.set_state(uuid, State::Stopped, "stopped");
             }
             return Ok(());
         }
-        self.set_state(uuid, states::STOPPING, "");
+        self.set_state(uuid, State::Stopping, "");
         if let Err(e) = self.runtime.stop(&entry.rec, force, timeout) {
             log::warn!("{e}; killing the monitor");
             kill_session(pid);
@@ -144,7 +145,7 @@ impl Node {
         let settle = Instant::now() + Duration::from_secs(2);
         while self
             .entry(uuid)
-            .is_some_and(|e| e.pid == pid || e.rec.state != states::STOPPED)
+            .is_some_and(|e| e.pid == pid || e.rec.state != State::Stopped)
             && Instant::now() < settle
         {
             std::thread::sleep(Duration::from_millis(20));
@@ -155,8 +156,8 @@ impl Node {
             }
         });
         // The watcher usually got there first, with the monitor's own reason.
-        if settled.is_some_and(|r| r.state != states::STOPPED) {
-            self.set_state(uuid, states::STOPPED, "stopped");
+        if settled.is_some_and(|r| r.state != State::Stopped) {
+            self.set_state(uuid, State::Stopped, "stopped");
         }
         Ok(())
     }
@@ -185,8 +186,8 @@ impl Node {
         let clean = match exit {
             Exit::Code(0) => true,
             Exit::Unknown => self
-                .runtime_status_file(uuid)
-                .is_some_and(|s| s == states::STOPPED),
+                .last_monitor_state(uuid)
+                .is_some_and(|s| s == State::Stopped),
             _ => false,
         };
         let policy = &self.opts.restart;
@@ -210,7 +211,7 @@ impl Node {
         };
         if !rec.want_running {
             let why = if clean { reason } else { "stopped".to_string() };
-            self.set_state(uuid, states::STOPPED, &why);
+            self.set_state(uuid, State::Stopped, &why);
             return;
         }
         if exit == Exit::Code(EXIT_REBOOT) {
@@ -221,7 +222,7 @@ impl Node {
         if failures > policy.max_failures {
             self.set_state(
                 uuid,
-                states::FAILED,
+                State::Failed,
                 &format!(
                     "{reason}; gave up after {} quick restarts",
                     policy.max_failures
@@ -232,15 +233,16 @@ impl Node {
         let delay = backoff(policy.initial_backoff, policy.max_backoff, failures);
         self.set_state(
             uuid,
-            states::FAILED,
+            State::Failed,
             &format!("{reason}; restarting in {delay:?}"),
         );
         self.schedule_start(uuid, entry.generation, delay);
     }
 
-    fn runtime_status_file(&self, uuid: &str) -> Option<String> {
-        let d = std::fs::read(spec::monitor::status_path(self.pool.root(), uuid)).ok()?;
-        serde_json::from_slice::<spec::monitor::MonitorStatus>(&d)
+    /// The state the monitor last left in monitor.json.
+    fn last_monitor_state(&self, uuid: &str) -> Option<State> {
+        StatusFile::of(self.pool.root(), uuid)
+            .read()
             .ok()
             .map(|s| s.state)
     }

@@ -15,7 +15,7 @@ use crate::console::{self, Timeline};
 use crate::manifests::Manifests;
 use crate::pool::{InstanceRecord, Pool};
 use crate::runtime::{Images, Runtime};
-use spec::api::states;
+use spec::State;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,10 +32,17 @@ pub struct Change {
     pub uuid: String,
     /// `zone` or `hvm`.
     pub kind: String,
-    /// New state (`spec::api::states`, or `deleted`).
-    pub state: String,
+    /// New state; `None` when the instance was deleted.
+    pub state: Option<State>,
     /// Why.
     pub reason: String,
+}
+
+impl Change {
+    /// The state as `InstanceChanged` names it: a [`State`], or `deleted`.
+    pub fn state_name(&self) -> &'static str {
+        self.state.map_or("deleted", State::as_str)
+    }
 }
 
 /// Restart policy for monitors that die while their instance is wanted running.
@@ -183,15 +190,13 @@ impl Node {
             if boot {
                 rec.want_running = rec.spec.autoboot;
             }
-            let was = rec.state.clone();
+            let was = rec.state;
             if pid != 0 {
                 log::info!("re-adopted monitor {pid} of {}", rec.name);
-                rec.state = states::RUNNING.into();
-            } else if was == states::RUNNING
-                || was == states::PROVISIONING
-                || was == states::STOPPING
+                rec.state = State::Running;
+            } else if was == State::Running || was == State::Provisioning || was == State::Stopping
             {
-                rec.state = states::STOPPED.into();
+                rec.state = State::Stopped;
                 rec.reason = "its monitor was gone when init started".into();
             }
             let uuid = rec.uuid.clone();
@@ -219,30 +224,33 @@ impl Node {
 
     /// Sets an instance's state and reason, persists it, prints the console line and
     /// announces the change.
-    fn set_state(&self, uuid: &str, state: &str, reason: &str) {
+    fn set_state(&self, uuid: &str, state: State, reason: &str) {
         let rec = {
             let mut t = self.table();
             let Some(e) = t.get_mut(uuid) else { return };
             if e.rec.state == state && e.rec.reason == reason {
                 return;
             }
-            e.rec.state = state.to_string();
+            e.rec.state = state;
             e.rec.reason = reason.to_string();
             e.rec.clone()
         };
         self.persist(&rec);
-        self.announce(&rec.name, &rec.uuid, &rec.kind, state, reason);
+        self.announce(&rec.name, &rec.uuid, &rec.kind, Some(state), reason);
     }
 
-    fn announce(&self, name: &str, uuid: &str, kind: &str, state: &str, reason: &str) {
-        console::instance_line(name, kind, state, reason);
-        let _ = self.events.send(Change {
+    /// Prints the console line of a change and sends it to subscribers; `state` is
+    /// `None` for a deleted instance.
+    fn announce(&self, name: &str, uuid: &str, kind: &str, state: Option<State>, reason: &str) {
+        let change = Change {
             name: name.into(),
             uuid: uuid.into(),
             kind: kind.into(),
-            state: state.into(),
+            state,
             reason: reason.into(),
-        });
+        };
+        console::instance_line(name, kind, change.state_name(), reason);
+        let _ = self.events.send(change);
     }
 
     fn persist(&self, rec: &InstanceRecord) {
@@ -289,7 +297,7 @@ mod tests {
     use super::*;
     use crate::manifests::{Loaded, Manifests};
     use crate::runtime::{ResolvedImage, RuntimeError};
-    use spec::monitor::MonitorStatus;
+    use monitor::MonitorStatus;
     use spec::{ImageRef, InstanceSpec};
     use std::os::fd::OwnedFd;
     use std::path::Path;
@@ -315,7 +323,7 @@ mod tests {
         fn status(&self, _: &InstanceRecord) -> Result<MonitorStatus, RuntimeError> {
             Ok(MonitorStatus {
                 pid: 0,
-                state: states::RUNNING.into(),
+                state: State::Running,
                 instance_pid: None,
                 started_at: None,
                 reason: String::new(),
@@ -395,10 +403,10 @@ mod tests {
                 .await
                 .expect("state changes keep coming until it gives up")
                 .unwrap();
-            if ch.state == states::RUNNING {
+            if ch.state == Some(State::Running) {
                 runs += 1;
             }
-            if ch.state == states::FAILED && ch.reason.contains("gave up") {
+            if ch.state == Some(State::Failed) && ch.reason.contains("gave up") {
                 break ch;
             }
         };
@@ -409,13 +417,13 @@ mod tests {
             "{last:?}"
         );
         let row = node.list().pop().unwrap();
-        assert_eq!((row.state.as_str(), row.pid), ("failed", 0));
+        assert_eq!((row.state, row.pid), (State::Failed, 0));
         // An explicit start tries again from scratch.
         let n = Arc::clone(&node);
         tokio::task::spawn_blocking(move || n.start("loop"))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(node.list().pop().unwrap().state, "running");
+        assert_eq!(node.list().pop().unwrap().state, State::Running);
     }
 }

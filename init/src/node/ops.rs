@@ -320,7 +320,7 @@ fn summary(e: &super::Entry) -> InstanceSummary {
         name: e.rec.name.clone(),
         uuid: e.rec.uuid.clone(),
         kind: e.rec.kind.clone(),
-        state: e.rec.state.clone(),
+        state: e.rec.state,
         image: spec::manifest::image_text(&e.rec.spec.image),
         memory: e.rec.spec.memory,
         autoboot: e.rec.spec.autoboot,

@@ -4,7 +4,8 @@ use super::{Entry, Node};
 use crate::plan::{self, Action, Actual, Step};
 use crate::pool::{allocate_id_range, unix_now, InstanceRecord};
 use crate::runtime::RuntimeError;
-use spec::api::{states, PlanStep};
+use spec::api::PlanStep;
+use spec::State;
 use spec::{InstanceSpec, Kind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl Node {
                 uuid: uuid.clone(),
                 name: spec.name.clone(),
                 kind: kind.clone(),
-                state: states::PROVISIONING.into(),
+                state: State::Provisioning,
                 reason: "creating".into(),
                 want_running: false,
                 id_range_start,
@@ -187,7 +188,13 @@ impl Node {
             rec
         };
         self.persist(&rec);
-        self.announce(&rec.name, &uuid, &kind, states::PROVISIONING, "creating");
+        self.announce(
+            &rec.name,
+            &uuid,
+            &kind,
+            Some(State::Provisioning),
+            "creating",
+        );
         let provisioned = self.images.ensure(&spec.image).and_then(|image| {
             // Persisted with the state change below: one fsync'd write fewer per
             // instance, which adds up when a node provisions hundreds at once.
@@ -198,11 +205,11 @@ impl Node {
         });
         match provisioned {
             Ok(()) => {
-                self.set_state(&uuid, states::STOPPED, "created");
+                self.set_state(&uuid, State::Stopped, "created");
                 Ok(uuid)
             }
             Err(e) => {
-                self.set_state(&uuid, states::FAILED, &e.to_string());
+                self.set_state(&uuid, State::Failed, &e.to_string());
                 Err(e)
             }
         }
@@ -221,13 +228,7 @@ impl Node {
                 message: e.to_string(),
             })?;
         self.table().remove(uuid);
-        self.announce(
-            &entry.rec.name,
-            uuid,
-            &entry.rec.kind,
-            "deleted",
-            "data removed",
-        );
+        self.announce(&entry.rec.name, uuid, &entry.rec.kind, None, "data removed");
         Ok(())
     }
 }

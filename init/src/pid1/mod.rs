@@ -60,14 +60,16 @@ pub fn main() -> ! {
         console::say(&format!("init: internal error: {info}"));
     }));
     let mut boot = Boot::default();
+    // Why the root could not be moved off the initramfs, said once logging is up.
+    let mut switch_failure = None;
     if rootfs::needs_switch() {
         let t = Instant::now();
         // Returns only when it failed; zones then fail at pivot_root, said below.
         let err = rootfs::switch_to_tmpfs().err().unwrap_or_default();
-        std::env::set_var(
-            rootfs::SWITCHED_ENV,
-            format!("failed after {:?}: {err}", t.elapsed()),
-        );
+        let failure = format!("failed after {:?}: {err}", t.elapsed());
+        // Marks the switch as tried, for whatever this process execs later.
+        std::env::set_var(rootfs::SWITCHED_ENV, &failure);
+        switch_failure = Some(failure);
     }
     let errs = mounts::api_filesystems();
     attach_console();
@@ -81,10 +83,8 @@ pub fn main() -> ! {
     }
     std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
     console::say("init starting");
-    if let Ok(v) = std::env::var(rootfs::SWITCHED_ENV) {
-        if v.starts_with("failed") {
-            log::error!("moving the root off the initramfs {v}; zones cannot pivot_root");
-        }
+    if let Some(v) = switch_failure {
+        log::error!("moving the root off the initramfs {v}; zones cannot pivot_root");
     }
     // Ctrl-Alt-Del becomes SIGINT to us: a clean shutdown instead of an instant reset.
     let _ = nix::sys::reboot::set_cad_enabled(false);
@@ -167,7 +167,7 @@ pub fn main() -> ! {
         let daemon = if pool_ok {
             let opts = DaemonOptions {
                 pool: PathBuf::from(POOL_MOUNT),
-                run_dir: PathBuf::from(spec::monitor::DEFAULT_RUN_DIR),
+                run_dir: PathBuf::from(monitor::DEFAULT_RUN_DIR),
                 bus_address: None,
                 zone_bin: PathBuf::from("/bin/zone"),
                 vmm_bin: PathBuf::from("/bin/vmm"),

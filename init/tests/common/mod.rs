@@ -277,7 +277,7 @@ pub async fn state_of(conn: &zbus::Connection, name: &str) -> Option<(String, u3
     let rows: Vec<spec::api::InstanceSummary> = call(conn, "List", &()).await.unwrap();
     rows.into_iter()
         .find(|r| r.name == name)
-        .map(|r| (r.state, r.pid))
+        .map(|r| (r.state.to_string(), r.pid))
 }
 
 pub async fn wait_state(

@@ -6,7 +6,7 @@ use crate::idmap::IdMap;
 use crate::launch::LaunchSpec;
 use crate::net::NicPlan;
 use crate::rootfs::Upper;
-use spec::monitor::{self as contract, InstanceConfig};
+use monitor::{self as contract, InstanceConfig};
 
 /// Builds the launch description of a zone from init's config.
 pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {

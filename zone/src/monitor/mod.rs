@@ -1,41 +1,34 @@
 //! `zone monitor --config <pool>/<uuid>/config.json`: the per-zone process init spawns.
 //!
 //! It boots the zone described by [`InstanceConfig`], keeps `monitor.json` current,
-//! logs the console, serves the JSON-lines socket of `spec::monitor`, restarts a zone
-//! that rebooted itself, and exits per the contract: 0 after a clean stop or power-off,
-//! 1 on failure. It is a single-threaded poll loop, so it can fork zones at any time,
-//! and it depends on nothing of its parent: own session, stdio on its own log file.
+//! logs the console, serves the monitor socket (the `monitor` library's [`Server`],
+//! from this loop), restarts a zone that rebooted itself, and exits per the contract:
+//! 0 after a clean stop or power-off, 1 on failure. It is a single-threaded poll loop,
+//! so it can fork zones at any time, and it depends on nothing of its parent: own
+//! session, stdio on its own log file.
 
-mod client;
 mod config;
+mod instance;
 
-pub use client::{instance_dir, request};
 pub use config::launch_spec;
 
 use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
-use crate::error::{Context, Result, ZoneError};
+use crate::error::{Context, Result};
 use crate::halt;
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
 use crate::rootfs::{Stage, Upper};
+use monitor::{
+    self as contract, AfterStop, Claim, Connection, Ended, InstanceConfig, MonitorStatus, Pending,
+    Server, State, StatusFile,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{
-    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-};
-use spec::api::states;
-use spec::monitor::{
-    self as contract, InstanceConfig, LockError, MonitorLock, MonitorRequest, MonitorResponse,
-    MonitorStatus,
-};
-use std::collections::BTreeMap;
-use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A zone whose init exits sooner than this after starting, without being asked to,
 /// is reported as failed ("exits at once") instead of stopped.
@@ -45,47 +38,12 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// Entry point of `zone monitor`; returns the process exit code.
 pub fn main(config_path: &Path) -> Result<i32> {
-    let text = std::fs::read_to_string(config_path)
-        .ctx(|| format!("reading {}", config_path.display()))?;
-    let config: InstanceConfig = serde_json::from_str(&text)
-        .map_err(|e| ZoneError::Invalid(format!("{}: {e}", config_path.display())))?;
-    let dir = config.pool.join(&config.uuid);
-    detach(&dir.join("monitor.log"))?;
+    let config = contract::read_config(config_path)?;
+    contract::detach(&contract::monitor_log_path(&config.pool, &config.uuid))?;
     let mut monitor = Monitor::new(config)?;
     let code = monitor.run();
     monitor.shutdown();
     Ok(code)
-}
-
-/// Own session, stdio away from the parent's (so init dying cannot hurt us).
-fn detach(log: &Path) -> Result<()> {
-    let _ = nix::unistd::setsid(); // already a session leader when init spawned us so
-    let null = std::fs::File::open("/dev/null").ctx(|| "opening /dev/null".into())?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .ctx(|| format!("opening {}", log.display()))?;
-    // SAFETY: dup2 onto the stdio numbers of fds we own.
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(out.as_raw_fd(), 1);
-        libc::dup2(out.as_raw_fd(), 2);
-    }
-    Ok(())
-}
-
-/// What the monitor was asked to do with the running zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    None,
-    Stop,
-    Reboot,
-}
-
-struct Client {
-    stream: UnixStream,
-    buf: Vec<u8>,
 }
 
 /// Our end of one console relay, and how to read what its client sends.
@@ -95,14 +53,15 @@ struct Relay {
 }
 
 struct Monitor {
-    lock: MonitorLock,
+    /// The lock, socket and pidfile: given back at shutdown.
+    claim: Option<Claim>,
     config: InstanceConfig,
     spec: LaunchSpec,
     hierarchy: Hierarchy,
     stage: Stage,
-    listener: UnixListener,
+    server: Server,
     signals: SignalFd,
-    clients: Vec<Client>,
+    clients: Vec<Connection>,
     zone: Option<Zone>,
     pty: Option<Pty>,
     /// Our ends of the console relays handed out by `Console`: the monitor alone reads
@@ -110,7 +69,10 @@ struct Monitor {
     attached: Vec<Relay>,
     log: ConsoleLog,
     status: MonitorStatus,
+    status_file: StatusFile,
     pending: Pending,
+    /// How the last run ended, in words (`zone init exited with status 1`).
+    ended: String,
     kill_at: Option<Instant>,
     started: Instant,
     boots: u32,
@@ -124,33 +86,8 @@ impl Monitor {
     fn new(config: InstanceConfig) -> Result<Monitor> {
         let spec = launch_spec(&config)?;
         let dir = config.pool.join(&config.uuid);
-        std::fs::create_dir_all(&config.run_dir)
-            .ctx(|| format!("creating {}", config.run_dir.display()))?;
         // First of all: a live monitor of this zone keeps it, and is never disturbed.
-        let lock = MonitorLock::take(&contract::lock_path(&config.run_dir, &config.uuid)).map_err(
-            |e| match e {
-                LockError::Io { path, source } => {
-                    ZoneError::io(format!("locking {}", path.display()), source)
-                }
-                held => ZoneError::Invalid(held.to_string()),
-            },
-        )?;
-        let sock = contract::socket_path(&config.run_dir, &config.uuid);
-        if UnixStream::connect(&sock).is_ok() {
-            return Err(ZoneError::Invalid(format!(
-                "a monitor for {} already answers on {}",
-                config.uuid,
-                sock.display()
-            )));
-        }
-        let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).ctx(|| format!("binding {}", sock.display()))?;
-        listener
-            .set_nonblocking(true)
-            .ctx(|| "nonblocking socket".into())?;
-        let pidfile = contract::pidfile_path(&config.run_dir, &config.uuid);
-        spec::atomic::write_atomic(&pidfile, format!("{}\n", std::process::id()).as_bytes())
-            .ctx(|| format!("writing {}", pidfile.display()))?;
+        let (claim, server) = Claim::take(&config.run_dir, &config.uuid)?;
         let mut sigs = SigSet::empty();
         for s in [
             Signal::SIGTERM,
@@ -175,22 +112,16 @@ impl Monitor {
             &contract::console_log_path(&config.pool, &config.uuid),
             LOG_LIMIT,
         )?;
-        let status = MonitorStatus {
-            pid: std::process::id(),
-            state: states::PROVISIONING.into(),
-            instance_pid: None,
-            started_at: None,
-            reason: String::new(),
-            details: BTreeMap::new(),
-        };
+        let status = MonitorStatus::provisioning(std::process::id());
+        let status_file = StatusFile::of(&config.pool, &config.uuid);
         let halt_signal = halt::signal_for(&spec.image, &spec.command);
         Ok(Monitor {
-            lock,
+            claim: Some(claim),
             config,
             spec,
             hierarchy,
             stage,
-            listener,
+            server,
             signals,
             clients: vec![],
             zone: None,
@@ -198,7 +129,9 @@ impl Monitor {
             attached: Vec::new(),
             log,
             status,
-            pending: Pending::None,
+            status_file,
+            pending: Pending::default(),
+            ended: String::new(),
             kill_at: None,
             started: Instant::now(),
             boots: 0,
@@ -208,15 +141,13 @@ impl Monitor {
     }
 
     fn save(&mut self) {
-        let path = contract::status_path(&self.config.pool, &self.config.uuid);
-        if let Err(e) = spec::atomic::write_json_atomic(&path, &self.status) {
-            eprintln!("zone monitor: writing {}: {e}", path.display());
+        if let Err(e) = self.status_file.write(&self.status) {
+            eprintln!("zone monitor: {e}");
         }
     }
 
-    fn set_state(&mut self, state: &str, reason: impl Into<String>) {
-        self.status.state = state.into();
-        self.status.reason = reason.into();
+    fn set_state(&mut self, state: State, reason: impl Into<String>) {
+        self.status.set(state, reason);
         eprintln!(
             "zone monitor {}: {} {}",
             self.config.uuid, self.status.state, self.status.reason
@@ -267,67 +198,22 @@ impl Monitor {
         };
     }
 
-    /// Boots the zone once; on error records the failure.
-    fn boot(&mut self) -> Result<()> {
-        if self.quota.is_none() {
-            self.setup_quota()?;
-        }
-        let pty = Pty::open(self.spec.idmap.host_id(0))?;
-        let zone = launch::start(&self.spec, &mut self.stage, &self.hierarchy, Some(&pty))?;
-        self.boots += 1;
-        self.started = Instant::now();
-        self.status.instance_pid = Some(zone.pid.as_raw() as u32);
-        self.status.started_at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
-        let d = &mut self.status.details;
-        d.insert("cgroup".into(), zone.cgroup.describe());
-        d.insert("id_range_start".into(), self.spec.idmap.start.to_string());
-        d.insert("boots".into(), self.boots.to_string());
-        d.insert(
-            "console_log".into(),
-            contract::console_log_path(&self.config.pool, &self.config.uuid)
-                .display()
-                .to_string(),
-        );
-        d.insert(
-            "memory".into(),
-            self.spec
-                .limits
-                .memory
-                .map_or("none".into(), |m| m.to_string()),
-        );
-        d.insert("cpu_cap".into(), self.spec.limits.cpu_cap.to_string());
-        d.insert(
-            "pids".into(),
-            self.spec
-                .limits
-                .pids
-                .map_or("none".into(), |p| p.to_string()),
-        );
-        self.zone = Some(zone);
-        self.pty = Some(pty);
-        self.set_state(states::RUNNING, "");
-        Ok(())
-    }
-
-    /// The main loop; returns the exit code.
+    /// Boots the zone and supervises it (the `monitor` library's loop, see
+    /// `instance.rs`); returns the exit code.
     fn run(&mut self) -> i32 {
-        if let Err(e) = self.boot() {
-            self.set_state(states::FAILED, e.to_string());
-            return 1;
-        }
-        loop {
-            if let Some(code) = self.step() {
-                return code;
-            }
-        }
+        contract::supervise(self)
     }
 
-    /// One poll round; Some(exit code) when the monitor is done.
-    fn step(&mut self) -> Option<i32> {
-        let timeout = match self.kill_at {
+    /// One poll round; Some(how the run ended) when the zone's init is gone.
+    fn step(&mut self) -> Option<Ended> {
+        // Wake for the kill deadline, and for the first client to run out of time.
+        let wake = self
+            .clients
+            .iter()
+            .map(Connection::deadline)
+            .chain(self.kill_at)
+            .min();
+        let timeout = match wake {
             Some(t) => PollTimeout::try_from(
                 t.saturating_duration_since(Instant::now())
                     .as_millis()
@@ -339,7 +225,7 @@ impl Monitor {
         };
         let (listen_ready, sig_ready, zone_ready, console_ready, client_ready, attached_ready) = {
             let mut fds = vec![
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.server.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             ];
             let zone_fd = self.zone.as_ref().map(|z| z.pidfd.as_fd());
@@ -353,7 +239,7 @@ impl Monitor {
                 PollFlags::POLLIN,
             ));
             for c in &self.clients {
-                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
             }
             for a in &self.attached {
                 fds.push(PollFd::new(a.fd.as_fd(), PollFlags::POLLIN));
@@ -389,22 +275,21 @@ impl Monitor {
             while let Ok(Some(info)) = self.signals.read_signal() {
                 let sig = info.ssi_signo as i32;
                 if sig == Signal::SIGTERM as i32 || sig == Signal::SIGINT as i32 {
-                    self.request_stop(false, DEFAULT_GRACE, Pending::Stop);
+                    self.stop_zone(false, DEFAULT_GRACE, AfterStop::Exit);
                 }
             }
         }
+        self.serve_clients(&client_ready);
         if listen_ready {
-            while let Ok((stream, _)) = self.listener.accept() {
-                let _ = stream.set_nonblocking(true);
-                self.clients.push(Client {
-                    stream,
-                    buf: vec![],
-                });
-            }
-        }
-        for i in (0..client_ready.len()).rev() {
-            if client_ready[i] && !self.serve_client(i) {
-                self.clients.remove(i);
+            loop {
+                match self.server.accept() {
+                    Ok(Some(conn)) => self.clients.push(conn),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("zone monitor: {e}");
+                        break;
+                    }
+                }
             }
         }
         if let Some(t) = self.kill_at {
@@ -469,10 +354,10 @@ impl Monitor {
         true
     }
 
-    /// Stops the zone (SIGTERM, SIGKILL after `grace`; at once if `force`); `then`
-    /// says what follows: exit (Stop) or boot again (Reboot). A later stop wins over an
-    /// earlier reboot.
-    fn request_stop(&mut self, force: bool, grace: Duration, then: Pending) {
+    /// Stops the zone (its init's power-off request, SIGKILL after `grace`; at once if
+    /// `force`); `then` says what follows: exit or boot again. A stop wins over a
+    /// reboot (see [`Pending`]).
+    fn stop_zone(&mut self, force: bool, grace: Duration, then: AfterStop) {
         let Some(zone) = &self.zone else { return };
         let mut how = String::new();
         if force {
@@ -492,19 +377,18 @@ impl Monitor {
             let at = Instant::now() + grace;
             self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
         }
-        if self.pending != Pending::Stop {
-            self.pending = then;
-        }
-        let why = if self.pending == Pending::Reboot {
+        self.pending.ask(then);
+        let why = if self.pending.asked() == Some(AfterStop::Reboot) {
             "reboot requested"
         } else {
             "stop requested"
         };
-        self.set_state(states::STOPPING, format!("{why}{how}"));
+        self.set_state(State::Stopping, format!("{why}{how}"));
     }
 
-    /// The zone init is gone: decide between restart, stop and failure.
-    fn zone_exited(&mut self) -> Option<i32> {
+    /// The zone init is gone: cleans up after it and says how it ended (its words
+    /// are kept for the report).
+    fn zone_exited(&mut self) -> Option<Ended> {
         let mut zone = self.zone.take()?;
         let exit = match zone.try_wait(true) {
             Ok(Some(e)) => e,
@@ -531,41 +415,17 @@ impl Monitor {
         self.attached.clear();
         self.kill_at = None;
         self.status.instance_pid = None;
-        let pending = std::mem::replace(&mut self.pending, Pending::None);
-        let reason = format!("zone init {}", exit.describe());
-        let restart = pending == Pending::Reboot || (pending == Pending::None && exit.is_reboot());
-        if restart {
-            self.set_state(states::PROVISIONING, format!("restarting: {reason}"));
-            if let Err(e) = self.boot() {
-                self.set_state(states::FAILED, format!("restart failed: {e}"));
-                return Some(1);
-            }
-            return None;
-        }
-        if pending == Pending::Stop {
-            // How the init answered the stop: busybox init, for one, takes SIGTERM
-            // as "reboot", which must not read as if the zone rebooted on its own.
-            self.set_state(states::STOPPED, format!("stopped on request; {reason}"));
-            return Some(0);
-        }
-        let clean = matches!(
+        self.ended = format!("zone init {}", exit.describe());
+        Some(if exit.is_reboot() {
+            Ended::Reboot
+        } else if matches!(
             exit,
             ZoneExit::Exited(0) | ZoneExit::Signaled(Signal::SIGINT)
-        );
-        if self.started.elapsed() < EARLY_EXIT && !clean {
-            self.set_state(
-                states::FAILED,
-                format!("zone init {:?} exited at once: {reason}", self.spec.command),
-            );
-            return Some(1);
-        }
-        if clean {
-            self.set_state(states::STOPPED, reason);
-            Some(0)
+        ) {
+            Ended::Clean
         } else {
-            self.set_state(states::FAILED, reason);
-            Some(1)
-        }
+            Ended::Failed
+        })
     }
 
     fn log_size(&self) -> u64 {
@@ -577,130 +437,15 @@ impl Monitor {
         .unwrap_or(0)
     }
 
-    /// Reads request lines from client `i`; false when the client is gone.
-    fn serve_client(&mut self, i: usize) -> bool {
-        let mut chunk = [0u8; 4096];
-        let n = match self.clients[i].stream.read(&mut chunk) {
-            Ok(0) => return false,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        };
-        self.clients[i].buf.extend_from_slice(&chunk[..n]);
-        while let Some(pos) = self.clients[i].buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.clients[i].buf.drain(..=pos).collect();
-            let (resp, fd) = match serde_json::from_slice::<MonitorRequest>(&line) {
-                Ok(req) => self.handle(req),
-                Err(e) => (reply(false, format!("bad request: {e}")), None),
-            };
-            let mut text = serde_json::to_vec(&resp).unwrap_or_default();
-            text.push(b'\n');
-            let stream = &self.clients[i].stream;
-            let _ = stream.set_nonblocking(false);
-            let sent = match fd {
-                Some(fd) => {
-                    let fds = [fd.as_raw_fd()];
-                    let cmsg = [ControlMessage::ScmRights(&fds)];
-                    sendmsg::<()>(
-                        stream.as_raw_fd(),
-                        &[IoSlice::new(&text)],
-                        &cmsg,
-                        MsgFlags::empty(),
-                        None,
-                    )
-                    .is_ok()
-                }
-                None => (&self.clients[i].stream).write_all(&text).is_ok(),
-            };
-            let _ = self.clients[i].stream.set_nonblocking(true);
-            if !sent {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn handle(&mut self, req: MonitorRequest) -> (MonitorResponse, Option<OwnedFd>) {
-        match req {
-            MonitorRequest::Status => {
-                if let Some(z) = &self.zone {
-                    if let Ok(u) = z.cgroup.cpu_usage_usec() {
-                        self.status
-                            .details
-                            .insert("cpu_usage_usec".into(), u.to_string());
-                    }
-                }
-                self.refresh_quota_used();
-                let mut r = reply(true, String::new());
-                r.status = Some(self.status.clone());
-                (r, None)
-            }
-            MonitorRequest::Stop {
-                force,
-                timeout_secs,
-            } => {
-                if self.zone.is_none() {
-                    return (reply(false, "zone is not running".into()), None);
-                }
-                self.request_stop(
-                    force,
-                    Duration::from_secs(timeout_secs.into()),
-                    Pending::Stop,
-                );
-                // "stop requested (SIGUSR2)": how the init was asked.
-                (reply(true, self.status.reason.clone()), None)
-            }
-            MonitorRequest::Reboot { force } => {
-                if self.zone.is_none() {
-                    return (reply(false, "zone is not running".into()), None);
-                }
-                self.request_stop(force, DEFAULT_GRACE, Pending::Reboot);
-                (reply(true, "rebooting".into()), None)
-            }
-            MonitorRequest::Console => {
-                if self.pty.is_none() {
-                    return (reply(false, "zone is not running".into()), None);
-                }
-                match socketpair(
-                    AddressFamily::Unix,
-                    SockType::Stream,
-                    None,
-                    SockFlag::SOCK_CLOEXEC,
-                ) {
-                    Ok((ours, theirs)) => {
-                        if let Err(e) = nix::fcntl::fcntl(
-                            &ours,
-                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                        ) {
-                            return (reply(false, format!("console relay: {e}")), None);
-                        }
-                        self.attached.push(Relay {
-                            fd: ours,
-                            input: RelayDecoder::default(),
-                        });
-                        (reply(true, "console attached".into()), Some(theirs))
-                    }
-                    Err(e) => (reply(false, format!("console relay: {e}")), None),
-                }
-            }
-        }
-    }
-
     /// Leaves nothing behind: zone, mounts, socket, pidfile.
     fn shutdown(&mut self) {
         if let Some(mut z) = self.zone.take() {
             let _ = z.cleanup();
         }
         let _ = self.stage.unmount(false);
-        let _ = std::fs::remove_file(contract::socket_path(
-            &self.config.run_dir,
-            &self.config.uuid,
-        ));
-        let _ = std::fs::remove_file(contract::pidfile_path(
-            &self.config.run_dir,
-            &self.config.uuid,
-        ));
-        self.lock.release();
+        if let Some(claim) = self.claim.take() {
+            claim.release();
+        }
     }
 }
 
@@ -715,12 +460,4 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
         }
     }
     true
-}
-
-fn reply(ok: bool, message: String) -> MonitorResponse {
-    MonitorResponse {
-        ok,
-        message,
-        status: None,
-    }
 }

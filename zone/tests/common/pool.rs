@@ -1,7 +1,7 @@
 //! A pool with one zone's config.json and a `zone monitor` driven over its socket.
 
 use super::*;
-use spec::monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus};
+use monitor::{self as contract, InstanceConfig, MonitorRequest, MonitorStatus, State};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,8 +108,8 @@ impl Pool {
     pub fn request(
         &self,
         req: MonitorRequest,
-    ) -> (spec::monitor::MonitorResponse, Option<std::os::fd::OwnedFd>) {
-        zone::monitor::request(&self.socket(), &req).unwrap()
+    ) -> (monitor::MonitorResponse, Option<std::os::fd::OwnedFd>) {
+        monitor::Client::new(self.socket()).request(&req).unwrap()
     }
 
     pub fn status(&self) -> MonitorStatus {
@@ -127,11 +127,12 @@ impl Pool {
     /// Waits until the monitor answers with the zone running.
     pub fn wait_running(&self) -> MonitorStatus {
         wait_for("the zone to run", || {
-            let s = zone::monitor::request(&self.socket(), &MonitorRequest::Status)
+            let s = monitor::Client::new(self.socket())
+                .request(&MonitorRequest::Status)
                 .ok()?
                 .0
                 .status?;
-            (s.state == "running").then_some(s)
+            (s.state == State::Running).then_some(s)
         })
     }
 }
@@ -141,13 +142,10 @@ pub struct MonitorGuard<'a>(pub &'a Pool);
 
 impl Drop for MonitorGuard<'_> {
     fn drop(&mut self) {
-        let _ = zone::monitor::request(
-            &self.0.socket(),
-            &MonitorRequest::Stop {
-                force: true,
-                timeout_secs: 0,
-            },
-        );
+        let _ = monitor::Client::new(self.0.socket()).request(&MonitorRequest::Stop {
+            force: true,
+            timeout_secs: 0,
+        });
     }
 }
 

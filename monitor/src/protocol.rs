@@ -1,0 +1,149 @@
+//! What crosses the boundary: init's config for a monitor, and the socket's requests
+//! and answers.
+
+use crate::State;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything a monitor needs to run one instance; written by init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceConfig {
+    /// Instance UUID (directory name in the pool).
+    pub uuid: String,
+    /// The pool root (`/zones`).
+    pub pool: PathBuf,
+    /// Where sockets and pidfiles live ([`crate::DEFAULT_RUN_DIR`] on a node).
+    pub run_dir: PathBuf,
+    /// The spec, defaults applied.
+    pub spec: spec::InstanceSpec,
+    /// Zone: the image's unpacked rootfs (overlay lower). HVM: the image's raw disk file.
+    pub image_path: PathBuf,
+    /// Zone: first host uid/gid of the zone's 65536-id range (zone root maps here).
+    pub id_range_start: u32,
+    /// Node bridge for each nic tag used by this instance (tag -> bridge name).
+    pub bridges: BTreeMap<String, String>,
+}
+
+/// A request on the monitor socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum MonitorRequest {
+    /// Report [`MonitorStatus`].
+    Status,
+    /// Stop the instance: graceful (the zone init's power-off request: runlevel 0 on
+    /// /run/initctl, SIGUSR2, SIGRTMIN+4 or SIGTERM; the HVM guest's ACPI power
+    /// button), then forced after
+    /// `timeout_secs`; `force` skips the graceful part. The monitor exits afterwards.
+    Stop {
+        /// Kill at once.
+        force: bool,
+        /// Grace period.
+        timeout_secs: u32,
+    },
+    /// Stop then start again, in the same monitor.
+    Reboot {
+        /// Kill at once instead of a graceful stop.
+        force: bool,
+    },
+    /// Hand over the console (pty master / serial) as an fd.
+    Console,
+}
+
+/// A response line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorResponse {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not, or a note.
+    #[serde(default)]
+    pub message: String,
+    /// For `Status`.
+    #[serde(default)]
+    pub status: Option<MonitorStatus>,
+}
+
+impl MonitorResponse {
+    /// The request was carried out; `message` says how.
+    pub fn ok(message: impl Into<String>) -> MonitorResponse {
+        MonitorResponse {
+            ok: true,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// The request was refused or failed; `message` says why.
+    pub fn refused(message: impl Into<String>) -> MonitorResponse {
+        MonitorResponse {
+            ok: false,
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+/// What a monitor reports about its instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// Monitor pid.
+    pub pid: u32,
+    /// Where the instance is in its life.
+    pub state: State,
+    /// Pid of the zone's init / the VMM's guest process, when running.
+    pub instance_pid: Option<u32>,
+    /// Unix time (seconds) the instance last started.
+    pub started_at: Option<u64>,
+    /// Last exit or failure reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Free-form details for `vmadm info` (limits, devices, cgroup path, ...).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+}
+
+impl MonitorStatus {
+    /// The status of monitor `pid` before its instance first boots.
+    pub fn provisioning(pid: u32) -> MonitorStatus {
+        MonitorStatus {
+            pid,
+            state: State::Provisioning,
+            instance_pid: None,
+            started_at: None,
+            reason: String::new(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// Moves to `state` for `reason`.
+    pub fn set(&mut self, state: State, reason: impl Into<String>) {
+        self.state = state;
+        self.reason = reason.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_format_is_lowercase_json() {
+        let req = MonitorRequest::Stop {
+            force: true,
+            timeout_secs: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"op":"stop","force":true,"timeout_secs":5}"#
+        );
+        let st: MonitorStatus =
+            serde_json::from_str(r#"{"pid":7,"state":"running","instance_pid":8,"started_at":1}"#)
+                .unwrap();
+        assert_eq!((st.state, st.instance_pid), (State::Running, Some(8)));
+        let mut st = MonitorStatus::provisioning(7);
+        st.set(State::Failed, "zone init exited at once");
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["state"], "failed");
+        assert_eq!(json["reason"], "zone init exited at once");
+    }
+}
