@@ -245,6 +245,12 @@ pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
     pool.join(uuid).join("config.json")
 }
 
+/// `<pool>/<uuid>/metadata.json`: the guest's writes to its metadata (the `mdata`
+/// store), kept by the instance's monitor.
+pub fn metadata_path(pool: &Path, uuid: &str) -> PathBuf {
+    pool.join(uuid).join("metadata.json")
+}
+
 /// `<pool>/<uuid>/monitor.json`.
 pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {
     pool.join(uuid).join("monitor.json")

@@ -133,6 +133,8 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
         vcpus,
         disks,
         nets,
+        uuid: cfg.uuid.parse().ok(),
+        com2_fd: None,
     })
 }
 
@@ -186,6 +188,7 @@ struct Monitor {
     changed: Condvar,
     console: OwnedFd,
     console_slave: PathBuf,
+    metadata: Option<crate::metadata::MetadataService>,
 }
 
 fn now() -> u64 {
@@ -211,7 +214,9 @@ impl Monitor {
     }
 
     fn spawn_child(&self) -> Result<Child, InstanceError> {
-        let vm = child_config(&self.cfg)?;
+        let mut vm = child_config(&self.cfg)?;
+        // The guest's COM2; this end closes when spawn_child returns (the child has it).
+        let _com2 = crate::metadata::MetadataService::attach(self.metadata.as_ref(), &mut vm);
         let config_file = child_config_path(&self.cfg);
         spec::atomic::write_json_atomic(&config_file, &vm)
             .map_err(io_err(format!("writing {}", config_file.display())))?;
@@ -549,6 +554,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         changed: Condvar::new(),
         console,
         console_slave,
+        metadata: crate::metadata::MetadataService::open_logged(&cfg),
         cfg,
     });
     {
