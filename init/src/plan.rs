@@ -262,6 +262,9 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
     cmp("nic", old.nics != new.nics);
     cmp("resolver", old.resolvers != new.resolvers);
     cmp("metadata", old.metadata != new.metadata);
+    cmp("user-script", old.user_script != new.user_script);
+    cmp("user-data", old.user_data != new.user_data);
+    cmp("ssh-key", old.ssh_keys != new.ssh_keys);
     match (&old.kind, &new.kind) {
         (Kind::Zone(o), Kind::Zone(n)) => {
             cmp("cpu-cap", o.cpu_cap != n.cpu_cap);
@@ -281,11 +284,17 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
     out
 }
 
-/// Whether a changed property only takes effect when the instance restarts. Only the
+/// Whether a changed property only takes effect when the instance restarts. The
 /// properties init alone acts on (autoboot, a pinned uuid equal to the current one)
-/// apply live; the monitor reads everything else once, at start.
+/// apply live, and so do those the instance's metadata service serves (`metadata`,
+/// `user-script`, `user-data`, `ssh-key`): the guest reads them when it asks, and the
+/// monitor reloads them from the recorded spec. The monitor reads everything else
+/// once, at start.
 pub fn needs_restart(property: &str) -> bool {
-    !matches!(property, "autoboot" | "uuid")
+    !matches!(
+        property,
+        "autoboot" | "uuid" | "metadata" | "user-script" | "user-data" | "ssh-key"
+    )
 }
 
 #[cfg(test)]
@@ -432,6 +441,45 @@ mod tests {
         assert_eq!(
             actions(&plan(&[new], &actual, &[])),
             vec![("a".into(), "update")]
+        );
+    }
+
+    #[test]
+    fn metadata_service_changes_update_a_running_instance_without_restart() {
+        let old = zone_spec("a");
+        let ra = rec_for(&old, true);
+        let actual = [Actual {
+            record: &ra,
+            running: true,
+        }];
+        type Edit = fn(&mut InstanceSpec);
+        let edits: [(&str, Edit); 4] = [
+            ("metadata", |s| {
+                s.metadata.insert("role".into(), "db".into());
+            }),
+            ("user-script", |s| {
+                s.user_script = Some("#!/bin/sh\n".into())
+            }),
+            ("user-data", |s| s.user_data = Some("x".into())),
+            ("ssh-key", |s| s.ssh_keys.push("ssh-ed25519 AAAA k".into())),
+        ];
+        for (property, edit) in edits {
+            let mut new = old.clone();
+            edit(&mut new);
+            let steps = plan(&[new], &actual, &[]);
+            assert_eq!(actions(&steps), vec![("a".into(), "update")], "{property}");
+            assert_eq!(steps[0].reason, format!("changed: {property}"));
+        }
+        // Together with a property the monitor reads at start, it restarts.
+        let mut new = old.clone();
+        new.user_data = Some("x".into());
+        new.memory *= 2;
+        let steps = plan(&[new], &actual, &[]);
+        assert_eq!(actions(&steps), vec![("a".into(), "restart")]);
+        assert!(
+            steps[0].reason.ends_with("needs restart: memory"),
+            "{}",
+            steps[0].reason
         );
     }
 

@@ -232,6 +232,9 @@ pub(crate) mod tests {
             nics: vec![],
             resolvers: vec![],
             metadata: Default::default(),
+            user_script: None,
+            user_data: None,
+            ssh_keys: Vec::new(),
             kind: Kind::Zone(ZoneSpec {
                 cpu_cap: 0,
                 pids: spec::defaults::PIDS,

@@ -24,6 +24,11 @@ pub fn apply(spec: &mut InstanceSpec, payload: &str) -> Result<Vec<&'static str>
         *spec = before;
         return Err(errs);
     }
+    let bad = spec::customer::problems(spec);
+    if !bad.is_empty() {
+        *spec = before;
+        return Err(bad);
+    }
     if spec.memory < spec::defaults::MIN_MEMORY {
         let m = spec.memory;
         *spec = before;
@@ -54,13 +59,13 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), String
                 let s = val
                     .as_str()
                     .ok_or_else(|| format!("{k}: expected a string"))?;
-                spec.metadata.insert(k.clone(), s.to_string());
+                // `user-script`, `user-data`, `root_authorized_keys`: their properties.
+                spec.set_customer_metadata(k, s);
             }
         }
         ("remove_customer_metadata", _) => {
             for k in v.as_array().ok_or("expected a list of keys")? {
-                spec.metadata
-                    .remove(k.as_str().ok_or("expected a list of keys")?);
+                spec.remove_customer_metadata(k.as_str().ok_or("expected a list of keys")?);
             }
         }
         ("cpu_cap" | "cpu-cap", Kind::Zone(z)) => z.cpu_cap = uint(v)? as u32,
@@ -140,6 +145,52 @@ mod tests {
         assert_eq!(s.memory, 1 << 30);
         assert!(!s.autoboot);
         assert!(apply(&mut s, r#"{"memory": "1G"}"#).unwrap().is_empty());
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPTlaXfXGmWO0/kUFKX0YQX/QTGxiNTFhEFN+D8Kgst1 op@desk";
+
+    #[test]
+    fn customer_metadata_keys_set_and_remove_like_smartos() {
+        let mut s = zone_spec("a");
+        let payload = serde_json::json!({"set_customer_metadata": {
+            "role": "web",
+            "user-script": "#!/bin/sh\necho hi\n",
+            "user-data": "{}",
+            "root_authorized_keys": format!("{KEY}\n\n{KEY}2\n"),
+        }});
+        let changed = apply(&mut s, &payload.to_string()).unwrap();
+        assert_eq!(
+            changed,
+            vec!["metadata", "user-script", "user-data", "ssh-key"]
+        );
+        assert_eq!(s.metadata.len(), 1);
+        assert_eq!(s.user_script.as_deref(), Some("#!/bin/sh\necho hi\n"));
+        assert_eq!(s.ssh_keys, vec![KEY.to_string(), format!("{KEY}2")]);
+        assert!(!changed.iter().any(|p| crate::plan::needs_restart(p)));
+        let changed = apply(
+            &mut s,
+            r#"{"remove_customer_metadata": ["role", "user-script", "root_authorized_keys"]}"#,
+        )
+        .unwrap();
+        assert_eq!(changed, vec!["metadata", "user-script", "ssh-key"]);
+        assert!(s.metadata.is_empty() && s.user_script.is_none() && s.ssh_keys.is_empty());
+        assert_eq!(s.user_data.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn a_bad_ssh_key_or_oversized_script_is_refused() {
+        let mut s = zone_spec("a");
+        let errs = apply(
+            &mut s,
+            r#"{"set_customer_metadata": {"root_authorized_keys": "ssh-ed25519 nope"}}"#,
+        )
+        .unwrap_err();
+        assert!(errs[0].starts_with("root_authorized_keys: "), "{errs:?}");
+        let big = "x".repeat(spec::customer::MAX_VALUE_BYTES + 1);
+        let payload = serde_json::json!({"set_customer_metadata": {"user-script": big}});
+        assert!(apply(&mut s, &payload.to_string()).is_err());
+        assert_eq!(s, zone_spec("a"));
     }
 
     #[test]

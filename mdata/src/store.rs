@@ -33,7 +33,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_key_bytes: 256,
-            max_value_bytes: 1 << 20,
+            max_value_bytes: spec::customer::MAX_VALUE_BYTES,
             max_keys: 512,
             max_total_bytes: 4 << 20,
         }
@@ -183,6 +183,33 @@ impl MetadataStore {
         };
         store.set_manifest(manifest)?;
         Ok(store)
+    }
+
+    /// Opens the store of the instance `spec` declares, known as `uuid` (see
+    /// [`InstanceInfo::from_spec`] for `macs`): its customer metadata is the spec's
+    /// SmartOS `customer_metadata`, so `user-script`, `user-data` and
+    /// `root_authorized_keys` are served from their properties.
+    pub fn open_spec(
+        path: &Path,
+        spec: &spec::InstanceSpec,
+        uuid: &str,
+        macs: &[String],
+        limits: Limits,
+    ) -> Result<Self, StoreError> {
+        let info = InstanceInfo::from_spec(spec, uuid, macs);
+        Self::open(path, info, spec.customer_metadata(), limits)
+    }
+
+    /// Applies an edited spec without a restart: its `sdc:` facts and its customer
+    /// metadata ([`MetadataStore::set_manifest`]'s precedence applies).
+    pub fn set_spec(
+        &mut self,
+        spec: &spec::InstanceSpec,
+        uuid: &str,
+        macs: &[String],
+    ) -> Result<(), StoreError> {
+        self.set_info(InstanceInfo::from_spec(spec, uuid, macs));
+        self.set_manifest(spec.customer_metadata())
     }
 
     /// Applies a new manifest `metadata` without a restart: guest writes of keys whose
@@ -338,6 +365,39 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_spec_serves_its_script_data_and_keys_under_smartos_names() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPTlaXfXGmWO0/kUFKX0YQX/QTGxiNTFhEFN+D8Kgst1 op@desk";
+        let kdl = format!(
+            "hvm v {{ image \"debian-hvm@12\"; user-script \"#!/bin/sh\\ntouch /ok\\n\"; user-data \"hello\"; ssh-key \"{key}\"; ssh-key \"{key}2\"; metadata {{ role \"web\"; }} }}"
+        );
+        // "...2" changes the comment only: the same key material under two comments.
+        let spec = spec::parse_str("v.kdl", &kdl).unwrap().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.json");
+        let mut s = MetadataStore::open_spec(&path, &spec, "u-1", &[], Limits::default()).unwrap();
+        assert_eq!(
+            s.get("user-script").as_deref(),
+            Some("#!/bin/sh\ntouch /ok\n")
+        );
+        assert_eq!(s.get("user-data").as_deref(), Some("hello"));
+        assert_eq!(
+            s.get("root_authorized_keys").unwrap(),
+            format!("{key}\n{key}2\n")
+        );
+        assert_eq!(s.get("sdc:uuid").as_deref(), Some("u-1"));
+        assert_eq!(
+            s.keys(),
+            vec!["role", "root_authorized_keys", "user-data", "user-script"]
+        );
+        let mut edited = spec.clone();
+        edited.user_script = None;
+        edited.ssh_keys.truncate(1);
+        s.set_spec(&edited, "u-1", &[]).unwrap();
+        assert_eq!(s.get("user-script"), None);
+        assert_eq!(s.get("root_authorized_keys").unwrap(), format!("{key}\n"));
     }
 
     #[test]

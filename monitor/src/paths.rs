@@ -29,6 +29,12 @@ pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
     pool.join(uuid).join("config.json")
 }
 
+/// `<pool>/<uuid>/metadata.json`: the guest's writes to its metadata (the `mdata`
+/// store), kept by the instance's monitor.
+pub fn metadata_path(pool: &Path, uuid: &str) -> PathBuf {
+    pool.join(uuid).join("metadata.json")
+}
+
 /// `<pool>/<uuid>/monitor.json`: the monitor's status file, see [`crate::StatusFile`].
 pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {
     pool.join(uuid).join("monitor.json")

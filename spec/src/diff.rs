@@ -121,6 +121,27 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
         format!("{:?}", new.metadata),
         Effect::Live,
     );
+    // Served by the metadata service, which takes changes live.
+    for (property, from, to) in [
+        (
+            "user-script",
+            old.user_script.clone(),
+            new.user_script.clone(),
+        ),
+        ("user-data", old.user_data.clone(), new.user_data.clone()),
+        (
+            "ssh-key",
+            keys_text(&old.ssh_keys),
+            keys_text(&new.ssh_keys),
+        ),
+    ] {
+        cmp(
+            property,
+            opt(from.map(|t| text_summary(&t))),
+            opt(to.map(|t| text_summary(&t))),
+            Effect::Live,
+        );
+    }
     for name in union(
         old.nics.iter().map(|n| &n.name),
         new.nics.iter().map(|n| &n.name),
@@ -253,6 +274,30 @@ fn nic_text(n: &Nic) -> String {
     s
 }
 
+fn keys_text(keys: &[String]) -> Option<String> {
+    (!keys.is_empty()).then(|| keys.join("\n"))
+}
+
+/// A long or multi-line text (a script) as one short line that still differs
+/// whenever the text does: its first line, its size and a hash of it.
+fn text_summary(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("");
+    if first.len() == text.len() && text.len() <= 60 {
+        return text.to_owned();
+    }
+    let clipped: String = first.chars().take(40).collect();
+    // FNV-1a: stable, and enough to tell two versions of a script apart.
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "{clipped}... ({} lines, {} bytes, fnv {:08x})",
+        text.lines().count(),
+        text.len(),
+        hash as u32
+    )
+}
+
 fn disk_text(d: &Disk) -> String {
     let mut s = String::new();
     if d.boot {
@@ -289,6 +334,29 @@ mod tests {
             "nic net0: (none) -> tag=admin ip=dhcp (needs restart)"
         );
         assert_eq!(effect(&c), Some(Effect::Restart));
+    }
+
+    #[test]
+    fn metadata_service_properties_apply_live() {
+        let a = one("zone w { image \"busybox@1.36\"; }");
+        let b = one(
+            "zone w { image \"busybox@1.36\"; user-script \"#!/bin/sh\\necho hi\\n\"; user-data \"x\"; }",
+        );
+        let c = changes(&a, &b);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].property, "user-script");
+        assert!(
+            c[0].to.starts_with("#!/bin/sh... (2 lines, 18 bytes"),
+            "{}",
+            c[0]
+        );
+        assert_eq!(c[1].to_string(), "user-data: (none) -> x");
+        assert_eq!(effect(&c), Some(Effect::Live));
+        // Same first line and size, other text: still a change.
+        let d = one(
+            "zone w { image \"busybox@1.36\"; user-script \"#!/bin/sh\\necho ho\\n\"; user-data \"x\"; }",
+        );
+        assert_eq!(changes(&b, &d).len(), 1);
     }
 
     #[test]

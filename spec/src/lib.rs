@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod atomic;
+pub mod customer;
 pub mod diff;
 pub mod error;
 pub mod format;

@@ -27,6 +27,18 @@ pub struct InstanceSpec {
     pub resolvers: Vec<IpAddr>,
     /// Free key/value strings visible inside the instance.
     pub metadata: BTreeMap<String, String>,
+    /// `user-script`: SmartOS's first-boot script, run once per instance by the guest's
+    /// agent; served as the `user-script` metadata key.
+    #[serde(default)]
+    pub user_script: Option<String>,
+    /// `user-data`: free data for the guest (cloud-init's user data); served as the
+    /// `user-data` metadata key.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// `ssh-key`s (`TYPE BASE64 [COMMENT]`), in declaration order; served one per line
+    /// as the `root_authorized_keys` metadata key.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
     /// What kind of instance, with its kind-specific properties.
     pub kind: Kind,
     /// Where this spec was declared.

@@ -387,3 +387,77 @@ fn the_readme_documents_every_property() {
         );
     }
 }
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPTlaXfXGmWO0/kUFKX0YQX/QTGxiNTFhEFN+D8Kgst1 op@desk";
+
+#[test]
+fn metadata_service_properties_read_and_round_trip() {
+    for kind in ["zone", "hvm"] {
+        let image = if kind == "zone" {
+            "busybox@1.36"
+        } else {
+            "debian-hvm@12"
+        };
+        let s = one(&format!(
+            "{kind} g {{\n  image \"{image}\"\n  user-script \"#!/bin/sh\\necho hi\\n\"\n  user-data \"{{}}\"\n  ssh-key \"{KEY}\"\n  ssh-key \"  {KEY}2 \"\n}}\n"
+        ));
+        assert_eq!(s.user_script.as_deref(), Some("#!/bin/sh\necho hi\n"));
+        assert_eq!(s.user_data.as_deref(), Some("{}"));
+        assert_eq!(s.ssh_keys, vec![KEY.to_string(), format!("{KEY}2")]);
+        let back = parse_str("x.kdl", &to_kdl(&s)).unwrap().remove(0);
+        assert_eq!(
+            InstanceSpec {
+                origin: s.origin.clone(),
+                ..back
+            },
+            s
+        );
+    }
+}
+
+#[test]
+fn bad_metadata_service_properties_are_refused_at_their_place() {
+    let big = "x".repeat(spec::customer::MAX_VALUE_BYTES + 1);
+    let text = format!(
+        "zone g {{\n  image \"busybox@1.36\"\n  ssh-key \"ssh-ed25519 AAAA\"\n  ssh-key \"ssh-foo {}\"\n  ssh-key \"{KEY}\"\n  ssh-key \"{KEY}\"\n  user-script \"{big}\"\n  user-data 5\n  user-script \"again\"\n  metadata {{\n    root_authorized_keys \"{KEY}\"\n  }}\n}}\n",
+        &KEY[12..]
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 7, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("3:11: the key data is not a ssh-ed25519 key"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("4:11: `ssh-foo` is not an SSH key type"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("6:11: this ssh-key is given twice"),
+        "{}",
+        errs[2]
+    );
+    assert!(
+        errs[3].starts_with("7:15: `user-script` is 1048577 bytes"),
+        "{}",
+        errs[3]
+    );
+    assert!(
+        errs[4].starts_with("8:13: `user-data` takes a string"),
+        "{}",
+        errs[4]
+    );
+    assert!(
+        errs[5].starts_with("9:3: `user-script` is set twice"),
+        "{}",
+        errs[5]
+    );
+    assert!(
+        errs[6].starts_with("11:5: `root_authorized_keys` is served from the `ssh-key` property"),
+        "{}",
+        errs[6]
+    );
+}

@@ -217,3 +217,42 @@ fn updates_apply_and_say_when_a_restart_is_needed() {
     let e = apply_update(&vm, r#"{"remove_disks": ["root"]}"#, Options::default()).unwrap_err();
     assert!(e.notes[0].contains("boot disk"), "{e}");
 }
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPTlaXfXGmWO0/kUFKX0YQX/QTGxiNTFhEFN+D8Kgst1 op@desk";
+
+#[test]
+fn customer_metadata_script_data_and_keys_become_properties() {
+    let s = create(&format!(
+        r##"{{"brand": "kvm", "alias": "v", "disks": [{{"boot": true, "image_uuid": "{IMG}"}}],
+            "customer_metadata": {{"role": "web", "user-script": "#!/bin/sh\ntrue\n",
+            "user-data": "ud", "root_authorized_keys": "{KEY}\n\n{KEY}2\n"}}}}"##
+    ));
+    assert_eq!(s.metadata.len(), 1);
+    assert_eq!(s.user_script.as_deref(), Some("#!/bin/sh\ntrue\n"));
+    assert_eq!(s.user_data.as_deref(), Some("ud"));
+    assert_eq!(s.ssh_keys, vec![KEY.to_string(), format!("{KEY}2")]);
+    assert_eq!(
+        s.customer_metadata()["root_authorized_keys"],
+        format!("{KEY}\n{KEY}2\n")
+    );
+    // A key that is not one is refused, as the manifest refuses it.
+    let bad = smartos::from_payload(&format!(
+        r#"{{"brand": "lx", "alias": "z", "image_uuid": "{IMG}",
+            "customer_metadata": {{"root_authorized_keys": "not a key"}}}}"#
+    ))
+    .unwrap_err();
+    assert!(bad.to_string().contains("not an SSH key type"), "{bad}");
+
+    let u = apply_update(
+        &s,
+        r#"{"set_customer_metadata": {"user-data": "new"}, "remove_customer_metadata": ["user-script", "role"]}"#,
+        Options::default(),
+    )
+    .unwrap();
+    assert!(!u.needs_restart, "{:?}", u.changes);
+    assert_eq!(u.spec.user_data.as_deref(), Some("new"));
+    assert!(u.spec.user_script.is_none() && u.spec.metadata.is_empty());
+    let props: Vec<&str> = u.changes.iter().map(|c| c.property.as_str()).collect();
+    assert_eq!(props, vec!["metadata", "user-script", "user-data"]);
+}

@@ -126,6 +126,18 @@ mod tests {
             json!({"ram": 512, "autoboot": false, "alias": "web02", "hostname": "",
                    "resolvers": ["1.1.1.1"], "memory": "1G", "note": "a=b"})
         );
+        let meta: Vec<String> = [
+            r#"set_customer_metadata={"user-script":"x","k":"v"}"#,
+            r#"remove_customer_metadata=["k"]"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            properties(&meta).unwrap(),
+            json!({"set_customer_metadata": {"user-script": "x", "k": "v"},
+                   "remove_customer_metadata": ["k"]})
+        );
         let e = properties(&["ram".to_string()]).unwrap_err().to_string();
         assert_eq!(e, "bad property 'ram': expected KEY=VALUE");
     }

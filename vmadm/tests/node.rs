@@ -85,6 +85,46 @@ fn a_zone_from_create_to_delete_with_its_events() {
         .stdout;
     assert_eq!(listed, "web01  running  64\n");
 
+    // update: customer metadata (and the user-script in it) applies without a restart
+    let pid = info["pid"].clone();
+    let run = node
+        .vmadm(&[
+            "update",
+            "web01",
+            r##"set_customer_metadata={"color": "blue", "user-script": "#!/bin/sh\ntrue\n"}"##,
+        ])
+        .ok();
+    assert!(
+        run.stderr.contains("updated metadata, user-script")
+            && !run.stderr.contains("Restart needed"),
+        "{}",
+        run.stderr
+    );
+    let detail = json(&node.vmadm(&["get", "web01"]).ok().stdout);
+    assert_eq!(detail["spec"]["metadata"]["color"], "blue", "{detail}");
+    assert_eq!(
+        detail["spec"]["user_script"], "#!/bin/sh\ntrue\n",
+        "{detail}"
+    );
+    assert_eq!(
+        detail["pid"], pid,
+        "a metadata update restarted the instance"
+    );
+    let file = node.pool.join("remove.json");
+    std::fs::write(
+        &file,
+        r#"{"remove_customer_metadata": ["color", "user-script"]}"#,
+    )
+    .unwrap();
+    let run = node
+        .vmadm(&["update", "web01", "-f", file.to_str().unwrap()])
+        .ok();
+    assert!(!run.stderr.contains("Restart needed"), "{}", run.stderr);
+    let detail = json(&node.vmadm(&["get", "web01"]).ok().stdout);
+    assert_eq!(detail["spec"]["metadata"].get("color"), None, "{detail}");
+    assert_eq!(detail["spec"]["user_script"], Value::Null, "{detail}");
+    assert_eq!(detail["pid"], pid);
+
     // update: a live property, then one that needs a restart
     let run = node.vmadm(&["update", "web01", "autoboot=true"]).ok();
     assert!(

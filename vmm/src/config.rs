@@ -46,6 +46,16 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Network interfaces.
     pub nets: Vec<NetConfig>,
+    /// The instance UUID, the guest's SMBIOS system UUID (`product_uuid`); nil when
+    /// not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<uuid::Uuid>,
+    /// An inherited stream fd (one end of a socketpair, open without close-on-exec)
+    /// that COM2 sends the guest's bytes to and takes its input from: the instance
+    /// monitor serves the metadata protocol on the other end. An fd rather than a
+    /// path because the jailed VMM sees no paths; the VMM owns it from here on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub com2_fd: Option<i32>,
 }
 
 /// Why a config file could not be used.
@@ -226,6 +236,10 @@ mod tests {
                 mac: [0x02, 0x5c, 0, 0x11, 0x22, 0xff],
                 bridge: Some("skadmin".into()),
             }],
+            uuid: Some(uuid::Uuid::from_u128(
+                0x9e2f3c8a_1b2c_4d3e_8f40_0123456789ab,
+            )),
+            com2_fd: Some(7),
         }
     }
 

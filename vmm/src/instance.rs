@@ -138,6 +138,8 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
         vcpus,
         disks,
         nets,
+        uuid: cfg.uuid.parse().ok(),
+        com2_fd: None,
     })
 }
 
@@ -193,6 +195,7 @@ struct Monitor {
     status_file: StatusFile,
     console: OwnedFd,
     console_slave: PathBuf,
+    metadata: Option<crate::metadata::MetadataService>,
 }
 
 /// The guest as the socket's requests and the supervising loop see it.
@@ -383,7 +386,9 @@ impl Monitor {
     }
 
     fn spawn_child(&self) -> Result<Child, InstanceError> {
-        let vm = child_config(&self.cfg)?;
+        let mut vm = child_config(&self.cfg)?;
+        // The guest's COM2; this end closes when spawn_child returns (the child has it).
+        let _com2 = crate::metadata::MetadataService::attach(self.metadata.as_ref(), &mut vm);
         let config_file = child_config_path(&self.cfg);
         spec::atomic::write_json_atomic(&config_file, &vm)
             .map_err(io_err(format!("writing {}", config_file.display())))?;
@@ -497,6 +502,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         status_file: StatusFile::of(&cfg.pool, &cfg.uuid),
         console,
         console_slave,
+        metadata: crate::metadata::MetadataService::open_logged(&cfg),
         cfg,
     });
     {

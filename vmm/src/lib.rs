@@ -2,7 +2,7 @@
 //!
 //! Layout follows Firecracker's, and layers point down (`tests/layering.rs` checks it):
 //!
-//! - [`arch`]: the x86_64 address map, registers, boot protocol, ACPI tables;
+//! - [`arch`]: the x86_64 address map, registers, boot protocol, ACPI and SMBIOS tables;
 //! - [`devices`]: device models, knowing only guest memory, the bus traits and their
 //!   interrupt lines: [`devices::legacy`] PC devices, the [`devices::pci`] bus,
 //!   [`devices::virtio`] block and net on the virtio-pci transport;
@@ -11,6 +11,8 @@
 //!   interrupts to KVM;
 //! - [`machine`]: one guest, VM + vCPUs + device manager, started and waited for;
 //! - [`runner`]: boots a [`config::VmConfig`] to the end (console, stop signals, jail);
+//! - [`metadata`]: the monitor's side of the guest's metadata channel (COM2), an
+//!   `mdata` server per boot;
 //! - [`instance`]: the monitor init spawns, running one jailed child `vmm` per boot and
 //!   handing it its config as a JSON file (`--config-file`);
 //! - host side: [`jail`] (namespaces, ids, seccomp, cgroup), [`virtio::tap`] (taps and
@@ -26,6 +28,7 @@ pub mod instance;
 pub mod jail;
 pub mod logger;
 pub mod machine;
+pub mod metadata;
 pub mod runner;
 pub mod virtio;
 pub mod vstate;

@@ -113,6 +113,15 @@ impl Machine {
         Ok(())
     }
 
+    /// Attaches COM2 (0x2f8, IRQ 3), its output written to `out`; returns the device,
+    /// to feed it input. Call before [`Machine::start`].
+    pub fn attach_com2(
+        &mut self,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Arc<Mutex<SerialDevice>>, MachineError> {
+        Ok(self.devices.attach_com2(&self.vm, out)?)
+    }
+
     /// Seccomp filter each vCPU thread installs on itself before running the guest.
     pub fn set_vcpu_filter(&mut self, filter: seccompiler::BpfProgram) {
         self.vcpu_filter = Some(Arc::new(filter));

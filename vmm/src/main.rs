@@ -213,6 +213,8 @@ fn config_from_args(cli: &Cli) -> Result<VmConfig> {
         vcpus: cli.vcpus,
         disks,
         nets,
+        uuid: None,
+        com2_fd: None,
     })
 }
 

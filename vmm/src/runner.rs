@@ -1,6 +1,7 @@
 //! Boots one guest from a [`VmConfig`] and runs it to the end: the part shared by the
 //! foreground CLI and instance mode.
 
+use crate::arch::smbios::{self, SmbiosInfo};
 use crate::arch::{acpi, boot};
 use crate::config::VmConfig;
 use crate::devices::bus::lock;
@@ -29,6 +30,17 @@ pub enum RunError {
     /// ACPI tables.
     #[error("writing ACPI tables: {0}")]
     Acpi(vm_memory::GuestMemoryError),
+    /// SMBIOS tables.
+    #[error("writing SMBIOS tables: {0}")]
+    Smbios(vm_memory::GuestMemoryError),
+    /// The config's `com2_fd` is not an open descriptor this process may own.
+    #[error("com2_fd {fd}: {reason}")]
+    Com2Fd {
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Where the serial console goes.
@@ -80,6 +92,8 @@ pub fn run(
 ) -> Result<GuestExit, RunError> {
     let mut vm = Machine::new(config.memory, config.vcpus, console.output, started)?;
     let rsdp = acpi::write_tables(vm.mem(), config.vcpus).map_err(RunError::Acpi)?;
+    let smbios = SmbiosInfo::for_uuid(config.uuid.unwrap_or_default());
+    smbios::write_tables(vm.mem(), &smbios).map_err(RunError::Smbios)?;
     let info = boot::load(
         vm.mem(),
         config.memory,
@@ -89,6 +103,10 @@ pub fn run(
         rsdp,
     )?;
     vm.attach_pci_devices(config)?;
+    let com2 = match config.com2_fd {
+        Some(fd) => Some(attach_com2(&mut vm, fd)?),
+        None => None,
+    };
     if let Some(j) = jail {
         // Every file the guest needs is open: from here on, no path is visible.
         crate::jail::lock_down(j.uid, j.gid)?;
@@ -101,15 +119,72 @@ pub fn run(
         started.elapsed().as_micros()
     );
     if let Some(input) = console.input {
-        spawn_input(input, running.serial.clone());
+        spawn_input("serial-in", input, running.serial.clone());
+    }
+    if let Some((input, com2)) = com2 {
+        spawn_input("com2-in", input, com2);
     }
     spawn_stop_handler(&running, policy);
     Ok(running.wait())
 }
 
-fn spawn_input(input: OwnedFd, serial: Arc<Mutex<SerialDevice>>) {
+/// Takes ownership of the inherited `fd` and attaches COM2 to it: guest output is
+/// written to it, and what arrives on it is the guest's input (fed by the returned fd's
+/// reader thread). Writes never block a vCPU: when the peer does not keep up, or is
+/// gone, guest bytes are dropped, as a serial line without a listener drops them.
+pub fn attach_com2(
+    vm: &mut Machine,
+    fd: i32,
+) -> Result<(OwnedFd, Arc<Mutex<SerialDevice>>), RunError> {
+    let bad = |reason: String| RunError::Com2Fd { fd, reason };
+    if fd <= 2 {
+        return Err(bad("is a standard stream, not a channel".into()));
+    }
+    // SAFETY: F_GETFD only reads the descriptor table; any integer is a valid argument.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad(std::io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: the fd is open (checked above) and not stdio; the config is the only
+    // place naming it (the monitor handed it over for this purpose), and it is taken
+    // here once, so nothing else in this process owns or closes it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    let flags = fcntl(&owned, FcntlArg::F_GETFL).map_err(|e| bad(e.to_string()))?;
+    fcntl(
+        &owned,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| bad(e.to_string()))?;
+    let out = owned.try_clone().map_err(|e| bad(e.to_string()))?;
+    let com2 = vm.attach_com2(Box::new(DropWhenBusy(std::fs::File::from(out))))?;
+    Ok((owned, com2))
+}
+
+/// A writer that never blocks and never fails: what cannot be written now is dropped.
+struct DropWhenBusy(std::fs::File);
+
+impl Write for DropWhenBusy {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(n) => return Ok(n),
+                Err(_) => return Ok(buf.len()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts a thread (named `name`) feeding what arrives on `input` to `serial`'s
+/// receive FIFO, as fast as the guest drains it, until `input` ends.
+pub fn spawn_input(name: &str, input: OwnedFd, serial: Arc<Mutex<SerialDevice>>) {
     let _ = std::thread::Builder::new()
-        .name("serial-in".into())
+        .name(name.into())
         .spawn(move || {
             let mut file = std::fs::File::from(input);
             let mut buf = [0u8; 64];

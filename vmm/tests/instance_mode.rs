@@ -63,6 +63,11 @@ struct Pool {
 }
 
 fn pool_with_guest(code: &[u8]) -> Pool {
+    pool_with_properties(code, "")
+}
+
+/// [`pool_with_guest`] whose manifest also says `extra` (properties, one per line).
+fn pool_with_properties(code: &[u8], extra: &str) -> Pool {
     assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing");
     let dir = tempfile::tempdir().unwrap();
     // Unique per test and run: the cgroup (skerry/vmm-<uuid>) is host-wide.
@@ -71,7 +76,7 @@ fn pool_with_guest(code: &[u8]) -> Pool {
     let uuid = format!("{:08x}-1234-4abc-8def-{:012x}", std::process::id(), n);
     let spec = spec::manifest::parse_str(
         "test.kdl",
-        "hvm tiny {\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n}\n",
+        &format!("hvm tiny {{\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n{extra}}}\n"),
     )
     .expect("manifest")
     .remove(0);
@@ -374,6 +379,8 @@ fn the_child_boots_from_the_config_file_the_monitor_writes() {
     let vm = vmm::instance::child_config(&pool.cfg).expect("child config");
     assert_eq!(vm.memory, 64 << 20);
     assert!(vm.cmdline.ends_with(" quiet"), "{}", vm.cmdline);
+    // The instance UUID becomes the guest's SMBIOS system UUID.
+    assert_eq!(vm.uuid.map(|u| u.to_string()), Some(pool.cfg.uuid.clone()));
     assert_eq!(
         vm.disks[0].path,
         contract::disk_path(&pool.cfg.pool, &pool.cfg.uuid, "root")
@@ -406,4 +413,61 @@ fn the_child_boots_from_the_config_file_the_monitor_writes() {
         .output()
         .unwrap();
     assert_eq!(both.status.code(), Some(2), "clap usage error");
+}
+
+/// `mov dx, 0x2f8` then `mov al, c; out dx, al` per byte: out of COM2.
+fn send_to_com2(s: &[u8]) -> Vec<u8> {
+    let mut code = vec![0x66, 0xba, 0xf8, 0x02];
+    for c in s {
+        code.extend_from_slice(&[0xb0, *c, 0xee]);
+    }
+    code
+}
+
+/// Copies what arrives on COM2 to COM1 until a `.` has been copied.
+const COPY_COM2_TO_COM1_UNTIL_DOT: &[u8] = &[
+    0x66, 0xba, 0xfd, 0x02, // L: mov dx, 0x2fd (line status)
+    0xec, //                    in al, dx
+    0xa8, 0x01, //              test al, 1 (data ready)
+    0x74, 0xf7, //              jz L
+    0x66, 0xba, 0xf8, 0x02, //  mov dx, 0x2f8
+    0xec, //                    in al, dx
+    0x66, 0xba, 0xf8, 0x03, //  mov dx, 0x3f8
+    0xee, //                    out dx, al
+    0x3c, b'.', //              cmp al, '.'
+    0x75, 0xe9, //              jne L
+];
+
+#[test]
+fn the_jailed_guest_reaches_its_metadata_on_com2() {
+    // color=blue, as mdata-put sends it: base64 of "base64(key) base64(value)".
+    let body = "0badf00d PUT WTI5c2IzST0gWW14MVpRPT0=";
+    let put = format!(
+        "V2 {} {} {body}\n",
+        body.len(),
+        mdata::crc32::crc32_hex(body.as_bytes())
+    );
+    let code = [
+        send_to_com2(put.as_bytes()),
+        send_to_com2(b"GET user-data\n"),
+        COPY_COM2_TO_COM1_UNTIL_DOT.to_vec(),
+        HALT_FOREVER.to_vec(),
+    ]
+    .concat();
+    let pool = pool_with_properties(&code, " user-data \"served by the monitor\"\n");
+    let _monitor = start_monitor(&pool);
+    wait_for(
+        "the metadata answers on the console",
+        Duration::from_secs(15),
+        || console_log(&pool).contains("served by the monitor\n."),
+    );
+    let log = console_log(&pool);
+    assert!(log.contains("0badf00d SUCCESS"), "{log}");
+    assert!(log.contains("SUCCESS\nserved by the monitor\n."), "{log}");
+    // The guest's put persisted in the pool, outside the jail.
+    let store: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(contract::metadata_path(&pool.cfg.pool, &pool.cfg.uuid)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store["guest"]["color"]["value"], "blue", "{store}");
 }

@@ -28,6 +28,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("device_manager", 9),
     ("machine", 10),
     ("runner", 11),
+    // The monitor's side of the guest's metadata channel (COM2).
+    ("metadata", 11),
     ("instance", 12),
 ];
 

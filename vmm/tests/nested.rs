@@ -208,6 +208,13 @@ fn nested_d_sigterm_presses_the_power_button() {
 fn nested_e_instance_mode_boots_from_the_disk_and_stops() {
     let (out, rc) = scenario("instance");
     assert_line(&out, "SKERRY-CONSOLE-LOG SKERRY-GUEST-MARKER", "instance");
+    // SMBIOS: the platform SmartOS guests (and cloud-init) recognise, and the
+    // instance UUID as the system UUID.
+    assert_line(
+        &out,
+        &format!("SKERRY-CONSOLE-LOG SKERRY-DMI SmartDC HVM|{INSTANCE_UUID}"),
+        "instance",
+    );
     assert_line(&out, "\"state\":\"stopped\"", "instance");
     assert!(
         !out.contains("SKERRY-HOST-FAIL"),

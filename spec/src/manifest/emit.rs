@@ -75,6 +75,15 @@ fn instance_node(spec: &InstanceSpec) -> KdlNode {
     for r in &spec.resolvers {
         body.push(prop("resolver", r.to_string()));
     }
+    if let Some(s) = &spec.user_script {
+        body.push(prop("user-script", s.as_str()));
+    }
+    if let Some(s) = &spec.user_data {
+        body.push(prop("user-data", s.as_str()));
+    }
+    for key in &spec.ssh_keys {
+        body.push(prop("ssh-key", key.as_str()));
+    }
     if !spec.metadata.is_empty() {
         let mut md = KdlNode::new("metadata");
         let kv = md.ensure_children().nodes_mut();

@@ -1,6 +1,8 @@
-//! Instance properties with a shape of their own: `image`, `init`, `env`, `metadata`.
+//! Instance properties with a shape of their own: `image`, `init`, `env`, `metadata`,
+//! and the metadata-service ones: `user-script`, `user-data`, `ssh-key`.
 
 use super::values::{arg_span, describe, string_arg};
+use crate::customer::{authorized_keys, check_ssh_key, MAX_VALUE_BYTES, PROPERTY_KEYS};
 use crate::error::Collector;
 use crate::model::ImageRef;
 use kdl::{KdlEntry, KdlNode, KdlValue};
@@ -123,6 +125,26 @@ pub(super) fn metadata(c: &mut Collector, node: &KdlNode) -> BTreeMap<String, St
             continue;
         }
         seen.insert(key.clone(), kv.name().span());
+        if PROPERTY_KEYS.contains(&key.as_str()) {
+            let property = if key == crate::customer::AUTHORIZED_KEYS_KEY {
+                "ssh-key"
+            } else {
+                key.as_str()
+            };
+            c.push(
+                kv.name().span(),
+                format!("`{key}` is served from the `{property}` property, not `metadata`"),
+            )
+            .help = Some(format!(
+                "move it out of the block: {property} \"...\"{}",
+                if property == "ssh-key" {
+                    " (one line per key)"
+                } else {
+                    ""
+                }
+            ));
+            continue;
+        }
         if let Some(children) = kv.children() {
             c.push(
                 children.span(),
@@ -135,4 +157,50 @@ pub(super) fn metadata(c: &mut Collector, node: &KdlNode) -> BTreeMap<String, St
         }
     }
     out
+}
+
+/// The string of `user-script` or `user-data`, at most [`MAX_VALUE_BYTES`]: the
+/// metadata service serves it as one value, and a guest's put of the same key is
+/// bounded the same way.
+pub(super) fn metadata_value(c: &mut Collector, node: &KdlNode) -> Option<String> {
+    let s = string_arg(c, node)?;
+    if s.len() > MAX_VALUE_BYTES {
+        c.push(
+            arg_span(node),
+            format!(
+                "`{}` is {} bytes; the metadata service serves at most {MAX_VALUE_BYTES} (1 MiB)",
+                node.name().value(),
+                s.len()
+            ),
+        )
+        .help = Some("fetch large content from the script instead of embedding it".into());
+        return None;
+    }
+    Some(s)
+}
+
+/// One `ssh-key`: an `authorized_keys` line of a known type, not given twice, and all
+/// keys together within [`MAX_VALUE_BYTES`] (they are served as one value).
+pub(super) fn ssh_key(c: &mut Collector, node: &KdlNode, earlier: &[String]) -> Option<String> {
+    let key = string_arg(c, node)?.trim().to_owned();
+    if let Some(why) = check_ssh_key(&key) {
+        c.push(arg_span(node), why).help =
+            Some("paste one line of a .pub file: ssh-key \"ssh-ed25519 AAAA... user@host\"".into());
+        return None;
+    }
+    if earlier.contains(&key) {
+        c.push(arg_span(node), "this ssh-key is given twice");
+        return None;
+    }
+    let mut all = earlier.to_vec();
+    all.push(key.clone());
+    let total = authorized_keys(&all).len();
+    if total > MAX_VALUE_BYTES {
+        c.push(
+            arg_span(node),
+            format!("the ssh-keys add up to {total} bytes; the metadata service serves at most {MAX_VALUE_BYTES} (1 MiB)"),
+        );
+        return None;
+    }
+    Some(key)
 }

@@ -3,7 +3,7 @@
 //! file's errors are reported at once).
 
 use super::devices::{disk, hvm_disks, nic};
-use super::props::{env_pair, image_ref, init_args, metadata};
+use super::props::{env_pair, image_ref, init_args, metadata, metadata_value, ssh_key};
 use super::schema::*;
 use super::values::{arg_span, bool_arg, int_arg, ip_value, size_arg, string_arg};
 use crate::error::{Collector, ManifestError};
@@ -103,6 +103,9 @@ struct Fields {
     nics: Vec<Nic>,
     resolvers: Vec<IpAddr>,
     metadata: BTreeMap<String, String>,
+    user_script: Option<String>,
+    user_data: Option<String>,
+    ssh_keys: Vec<String>,
     uuid: Option<Uuid>,
     ensure: Option<Ensure>,
     vcpus: Option<u32>,
@@ -216,6 +219,9 @@ fn read_instance(c: &mut Collector, file: &Path, node: &KdlNode) -> Option<Insta
         nics: f.nics,
         resolvers: f.resolvers,
         metadata: f.metadata,
+        user_script: f.user_script,
+        user_data: f.user_data,
+        ssh_keys: f.ssh_keys,
         kind,
         origin: Origin {
             file: file.to_path_buf(),
@@ -345,6 +351,13 @@ fn read_property(c: &mut Collector, prop: &KdlNode, f: &mut Fields) {
             })
         }
         "metadata" => f.metadata = metadata(c, prop),
+        "user-script" => f.user_script = metadata_value(c, prop),
+        "user-data" => f.user_data = metadata_value(c, prop),
+        "ssh-key" => {
+            if let Some(key) = ssh_key(c, prop, &f.ssh_keys) {
+                f.ssh_keys.push(key);
+            }
+        }
         "nic" => {
             if let Some(nic) = nic(c, prop, &mut f.device_names) {
                 f.nics.push(nic);

@@ -5,14 +5,41 @@ pub const KINDS: &[&str] = &["zone", "hvm"];
 
 /// Properties of a `zone` node.
 pub const ZONE_PROPS: &[&str] = &[
-    "image", "memory", "cpu-cap", "pids", "quota", "hostname", "autoboot", "init", "env", "nic",
-    "resolver", "metadata", "uuid", "ensure",
+    "image",
+    "memory",
+    "cpu-cap",
+    "pids",
+    "quota",
+    "hostname",
+    "autoboot",
+    "init",
+    "env",
+    "nic",
+    "resolver",
+    "metadata",
+    "user-script",
+    "user-data",
+    "ssh-key",
+    "uuid",
+    "ensure",
 ];
 
 /// Properties of an `hvm` node.
 pub const HVM_PROPS: &[&str] = &[
-    "image", "vcpus", "memory", "disk", "nic", "cmdline", "autoboot", "resolver", "metadata",
-    "uuid", "ensure",
+    "image",
+    "vcpus",
+    "memory",
+    "disk",
+    "nic",
+    "cmdline",
+    "autoboot",
+    "resolver",
+    "metadata",
+    "user-script",
+    "user-data",
+    "ssh-key",
+    "uuid",
+    "ensure",
 ];
 
 /// Properties (`key=value`) of a `nic` node.
@@ -22,7 +49,7 @@ pub const NIC_FIELDS: &[&str] = &["tag", "ip", "gateway", "mtu", "mac"];
 pub const DISK_FIELDS: &[&str] = &["boot", "size"];
 
 /// Properties that may appear more than once in an instance.
-pub const REPEATABLE: &[&str] = &["env", "nic", "resolver", "disk"];
+pub const REPEATABLE: &[&str] = &["env", "nic", "resolver", "disk", "ssh-key"];
 
 /// Smallest and largest nic MTU (the range SmartOS accepts).
 pub const MTU_RANGE: (u32, u32) = (576, 9000);

@@ -101,7 +101,7 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
         errs.missing("image_uuid", "the payload names no image".into());
         return Err(errs);
     };
-    Ok(InstanceSpec {
+    let mut spec = InstanceSpec {
         name,
         uuid,
         ensure: Ensure::Present,
@@ -110,10 +110,18 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
         memory,
         nics,
         resolvers,
-        metadata,
+        metadata: BTreeMap::new(),
+        user_script: None,
+        user_data: None,
+        ssh_keys: Vec::new(),
         kind,
         origin: Origin::default(),
-    })
+    };
+    // `user-script`, `user-data` and `root_authorized_keys` become their properties.
+    for (k, v) in &metadata {
+        spec.set_customer_metadata(k, v);
+    }
+    Ok(spec)
 }
 
 /// Metadata values as strings (numbers and booleans written out).

@@ -94,11 +94,13 @@ impl Updater {
                 .collect();
         }
         if let Some(m) = p.get("set_customer_metadata").and_then(Value::as_object) {
-            self.spec.metadata.extend(scalar_map(m));
+            for (k, v) in scalar_map(m) {
+                self.spec.set_customer_metadata(&k, &v);
+            }
         }
         if let Some(keys) = p.get("remove_customer_metadata").and_then(Value::as_array) {
             for k in keys.iter().filter_map(Value::as_str) {
-                self.spec.metadata.remove(k);
+                self.spec.remove_customer_metadata(k);
             }
         }
         self.apply_nics(p);

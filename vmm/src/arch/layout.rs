@@ -5,6 +5,7 @@
 //! 0x0000_0520  IDT              0x0000_8ff0  initial stack
 //! 0x0000_9000  PML4, PDPT, PD   0x0002_0000  kernel command line
 //! 0x000e_0000  ACPI tables      0x0010_0000  kernel (bzImage protected-mode part)
+//! 0x000f_0000  SMBIOS entry point and tables
 //! 0xc000_0000  32-bit MMIO hole: PCI BARs, IOAPIC, LAPIC, up to 4 GiB
 //! 0x1_0000_0000  RAM beyond what fits below the hole
 //! ```
@@ -31,6 +32,9 @@ pub const CMDLINE_MAX: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// ACPI tables (RSDP first, where the kernel's legacy scan also finds it).
 pub const ACPI_START: u64 = 0xe0000;
+/// The SMBIOS entry point (the start of the F-segment the kernel scans), its
+/// structure table after it. The ACPI tables below stay far smaller than 64 KiB.
+pub const SMBIOS_START: u64 = 0xf0000;
 /// End of the BIOS area.
 pub const BIOS_END: u64 = 0x100000;
 /// Where high memory (and the kernel) starts.

@@ -1,12 +1,12 @@
-//! The legacy PC devices on the port I/O bus, with COM1 on an irqfd and the SCI on a
-//! KVM interrupt line.
+//! The legacy PC devices on the port I/O bus, with COM1 (and COM2, when the guest has a
+//! metadata channel) on irqfds and the SCI on a KVM interrupt line.
 
 use super::DeviceManagerError;
 use crate::arch::acpi::{PM1A_EVT_PORT, SCI_IRQ};
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::marker::{BootMarker, MARKER_PORT};
 use crate::devices::legacy::pm::PowerManagement;
-use crate::devices::legacy::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
+use crate::devices::legacy::serial::{SerialDevice, COM1_IRQ, COM1_PORT, COM2_IRQ, COM2_PORT};
 use crate::devices::legacy::ZeroPorts;
 use crate::devices::{Bus, ExitSignal};
 use crate::vstate::vm::Vm;
@@ -33,18 +33,7 @@ pub fn attach(
     exit: ExitSignal,
     started: Instant,
 ) -> Result<LegacyDevices, DeviceManagerError> {
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| DeviceManagerError::Os {
-        what: "eventfd",
-        source,
-    })?;
-    vm.fd
-        .register_irqfd(&serial_irq, COM1_IRQ)
-        .map_err(|source| DeviceManagerError::Kvm {
-            what: "register serial irqfd",
-            source,
-        })?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_out)));
-    pio.insert(serial.clone(), u64::from(COM1_PORT), 8)?;
+    let serial = attach_serial(vm, pio, COM1_PORT, COM1_IRQ, serial_out)?;
 
     pio.insert(Arc::new(Mutex::new(I8042::new(exit.clone()))), 0x60, 5)?;
     pio.insert(Arc::new(Mutex::new(ZeroPorts)), 0x70, 2)?; // CMOS
@@ -61,4 +50,36 @@ pub fn attach(
     let marker = Arc::new(Mutex::new(BootMarker::new(started)));
     pio.insert(marker.clone(), u64::from(MARKER_PORT), 1)?;
     Ok(LegacyDevices { serial, pm, marker })
+}
+
+/// Puts COM2 (0x2f8, IRQ 3) on `pio`, writing guest output to `out`.
+pub fn attach_com2(
+    vm: &Vm,
+    pio: &mut Bus,
+    out: Box<dyn Write + Send>,
+) -> Result<Arc<Mutex<SerialDevice>>, DeviceManagerError> {
+    attach_serial(vm, pio, COM2_PORT, COM2_IRQ, out)
+}
+
+/// A 16550 at `port` whose interrupt is an irqfd on `irq`.
+fn attach_serial(
+    vm: &Vm,
+    pio: &mut Bus,
+    port: u16,
+    irq: u32,
+    out: Box<dyn Write + Send>,
+) -> Result<Arc<Mutex<SerialDevice>>, DeviceManagerError> {
+    let irq_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| DeviceManagerError::Os {
+        what: "eventfd",
+        source,
+    })?;
+    vm.fd
+        .register_irqfd(&irq_fd, irq)
+        .map_err(|source| DeviceManagerError::Kvm {
+            what: "register serial irqfd",
+            source,
+        })?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq_fd, out)));
+    pio.insert(serial.clone(), u64::from(port), 8)?;
+    Ok(serial)
 }

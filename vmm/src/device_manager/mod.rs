@@ -99,6 +99,19 @@ impl DeviceManager {
         })
     }
 
+    /// Puts COM2 on the port I/O bus, writing guest output to `out`; feed its input
+    /// through the returned device.
+    pub fn attach_com2(
+        &mut self,
+        vm: &Vm,
+        out: Box<dyn Write + Send>,
+    ) -> Result<
+        std::sync::Arc<std::sync::Mutex<crate::devices::legacy::serial::SerialDevice>>,
+        DeviceManagerError,
+    > {
+        legacy::attach_com2(vm, &mut self.pio, out)
+    }
+
     /// Puts the PCI bus on the buses with a virtio-blk function per disk (the first is
     /// /dev/vda) and a virtio-net function per interface.
     pub fn attach_pci(

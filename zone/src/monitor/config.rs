@@ -94,6 +94,9 @@ mod tests {
                 nics: vec![nic("net0", "admin"), nic("net1", "storage")],
                 resolvers: vec![],
                 metadata: BTreeMap::new(),
+                user_script: None,
+                user_data: None,
+                ssh_keys: Vec::new(),
                 kind: spec::Kind::Zone(spec::ZoneSpec {
                     cpu_cap: 50,
                     pids: 2000,

@@ -49,6 +49,9 @@ impl Pool {
             nics: vec![],
             resolvers: vec!["10.0.0.53".parse().unwrap()],
             metadata: BTreeMap::new(),
+            user_script: None,
+            user_data: None,
+            ssh_keys: Vec::new(),
             kind: spec::Kind::Zone(spec::ZoneSpec {
                 cpu_cap: 0,
                 pids: 100,

@@ -12,6 +12,10 @@ use vmm_sys_util::eventfd::EventFd;
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1's interrupt line.
 pub const COM1_IRQ: u32 = 4;
+/// COM2's base port (the guest's `/dev/ttyS1`: the metadata channel, as on SmartOS).
+pub const COM2_PORT: u16 = 0x2f8;
+/// COM2's interrupt line.
+pub const COM2_IRQ: u32 = 3;
 
 /// Raises the serial IRQ through an eventfd registered as a KVM irqfd.
 pub struct IrqFdTrigger(pub EventFd);
