@@ -1,9 +1,8 @@
 //! Table and JSON output shared by `list` and `avail`: SmartOS's `-j`, `-o F,..` and
 //! `-H` conventions.
 
-use std::fmt::Write as _;
-
 use crate::manifest::ImageManifest;
+use spec::table::{Table, TableStyle};
 
 /// Columns shown when `-o` is not given (SmartOS's default).
 pub const DEFAULT_FIELDS: &[&str] = &["uuid", "name", "version", "os", "type", "pub"];
@@ -70,38 +69,14 @@ fn probe_manifest() -> ImageManifest {
 
 /// Renders manifests as an aligned table (header unless `no_header`).
 pub fn table(ms: &[ImageManifest], fields: &[String], no_header: bool) -> String {
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    if !no_header {
-        rows.push(fields.iter().map(|f| f.to_uppercase()).collect());
-    }
+    let mut t = Table::new(fields);
     for m in ms {
-        rows.push(
-            fields
-                .iter()
-                .map(|f| field(m, f).unwrap_or_default())
-                .collect(),
-        );
+        t.push(fields.iter().map(|f| field(m, f).unwrap_or_default()));
     }
-    let mut widths = vec![0; fields.len()];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                let _ = write!(line, "{c:<w$}  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    t.render(TableStyle {
+        no_header,
+        parsable: false,
+    })
 }
 
 /// Renders manifests as a JSON array (`-j`), pretty like SmartOS's imgadm.

@@ -58,8 +58,6 @@ pub struct InstanceRecord {
     pub uuid: String,
     /// Instance name.
     pub name: String,
-    /// `zone` or `hvm`.
-    pub kind: String,
     /// Last known lifecycle state (see `spec::api::states`).
     pub state: String,
     /// Last exit or failure reason.
@@ -248,7 +246,6 @@ pub(crate) mod tests {
         InstanceRecord {
             uuid: uuid.into(),
             name: name.into(),
-            kind: "zone".into(),
             state: "stopped".into(),
             reason: String::new(),
             want_running: false,

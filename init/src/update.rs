@@ -89,10 +89,7 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), String
         ("cmdline", Kind::Hvm(h)) => h.cmdline = v.as_str().map(str::to_string),
         ("cpu_cap" | "cpu-cap" | "max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
         | ("vcpus" | "cmdline", Kind::Zone(_)) => {
-            return Err(format!(
-                "does not apply to a {}",
-                crate::plan::kind_name(spec)
-            ))
+            return Err(format!("does not apply to a {}", spec.kind))
         }
         _ => return Err("unknown or read-only property".into()),
     }

@@ -79,8 +79,12 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             Effect::Recreate
         },
     );
-    let (old_kind, new_kind) = (kind_name(&old.kind), kind_name(&new.kind));
-    cmp("kind", old_kind.into(), new_kind.into(), Effect::Recreate);
+    cmp(
+        "kind",
+        old.kind.as_str().into(),
+        new.kind.as_str().into(),
+        Effect::Recreate,
+    );
     let image_effect = if matches!(new.kind, Kind::Hvm(_)) {
         Effect::Recreate
     } else {
@@ -203,13 +207,6 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
 /// The strongest effect among `changes` (`None` when nothing changed).
 pub fn effect(changes: &[Change]) -> Option<Effect> {
     changes.iter().map(|c| c.effect).max()
-}
-
-fn kind_name(k: &Kind) -> &'static str {
-    match k {
-        Kind::Zone(_) => "zone",
-        Kind::Hvm(_) => "hvm",
-    }
 }
 
 fn join<T: ToString>(items: &[T]) -> String {

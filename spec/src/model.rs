@@ -43,6 +43,23 @@ pub enum Kind {
     Hvm(HvmSpec),
 }
 
+impl Kind {
+    /// `zone` or `hvm`: the manifest node name, and the word in the API, logs and
+    /// plans.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Zone(_) => "zone",
+            Kind::Hvm(_) => "hvm",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Zone-only properties.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneSpec {

@@ -231,7 +231,7 @@ impl Node {
             e.rec.clone()
         };
         self.persist(&rec);
-        self.announce(&rec.name, &rec.uuid, &rec.kind, state, reason);
+        self.announce(&rec.name, &rec.uuid, rec.spec.kind.as_str(), state, reason);
     }
 
     fn announce(&self, name: &str, uuid: &str, kind: &str, state: &str, reason: &str) {

@@ -67,7 +67,7 @@ impl Node {
             }
             out.steps.push(PlanStep {
                 name: s.name,
-                action: s.action.as_str().to_string(),
+                action: s.action,
                 reason,
             });
         }
@@ -135,7 +135,7 @@ impl Node {
                 Some(u) => self.delete_instance(&u),
                 None => Ok(()),
             },
-            Action::Refuse => Err(RuntimeError::Provision {
+            Action::Refuse | Action::Error => Err(RuntimeError::Provision {
                 instance: s.name.clone(),
                 message: s.reason.clone(),
             }),
@@ -149,7 +149,6 @@ impl Node {
         spec: &InstanceSpec,
     ) -> Result<String, RuntimeError> {
         let uuid = spec.uuid.unwrap_or_else(uuid::Uuid::new_v4).to_string();
-        let kind = crate::plan::kind_name(spec).to_string();
         let rec = {
             let mut t = self.table();
             let id_range_start = match spec.kind {
@@ -164,7 +163,6 @@ impl Node {
             let rec = InstanceRecord {
                 uuid: uuid.clone(),
                 name: spec.name.clone(),
-                kind: kind.clone(),
                 state: states::PROVISIONING.into(),
                 reason: "creating".into(),
                 want_running: false,
@@ -187,7 +185,13 @@ impl Node {
             rec
         };
         self.persist(&rec);
-        self.announce(&rec.name, &uuid, &kind, states::PROVISIONING, "creating");
+        self.announce(
+            &rec.name,
+            &uuid,
+            spec.kind.as_str(),
+            states::PROVISIONING,
+            "creating",
+        );
         let provisioned = self.images.ensure(&spec.image).and_then(|image| {
             // Persisted with the state change below: one fsync'd write fewer per
             // instance, which adds up when a node provisions hundreds at once.
@@ -224,7 +228,7 @@ impl Node {
         self.announce(
             &entry.rec.name,
             uuid,
-            &entry.rec.kind,
+            entry.rec.spec.kind.as_str(),
             "deleted",
             "data removed",
         );

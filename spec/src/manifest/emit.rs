@@ -15,11 +15,7 @@ pub fn to_kdl(spec: &InstanceSpec) -> String {
 }
 
 fn instance_node(spec: &InstanceSpec) -> KdlNode {
-    let kind = match spec.kind {
-        Kind::Zone(_) => "zone",
-        Kind::Hvm(_) => "hvm",
-    };
-    let mut node = KdlNode::new(kind);
+    let mut node = KdlNode::new(spec.kind.as_str());
     node.push(KdlEntry::new(spec.name.as_str()));
     let body = node.ensure_children().nodes_mut();
     if let Some(u) = spec.uuid {
