@@ -200,4 +200,31 @@ mod tests {
         assert!(serde_json::from_str::<Action>("\"explode\"").is_err());
         assert!("explode".parse::<Action>().is_err());
     }
+
+    #[test]
+    fn a_detail_is_the_summary_flattened_beside_the_spec() {
+        let spec = crate::parse_str("t", "zone web01 { image \"busybox@1.36\"; }")
+            .unwrap()
+            .remove(0);
+        let detail = InstanceDetail {
+            summary: InstanceSummary {
+                name: "web01".into(),
+                uuid: "u-1".into(),
+                kind: spec.kind.to_string(),
+                state: "running".into(),
+                image: "busybox@1.36".into(),
+                memory: spec.memory,
+                autoboot: true,
+                pid: 7,
+                reason: String::new(),
+            },
+            spec: Some(spec),
+        };
+        let json = serde_json::to_value(&detail).unwrap();
+        assert_eq!(json["name"], "web01");
+        assert_eq!(json["kind"], "zone");
+        assert_eq!(json["spec"]["kind"]["type"], "zone");
+        let back: InstanceDetail = serde_json::from_value(json).unwrap();
+        assert_eq!(back, detail);
+    }
 }

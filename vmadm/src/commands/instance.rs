@@ -42,7 +42,7 @@ pub(super) async fn create(init: &Init, file: Option<&Path>) -> Result<()> {
         // The UUID is what SmartOS prints; the name is what our operators type.
         match node.get(&name).await {
             Ok(detail) => {
-                let uuid = detail.get("uuid").and_then(|u| u.as_str()).unwrap_or("");
+                let uuid = &detail.summary.uuid;
                 status(&format!("Successfully created VM {uuid} ({name})"));
             }
             Err(_) => status(&format!("Successfully created VM {name}")),

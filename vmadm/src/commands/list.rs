@@ -28,7 +28,9 @@ async fn fetch(node: &Node, detail: bool) -> Result<Vec<Instance>> {
         futures_util::stream::iter(summaries.iter())
             .map(|s| async move {
                 match node.get(&s.uuid).await {
-                    Ok(json) => Ok(Some(json)),
+                    Ok(detail) => serde_json::to_value(detail)
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(e.to_string())),
                     // Deleted between List and Get: it is simply no longer there.
                     Err(ClientError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
