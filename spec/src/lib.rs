@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod model;
 pub mod monitor;
 pub mod payload;
+pub mod pool;
 pub mod size;
 pub mod smartos;
 pub mod suggest;

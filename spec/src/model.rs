@@ -33,6 +33,33 @@ pub struct InstanceSpec {
     pub origin: Origin,
 }
 
+impl InstanceSpec {
+    /// A zone named `name` running `image` with every other property at its default:
+    /// what a manifest saying only `zone NAME { image ...; }` declares.
+    pub fn zone(name: &str, image: ImageRef) -> InstanceSpec {
+        InstanceSpec {
+            name: name.to_string(),
+            uuid: None,
+            ensure: Ensure::Present,
+            autoboot: true,
+            image,
+            memory: defaults::MEMORY,
+            nics: vec![],
+            resolvers: vec![],
+            metadata: BTreeMap::new(),
+            kind: Kind::Zone(ZoneSpec {
+                cpu_cap: defaults::CPU_CAP,
+                pids: defaults::PIDS,
+                quota: None,
+                hostname: name.to_string(),
+                init: vec![defaults::INIT.to_string()],
+                env: vec![],
+            }),
+            origin: Origin::default(),
+        }
+    }
+}
+
 /// The kind-specific part of an [`InstanceSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

@@ -387,3 +387,13 @@ fn the_readme_documents_every_property() {
         );
     }
 }
+
+#[test]
+fn the_zone_constructor_is_a_manifest_with_only_an_image() {
+    let parsed = spec::parse_str("m.kdl", "zone web01 { image \"busybox@1.36\"; }")
+        .unwrap()
+        .remove(0);
+    let mut built = spec::InstanceSpec::zone("web01", parsed.image.clone());
+    built.origin = parsed.origin.clone();
+    assert_eq!(built, parsed);
+}

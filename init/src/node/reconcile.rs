@@ -161,16 +161,9 @@ impl Node {
                 Kind::Hvm(_) => 0,
             };
             let rec = InstanceRecord {
-                uuid: uuid.clone(),
-                name: spec.name.clone(),
-                state: states::PROVISIONING.into(),
-                reason: "creating".into(),
-                want_running: false,
                 id_range_start,
-                image_uuid: String::new(),
-                spec: spec.clone(),
                 created_at: unix_now(),
-                needs_restart: false,
+                ..InstanceRecord::provisioning(uuid.clone(), spec.clone())
             };
             t.insert(
                 uuid.clone(),
