@@ -35,8 +35,19 @@ pub fn field(m: &ImageManifest, name: &str) -> Option<String> {
     })
 }
 
+/// A `-o` list imgadm cannot print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldsError {
+    /// A name that is not a field; the message lists the known ones.
+    #[error("unknown field {0:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled")]
+    Unknown(String),
+    /// `-o ""`.
+    #[error("-o needs at least one field")]
+    Empty,
+}
+
 /// Parses `-o uuid,name,...`, refusing unknown names (and listing the known ones).
-pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, String> {
+pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, FieldsError> {
     let Some(spec) = spec else {
         return Ok(DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect());
     };
@@ -48,13 +59,11 @@ pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, String> {
         .collect();
     for f in &fields {
         if field(&probe, f).is_none() {
-            return Err(format!(
-                "unknown field {f:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled"
-            ));
+            return Err(FieldsError::Unknown(f.clone()));
         }
     }
     if fields.is_empty() {
-        return Err("-o needs at least one field".into());
+        return Err(FieldsError::Empty);
     }
     Ok(fields)
 }
@@ -102,6 +111,7 @@ mod tests {
         assert_eq!(t, "busybox  1  2026-01-02\n");
         assert!(parse_fields(Some("name,bogus"))
             .unwrap_err()
+            .to_string()
             .contains("bogus"));
     }
 }

@@ -66,7 +66,7 @@ fn smartos_validate_cases_agree() {
             Ok(action) => smartos::validate(action, Some(brand), &payload, opts),
             // SmartOS's validate refuses an action it does not know; so does ours.
             Err(why) => Err(smartos::SmartosErrors {
-                notes: vec![why],
+                notes: vec![why.to_string()],
                 ..Default::default()
             }),
         };
