@@ -242,7 +242,7 @@ impl ImageStore {
             }
         }
         best.ok_or_else(|| {
-            let what = spec::manifest::image_text(r);
+            let what = r.to_string();
             if errors.is_empty() {
                 StoreError::NotFound(format!("{what} (in no configured source)"))
             } else {

@@ -59,7 +59,7 @@ pub fn open_decoder(
                 }
             })?)
         }
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
         Compression::Bzip2 => {
             return Err(StoreError::Unpack {
                 uuid,

@@ -203,9 +203,11 @@ mod tests {
 
     #[test]
     fn a_detail_is_the_summary_flattened_beside_the_spec() {
-        let spec = crate::parse_str("t", "zone web01 { image \"busybox@1.36\"; }")
-            .unwrap()
-            .remove(0);
+        let image = crate::ImageRef::Name {
+            name: "busybox".into(),
+            version: Some("1.36".into()),
+        };
+        let spec = crate::InstanceSpec::zone("web01", image);
         let detail = InstanceDetail {
             summary: InstanceSummary {
                 name: "web01".into(),

@@ -2,7 +2,6 @@
 //! to apply: the reconciler's "update" plan and `vmadm update` both say it from here.
 
 use crate::format::format_size;
-use crate::manifest::image_text;
 use crate::model::*;
 use std::fmt;
 
@@ -92,8 +91,8 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
     };
     cmp(
         "image",
-        image_text(&old.image),
-        image_text(&new.image),
+        old.image.to_string(),
+        new.image.to_string(),
         image_effect,
     );
     let memory_effect = if matches!(new.kind, Kind::Zone(_)) {
@@ -262,7 +261,7 @@ fn disk_text(d: &Disk) -> String {
     s
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kdl"))]
 mod tests {
     use super::*;
 

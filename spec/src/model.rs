@@ -175,6 +175,23 @@ pub enum ImageRef {
     },
 }
 
+/// As a manifest writes it: `UUID`, `name@version`, or `name` (the newest).
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Uuid(u) => write!(f, "{u}"),
+            ImageRef::Name {
+                name,
+                version: Some(v),
+            } => write!(f, "{name}@{v}"),
+            ImageRef::Name {
+                name,
+                version: None,
+            } => f.write_str(name),
+        }
+    }
+}
+
 /// Whether the instance should exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

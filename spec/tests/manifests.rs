@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! The KDL front end: the example manifests, defaults, round trips, and errors that
 //! point at the right place with a message a person can act on.
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! SmartOS's own `VM.validate` cases (tests/compat, taken from smartos-live's
 //! test-validate-payload.js and test-bhyve-pci.js, MPL-2.0): at least 90% must agree on
 //! valid/invalid. Disagreements, and invalid cases whose reported fields differ from

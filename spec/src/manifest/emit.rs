@@ -107,17 +107,7 @@ fn nic_node(nic: &Nic) -> KdlNode {
 
 /// The text an [`ImageRef`] is written as in a manifest.
 pub fn image_text(image: &ImageRef) -> String {
-    match image {
-        ImageRef::Uuid(u) => u.to_string(),
-        ImageRef::Name {
-            name,
-            version: Some(v),
-        } => format!("{name}@{v}"),
-        ImageRef::Name {
-            name,
-            version: None,
-        } => name.clone(),
-    }
+    image.to_string()
 }
 
 fn prop(name: &str, value: impl Into<KdlValue>) -> KdlNode {
