@@ -12,6 +12,25 @@
 //! `spec` depends on nothing else of ours: `init`, `vmadm`, `imgadm`, `zone` and `vmm`
 //! all build on it.
 
+/// Serialises a type as its `Display` text and deserialises it with its `FromStr`, so
+/// that JSON holds what an operator writes (`"256M"`, `"02:5c:00:11:22:33"`).
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod atomic;
 pub mod diff;

@@ -1,7 +1,6 @@
 //! Ethernet MAC addresses, written `aa:bb:cc:dd:ee:ff` wherever they are text
 //! (manifests, SmartOS payloads, `vmm --net TAP,mac=...`, JSON).
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -59,18 +58,7 @@ impl From<MacAddr> for [u8; 6] {
     }
 }
 
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(MacAddr);
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 //! `K`, `M`, `G` or `T` suffix, powers of 1024 (DESIGN.md, "Manifests"). Manifests,
 //! SmartOS payloads, `zone run --memory` and `vmm --memory` all read sizes here.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -100,18 +99,7 @@ impl From<ByteSize> for u64 {
     }
 }
 
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(ByteSize);
 
 #[cfg(test)]
 mod tests {
