@@ -8,7 +8,7 @@
 //! assembled beside it and renamed into place: the only moment it becomes visible.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::manifest::{Compression, ImageFile, ImageKind, ImageManifest};
+use crate::progress::Progress;
 use crate::sources::{error_chain, SourceClient};
 use crate::store::{sync_dir, Image, ImageStore, FILE_NAME, MANIFEST_NAME, ROOT_DIR};
 
@@ -182,7 +183,7 @@ pub(crate) fn import_from_source(
     file.seek(SeekFrom::Start(have))
         .map_err(StoreError::io(&path))?;
     let url = resp.url.clone();
-    let progress = progress_bar(store, m, have);
+    let progress = Progress::new(store, m, have);
     let copied = copy_hashing(
         resp.body,
         &mut file,
@@ -234,7 +235,7 @@ pub(crate) fn install_local(
     let path = p.file();
     let mut file = File::create(&path).map_err(StoreError::io(&path))?;
     let mut digests = Digests::for_file(m.file());
-    let progress = progress_bar(store, m, 0);
+    let progress = Progress::new(store, m, 0);
     let copied = copy_hashing(
         input,
         &mut file,
@@ -274,7 +275,7 @@ fn copy_hashing(
     dst_path: &Path,
     digests: &mut Digests,
     limit: u64,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<(), CopyError> {
     let write_err = |e| CopyError::Write(StoreError::io(dst_path)(e));
     let mut buf = vec![0u8; CHUNK];
@@ -314,23 +315,6 @@ fn rehash(file: &mut File, len: u64, digests: &mut Digests) -> std::io::Result<(
         left -= want as u64;
     }
     Ok(())
-}
-
-fn progress_bar(store: &ImageStore, m: &ImageManifest, start: u64) -> indicatif::ProgressBar {
-    if !store.shows_progress() || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(m.file().size);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb.set_message(format!("{} ({})", m.uuid, m.name_version()));
-    pb.set_position(start);
-    pb
 }
 
 /// Assembles the image directory from the verified file and renames it into place.

@@ -3,12 +3,15 @@
 //! [`ImageStore`] is what init and the `imgadm` CLI share: lookup by UUID,
 //! `name@version` or name, verified streaming import from IMGAPI sources (resumable,
 //! atomic), local install, delete, vacuum. [`serve::Server`] serves a store over the
-//! same IMGAPI protocol. The API is synchronous; init calls it from a blocking thread.
+//! same IMGAPI protocol (feature `server`). The API is synchronous; init calls it from a
+//! blocking thread, and links it without the `cli` and `server` features.
 
 pub mod error;
 mod import;
 pub mod manifest;
 pub mod output;
+mod progress;
+#[cfg(feature = "server")]
 pub mod serve;
 pub mod sources;
 pub mod store;

@@ -1,9 +1,8 @@
 //! Table and JSON output shared by `list` and `avail`: SmartOS's `-j`, `-o F,..` and
 //! `-H` conventions.
 
-use std::fmt::Write as _;
-
 use crate::manifest::ImageManifest;
+use spec::table::{Table, TableStyle};
 
 /// Columns shown when `-o` is not given (SmartOS's default).
 pub const DEFAULT_FIELDS: &[&str] = &["uuid", "name", "version", "os", "type", "pub"];
@@ -36,8 +35,19 @@ pub fn field(m: &ImageManifest, name: &str) -> Option<String> {
     })
 }
 
+/// A `-o` list imgadm cannot print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldsError {
+    /// A name that is not a field; the message lists the known ones.
+    #[error("unknown field {0:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled")]
+    Unknown(String),
+    /// `-o ""`.
+    #[error("-o needs at least one field")]
+    Empty,
+}
+
 /// Parses `-o uuid,name,...`, refusing unknown names (and listing the known ones).
-pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, String> {
+pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, FieldsError> {
     let Some(spec) = spec else {
         return Ok(DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect());
     };
@@ -49,13 +59,11 @@ pub fn parse_fields(spec: Option<&str>) -> Result<Vec<String>, String> {
         .collect();
     for f in &fields {
         if field(&probe, f).is_none() {
-            return Err(format!(
-                "unknown field {f:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled"
-            ));
+            return Err(FieldsError::Unknown(f.clone()));
         }
     }
     if fields.is_empty() {
-        return Err("-o needs at least one field".into());
+        return Err(FieldsError::Empty);
     }
     Ok(fields)
 }
@@ -70,38 +78,14 @@ fn probe_manifest() -> ImageManifest {
 
 /// Renders manifests as an aligned table (header unless `no_header`).
 pub fn table(ms: &[ImageManifest], fields: &[String], no_header: bool) -> String {
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    if !no_header {
-        rows.push(fields.iter().map(|f| f.to_uppercase()).collect());
-    }
+    let mut t = Table::new(fields);
     for m in ms {
-        rows.push(
-            fields
-                .iter()
-                .map(|f| field(m, f).unwrap_or_default())
-                .collect(),
-        );
+        t.push(fields.iter().map(|f| field(m, f).unwrap_or_default()));
     }
-    let mut widths = vec![0; fields.len()];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                let _ = write!(line, "{c:<w$}  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    t.render(TableStyle {
+        no_header,
+        parsable: false,
+    })
 }
 
 /// Renders manifests as a JSON array (`-j`), pretty like SmartOS's imgadm.
@@ -127,6 +111,7 @@ mod tests {
         assert_eq!(t, "busybox  1  2026-01-02\n");
         assert!(parse_fields(Some("name,bogus"))
             .unwrap_err()
+            .to_string()
             .contains("bogus"));
     }
 }

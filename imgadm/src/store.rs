@@ -242,7 +242,7 @@ impl ImageStore {
             }
         }
         best.ok_or_else(|| {
-            let what = spec::manifest::image_text(r);
+            let what = r.to_string();
             if errors.is_empty() {
                 StoreError::NotFound(format!("{what} (in no configured source)"))
             } else {
@@ -338,44 +338,23 @@ pub fn parse_ref(s: &str) -> ImageRef {
 }
 
 /// Which instances of the pool use which image, from each `<pool>/<uuid>/state.json`
-/// (`name` and `image_uuid`, as init records them).
+/// as init records it ([`spec::pool::InstanceRecord`]). An unreadable record is
+/// logged and skipped: it cannot say which image it holds.
 pub fn instances_using(pool: &Path) -> Result<BTreeMap<Uuid, Vec<String>>, StoreError> {
-    let mut used: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
-    let entries = match fs::read_dir(pool) {
-        Ok(e) => e,
-        Err(e) => return Err(StoreError::io(pool)(e)),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name
-            .to_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .is_none()
-        {
-            continue;
-        }
-        let state = entry.path().join("state.json");
-        let Ok(data) = fs::read(&state) else {
-            continue;
-        };
-        let v: serde_json::Value = match serde_json::from_slice(&data) {
-            Ok(v) => v,
-            Err(e) => {
-                log::warn!("{}: unreadable instance state: {e}", state.display());
-                continue;
+    let (records, errors) = spec::pool::load_records(pool);
+    for e in errors {
+        match e {
+            spec::pool::RecordError::Io { path, source } if path == pool => {
+                return Err(StoreError::io(pool)(source))
             }
-        };
-        let Some(img) = v["image_uuid"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-        else {
-            continue;
-        };
-        let inst = v["name"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| name.to_string_lossy().into_owned());
-        used.entry(img).or_default().push(inst);
+            e => log::warn!("unreadable instance state: {e}"),
+        }
+    }
+    let mut used: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+    for rec in records {
+        if let Ok(img) = Uuid::parse_str(&rec.image_uuid) {
+            used.entry(img).or_default().push(rec.name);
+        }
     }
     Ok(used)
 }
@@ -420,10 +399,18 @@ mod tests {
         let pool = tempfile::tempdir().unwrap();
         let img = Uuid::new_v4();
         for (name, image) in [("web01", img.to_string()), ("db01", String::new())] {
-            let dir = pool.path().join(Uuid::new_v4().to_string());
+            let uuid = Uuid::new_v4().to_string();
+            let dir = spec::pool::instance_dir(pool.path(), &uuid);
             fs::create_dir(&dir).unwrap();
-            let state = serde_json::json!({"name": name, "image_uuid": image});
-            fs::write(dir.join("state.json"), state.to_string()).unwrap();
+            let state = spec::pool::InstanceRecord {
+                image_uuid: image,
+                ..spec::pool::InstanceRecord::provisioning(
+                    uuid.clone(),
+                    spec::InstanceSpec::zone(name, parse_ref("busybox")),
+                )
+            };
+            let path = spec::pool::state_path(pool.path(), &uuid);
+            fs::write(path, serde_json::to_string(&state).unwrap()).unwrap();
         }
         fs::create_dir(pool.path().join("images")).unwrap();
         let corrupt = pool.path().join(Uuid::new_v4().to_string());

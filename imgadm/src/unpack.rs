@@ -59,7 +59,7 @@ pub fn open_decoder(
                 }
             })?)
         }
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
         Compression::Bzip2 => {
             return Err(StoreError::Unpack {
                 uuid,
@@ -156,7 +156,7 @@ pub fn unpack_rootfs(
             }
             continue;
         }
-        no_symlink_on_the_way(root, &rel).map_err(|r| unsafe_entry(&r))?;
+        no_symlink_on_the_way(root, &rel).map_err(|r| unsafe_entry(&r.to_string()))?;
         if kind.is_dir() && is_symlink(&root.join(&rel)) {
             return Err(unsafe_entry("directory entry over an existing symlink"));
         }
@@ -203,9 +203,15 @@ fn is_symlink(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
 }
 
+/// A tarball path whose parent is a symlink already unpacked (the path is relative to
+/// the image root).
+#[derive(Debug, thiserror::Error)]
+#[error("goes through the symlink {}", .0.display())]
+struct ThroughSymlink(PathBuf);
+
 /// Refuses a path whose parent directories (already unpacked) include a symlink:
 /// writing there would follow it, possibly out of the tree.
-fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), String> {
+fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), ThroughSymlink> {
     let mut cur = root.to_path_buf();
     let mut comps = rel.components().peekable();
     while let Some(c) = comps.next() {
@@ -214,9 +220,8 @@ fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), String> {
         }
         cur.push(c);
         if is_symlink(&cur) {
-            return Err(format!(
-                "goes through the symlink {}",
-                cur.strip_prefix(root).unwrap_or(&cur).display()
+            return Err(ThroughSymlink(
+                cur.strip_prefix(root).unwrap_or(&cur).to_path_buf(),
             ));
         }
     }

@@ -195,11 +195,18 @@ fn serve_import_list_get_delete_vacuum() {
     assert_eq!(ok(dn, &["list", "-j"]).matches("\"uuid\"").count(), 3);
 
     // An instance using busybox@1.36 (as init records it) blocks its deletion.
-    let inst = uuid::Uuid::new_v4();
-    fs::create_dir_all(dn.join(inst.to_string())).unwrap();
+    let inst = uuid::Uuid::new_v4().to_string();
+    fs::create_dir_all(spec::pool::instance_dir(dn, &inst)).unwrap();
+    let record = spec::pool::InstanceRecord {
+        image_uuid: z2.uuid.to_string(),
+        ..spec::pool::InstanceRecord::provisioning(
+            inst.clone(),
+            spec::InstanceSpec::zone("web01", spec::ImageRef::Uuid(z2.uuid)),
+        )
+    };
     fs::write(
-        dn.join(inst.to_string()).join("state.json"),
-        serde_json::json!({"uuid": inst, "name": "web01", "image_uuid": z2.uuid}).to_string(),
+        spec::pool::state_path(dn, &inst),
+        serde_json::to_string(&record).unwrap(),
     )
     .unwrap();
     let err = fails(dn, &["delete", "busybox@1.36"]);

@@ -46,8 +46,8 @@ pub enum DaemonError {
     #[error("image store: {0}")]
     Images(String),
     /// node.kdl is invalid.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::node_config::NodeConfigError),
     /// The bus could not be reached or the name not owned.
     #[error("D-Bus: {0}; is a bus running (DBUS_SYSTEM_BUS_ADDRESS) and may root own {name}?", name = spec::api::BUS_NAME)]
     Bus(zbus::Error),

@@ -188,7 +188,7 @@ impl NodeApi {
             let mut steps = out.steps;
             steps.extend(out.problems.into_iter().map(|p| PlanStep {
                 name: String::new(),
-                action: "error".into(),
+                action: spec::api::Action::Error,
                 reason: p,
             }));
             Ok(steps)

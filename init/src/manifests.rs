@@ -37,16 +37,10 @@ pub trait Manifests: Send + Sync {
     fn to_kdl(&self, spec: &InstanceSpec) -> String;
 }
 
-/// The payload format: what the caller said, or JSON when it starts like an object.
-pub fn sniff(payload: &str, format: &str) -> &'static str {
-    match format {
-        "json" => "json",
-        "kdl" => "kdl",
-        _ if payload.trim_start().starts_with('{') || payload.trim_start().starts_with('[') => {
-            "json"
-        }
-        _ => "kdl",
-    }
+/// The payload format: what the caller said, or JSON when it starts like an object
+/// (an unknown word counts as unsaid).
+pub fn sniff(payload: &str, format: &str) -> spec::Format {
+    spec::Format::from_arg(format, payload).unwrap_or_else(|_| spec::Format::sniff(payload))
 }
 
 /// The real front end: the `spec` crate.
@@ -179,14 +173,14 @@ impl Manifests for SpecManifests {
 
     fn parse(&self, payload: &str, format: &str) -> Result<Vec<InstanceSpec>, Vec<String>> {
         match sniff(payload, format) {
-            "json" => spec::smartos::from_payload(payload).map_err(|e| {
+            spec::Format::Json => spec::smartos::from_payload(payload).map_err(|e| {
                 // SmartOS's error object first (what SmartOS tools parse), then one
                 // sentence per problem for a person.
                 let mut lines = vec![serde_json::to_string(&e).unwrap_or_else(|_| "{}".into())];
                 lines.extend(e.notes.iter().cloned());
                 lines
             }),
-            _ => spec::parse_str("<payload>", payload).map_err(|e| {
+            spec::Format::Kdl => spec::parse_str("<payload>", payload).map_err(|e| {
                 e.render_plain()
                     .lines()
                     .map(str::to_string)

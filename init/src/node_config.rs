@@ -10,7 +10,50 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why node.kdl cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    /// The file exists but cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// node.kdl.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid node.kdl; names the file.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// node.kdl.
+        path: PathBuf,
+        /// What is wrong.
+        source: NodeConfigProblem,
+    },
+}
+
+/// What is wrong with node.kdl text.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigProblem {
+    /// Not KDL.
+    #[error("{0}")]
+    Syntax(#[from] kdl::KdlError),
+    /// A setting without its string argument.
+    #[error("`{0}` needs a string argument")]
+    NoArgument(String),
+    /// A bridge name Linux would refuse.
+    #[error("nic-tag {tag}: bridge name {bridge:?} is longer than 15 bytes")]
+    BridgeNameTooLong {
+        /// The nic tag.
+        tag: String,
+        /// The bridge name.
+        bridge: String,
+    },
+    /// A setting we do not know.
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source)")]
+    Unknown(String),
+}
 
 /// What one nic tag maps to on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,27 +79,33 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Reads `path`; a missing file is the default config.
-    pub fn load(path: &Path) -> Result<NodeConfig, String> {
+    pub fn load(path: &Path) -> Result<NodeConfig, NodeConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => NodeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => NodeConfig::parse(&text).map_err(|source| NodeConfigError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(NodeConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Parses node.kdl text.
-    pub fn parse(text: &str) -> Result<NodeConfig, String> {
-        let doc: kdl::KdlDocument = text.parse().map_err(|e: kdl::KdlError| e.to_string())?;
+    pub fn parse(text: &str) -> Result<NodeConfig, NodeConfigProblem> {
+        let doc: kdl::KdlDocument = text.parse()?;
         let mut cfg = NodeConfig::default();
         for node in doc.nodes() {
             let name = node.name().value();
-            let arg = || -> Result<String, String> {
+            let arg = || -> Result<String, NodeConfigProblem> {
                 node.entries()
                     .iter()
                     .find(|e| e.name().is_none())
                     .and_then(|e| e.value().as_string())
                     .map(str::to_string)
-                    .ok_or_else(|| format!("`{name}` needs a string argument"))
+                    .ok_or_else(|| NodeConfigProblem::NoArgument(name.to_string()))
             };
             let prop = |key: &str| {
                 node.entries()
@@ -74,9 +123,7 @@ impl NodeConfig {
                     let bridge =
                         prop("bridge").unwrap_or_else(|| monitor::default_bridge_name(&tag));
                     if bridge.len() > 15 {
-                        return Err(format!(
-                            "nic-tag {tag}: bridge name {bridge:?} is longer than 15 bytes"
-                        ));
+                        return Err(NodeConfigProblem::BridgeNameTooLong { tag, bridge });
                     }
                     cfg.nic_tags.insert(
                         tag,
@@ -86,11 +133,7 @@ impl NodeConfig {
                         },
                     );
                 }
-                other => {
-                    return Err(format!(
-                        "unknown setting `{other}` (known: hostname, nic-tag, resolver, source)"
-                    ))
-                }
+                other => return Err(NodeConfigProblem::Unknown(other.to_string())),
             }
         }
         Ok(cfg)
@@ -131,6 +174,6 @@ mod tests {
     #[test]
     fn unknown_settings_are_named() {
         let e = NodeConfig::parse("hostnme \"x\"").unwrap_err();
-        assert!(e.contains("hostnme"), "{e}");
+        assert!(e.to_string().contains("hostnme"), "{e}");
     }
 }

@@ -6,48 +6,9 @@
 use crate::pool::InstanceRecord;
 use spec::{Ensure, InstanceSpec, Kind};
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::PathBuf;
 
-/// What a step does to one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Provision a new instance (pool directory, state, config).
-    Create,
-    /// Start its monitor.
-    Start,
-    /// Stop its monitor; data kept.
-    Stop,
-    /// Apply a changed spec that needs no restart (or to a stopped instance).
-    Update,
-    /// Apply a changed spec to a running instance: stop, rewrite, start.
-    Restart,
-    /// Stop and remove the instance and its data.
-    Delete,
-    /// Nothing can be done until an operator acts; the reason says what.
-    Refuse,
-}
-
-impl Action {
-    /// The word used in logs and in `PlanStep.action`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "create",
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Update => "update",
-            Action::Restart => "restart",
-            Action::Delete => "delete",
-            Action::Refuse => "refuse",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use spec::api::Action;
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +103,7 @@ pub fn plan(
 
 fn order(a: Action) -> u8 {
     match a {
-        Action::Refuse | Action::Delete | Action::Create => 0,
+        Action::Refuse | Action::Error | Action::Delete | Action::Create => 0,
         Action::Update | Action::Restart | Action::Stop => 1,
         Action::Start => 2,
     }
@@ -183,14 +144,14 @@ fn plan_existing(d: &InstanceSpec, a: &Actual<'_>) -> Vec<Step> {
             )];
         }
     }
-    if kind_name(d) != rec.kind {
+    if d.kind.as_str() != rec.spec.kind.as_str() {
         return vec![step(
             Action::Refuse,
             format!(
                 "{} declares a {} but the instance is a {}; delete it first",
                 origin(d),
-                kind_name(d),
-                rec.kind
+                d.kind,
+                rec.spec.kind
             ),
             None,
         )];
@@ -237,14 +198,6 @@ fn plan_existing(d: &InstanceSpec, a: &Actual<'_>) -> Vec<Step> {
         steps.push(step(Action::Start, why, None));
     }
     steps
-}
-
-/// `zone` or `hvm`.
-pub fn kind_name(s: &InstanceSpec) -> &'static str {
-    match s.kind {
-        Kind::Zone(_) => "zone",
-        Kind::Hvm(_) => "hvm",
-    }
 }
 
 /// Manifest property names that differ between two specs (origin ignored).

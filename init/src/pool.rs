@@ -4,14 +4,9 @@
 //! atomically on every change, so a restarted init (or a rebooted node) finds exactly
 //! what was there.
 
-use serde::{Deserialize, Serialize};
-use spec::InstanceSpec;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// Top-level pool entries that are not instances.
-const RESERVED: &[&str] = &["manifests", "config", "images", "lost+found"];
 
 /// First host uid of the zone id ranges; each zone gets 65536 ids from here on. Chosen
 /// far above the ranges `useradd` hands out (/etc/subuid starts at 100000) and the
@@ -31,14 +26,9 @@ pub enum PoolError {
         /// The error.
         source: io::Error,
     },
-    /// A state file exists but does not parse.
-    #[error("{path}: corrupt state file: {source}")]
-    Corrupt {
-        /// The state file.
-        path: PathBuf,
-        /// The parse error.
-        source: serde_json::Error,
-    },
+    /// A state file could not be read or parsed.
+    #[error(transparent)]
+    Record(#[from] spec::pool::RecordError),
     /// Every zone id range is taken.
     #[error("no free 65536-id host range left for a new zone")]
     IdRangesExhausted,
@@ -51,40 +41,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PoolError + '_ {
     }
 }
 
-/// One instance as init records it in `<pool>/<uuid>/state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceRecord {
-    /// Instance UUID (its directory name).
-    pub uuid: String,
-    /// Instance name.
-    pub name: String,
-    /// `zone` or `hvm`.
-    pub kind: String,
-    /// Last known lifecycle state.
-    pub state: spec::State,
-    /// Last exit or failure reason.
-    #[serde(default)]
-    pub reason: String,
-    /// Whether the operator (or autoboot) wants it running: a monitor that dies while
-    /// this is set is restarted; a stop clears it.
-    #[serde(default)]
-    pub want_running: bool,
-    /// First host id of the zone's range (0 for HVM instances).
-    #[serde(default)]
-    pub id_range_start: u32,
-    /// The image the instance was provisioned from.
-    #[serde(default)]
-    pub image_uuid: String,
-    /// The spec currently applied (what config.json was written from).
-    pub spec: InstanceSpec,
-    /// Unix time of creation.
-    #[serde(default)]
-    pub created_at: u64,
-    /// The applied spec changed while the instance ran; it takes effect at the next
-    /// start.
-    #[serde(default)]
-    pub needs_restart: bool,
-}
+pub use spec::pool::InstanceRecord;
 
 /// Paths of one pool.
 #[derive(Debug, Clone)]
@@ -110,22 +67,22 @@ impl Pool {
 
     /// `<pool>/manifests`: the desired state.
     pub fn manifests_dir(&self) -> PathBuf {
-        self.root.join("manifests")
+        spec::pool::manifests_dir(&self.root)
     }
 
     /// `<pool>/config`: node settings.
     pub fn config_dir(&self) -> PathBuf {
-        self.root.join("config")
+        spec::pool::config_dir(&self.root)
     }
 
     /// `<pool>/<uuid>`.
     pub fn instance_dir(&self, uuid: &str) -> PathBuf {
-        self.root.join(uuid)
+        spec::pool::instance_dir(&self.root, uuid)
     }
 
     /// `<pool>/<uuid>/state.json`.
     pub fn state_path(&self, uuid: &str) -> PathBuf {
-        self.instance_dir(uuid).join("state.json")
+        spec::pool::state_path(&self.root, uuid)
     }
 
     /// Writes an instance record atomically (creating its directory).
@@ -139,33 +96,8 @@ impl Pool {
     /// Every instance record of the pool. Unreadable records are returned as errors
     /// beside the good ones, so one corrupt file hides nothing else.
     pub fn load_all(&self) -> (Vec<InstanceRecord>, Vec<PoolError>) {
-        let mut recs = Vec::new();
-        let mut errs = Vec::new();
-        let entries = match fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) => {
-                errs.push(io_err(&self.root)(e));
-                return (recs, errs);
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if RESERVED.contains(&name.as_ref()) || name.starts_with('.') {
-                continue;
-            }
-            let path = entry.path().join("state.json");
-            match fs::read(&path) {
-                Ok(data) => match serde_json::from_slice::<InstanceRecord>(&data) {
-                    Ok(r) => recs.push(r),
-                    Err(source) => errs.push(PoolError::Corrupt { path, source }),
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => errs.push(io_err(&path)(e)),
-            }
-        }
-        recs.sort_by(|a, b| a.name.cmp(&b.name));
-        (recs, errs)
+        let (recs, errs) = spec::pool::load_records(&self.root);
+        (recs, errs.into_iter().map(PoolError::from).collect())
     }
 
     /// Removes an instance's directory and everything in it.
@@ -215,43 +147,23 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use spec::{Ensure, ImageRef, InstanceSpec, Kind, Origin, ZoneSpec};
+    use spec::{ImageRef, InstanceSpec};
 
     /// A zone spec with DESIGN.md's defaults, for tests.
     pub fn zone_spec(name: &str) -> InstanceSpec {
-        InstanceSpec {
-            name: name.to_string(),
-            uuid: None,
-            ensure: Ensure::Present,
-            autoboot: true,
-            image: ImageRef::Name {
+        InstanceSpec::zone(
+            name,
+            ImageRef::Name {
                 name: "busybox".into(),
                 version: Some("1.36".into()),
             },
-            memory: spec::defaults::MEMORY,
-            nics: vec![],
-            resolvers: vec![],
-            metadata: Default::default(),
-            user_script: None,
-            user_data: None,
-            ssh_keys: Vec::new(),
-            kind: Kind::Zone(ZoneSpec {
-                cpu_cap: 0,
-                pids: spec::defaults::PIDS,
-                quota: None,
-                hostname: name.to_string(),
-                init: vec![spec::defaults::INIT.to_string()],
-                env: vec![],
-            }),
-            origin: Origin::default(),
-        }
+        )
     }
 
     pub fn record(name: &str, uuid: &str, range: u32) -> InstanceRecord {
         InstanceRecord {
             uuid: uuid.into(),
             name: name.into(),
-            kind: "zone".into(),
             state: spec::State::Stopped,
             reason: String::new(),
             want_running: false,

@@ -37,42 +37,55 @@ pub fn apply(spec: &mut InstanceSpec, payload: &str) -> Result<Vec<&'static str>
     Ok(crate::plan::changed_properties(&before, spec))
 }
 
-fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), String> {
+fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), PropertyError> {
     match (key, &mut spec.kind) {
         ("memory", _) => spec.memory = size(v, 1)?,
         ("max_physical_memory" | "ram", _) => spec.memory = size(v, 1 << 20)?,
-        ("autoboot", _) => spec.autoboot = v.as_bool().ok_or("expected true or false")?,
+        ("autoboot", _) => {
+            spec.autoboot = v
+                .as_bool()
+                .ok_or(PropertyError::Expected("true or false"))?
+        }
         ("resolvers" | "resolver", _) => {
             spec.resolvers = v
                 .as_array()
-                .ok_or("expected a list of addresses")?
+                .ok_or(PropertyError::Expected("a list of addresses"))?
                 .iter()
                 .map(|r| {
                     r.as_str()
                         .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| format!("{r} is not an IP address"))
+                        .ok_or_else(|| PropertyError::NotAnAddress(r.to_string()))
                 })
                 .collect::<Result<_, _>>()?
         }
         ("customer_metadata" | "set_customer_metadata" | "metadata", _) => {
-            for (k, val) in v.as_object().ok_or("expected an object of strings")? {
+            for (k, val) in v
+                .as_object()
+                .ok_or(PropertyError::Expected("an object of strings"))?
+            {
                 let s = val
                     .as_str()
-                    .ok_or_else(|| format!("{k}: expected a string"))?;
+                    .ok_or_else(|| PropertyError::NotAString(k.clone()))?;
                 // `user-script`, `user-data`, `root_authorized_keys`: their properties.
                 spec.set_customer_metadata(k, s);
             }
         }
         ("remove_customer_metadata", _) => {
-            for k in v.as_array().ok_or("expected a list of keys")? {
-                spec.remove_customer_metadata(k.as_str().ok_or("expected a list of keys")?);
+            for k in v
+                .as_array()
+                .ok_or(PropertyError::Expected("a list of keys"))?
+            {
+                spec.remove_customer_metadata(
+                    k.as_str()
+                        .ok_or(PropertyError::Expected("a list of keys"))?,
+                );
             }
         }
         ("cpu_cap" | "cpu-cap", Kind::Zone(z)) => z.cpu_cap = uint(v)? as u32,
         ("max_lwps" | "pids", Kind::Zone(z)) => {
             z.pids = uint(v)?;
             if z.pids == 0 {
-                return Err("must be at least 1".into());
+                return Err(PropertyError::Zero);
             }
         }
         ("quota", Kind::Zone(z)) => {
@@ -83,51 +96,78 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), String
             }
         }
         ("hostname", Kind::Zone(z)) => {
-            z.hostname = v.as_str().ok_or("expected a string")?.to_string()
+            z.hostname = v
+                .as_str()
+                .ok_or(PropertyError::Expected("a string"))?
+                .to_string()
         }
         ("vcpus", Kind::Hvm(h)) => {
             h.vcpus = uint(v)? as u32;
             if h.vcpus == 0 {
-                return Err("must be at least 1".into());
+                return Err(PropertyError::Zero);
             }
         }
         ("cmdline", Kind::Hvm(h)) => h.cmdline = v.as_str().map(str::to_string),
         ("cpu_cap" | "cpu-cap" | "max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
         | ("vcpus" | "cmdline", Kind::Zone(_)) => {
-            return Err(format!(
-                "does not apply to a {}",
-                crate::plan::kind_name(spec)
-            ))
+            return Err(PropertyError::WrongKind(spec.kind.as_str()))
         }
-        _ => return Err("unknown or read-only property".into()),
+        _ => return Err(PropertyError::Unknown),
     }
     Ok(())
 }
 
-fn uint(v: &Value) -> Result<u64, String> {
+fn uint(v: &Value) -> Result<u64, PropertyError> {
     v.as_u64()
-        .ok_or_else(|| format!("{v} is not a non-negative integer"))
+        .ok_or_else(|| PropertyError::NotAnInteger(v.to_string()))
 }
 
-/// A size: a number in `unit` bytes, or a string with a K/M/G/T suffix (powers of 1024).
-fn size(v: &Value, unit: u64) -> Result<u64, String> {
+/// A size: a number in `unit` bytes, or a string: digits alone count in `unit` too,
+/// otherwise the size dialect of manifests (`"512M"`, powers of 1024).
+fn size(v: &Value, unit: u64) -> Result<u64, PropertyError> {
+    let too_large = || PropertyError::TooLarge(v.to_string());
     if let Some(n) = v.as_u64() {
-        return n
-            .checked_mul(unit)
-            .ok_or_else(|| format!("{v} is too large"));
+        return n.checked_mul(unit).ok_or_else(too_large);
     }
-    let s = v.as_str().ok_or_else(|| format!("{v} is not a size"))?;
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, unit),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size like \"512M\""))
+    let s = v
+        .as_str()
+        .ok_or_else(|| PropertyError::NotASize(v.to_string()))?;
+    if let Ok(n) = s.parse::<u64>() {
+        return n.checked_mul(unit).ok_or_else(too_large);
+    }
+    spec::format::parse_size(s).map_err(|_| PropertyError::NotASize(format!("{s:?}")))
+}
+
+/// Why one property of an update cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PropertyError {
+    /// The value has the wrong JSON type; says what was expected.
+    #[error("expected {0}")]
+    Expected(&'static str),
+    /// A resolver that is not an address.
+    #[error("{0} is not an IP address")]
+    NotAnAddress(String),
+    /// A metadata value that is not a string.
+    #[error("{0}: expected a string")]
+    NotAString(String),
+    /// A count that must be positive was 0.
+    #[error("must be at least 1")]
+    Zero,
+    /// A zone property on an HVM instance or the reverse.
+    #[error("does not apply to a {0}")]
+    WrongKind(&'static str),
+    /// A property update does not know.
+    #[error("unknown or read-only property")]
+    Unknown,
+    /// Not a non-negative integer.
+    #[error("{0} is not a non-negative integer")]
+    NotAnInteger(String),
+    /// More bytes than fit in 64 bits.
+    #[error("{0} is too large")]
+    TooLarge(String),
+    /// Neither a number nor a size string.
+    #[error("{0} is not a size like \"512M\"")]
+    NotASize(String),
 }
 
 #[cfg(test)]

@@ -85,8 +85,134 @@ pub struct InstanceDetail {
 pub struct PlanStep {
     /// Instance name.
     pub name: String,
-    /// `create`, `start`, `stop`, `update`, `restart`, `delete`.
-    pub action: String,
+    /// What was done (`create`, `start`, ... on the wire).
+    pub action: Action,
     /// Why, in words.
     pub reason: String,
+}
+
+/// What a reconcile step does to one instance; a lower-case word on the wire (D-Bus
+/// `s`) and in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "dbus", derive(zvariant::Type), zvariant(signature = "s"))]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Provision a new instance (pool directory, state, config).
+    Create,
+    /// Start its monitor.
+    Start,
+    /// Stop its monitor; data kept.
+    Stop,
+    /// Apply a changed spec that needs no restart (or to a stopped instance).
+    Update,
+    /// Apply a changed spec to a running instance: stop, rewrite, start.
+    Restart,
+    /// Stop and remove the instance and its data.
+    Delete,
+    /// Nothing can be done until an operator acts; the reason says what.
+    Refuse,
+    /// Not a step: a manifest file that could not be read, named in the reason.
+    Error,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 8] = [
+        Action::Create,
+        Action::Start,
+        Action::Stop,
+        Action::Update,
+        Action::Restart,
+        Action::Delete,
+        Action::Refuse,
+        Action::Error,
+    ];
+
+    /// The word used on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Update => "update",
+            Action::Restart => "restart",
+            Action::Delete => "delete",
+            Action::Refuse => "refuse",
+            Action::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that names no [`Action`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown plan action `{0}`")]
+pub struct UnknownAction(pub String);
+
+impl std::str::FromStr for Action {
+    type Err = UnknownAction;
+    fn from_str(s: &str) -> Result<Action, UnknownAction> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownAction(s.to_string()))
+    }
+}
+
+/// Lets callers and tests compare with the wire word (`step.action == "stop"`).
+impl PartialEq<&str> for Action {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_travel_as_their_words() {
+        for a in Action::ALL {
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("\"{a}\""));
+            assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+            assert_eq!(a.as_str().parse::<Action>(), Ok(a));
+        }
+        assert!(serde_json::from_str::<Action>("\"explode\"").is_err());
+        assert!("explode".parse::<Action>().is_err());
+    }
+
+    #[test]
+    fn a_detail_is_the_summary_flattened_beside_the_spec() {
+        let image = crate::ImageRef::Name {
+            name: "busybox".into(),
+            version: Some("1.36".into()),
+        };
+        let spec = crate::InstanceSpec::zone("web01", image);
+        let detail = InstanceDetail {
+            summary: InstanceSummary {
+                name: "web01".into(),
+                uuid: "u-1".into(),
+                kind: spec.kind.to_string(),
+                state: crate::State::Running,
+                image: "busybox@1.36".into(),
+                memory: spec.memory,
+                autoboot: true,
+                pid: 7,
+                reason: String::new(),
+            },
+            spec: Some(spec),
+        };
+        let json = serde_json::to_value(&detail).unwrap();
+        assert_eq!(json["name"], "web01");
+        assert_eq!(json["kind"], "zone");
+        assert_eq!(json["spec"]["kind"]["type"], "zone");
+        let back: InstanceDetail = serde_json::from_value(json).unwrap();
+        assert_eq!(back, detail);
+    }
 }

@@ -2,7 +2,6 @@
 //! to apply: the reconciler's "update" plan and `vmadm update` both say it from here.
 
 use crate::format::format_size;
-use crate::manifest::image_text;
 use crate::model::*;
 use std::fmt;
 
@@ -79,8 +78,12 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             Effect::Recreate
         },
     );
-    let (old_kind, new_kind) = (kind_name(&old.kind), kind_name(&new.kind));
-    cmp("kind", old_kind.into(), new_kind.into(), Effect::Recreate);
+    cmp(
+        "kind",
+        old.kind.as_str().into(),
+        new.kind.as_str().into(),
+        Effect::Recreate,
+    );
     let image_effect = if matches!(new.kind, Kind::Hvm(_)) {
         Effect::Recreate
     } else {
@@ -88,8 +91,8 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
     };
     cmp(
         "image",
-        image_text(&old.image),
-        image_text(&new.image),
+        old.image.to_string(),
+        new.image.to_string(),
         image_effect,
     );
     let memory_effect = if matches!(new.kind, Kind::Zone(_)) {
@@ -226,13 +229,6 @@ pub fn effect(changes: &[Change]) -> Option<Effect> {
     changes.iter().map(|c| c.effect).max()
 }
 
-fn kind_name(k: &Kind) -> &'static str {
-    match k {
-        Kind::Zone(_) => "zone",
-        Kind::Hvm(_) => "hvm",
-    }
-}
-
 fn join<T: ToString>(items: &[T]) -> String {
     items
         .iter()
@@ -310,7 +306,7 @@ fn disk_text(d: &Disk) -> String {
     s
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kdl"))]
 mod tests {
     use super::*;
 

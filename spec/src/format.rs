@@ -3,52 +3,7 @@
 
 use std::net::IpAddr;
 
-/// Parses a size: a decimal number of bytes with an optional `K`, `M`, `G` or `T`
-/// suffix (powers of 1024; lower case accepted, as is a trailing `B` or `iB`).
-///
-/// ```
-/// assert_eq!(spec::format::parse_size("2G"), Ok(2 << 30));
-/// assert_eq!(spec::format::parse_size("512"), Ok(512));
-/// assert!(spec::format::parse_size("2 gigs").is_err());
-/// ```
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(format!(
-            "`{text}` is not a size: write a whole number with an optional K, M, G or T suffix, like \"256M\""
-        ));
-    }
-    let shift = match suffix.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown size suffix `{suffix}`: use K, M, G or T (powers of 1024)"
-            ))
-        }
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is too large a size"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{text}` is too large a size"))
-}
-
-/// Formats a byte count with the largest suffix that divides it exactly
-/// (`268435456` -> `"256M"`); [`parse_size`] reads it back to the same number.
-pub fn format_size(bytes: u64) -> String {
-    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
+pub use crate::size::{format_size, parse_size, ByteSize, SizeError};
 
 /// Why `name` is not a valid instance name (`[a-z0-9][a-z0-9-]{0,62}`), or `None`.
 pub fn check_name(name: &str) -> Option<String> {
@@ -107,23 +62,46 @@ pub fn check_hostname(host: &str) -> Option<String> {
     })
 }
 
+/// Why a text is not `ADDR/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// No `/PREFIX` part.
+    #[error(
+        "`{0}` has no prefix length: write it in CIDR form like \"10.88.0.10/24\", or \"dhcp\""
+    )]
+    NoPrefix(String),
+    /// The address part does not parse.
+    #[error("`{0}` is not an IP address")]
+    BadAddress(String),
+    /// The prefix is not a number up to the family's width.
+    #[error("`{prefix}` is not a prefix length (0-{max})")]
+    BadPrefix {
+        /// The prefix as written.
+        prefix: String,
+        /// 32 or 128.
+        max: u8,
+    },
+}
+
 /// Parses `ADDR/PREFIX` (IPv4 or IPv6).
-pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), CidrError> {
     let Some((addr, prefix)) = text.split_once('/') else {
-        return Err(format!(
-            "`{text}` has no prefix length: write it in CIDR form like \"10.88.0.10/24\", or \"dhcp\""
-        ));
+        return Err(CidrError::NoPrefix(text.to_string()));
     };
     let addr: IpAddr = addr
         .parse()
-        .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| format!("`{prefix}` is not a prefix length (0-{max})"))?;
-    Ok((addr, prefix))
+    let prefix_len: u8 =
+        prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| CidrError::BadPrefix {
+                prefix: prefix.to_string(),
+                max,
+            })?;
+    Ok((addr, prefix_len))
 }
 
 /// Whether `other` lies in the subnet `addr/prefix` (same family required).
@@ -151,11 +129,7 @@ pub fn netmask_prefix(mask: &str) -> Option<u8> {
 
 /// Whether `mac` reads `aa:bb:cc:dd:ee:ff` (six hex octets).
 pub fn is_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    crate::mac::MacAddr::is_valid(mac)
 }
 
 #[cfg(test)]

@@ -45,6 +45,36 @@ pub struct InstanceSpec {
     pub origin: Origin,
 }
 
+impl InstanceSpec {
+    /// A zone named `name` running `image` with every other property at its default:
+    /// what a manifest saying only `zone NAME { image ...; }` declares.
+    pub fn zone(name: &str, image: ImageRef) -> InstanceSpec {
+        InstanceSpec {
+            name: name.to_string(),
+            uuid: None,
+            ensure: Ensure::Present,
+            autoboot: true,
+            image,
+            memory: defaults::MEMORY,
+            nics: vec![],
+            resolvers: vec![],
+            metadata: BTreeMap::new(),
+            user_script: None,
+            user_data: None,
+            ssh_keys: Vec::new(),
+            kind: Kind::Zone(ZoneSpec {
+                cpu_cap: defaults::CPU_CAP,
+                pids: defaults::PIDS,
+                quota: None,
+                hostname: name.to_string(),
+                init: vec![defaults::INIT.to_string()],
+                env: vec![],
+            }),
+            origin: Origin::default(),
+        }
+    }
+}
+
 /// The kind-specific part of an [`InstanceSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -53,6 +83,23 @@ pub enum Kind {
     Zone(ZoneSpec),
     /// A hardware VM driven by its own VMM process.
     Hvm(HvmSpec),
+}
+
+impl Kind {
+    /// `zone` or `hvm`: the manifest node name, and the word in the API, logs and
+    /// plans.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Zone(_) => "zone",
+            Kind::Hvm(_) => "hvm",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Zone-only properties.
@@ -141,6 +188,23 @@ pub enum ImageRef {
         /// Exact version; `None` = newest.
         version: Option<String>,
     },
+}
+
+/// As a manifest writes it: `UUID`, `name@version`, or `name` (the newest).
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Uuid(u) => write!(f, "{u}"),
+            ImageRef::Name {
+                name,
+                version: Some(v),
+            } => write!(f, "{name}@{v}"),
+            ImageRef::Name {
+                name,
+                version: None,
+            } => f.write_str(name),
+        }
+    }
 }
 
 /// Whether the instance should exist.

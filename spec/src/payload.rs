@@ -17,28 +17,50 @@ pub enum Format {
 }
 
 impl Format {
-    /// Tells the format from the text: a JSON object starts with `{`, a manifest
-    /// cannot.
+    /// Tells the format from the text: a JSON payload starts with `{` (or `[`), a
+    /// manifest cannot.
     pub fn sniff(text: &str) -> Format {
-        if text.trim_start().starts_with('{') {
+        let t = text.trim_start();
+        if t.starts_with('{') || t.starts_with('[') {
             Format::Json
         } else {
             Format::Kdl
         }
     }
 
+    /// The format of a file: from its extension (`.json`, `.kdl`), else from its
+    /// text as [`Format::sniff`] tells it.
+    pub fn of_file(path: Option<&Path>, text: &str) -> Format {
+        match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            Some("kdl") => Format::Kdl,
+            _ => Format::sniff(text),
+        }
+    }
+
     /// Reads the API's format argument: `kdl`, `json`, or empty for [`Format::sniff`].
-    pub fn from_arg(arg: &str, text: &str) -> Result<Format, String> {
+    pub fn from_arg(arg: &str, text: &str) -> Result<Format, UnknownFormat> {
         match arg {
             "kdl" => Ok(Format::Kdl),
             "json" => Ok(Format::Json),
             "" => Ok(Format::sniff(text)),
-            other => Err(format!(
-                "unknown payload format `{other}`: use kdl, json or nothing"
-            )),
+            other => Err(UnknownFormat(other.to_string())),
+        }
+    }
+
+    /// The API's word for the format: `kdl` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Kdl => "kdl",
+            Format::Json => "json",
         }
     }
 }
+
+/// A format argument that is neither `kdl`, `json` nor empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payload format `{0}`: use kdl, json or nothing")]
+pub struct UnknownFormat(pub String);
 
 /// Why a payload was refused, in the format's own terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,5 +125,21 @@ mod tests {
         let bad = parse_payload("api", r#"{"brand": "joyent"}"#, Format::Json).unwrap_err();
         assert_eq!(bad.lines()[0], "missing_properties:image_uuid");
         assert!(Format::from_arg("yaml", "").is_err());
+        assert_eq!(Format::sniff(" [1]"), Format::Json);
+    }
+
+    #[test]
+    fn format_from_extension_then_content() {
+        assert_eq!(of_file(Some(Path::new("a.json")), "zone x {}"), "json");
+        assert_eq!(of_file(Some(Path::new("a.kdl")), "{"), "kdl");
+        assert_eq!(
+            of_file(Some(Path::new("a.txt")), "  \n{\"brand\":1}"),
+            "json"
+        );
+        assert_eq!(of_file(None, "zone web01 { }"), "kdl");
+    }
+
+    fn of_file(path: Option<&Path>, text: &str) -> &'static str {
+        Format::of_file(path, text).as_str()
     }
 }

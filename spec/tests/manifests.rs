@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! The KDL front end: the example manifests, defaults, round trips, and errors that
 //! point at the right place with a message a person can act on.
 
@@ -460,4 +461,14 @@ fn bad_metadata_service_properties_are_refused_at_their_place() {
         "{}",
         errs[6]
     );
+}
+
+#[test]
+fn the_zone_constructor_is_a_manifest_with_only_an_image() {
+    let parsed = spec::parse_str("m.kdl", "zone web01 { image \"busybox@1.36\"; }")
+        .unwrap()
+        .remove(0);
+    let mut built = spec::InstanceSpec::zone("web01", parsed.image.clone());
+    built.origin = parsed.origin.clone();
+    assert_eq!(built, parsed);
 }

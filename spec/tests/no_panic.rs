@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! A stable-Rust stand-in for the cargo-fuzz target (fuzz/): seeded random mutations
 //! of the example manifests and of SmartOS payloads must never panic the parsers or
 //! the renderers, and whatever parses must round-trip through `to_kdl`. Bounded to a

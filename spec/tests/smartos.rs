@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! SmartOS payloads -> specs: names, units, nics, disks, and updates.
 
 use spec::smartos::{self, apply_update, Options};

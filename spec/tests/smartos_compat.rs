@@ -1,3 +1,4 @@
+#![cfg(feature = "kdl")]
 //! SmartOS's own `VM.validate` cases (tests/compat, taken from smartos-live's
 //! test-validate-payload.js and test-bhyve-pci.js, MPL-2.0): at least 90% must agree on
 //! valid/invalid. Disagreements, and invalid cases whose reported fields differ from
@@ -66,7 +67,7 @@ fn smartos_validate_cases_agree() {
             Ok(action) => smartos::validate(action, Some(brand), &payload, opts),
             // SmartOS's validate refuses an action it does not know; so does ours.
             Err(why) => Err(smartos::SmartosErrors {
-                notes: vec![why],
+                notes: vec![why.to_string()],
                 ..Default::default()
             }),
         };

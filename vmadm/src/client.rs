@@ -153,7 +153,7 @@ impl Node {
     }
 
     /// One instance's detail, as JSON.
-    pub async fn get(&self, id: &str) -> Result<serde_json::Value> {
+    pub async fn get(&self, id: &str) -> Result<api::InstanceDetail> {
         let text = self.about(id, self.proxy.get(id).await)?;
         serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("Get: {e}")))
     }

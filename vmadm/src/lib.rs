@@ -11,5 +11,4 @@ pub mod filter;
 pub mod payload;
 pub mod record;
 pub mod suggest;
-pub mod table;
 pub mod validate;

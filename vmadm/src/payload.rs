@@ -1,7 +1,6 @@
 //! What `create` and `update` send: payload format detection and `k=v` properties.
 
 use serde_json::{Map, Value};
-use std::path::Path;
 
 /// A `create`/`update` input that cannot be turned into a request.
 #[derive(Debug, thiserror::Error)]
@@ -17,21 +16,6 @@ pub enum PayloadError {
         /// What is wrong.
         detail: String,
     },
-}
-
-/// The `format` argument of Create/Validate: from the file extension, else from the
-/// first significant character (`{` is a SmartOS JSON payload), else KDL.
-pub fn sniff_format(path: Option<&Path>, text: &str) -> &'static str {
-    match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
-        Some("json") => return "json",
-        Some("kdl") => return "kdl",
-        _ => {}
-    }
-    if text.trim_start().starts_with('{') {
-        "json"
-    } else {
-        "kdl"
-    }
 }
 
 /// Turns `k=v` arguments into the JSON object Update takes, SmartOS style: integers and
@@ -95,17 +79,6 @@ fn kind_of(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn format_from_extension_then_content() {
-        assert_eq!(sniff_format(Some(Path::new("a.json")), "zone x {}"), "json");
-        assert_eq!(sniff_format(Some(Path::new("a.kdl")), "{"), "kdl");
-        assert_eq!(
-            sniff_format(Some(Path::new("a.txt")), "  \n{\"brand\":1}"),
-            "json"
-        );
-        assert_eq!(sniff_format(None, "zone web01 { }"), "kdl");
-    }
 
     #[test]
     fn properties_are_typed_like_smartos() {

@@ -1,23 +1,11 @@
 //! "Did you mean ...?": the closest of a set of known words to a mistyped one.
 
-/// Levenshtein distance between two strings, counted in characters.
-pub fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
+use strsim::levenshtein as distance;
 
 /// The candidate closest to `word`, if it is close enough to be a plausible typo
 /// (at most a third of the word's length, and at least 1 or 2 edits allowed), or if
-/// `word` is a prefix of exactly that candidate.
+/// `word` is a prefix of exactly that candidate. Distance is Levenshtein's, in
+/// characters.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let allowed = (word.chars().count() / 3).max(2);
     let mut best: Option<(usize, &str)> = None;

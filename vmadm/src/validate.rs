@@ -77,7 +77,24 @@ pub fn run(args: &[OsString]) -> i32 {
     status
 }
 
-fn parse_args(args: &[OsString]) -> Result<Mode, String> {
+/// Arguments `vmadm validate` cannot make sense of.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UsageError {
+    /// `update` without a brand.
+    #[error("`update` needs the instance's brand: vmadm validate update BRAND -f FILE")]
+    NoBrand,
+    /// `-f` last.
+    #[error("-f needs a file name")]
+    NoFileName,
+    /// A flag we do not have.
+    #[error("unknown option `{0}`")]
+    UnknownOption(String),
+    /// More than one file for create/update.
+    #[error("expected at most `-f FILE`, got `{0}`")]
+    TooManyArguments(String),
+}
+
+fn parse_args(args: &[OsString]) -> Result<Mode, UsageError> {
     let mut it = args.iter().peekable();
     let first = it.peek().map(|a| a.to_string_lossy().into_owned());
     match first.as_deref() {
@@ -92,9 +109,7 @@ fn parse_args(args: &[OsString]) -> Result<Mode, String> {
                 .next()
                 .map(|b| b.to_string_lossy().into_owned())
                 .filter(|b| !b.starts_with('-'))
-                .ok_or(
-                    "`update` needs the instance's brand: vmadm validate update BRAND -f FILE",
-                )?;
+                .ok_or(UsageError::NoBrand)?;
             return one_file(it.cloned().collect()).map(|f| Mode::Update(brand, f));
         }
         _ => {}
@@ -103,12 +118,12 @@ fn parse_args(args: &[OsString]) -> Result<Mode, String> {
     while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("-f" | "--file") => {
-                let f = it.next().ok_or("-f needs a file name")?;
+                let f = it.next().ok_or(UsageError::NoFileName)?;
                 files.push(PathBuf::from(f));
             }
             Some("-h" | "--help") => return Ok(Mode::Help),
             Some(flag) if flag.starts_with('-') && flag != "-" => {
-                return Err(format!("unknown option `{flag}`"))
+                return Err(UsageError::UnknownOption(flag.to_string()))
             }
             _ => files.push(PathBuf::from(arg)),
         }
@@ -117,7 +132,7 @@ fn parse_args(args: &[OsString]) -> Result<Mode, String> {
 }
 
 /// `[-f FILE]` (or a bare FILE) of the SmartOS forms.
-fn one_file(args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
+fn one_file(args: Vec<OsString>) -> Result<Option<PathBuf>, UsageError> {
     match args
         .iter()
         .map(|a| a.to_str())
@@ -125,15 +140,14 @@ fn one_file(args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
         .as_slice()
     {
         [] => Ok(None),
-        [Some("-f" | "--file")] => Err("-f needs a file name".into()),
+        [Some("-f" | "--file")] => Err(UsageError::NoFileName),
         [Some("-f" | "--file"), _] => Ok(Some(PathBuf::from(&args[1]))),
         [Some(f)] if !f.starts_with('-') || *f == "-" => Ok(Some(PathBuf::from(&args[0]))),
-        _ => Err(format!(
-            "expected at most `-f FILE`, got `{}`",
+        _ => Err(UsageError::TooManyArguments(
             args.iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
         )),
     }
 }

@@ -103,33 +103,10 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Parses `256M`, `1G`, `65536K`, or plain bytes (powers of 1024).
+/// Parses `256M`, `1G`, `65536K`, or plain bytes: the project's one size dialect
+/// ([`spec::format::parse_size`]).
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "size {s:?}: unknown suffix {c:?} (use K, M, G or T)"
-                    )))
-                }
-            };
-            (&s[..i], mult)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        ConfigError(format!(
-            "size {s:?} is not a number with an optional K/M/G/T suffix"
-        ))
-    })?;
-    n.checked_mul(mult)
-        .ok_or_else(|| ConfigError(format!("size {s:?} is too large")))
+    spec::format::parse_size(s).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Parses `PATH[,ro]`.
@@ -147,18 +124,11 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, ConfigError> {
     })
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
+/// Parses `aa:bb:cc:dd:ee:ff` ([`spec::MacAddr`]).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
-    let bad = || {
-        ConfigError(format!(
-            "MAC {s:?} is not six hex bytes like 02:5c:00:11:22:33"
-        ))
-    };
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    bytes.try_into().map_err(|_| bad())
+    s.parse::<spec::MacAddr>()
+        .map(<[u8; 6]>::from)
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// A stable, locally administered MAC derived from `seed` (instance uuid + nic index,

@@ -34,7 +34,7 @@ struct RunArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Memory cap, e.g. 64M (K/M/G/T suffixes, powers of 1024).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = spec::format::parse_size)]
     memory: Option<u64>,
     /// Maximum number of tasks.
     #[arg(long)]
@@ -43,7 +43,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 0)]
     cpu_cap: u32,
     /// Size of the temporary writable layer, e.g. 8M: writes past it fail (ENOSPC).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = spec::format::parse_size)]
     quota: Option<u64>,
     /// A nic on the bridge of TAG (sk-TAG): TAG=IP/PREFIX or TAG=dhcp; repeatable (net0, net1...).
     #[arg(long = "net", value_name = "TAG=IP/PREFIX")]
@@ -51,10 +51,6 @@ struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    zone::run::parse_size(s)
 }
 
 fn main() {

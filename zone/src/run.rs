@@ -259,23 +259,6 @@ impl Drop for RawTerminal {
     }
 }
 
-/// Parses a size with an optional K/M/G/T suffix (powers of 1024).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let (digits, shift) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 40),
-        _ => (s, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("bad size {s:?}: expected a number with an optional K/M/G/T suffix")
-    })?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
 /// Parses `--net TAG=IP/PREFIX` (or `TAG=dhcp`) into nic `net<index>`.
 pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
     if let Some(tag) = arg
@@ -316,6 +299,7 @@ pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spec::format::parse_size;
 
     #[test]
     fn sizes() {

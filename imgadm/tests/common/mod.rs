@@ -332,7 +332,7 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 /// xz of `data`.
 pub fn xz(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    xz2::read::XzEncoder::new(data, 1)
+    liblzma::read::XzEncoder::new(data, 1)
         .read_to_end(&mut out)
         .unwrap();
     out

@@ -8,14 +8,41 @@ use spec::HvmSpec;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a disk of an HVM instance could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A blank disk without `size=`.
+    #[error("disk {0} is blank and needs a size")]
+    NoSize(String),
+    /// Creating, cloning or growing the disk file failed.
+    #[error("disk {disk} ({}): {source}", path.display())]
+    Io {
+        /// The disk name.
+        disk: String,
+        /// Its file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
 
 /// Creates or grows every disk of `hvm` under `<pool>/<uuid>/disks/`.
-pub fn provision(pool: &Path, uuid: &str, hvm: &spec::HvmSpec, image: &Path) -> Result<(), String> {
+pub fn provision(
+    pool: &Path,
+    uuid: &str,
+    hvm: &spec::HvmSpec,
+    image: &Path,
+) -> Result<(), DiskError> {
     check_sizes(hvm)?;
     for disk in &hvm.disks {
         let path = disk_path(pool, uuid, &disk.name);
-        let ctx = |e: io::Error| format!("disk {} ({}): {e}", disk.name, path.display());
+        let ctx = |source: io::Error| DiskError::Io {
+            disk: disk.name.clone(),
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(ctx)?;
         }
@@ -40,10 +67,10 @@ pub fn provision(pool: &Path, uuid: &str, hvm: &spec::HvmSpec, image: &Path) -> 
     Ok(())
 }
 
-fn check_sizes(hvm: &HvmSpec) -> Result<(), String> {
+fn check_sizes(hvm: &HvmSpec) -> Result<(), DiskError> {
     for d in &hvm.disks {
         if !d.boot && d.size.is_none() {
-            return Err(format!("disk {} is blank and needs a size", d.name));
+            return Err(DiskError::NoSize(d.name.clone()));
         }
     }
     Ok(())
@@ -135,6 +162,6 @@ mod tests {
             cmdline: None,
         };
         let e = provision(Path::new("/nonexistent"), "u", &hvm, Path::new("/x")).unwrap_err();
-        assert!(e.contains("disk data"), "{e}");
+        assert!(e.to_string().contains("disk data"), "{e}");
     }
 }

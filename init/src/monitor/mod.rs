@@ -84,7 +84,8 @@ impl Runtime for MonitorRuntime {
             _ => {}
         }
         if let Kind::Hvm(hvm) = &rec.spec.kind {
-            disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path).map_err(fail)?;
+            disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
+                .map_err(|e| fail(e.to_string()))?;
         }
         let mut bridges = BTreeMap::new();
         for nic in &rec.spec.nics {

@@ -236,7 +236,13 @@ impl Node {
             e.rec.clone()
         };
         self.persist(&rec);
-        self.announce(&rec.name, &rec.uuid, &rec.kind, Some(state), reason);
+        self.announce(
+            &rec.name,
+            &rec.uuid,
+            rec.spec.kind.as_str(),
+            Some(state),
+            reason,
+        );
     }
 
     /// Prints the console line of a change and sends it to subscribers; `state` is

@@ -72,7 +72,7 @@ impl Node {
         let v = serde_json::json!({
             "name": e.rec.name,
             "uuid": e.rec.uuid,
-            "type": e.rec.kind,
+            "type": e.rec.spec.kind.as_str(),
             "state": e.rec.state,
             "reason": e.rec.reason,
             "pid": e.pid,
@@ -319,7 +319,7 @@ fn summary(e: &super::Entry) -> InstanceSummary {
     InstanceSummary {
         name: e.rec.name.clone(),
         uuid: e.rec.uuid.clone(),
-        kind: e.rec.kind.clone(),
+        kind: e.rec.spec.kind.as_str().to_string(),
         state: e.rec.state,
         image: spec::manifest::image_text(&e.rec.spec.image),
         memory: e.rec.spec.memory,

@@ -68,7 +68,7 @@ impl Node {
             }
             out.steps.push(PlanStep {
                 name: s.name,
-                action: s.action.as_str().to_string(),
+                action: s.action,
                 reason,
             });
         }
@@ -136,7 +136,7 @@ impl Node {
                 Some(u) => self.delete_instance(&u),
                 None => Ok(()),
             },
-            Action::Refuse => Err(RuntimeError::Provision {
+            Action::Refuse | Action::Error => Err(RuntimeError::Provision {
                 instance: s.name.clone(),
                 message: s.reason.clone(),
             }),
@@ -150,7 +150,6 @@ impl Node {
         spec: &InstanceSpec,
     ) -> Result<String, RuntimeError> {
         let uuid = spec.uuid.unwrap_or_else(uuid::Uuid::new_v4).to_string();
-        let kind = crate::plan::kind_name(spec).to_string();
         let rec = {
             let mut t = self.table();
             let id_range_start = match spec.kind {
@@ -163,17 +162,9 @@ impl Node {
                 Kind::Hvm(_) => 0,
             };
             let rec = InstanceRecord {
-                uuid: uuid.clone(),
-                name: spec.name.clone(),
-                kind: kind.clone(),
-                state: State::Provisioning,
-                reason: "creating".into(),
-                want_running: false,
                 id_range_start,
-                image_uuid: String::new(),
-                spec: spec.clone(),
                 created_at: unix_now(),
-                needs_restart: false,
+                ..InstanceRecord::provisioning(uuid.clone(), spec.clone())
             };
             t.insert(
                 uuid.clone(),
@@ -191,7 +182,7 @@ impl Node {
         self.announce(
             &rec.name,
             &uuid,
-            &kind,
+            spec.kind.as_str(),
             Some(State::Provisioning),
             "creating",
         );
@@ -228,7 +219,13 @@ impl Node {
                 message: e.to_string(),
             })?;
         self.table().remove(uuid);
-        self.announce(&entry.rec.name, uuid, &entry.rec.kind, None, "data removed");
+        self.announce(
+            &entry.rec.name,
+            uuid,
+            entry.rec.spec.kind.as_str(),
+            None,
+            "data removed",
+        );
         Ok(())
     }
 }

@@ -51,9 +51,28 @@ pub struct Cmdline {
     pub shell: bool,
 }
 
+/// A `skerry.*` or `ip=` word init cannot act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmdlineError {
+    /// `skerry.pool=` is neither a path nor `LABEL=`.
+    #[error("skerry.pool={0}: expected a device path or LABEL=name")]
+    Pool(String),
+    /// `skerry.pool.format=` other than ext4.
+    #[error("skerry.pool.format={0}: only ext4 is supported")]
+    PoolFormat(String),
+    /// A malformed `ip=`; says which field.
+    #[error("ip={value}: {problem}")]
+    Ip {
+        /// The whole value.
+        value: String,
+        /// Which field is wrong.
+        problem: &'static str,
+    },
+}
+
 impl Cmdline {
     /// Parses the command line; unknown words are the kernel's business.
-    pub fn parse(text: &str) -> Result<Cmdline, String> {
+    pub fn parse(text: &str) -> Result<Cmdline, CmdlineError> {
         let mut c = Cmdline {
             pool: PoolSource::Label("zones".into()),
             pool_format: None,
@@ -70,20 +89,12 @@ impl Cmdline {
                     c.pool = match value.strip_prefix("LABEL=") {
                         Some(l) => PoolSource::Label(l.to_string()),
                         None if value.starts_with('/') => PoolSource::Device(value.to_string()),
-                        None => {
-                            return Err(format!(
-                                "skerry.pool={value}: expected a device path or LABEL=name"
-                            ))
-                        }
+                        None => return Err(CmdlineError::Pool(value.to_string())),
                     }
                 }
                 "skerry.pool.format" => match value {
                     "ext4" => c.pool_format = Some(value.to_string()),
-                    _ => {
-                        return Err(format!(
-                            "skerry.pool.format={value}: only ext4 is supported"
-                        ))
-                    }
+                    _ => return Err(CmdlineError::PoolFormat(value.to_string())),
                 },
                 "skerry.manifests" => c.manifests_url = Some(value.to_string()),
                 "skerry.sources" => c.sources.extend(
@@ -108,7 +119,7 @@ impl Cmdline {
 }
 
 /// The kernel's `ip=` syntax (Documentation/admin-guide/nfs/nfsroot.rst).
-fn parse_ip(v: &str) -> Result<IpMode, String> {
+fn parse_ip(v: &str) -> Result<IpMode, CmdlineError> {
     match v {
         "off" | "none" => return Ok(IpMode::Off),
         "dhcp" | "on" | "any" | "both" | "bootp" | "rarp" => return Ok(IpMode::Dhcp(None)),
@@ -116,7 +127,10 @@ fn parse_ip(v: &str) -> Result<IpMode, String> {
     }
     let f: Vec<&str> = v.split(':').collect();
     let field = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
-    let bad = |what: &str| format!("ip={v}: {what}");
+    let bad = |problem: &'static str| CmdlineError::Ip {
+        value: v.to_string(),
+        problem,
+    };
     let autoconf = field(6);
     if field(0).is_none() || matches!(autoconf, Some("dhcp" | "on" | "any")) {
         return Ok(IpMode::Dhcp(field(5).map(str::to_string)));

@@ -5,6 +5,7 @@
 //! better than none.
 
 pub mod cmdline;
+pub mod error;
 pub mod modules;
 pub mod mounts;
 pub mod rootfs;
@@ -13,6 +14,7 @@ pub mod services;
 use crate::console;
 use crate::daemon::{self, DaemonOptions};
 use cmdline::{Cmdline, IpMode, PoolSource};
+use error::{io, sys, BootError, ModuleLoadError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,7 +36,7 @@ impl Boot {
         &mut self,
         name: &str,
         essential: bool,
-        f: impl FnOnce() -> Result<T, String>,
+        f: impl FnOnce() -> Result<T, BootError>,
     ) -> Option<T> {
         let t = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(f));
@@ -43,7 +45,7 @@ impl Boot {
         self.phases.push((name.to_string(), d));
         let err = match r {
             Ok(Ok(v)) => return Some(v),
-            Ok(Err(e)) => e,
+            Ok(Err(e)) => e.to_string(),
             Err(_) => "panicked".to_string(),
         };
         log::error!("{name}: {err}");
@@ -65,7 +67,10 @@ pub fn main() -> ! {
     if rootfs::needs_switch() {
         let t = Instant::now();
         // Returns only when it failed; zones then fail at pivot_root, said below.
-        let err = rootfs::switch_to_tmpfs().err().unwrap_or_default();
+        let err = rootfs::switch_to_tmpfs()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         let failure = format!("failed after {:?}: {err}", t.elapsed());
         // Marks the switch as tried, for whatever this process execs later.
         std::env::set_var(rootfs::SWITCHED_ENV, &failure);
@@ -96,13 +101,13 @@ pub fn main() -> ! {
     });
     let cmdline = boot
         .phase("cmdline", false, || {
-            let text = std::fs::read_to_string("/proc/cmdline").map_err(|e| e.to_string())?;
-            Cmdline::parse(&text)
+            let text = std::fs::read_to_string("/proc/cmdline").map_err(io("/proc/cmdline"))?;
+            Ok(Cmdline::parse(&text)?)
         })
         .unwrap_or_else(|| Cmdline::parse("").expect("the empty command line parses"));
     boot.phase("modules", false, || {
         let release = nix::sys::utsname::uname()
-            .map_err(|e| e.to_string())?
+            .map_err(sys("uname"))?
             .release()
             .to_string_lossy()
             .into_owned();
@@ -120,7 +125,13 @@ pub fn main() -> ! {
         let errs = idx.load_all(&wanted);
         for e in &errs {
             // kvm_intel on AMD and the like: expected, not a fault.
-            if e.ends_with("no such hardware") {
+            if matches!(
+                e,
+                BootError::Module {
+                    source: ModuleLoadError::NoSuchHardware,
+                    ..
+                }
+            ) {
                 log::info!("module {e}");
             } else {
                 log::warn!("module {e}");
@@ -139,8 +150,8 @@ pub fn main() -> ! {
                     .and_then(|i| crate::net::mac_of(i));
                 let url = cmdline::substitute(url, mac.as_deref(), hostname.as_deref());
                 let dest = Path::new(POOL_MOUNT).join("manifests").join("boot-url.kdl");
-                std::fs::create_dir_all(dest.parent().expect("has a parent"))
-                    .map_err(|e| e.to_string())?;
+                let dir = dest.parent().expect("has a parent");
+                std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
                 services::fetch(&url, &dest)?;
                 log::info!("fetched {url} into {}", dest.display());
                 Ok(())
@@ -202,8 +213,8 @@ pub fn main() -> ! {
 }
 
 /// Brings up lo and the node's interface; returns the hostname learnt, if any.
-fn network(c: &Cmdline) -> Result<Option<String>, String> {
-    crate::net::loopback_up().map_err(|e| e.to_string())?;
+fn network(c: &Cmdline) -> Result<Option<String>, BootError> {
+    crate::net::loopback_up()?;
     let ifaces = crate::net::physical_interfaces();
     match &c.ip {
         IpMode::Off => Ok(None),
@@ -217,9 +228,9 @@ fn network(c: &Cmdline) -> Result<Option<String>, String> {
                 a.iface = ifaces
                     .first()
                     .cloned()
-                    .ok_or("ip= given but the node has no network interface")?;
+                    .ok_or(BootError::NoInterface("ip= given"))?;
             }
-            crate::net::configure(&a).map_err(|e| e.to_string())?;
+            crate::net::configure(&a)?;
             services::write_resolv_conf(&dns.iter().map(|d| d.to_string()).collect::<Vec<_>>());
             if let Some(h) = hostname {
                 let _ = nix::unistd::sethostname(h);
@@ -228,19 +239,17 @@ fn network(c: &Cmdline) -> Result<Option<String>, String> {
             Ok(hostname.clone())
         }
         IpMode::Auto if ifaces.is_empty() => Ok(None),
-        IpMode::Dhcp(None) if ifaces.is_empty() => {
-            Err("ip=dhcp but the node has no network interface".into())
-        }
+        IpMode::Dhcp(None) if ifaces.is_empty() => Err(BootError::NoInterface("ip=dhcp")),
         IpMode::Dhcp(_) | IpMode::Auto => {
             let candidates: Vec<String> = match &c.ip {
                 IpMode::Dhcp(Some(d)) => vec![d.clone()],
                 _ => ifaces,
             };
-            let mut last = String::new();
+            let mut last = BootError::NoInterface("ip=dhcp");
             for i in candidates {
                 match services::dhcp(&i) {
                     Ok(lease) => {
-                        crate::net::configure(&lease.addr).map_err(|e| e.to_string())?;
+                        crate::net::configure(&lease.addr)?;
                         services::write_resolv_conf(&lease.dns);
                         if let Some(h) = &lease.hostname {
                             let _ = nix::unistd::sethostname(h);
@@ -257,7 +266,7 @@ fn network(c: &Cmdline) -> Result<Option<String>, String> {
 }
 
 /// Finds (formatting when asked and blank) and mounts the pool.
-fn mount_pool(c: &Cmdline) -> Result<(), String> {
+fn mount_pool(c: &Cmdline) -> Result<(), BootError> {
     let label = match &c.pool {
         PoolSource::Label(l) => Some(l.clone()),
         PoolSource::Device(_) => None,
@@ -282,8 +291,8 @@ fn mount_pool(c: &Cmdline) -> Result<(), String> {
             .find(|d| mounts::is_blank(d));
     }
     let dev = dev.ok_or_else(|| match &label {
-        Some(l) => format!("no filesystem labelled {l} (give skerry.pool=/dev/... or skerry.pool.format=ext4 for a blank disk)"),
-        None => "the pool device does not exist".to_string(),
+        Some(l) => BootError::NoPoolLabel(l.clone()),
+        None => BootError::NoPoolDevice,
     })?;
     if c.pool_format.is_some() && mounts::is_blank(&dev) {
         let l = label.as_deref().unwrap_or("zones");

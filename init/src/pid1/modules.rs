@@ -7,6 +7,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::error::{io, BootError, ModuleLoadError};
+
 /// What every node needs: disks and nics of a VM host, the pool filesystem, zone
 /// networking and overlay roots, and KVM for HVM instances. The boot image carries
 /// exactly the modules its node needs (build-image/modules.txt), so init loads every
@@ -45,9 +47,9 @@ pub fn module_name(s: &str) -> String {
 
 impl ModuleIndex {
     /// Reads `<base>/modules.dep`.
-    pub fn open(base: &Path) -> Result<ModuleIndex, String> {
+    pub fn open(base: &Path) -> Result<ModuleIndex, BootError> {
         let dep = base.join("modules.dep");
-        let text = std::fs::read_to_string(&dep).map_err(|e| format!("{}: {e}", dep.display()))?;
+        let text = std::fs::read_to_string(&dep).map_err(io(dep.display()))?;
         Ok(ModuleIndex::parse(base, &text))
     }
 
@@ -75,12 +77,12 @@ impl ModuleIndex {
     }
 
     /// Module files to load for `name`, dependencies first.
-    pub fn load_order(&self, name: &str) -> Result<Vec<String>, String> {
+    pub fn load_order(&self, name: &str) -> Result<Vec<String>, BootError> {
         let name = module_name(name);
         let (path, deps) = self
             .by_name
             .get(&name)
-            .ok_or_else(|| format!("module {name} is not in modules.dep (built in, or missing)"))?;
+            .ok_or_else(|| BootError::UnknownModule(name.clone()))?;
         let mut out = Vec::new();
         // modules.dep lists a module's dependencies so that the last must load first.
         for d in deps.iter().rev() {
@@ -96,7 +98,7 @@ impl ModuleIndex {
 
     /// Loads `names` and their dependencies; returns one message per module that
     /// could not be loaded (the others are loaded regardless).
-    pub fn load_all(&self, names: &[String]) -> Vec<String> {
+    pub fn load_all(&self, names: &[String]) -> Vec<BootError> {
         let mut done = HashSet::new();
         let mut errs = Vec::new();
         for n in names {
@@ -111,8 +113,11 @@ impl ModuleIndex {
                 if !done.insert(rel.clone()) {
                     continue;
                 }
-                if let Err(e) = finit(&self.base.join(&rel)) {
-                    errs.push(format!("{}: {e}", module_name(&rel)));
+                if let Err(source) = finit(&self.base.join(&rel)) {
+                    errs.push(BootError::Module {
+                        module: module_name(&rel),
+                        source,
+                    });
                 }
             }
         }
@@ -120,8 +125,11 @@ impl ModuleIndex {
     }
 }
 
-fn finit(path: &Path) -> Result<(), String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn finit(path: &Path) -> Result<(), ModuleLoadError> {
+    let f = File::open(path).map_err(|source| ModuleLoadError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let params = CString::default();
     let name = path.to_string_lossy();
     let flags = if name.ends_with(".ko") {
@@ -146,8 +154,8 @@ fn finit(path: &Path) -> Result<(), String> {
     match e.raw_os_error() {
         Some(libc::EEXIST) => Ok(()),
         // kvm_intel on an AMD machine and the like: the hardware is not there.
-        Some(libc::ENODEV) => Err("no such hardware".into()),
-        _ => Err(e.to_string()),
+        Some(libc::ENODEV) => Err(ModuleLoadError::NoSuchHardware),
+        _ => Err(ModuleLoadError::Os(e)),
     }
 }
 
@@ -171,6 +179,10 @@ mod tests {
                 "kernel/drivers/net/virtio_net.ko.xz"
             ]
         );
-        assert!(idx.load_order("nope").unwrap_err().contains("nope"));
+        assert!(idx
+            .load_order("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
     }
 }

@@ -5,25 +5,27 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::error::{io, sys, BootError};
+
 fn mnt(
     src: &str,
     target: &str,
     fstype: &str,
     flags: MsFlags,
     data: Option<&str>,
-) -> Result<(), String> {
-    fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+) -> Result<(), BootError> {
+    fs::create_dir_all(target).map_err(io(target))?;
     match mount(Some(src), target, Some(fstype), flags, data) {
         Ok(()) => Ok(()),
         // Already there (the kernel or an initramfs stage mounted it).
         Err(nix::errno::Errno::EBUSY) => Ok(()),
-        Err(e) => Err(format!("mount {fstype} on {target}: {e}")),
+        Err(e) => Err(sys(format_args!("mount {fstype} on {target}"))(e)),
     }
 }
 
 /// Mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp. Every failure is
 /// reported; the others are still attempted.
-pub fn api_filesystems() -> Vec<String> {
+pub fn api_filesystems() -> Vec<BootError> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut errs = Vec::new();
     let steps: [(&str, &str, &str, MsFlags, Option<&str>); 7] = [
@@ -79,7 +81,7 @@ pub fn api_filesystems() -> Vec<String> {
 
 /// Mounts cgroup2 at /sys/fs/cgroup and enables every available controller for
 /// children (the zone monitors create their cgroups below it).
-pub fn cgroup2() -> Result<Vec<String>, String> {
+pub fn cgroup2() -> Result<Vec<String>, BootError> {
     let root = Path::new("/sys/fs/cgroup");
     mnt(
         "cgroup2",
@@ -89,7 +91,7 @@ pub fn cgroup2() -> Result<Vec<String>, String> {
         Some("nsdelegate"),
     )?;
     let available = fs::read_to_string(root.join("cgroup.controllers"))
-        .map_err(|e| format!("/sys/fs/cgroup/cgroup.controllers: {e}"))?;
+        .map_err(io("/sys/fs/cgroup/cgroup.controllers"))?;
     let mut enabled = Vec::new();
     for c in available.split_whitespace() {
         // One at a time: a controller the kernel refuses must not block the others.
@@ -156,12 +158,12 @@ pub fn find_label(label: &str) -> Option<PathBuf> {
 
 /// Formats `dev` as ext4 with `label` (mkfs.ext4 with project quota, else busybox
 /// mke2fs, which cannot make it).
-pub fn format_ext4(dev: &Path, label: &str) -> Result<(), String> {
+pub fn format_ext4(dev: &Path, label: &str) -> Result<(), BootError> {
     let tools: [(&str, &[&str]); 2] = [
         ("mkfs.ext4", &["-q", "-F", "-O", "quota,project", "-L"]),
         ("mke2fs", &["-L"]),
     ];
-    let mut last = String::from("no mkfs.ext4 or mke2fs found");
+    let mut last = BootError::NoMkfs;
     for (tool, args) in tools {
         let r = std::process::Command::new(tool)
             .args(args)
@@ -170,9 +172,15 @@ pub fn format_ext4(dev: &Path, label: &str) -> Result<(), String> {
             .status();
         match r {
             Ok(s) if s.success() => return Ok(()),
-            Ok(s) => last = format!("{tool} {}: {s}", dev.display()),
+            Ok(status) => {
+                last = BootError::Mkfs {
+                    tool,
+                    dev: dev.to_path_buf(),
+                    status,
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => last = format!("{tool}: {e}"),
+            Err(e) => last = io(tool)(e),
         }
     }
     Err(last)
@@ -181,9 +189,9 @@ pub fn format_ext4(dev: &Path, label: &str) -> Result<(), String> {
 /// Mounts the pool device at `target`: ext4 with project quota enforced (`prjquota`,
 /// for zone quotas) when the filesystem has the feature, else plain ext4, falling back
 /// to ext2 for a busybox-made filesystem. Returns how it was mounted, for the log.
-pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, String> {
-    fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
-    let mut last = String::new();
+pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, BootError> {
+    fs::create_dir_all(target).map_err(io(target))?;
+    let mut last = BootError::NoPoolDevice;
     let attempts = [
         ("ext4", Some("prjquota"), "ext4, project quota enforced"),
         ("ext4", None, "ext4, without project quota"),
@@ -192,7 +200,12 @@ pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, String> {
     for (fstype, data, how) in attempts {
         match mount(Some(dev), target, Some(fstype), MsFlags::MS_NOATIME, data) {
             Ok(()) => return Ok(how),
-            Err(e) => last = format!("mount {} on {target} ({fstype}): {e}", dev.display()),
+            Err(e) => {
+                last = sys(format_args!(
+                    "mount {} on {target} ({fstype})",
+                    dev.display()
+                ))(e)
+            }
         }
     }
     Err(last)

@@ -4,6 +4,7 @@
 //! into a tmpfs, frees the initramfs, makes the tmpfs the root and re-executes itself
 //! there. The node still runs entirely from RAM; its root just became a real mount.
 
+use super::error::{io, sys, BootError};
 use nix::mount::{mount, MsFlags};
 use std::ffi::OsString;
 use std::fs;
@@ -52,9 +53,9 @@ pub fn root_is_rootfs(mountinfo: &str) -> bool {
 
 /// Copies the root into a tmpfs, frees the old root, makes the tmpfs `/` and
 /// re-executes init. Returns only on failure (init then carries on from the rootfs).
-pub fn switch_to_tmpfs() -> Result<(), String> {
-    let root_dev = fs::metadata("/").map_err(|e| format!("/: {e}"))?.dev();
-    fs::create_dir_all(NEW_ROOT).map_err(|e| format!("{NEW_ROOT}: {e}"))?;
+pub fn switch_to_tmpfs() -> Result<(), BootError> {
+    let root_dev = fs::metadata("/").map_err(io("/"))?.dev();
+    fs::create_dir_all(NEW_ROOT).map_err(io(NEW_ROOT))?;
     mount(
         Some("rootfs"),
         NEW_ROOT,
@@ -62,29 +63,29 @@ pub fn switch_to_tmpfs() -> Result<(), String> {
         MsFlags::empty(),
         Some("mode=0755"),
     )
-    .map_err(|e| format!("mount tmpfs on {NEW_ROOT}: {e}"))?;
-    for entry in fs::read_dir("/").map_err(|e| format!("/: {e}"))? {
-        let entry = entry.map_err(|e| format!("/: {e}"))?;
+    .map_err(sys(format_args!("mount tmpfs on {NEW_ROOT}")))?;
+    for entry in fs::read_dir("/").map_err(io("/"))? {
+        let entry = entry.map_err(io("/"))?;
         let src = entry.path();
         if src == Path::new(NEW_ROOT) {
             continue;
         }
         let dst = Path::new(NEW_ROOT).join(entry.file_name());
-        copy_tree(&src, &dst, root_dev).map_err(|e| format!("copying {}: {e}", src.display()))?;
+        copy_tree(&src, &dst, root_dev).map_err(io(format_args!("copying {}", src.display())))?;
         // Free the initramfs copy at once: the image is held in RAM only once.
         remove_tree(&src, root_dev);
     }
-    std::env::set_current_dir(NEW_ROOT).map_err(|e| format!("chdir {NEW_ROOT}: {e}"))?;
+    std::env::set_current_dir(NEW_ROOT).map_err(io(format_args!("chdir {NEW_ROOT}")))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(|e| format!("moving {NEW_ROOT} to /: {e}"))?;
-    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+        .map_err(sys(format_args!("moving {NEW_ROOT} to /")))?;
+    nix::unistd::chroot(".").map_err(sys("chroot"))?;
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let err = std::process::Command::new("/init")
         .args(args)
         .env(SWITCHED_ENV, "1")
         .exec();
-    Err(format!("re-executing /init in the new root: {err}"))
+    Err(io("re-executing /init in the new root")(err))
 }
 
 fn copy_tree(src: &Path, dst: &Path, dev: u64) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! What PID 1 starts or runs besides the node daemon: the system bus, DHCP, the boot
 //! manifests download, the rescue shell, and the orphan reaper.
 
+use super::error::{io, BootError};
 use crate::monitor::watch;
 use crate::net::{self, IfaceAddr};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -48,10 +49,10 @@ pub fn dbus_config(socket: &str) -> String {
 }
 
 /// Starts dbus-daemon as the system bus and waits for its socket.
-pub fn start_dbus(binary: &str) -> Result<u32, String> {
+pub fn start_dbus(binary: &str) -> Result<u32, BootError> {
     let conf = "/run/skerry/dbus-system.conf";
-    std::fs::create_dir_all("/run/dbus").map_err(|e| format!("/run/dbus: {e}"))?;
-    std::fs::write(conf, dbus_config(SYSTEM_BUS_SOCKET)).map_err(|e| format!("{conf}: {e}"))?;
+    std::fs::create_dir_all("/run/dbus").map_err(io("/run/dbus"))?;
+    std::fs::write(conf, dbus_config(SYSTEM_BUS_SOCKET)).map_err(io(conf))?;
     let _ = std::fs::remove_file(SYSTEM_BUS_SOCKET);
     let child = Command::new(binary)
         .arg(format!("--config-file={conf}"))
@@ -59,13 +60,14 @@ pub fn start_dbus(binary: &str) -> Result<u32, String> {
         .arg("--nopidfile")
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| format!("{binary}: {e}"))?;
+        .map_err(io(binary))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !Path::new(SYSTEM_BUS_SOCKET).exists() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "{binary} did not create {SYSTEM_BUS_SOCKET} within 10s"
-            ));
+            return Err(BootError::BusTimeout {
+                program: binary.to_string(),
+                socket: SYSTEM_BUS_SOCKET,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -90,8 +92,8 @@ pub struct Lease {
 
 /// Runs busybox udhcpc once on `iface` (it quits after a lease or gives up); its
 /// script only records the lease, which init then applies over netlink.
-pub fn dhcp(iface: &str) -> Result<Lease, String> {
-    net::link_up(iface).map_err(|e| e.to_string())?;
+pub fn dhcp(iface: &str) -> Result<Lease, BootError> {
+    net::link_up(iface)?;
     let script = "/run/skerry/udhcpc.script";
     let lease_file = format!("/run/skerry/lease.{iface}");
     std::fs::write(
@@ -100,7 +102,7 @@ pub fn dhcp(iface: &str) -> Result<Lease, String> {
             "#!/bin/sh\ncase \"$1\" in bound|renew) env > {lease_file}.tmp && mv {lease_file}.tmp {lease_file};; esac\nexit 0\n"
         ),
     )
-    .map_err(|e| format!("{script}: {e}"))?;
+    .map_err(io(script))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755));
     let status = Command::new("udhcpc")
@@ -109,21 +111,24 @@ pub fn dhcp(iface: &str) -> Result<Lease, String> {
         ])
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| format!("udhcpc: {e}"))?;
+        .map_err(io("udhcpc"))?;
     if !status.success() {
-        return Err(format!("udhcpc on {iface}: no lease ({status})"));
+        return Err(BootError::NoLease {
+            iface: iface.to_string(),
+            status,
+        });
     }
-    let env = std::fs::read_to_string(&lease_file).map_err(|e| format!("{lease_file}: {e}"))?;
+    let env = std::fs::read_to_string(&lease_file).map_err(io(&lease_file))?;
     parse_lease(iface, &env)
 }
 
 /// Parses the environment udhcpc gives its script.
-pub fn parse_lease(iface: &str, env: &str) -> Result<Lease, String> {
+pub fn parse_lease(iface: &str, env: &str) -> Result<Lease, BootError> {
     let vars: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
     let addr: Ipv4Addr = vars
         .get("ip")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("DHCP lease on {iface} has no address"))?;
+        .ok_or_else(|| BootError::LeaseWithoutAddress(iface.to_string()))?;
     let prefix = vars
         .get("mask")
         .and_then(|m| m.parse().ok())
@@ -168,11 +173,16 @@ pub fn write_resolv_conf(servers: &[String]) {
 /// Downloads `url` (plain `http://`, as boot servers like matchbox serve) into `dest`,
 /// atomically. A small HTTP/1.0 client of our own: the image's static busybox wget
 /// crashes resolving names through glibc's NSS, and init needs nothing more.
-pub fn fetch(url: &str, dest: &Path) -> Result<(), String> {
+pub fn fetch(url: &str, dest: &Path) -> Result<(), BootError> {
     use std::io::{Read, Write};
+    let failed = |reason: String| BootError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
+    let io_failed = |e: std::io::Error| failed(e.to_string());
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported at boot"))?;
+        .ok_or_else(|| failed("only http:// URLs are supported at boot".into()))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -185,36 +195,31 @@ pub fn fetch(url: &str, dest: &Path) -> Result<(), String> {
     let host = hostport.split(':').next().unwrap_or(hostport);
     let timeout = Duration::from_secs(20);
     let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(io_failed)?
         .next()
-        .ok_or_else(|| format!("{url}: {host} has no address"))?;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{url}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| failed(format!("{host} has no address")))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&sock, timeout).map_err(io_failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_failed)?;
     // One write: a server may answer and close as soon as it has the request line.
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: skerry-init\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{url}: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(io_failed)?;
     let mut response = Vec::new();
     stream
         .take(16 << 20)
         .read_to_end(&mut response)
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(io_failed)?;
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{url}: malformed HTTP response"))?;
+        .ok_or_else(|| failed("malformed HTTP response".into()))?;
     let head = String::from_utf8_lossy(&response[..split]);
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{url}: {status}"));
+        return Err(failed(status.to_string()));
     }
     let tmp = dest.with_extension("download");
-    std::fs::write(&tmp, &response[split + 4..]).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))
+    std::fs::write(&tmp, &response[split + 4..]).map_err(io(tmp.display()))?;
+    std::fs::rename(&tmp, dest).map_err(io(dest.display()))
 }
 
 /// Opens `/bin/sh` on the console in its own session with the console as its
@@ -308,8 +313,11 @@ mod tests {
         fetch(&url, &dest).unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "zone a {}\n");
         let e = fetch(&url, &dest).unwrap_err();
-        assert!(e.contains("404"), "{e}");
-        assert!(fetch("https://x/y", &dest).unwrap_err().contains("http://"));
+        assert!(e.to_string().contains("404"), "{e}");
+        assert!(fetch("https://x/y", &dest)
+            .unwrap_err()
+            .to_string()
+            .contains("http://"));
         server.join().unwrap();
     }
 

@@ -2,11 +2,10 @@
 //! and init in host mode reading its console lines.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use testkit::{HostInit, InitOptions};
 
 /// The uid the "not root" tests call as.
 pub const OTHER_UID: u32 = 65534;
@@ -118,11 +117,8 @@ pub fn install_zvol_image(pool: &Path) {
     install(pool, &file, "tiny-hvm", "1", "zvol");
 }
 
-/// init in host mode, its console lines collected.
-pub struct Init {
-    child: Option<Child>,
-    pub lines: Arc<Mutex<Vec<String>>>,
-}
+/// init in host mode, its console lines collected ([`testkit::HostInit`]).
+pub struct Init(HostInit);
 
 impl Init {
     /// init for tests that start no instance: a zone binary is not needed.
@@ -132,93 +128,42 @@ impl Init {
 
     /// init that runs zones with `zone`.
     pub fn start_with(pool: &TestPool, bus: &Bus, zone: &Path) -> Init {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_init"))
-            .arg("--pool")
-            .arg(pool.path())
-            .arg("--run-dir")
-            .arg(&pool.run_dir)
-            .arg("--bus-address")
-            .arg(&bus.address)
-            .args(["--stop-timeout", "5"])
-            .env("SKERRY_ZONE_BIN", zone)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start init");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let l = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("init| {line}");
-                l.lock().unwrap().push(line);
-            }
-        });
-        Init {
-            child: Some(child),
-            lines,
-        }
+        Init(HostInit::start(
+            bus,
+            InitOptions {
+                binary: env!("CARGO_BIN_EXE_init").into(),
+                pool: pool.path(),
+                run_dir: &pool.run_dir,
+                zone: zone.to_path_buf(),
+                stderr: Stdio::inherit(),
+                configure: Box::new(|cmd| {
+                    cmd.args(["--stop-timeout", "5"]);
+                }),
+            },
+        ))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.0.pid()
     }
 
     /// Waits for a console line containing `needle`; returns it.
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return l.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no console line with {needle:?} within {timeout:?}; got:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.0.wait_line(needle, timeout)
     }
 
     pub fn count_lines(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.0.count_lines(needle)
     }
 
     /// kill -9, leaving monitors behind (they must survive).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.kill9()
     }
 
     /// SIGTERM: init stops every instance and exits.
     pub fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if !self.0.terminate(Duration::from_secs(30)) {
             panic!("init did not exit within 30s of SIGTERM");
         }
     }
@@ -232,18 +177,7 @@ impl Drop for Init {
 
 /// The zone binary: $SKERRY_ZONE_BIN, else the workspace's built one.
 pub fn zone_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SKERRY_ZONE_BIN") {
-        return p.into();
-    }
-    // Same target dir as this test binary: <target>/debug/deps/<test> -> <target>/debug/zone.
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("zone");
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p zone) or set SKERRY_ZONE_BIN",
-        p.display()
-    );
-    p
+    testkit::sibling_bin("zone")
 }
 
 /// Calls a Node1 method as root.

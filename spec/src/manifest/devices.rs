@@ -142,7 +142,7 @@ pub(super) fn nic(
             Some(s) => match parse_cidr(s) {
                 Ok((addr, prefix)) => ip = IpConfig::Static { addr, prefix },
                 Err(why) => {
-                    c.push(e.span(), why);
+                    c.push(e.span(), why.to_string());
                     ok = false;
                 }
             },

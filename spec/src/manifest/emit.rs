@@ -15,11 +15,7 @@ pub fn to_kdl(spec: &InstanceSpec) -> String {
 }
 
 fn instance_node(spec: &InstanceSpec) -> KdlNode {
-    let kind = match spec.kind {
-        Kind::Zone(_) => "zone",
-        Kind::Hvm(_) => "hvm",
-    };
-    let mut node = KdlNode::new(kind);
+    let mut node = KdlNode::new(spec.kind.as_str());
     node.push(KdlEntry::new(spec.name.as_str()));
     let body = node.ensure_children().nodes_mut();
     if let Some(u) = spec.uuid {
@@ -120,17 +116,7 @@ fn nic_node(nic: &Nic) -> KdlNode {
 
 /// The text an [`ImageRef`] is written as in a manifest.
 pub fn image_text(image: &ImageRef) -> String {
-    match image {
-        ImageRef::Uuid(u) => u.to_string(),
-        ImageRef::Name {
-            name,
-            version: Some(v),
-        } => format!("{name}@{v}"),
-        ImageRef::Name {
-            name,
-            version: None,
-        } => name.clone(),
-    }
+    image.to_string()
 }
 
 fn prop(name: &str, value: impl Into<KdlValue>) -> KdlNode {

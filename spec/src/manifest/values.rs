@@ -146,7 +146,7 @@ pub(super) fn size_value(
         }
         Ok(n) => Some(n),
         Err(why) => {
-            c.push(e.span(), why);
+            c.push(e.span(), why.to_string());
             None
         }
     }

@@ -203,7 +203,7 @@ pub(crate) fn nics_from(
                 Some(cidr) => match parse_cidr(cidr) {
                     Ok((addr, prefix)) => IpConfig::Static { addr, prefix },
                     Err(why) => {
-                        errs.bad_value(&format!("{path}.*.ips"), why);
+                        errs.bad_value(&format!("{path}.*.ips"), why.to_string());
                         continue;
                     }
                 },

@@ -130,14 +130,19 @@ pub enum Action {
     Update,
 }
 
-impl std::str::FromStr for Action {
-    type Err = String;
+/// A `vmadm validate` action other than create or update.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action `{0}`: use create or update")]
+pub struct UnknownAction(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, UnknownAction> {
         match s {
             "create" => Ok(Action::Create),
             "update" => Ok(Action::Update),
-            other => Err(format!("unknown action `{other}`: use create or update")),
+            other => Err(UnknownAction(other.to_string())),
         }
     }
 }

@@ -4,6 +4,10 @@
 //! holds the system's static busybox. A missing program fails the test, naming the
 //! package to install; nothing is skipped.
 
+pub mod init;
+
+pub use init::{sibling_bin, HostInit, InitOptions};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -36,13 +36,13 @@ fn read_input(file: Option<&Path>) -> Result<String> {
 pub(super) async fn create(init: &Init, file: Option<&Path>) -> Result<()> {
     let text = read_input(file)?;
     let node = init.node().await?;
-    let format = payload::sniff_format(file, &text);
+    let format = spec::Format::of_file(file, &text).as_str();
     let names = node.create(&text, format).await?;
     for name in names {
         // The UUID is what SmartOS prints; the name is what our operators type.
         match node.get(&name).await {
             Ok(detail) => {
-                let uuid = detail.get("uuid").and_then(|u| u.as_str()).unwrap_or("");
+                let uuid = &detail.summary.uuid;
                 status(&format!("Successfully created VM {uuid} ({name})"));
             }
             Err(_) => status(&format!("Successfully created VM {name}")),

@@ -5,9 +5,10 @@ use crate::cli::TableArgs;
 use crate::client::{ClientError, Node};
 use crate::filter::{self, Filter, SortKey};
 use crate::record::{self, Record};
-use crate::table::{Table, TableStyle};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
+use spec::api::Action;
+use spec::table::{Table, TableStyle};
 
 /// One instance: its JSON as init sent it, and the flat record filters look at.
 struct Instance {
@@ -27,7 +28,9 @@ async fn fetch(node: &Node, detail: bool) -> Result<Vec<Instance>> {
         futures_util::stream::iter(summaries.iter())
             .map(|s| async move {
                 match node.get(&s.uuid).await {
-                    Ok(json) => Ok(Some(json)),
+                    Ok(detail) => serde_json::to_value(detail)
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(e.to_string())),
                     // Deleted between List and Get: it is simply no longer there.
                     Err(ClientError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
@@ -187,7 +190,7 @@ pub(super) async fn lookup(
 /// an `error` step, a clash it will not resolve alone as `refuse`, and a step that
 /// failed with `; FAILED: ...` after its reason (init/API-CHANGES.md).
 fn is_problem(step: &spec::api::PlanStep) -> bool {
-    step.action == "error" || step.action == "refuse" || step.reason.contains("; FAILED: ")
+    matches!(step.action, Action::Error | Action::Refuse) || step.reason.contains("; FAILED: ")
 }
 
 /// The columns of a reconcile plan.
@@ -216,7 +219,7 @@ pub(super) async fn reconcile(init: &Init, table: &TableArgs) -> Result<()> {
         for step in &plan {
             out.push(fields.iter().map(|f| match f.as_str() {
                 "name" => step.name.clone(),
-                "action" => step.action.clone(),
+                "action" => step.action.to_string(),
                 _ => step.reason.clone(),
             }));
         }
@@ -294,7 +297,7 @@ mod tests {
     fn plan_problems() {
         let step = |action: &str, reason: &str| spec::api::PlanStep {
             name: "web01".into(),
-            action: action.into(),
+            action: action.parse().unwrap(),
             reason: reason.into(),
         };
         assert!(!is_problem(&step("create", "declared in a.kdl:1:1")));

@@ -182,7 +182,11 @@ async fn dispatch(init: &Init, command: Command) -> Result<After> {
             filters,
         } => list::lookup(init, json, one, &fields, &filters).await?,
         Command::Reconcile { table } => list::reconcile(init, &table).await?,
-        Command::Get { id } => print_json(&init.node().await?.get(&id).await?)?,
+        Command::Get { id } => {
+            let detail = init.node().await?.get(&id).await?;
+            // Printed through a JSON value: the same sorted keys init's text gives.
+            print_json(&serde_json::to_value(detail).map_err(io::Error::from)?)?
+        }
         Command::Info { id } => print_json(&init.node().await?.info(&id).await?)?,
         Command::Create { file } => instance::create(init, file.as_deref()).await?,
         Command::Update {

@@ -14,25 +14,8 @@ pub fn vmadm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vmadm"))
 }
 
-/// A sibling binary of the workspace (init, zone, imgadm): `SKERRY_<NAME>_BIN`, else the
-/// same target directory as vmadm. `cargo build --workspace` (as tests/run does) builds
-/// them; a missing one fails the test saying so.
-pub fn sibling_bin(name: &str) -> PathBuf {
-    let var = format!("SKERRY_{}_BIN", name.to_uppercase());
-    if let Some(p) = std::env::var_os(&var) {
-        return PathBuf::from(p);
-    }
-    let path = vmadm_bin().with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p {name}` (tests/run builds the \
-         whole workspace first) or point {var} at it",
-        path.display()
-    );
-    path
-}
-
-pub use testkit::{wait_for, Bus};
+pub use testkit::{sibling_bin, wait_for, Bus};
+use testkit::{HostInit, InitOptions};
 
 /// What a vmadm run printed and returned.
 pub struct Run {
@@ -163,14 +146,14 @@ pub fn exists(path: &Path) -> bool {
 /// busybox image (`busybox@1.36`, built here from busybox-static), and vmadm pointed at
 /// them. Dropping it stops init (which stops its instances), then anything left.
 pub struct Node {
-    init: Child,
+    init: HostInit,
     /// The pool directory.
     pub pool: PathBuf,
     /// init's run directory (sockets, pidfiles).
     pub run_dir: PathBuf,
     /// The UUID of the installed busybox image.
     pub image_uuid: String,
-    /// init's log (stdout and stderr).
+    /// init's log (stderr; its console lines are collected by [`HostInit`]).
     pub log: PathBuf,
     /// The bus (dropped after init).
     pub bus: Bus,
@@ -192,21 +175,20 @@ impl Node {
         let image_uuid = install_busybox_image(dir.path(), &pool);
         let log = dir.path().join("init.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let init = Command::new(sibling_bin("init"))
-            .arg("--pool")
-            .arg(&pool)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--bus-address")
-            .arg(&bus.address)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env("SKERRY_ZONE_BIN", sibling_bin("zone"))
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start init");
+        let init = HostInit::start(
+            &bus,
+            InitOptions {
+                binary: sibling_bin("init"),
+                pool: &pool,
+                run_dir: &run_dir,
+                zone: sibling_bin("zone"),
+                stderr: log_file.into(),
+                configure: Box::new(|cmd| {
+                    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+                        .env("RUST_LOG", "debug");
+                }),
+            },
+        );
         let mut node = Node {
             init,
             pool,
@@ -221,7 +203,7 @@ impl Node {
             "init to serve org.skerry.Node1",
             Duration::from_secs(30),
             || {
-                if let Ok(Some(status)) = node.init.try_wait() {
+                if let Some(status) = node.init.exited() {
                     panic!("init exited with {status}:\n{}", node.log_text());
                 }
                 (vmadm(&address, &["list"]).code == 0).then_some(())
@@ -250,9 +232,10 @@ impl Node {
         vmadm_command(&self.bus.address, args)
     }
 
-    /// What init logged so far.
+    /// What init logged so far, then its console lines.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{log}{}", self.init.lines().join("\n"))
     }
 
     /// The state `vmadm list` shows for `name`, if it is listed.
@@ -278,16 +261,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // SIGTERM: init stops its instances, then exits (host mode).
-        let pid = nix::unistd::Pid::from_raw(self.init.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.init.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        kill_and_reap(&mut self.init);
+        self.init.terminate(Duration::from_secs(20));
         // Monitors init failed to stop (it was killed, or a test failed mid-way) are
         // ours to clean up: their pidfiles are in our run directory.
         for pidfile in pidfiles(&self.run_dir) {

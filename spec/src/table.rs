@@ -1,4 +1,5 @@
-//! Tabular output with the conventions `vmadm` and `imgadm` share.
+//! Tabular output with the conventions `vmadm` and `imgadm` share (both print with
+//! this one module).
 //!
 //! Both tools print lists the SmartOS way: an upper-case header over left-aligned columns
 //! separated by two spaces; `-H` drops the header; `-p` prints `:`-separated fields with no

@@ -1,0 +1,89 @@
+//! Ethernet MAC addresses, written `aa:bb:cc:dd:ee:ff` wherever they are text
+//! (manifests, SmartOS payloads, `vmm --net TAP,mac=...`, JSON).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a text is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a MAC address: write six hex bytes like 02:5c:00:11:22:33")]
+pub struct MacError(pub String);
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// The six octets.
+    pub fn octets(self) -> [u8; 6] {
+        self.0
+    }
+
+    /// Whether `text` reads as a MAC address.
+    pub fn is_valid(text: &str) -> bool {
+        text.parse::<MacAddr>().is_ok()
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<Self, MacError> {
+        let bad = || MacError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        match parts.next() {
+            None => Ok(MacAddr(out)),
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl From<MacAddr> for [u8; 6] {
+    fn from(m: MacAddr) -> [u8; 6] {
+        m.0
+    }
+}
+
+serde_as_text!(MacAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prints_and_serialises_colon_hex() {
+        let m: MacAddr = "02:5C:00:11:22:ff".parse().unwrap();
+        assert_eq!(m.octets(), [2, 0x5c, 0, 0x11, 0x22, 0xff]);
+        assert_eq!(m.to_string(), "02:5c:00:11:22:ff");
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:5c:00:11:22:ff\"");
+        assert_eq!(
+            serde_json::from_str::<MacAddr>("\"02:5c:00:11:22:ff\"").unwrap(),
+            m
+        );
+        for bad in [
+            "02:5c:00:11:22",
+            "02:5c:00:11:22:33:44",
+            "zz:5c:00:11:22:33",
+            "2:5c:00:11:22:33",
+            "+2:5c:00:11:22:33",
+            "",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<MacAddr>("\"nope\"").is_err());
+    }
+}
