@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod mdata;
 pub mod pool;
 
 use std::path::{Path, PathBuf};
