@@ -208,3 +208,56 @@ fn socket_connections_are_capped_per_zone() {
     assert_eq!(ask(&mut again), "SUCCESS\n");
     stop(&pool, &mut child);
 }
+
+/// The monitor's peak memory (VmHWM, KiB).
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_connection_at_its_bounds_keeps_the_monitor_small_and_answering() {
+    require_root();
+    let mut pool = Pool::new(&["/bin/sh"]);
+    // A 1 MiB value, whose answers a client may leave unread.
+    let big = "x".repeat(1 << 20);
+    pool.config.spec.metadata.insert("big".into(), big);
+    pool.save_config(&pool.config);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    pool.wait_running();
+    let sock = monitor::zonecontrol_dir(&pool.config.run_dir, &pool.config.uuid)
+        .join(monitor::METADATA_SOCKET);
+    let before = peak_kib(child.id());
+    // Every connection asks for 3 MiB of answers it never reads (under the 4 MiB at
+    // which its session stops reading), then sends a line just under the line bound
+    // that never ends: both held at once.
+    let line_bound = ::mdata::Limits::default().max_line_bytes();
+    let floods: Vec<_> = (0..zone::monitor::MAX_CONNECTIONS)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut s = UnixStream::connect(&sock).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+                let _ = s.write_all(&b"GET big\n".repeat(3));
+                let _ = s.write_all(&vec![b'G'; line_bound - 1000]);
+                s
+            })
+        })
+        .collect();
+    let held: Vec<UnixStream> = floods.into_iter().map(|t| t.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    assert_eq!(pool.status().state, monitor::State::Running);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let grown_mib = (peak_kib(child.id()) - before) / 1024;
+    eprintln!(
+        "monitor peak grew by {grown_mib} MiB with {} connections at their bounds",
+        held.len()
+    );
+    assert!(grown_mib < 96, "monitor peak grew by {grown_mib} MiB");
+    drop(held);
+    stop(&pool, &mut child);
+}

@@ -40,7 +40,7 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const READ_CHUNK: usize = 64 << 10;
 
 /// The customer metadata the manifest gives `spec`'s guest.
-pub fn manifest_metadata(spec: &spec::InstanceSpec) -> BTreeMap<String, String> {
+fn manifest_metadata(spec: &spec::InstanceSpec) -> BTreeMap<String, String> {
     spec.metadata.clone()
 }
 

@@ -12,7 +12,7 @@ mod instance;
 mod metadata;
 
 pub use config::launch_spec;
-pub use metadata::{manifest_metadata, MAX_CONNECTIONS, READ_CHUNK};
+pub use metadata::{MAX_CONNECTIONS, READ_CHUNK};
 
 use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
