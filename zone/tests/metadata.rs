@@ -3,8 +3,8 @@
 //! `/native/.zonecontrol/metadata.sock`.
 
 mod common;
-use common::mdata::{install_tools, ZoneShell};
 use common::pool::*;
+use common::shell::ZoneShell;
 use common::*;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -17,7 +17,7 @@ const SOCK: &str = "MDATA_SERIAL_DEVICE=/nonexistent timeout 10";
 /// A zone running `/bin/sh` with the mdata tools and customer metadata `role=web`.
 fn zone_with_tools() -> Pool {
     let mut pool = Pool::new(&["/bin/sh"]);
-    install_tools(pool.image());
+    testkit::install_mdata_tools(pool.image());
     pool.config
         .spec
         .metadata
@@ -233,7 +233,7 @@ fn every_connection_at_its_bounds_keeps_the_monitor_small_and_answering() {
     // Every connection asks for 3 MiB of answers it never reads (under the 4 MiB at
     // which its session stops reading), then sends a line just under the line bound
     // that never ends: both held at once.
-    let line_bound = ::mdata::Limits::default().max_line_bytes();
+    let line_bound = mdata::Limits::default().max_line_bytes();
     let floods: Vec<_> = (0..zone::monitor::MAX_CONNECTIONS)
         .map(|_| {
             let sock = sock.clone();

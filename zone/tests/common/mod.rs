@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod mdata;
 pub mod pool;
+pub mod shell;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
