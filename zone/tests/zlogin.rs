@@ -249,6 +249,28 @@ fn zlogin_gives_a_pty_on_request_and_a_login_shell_without_a_command() {
 }
 
 #[test]
+fn zlogin_on_a_terminal_gives_a_pty_of_the_terminals_size() {
+    let zone = Zone::start();
+    // script(1) (bsdutils) runs zlogin with a terminal on stdin, as an ssh login would.
+    let zlogin = zone.bin.path().join("zlogin");
+    let line = format!(
+        "stty rows 33 cols 111; {} --pool {} {} sh -c 'stty size; [ -t 0 ] && echo on-a-tty; exit 4'",
+        zlogin.display(),
+        zone.pool.dir().display(),
+        zone.name()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("33 111"), "{text:?}");
+    assert!(text.contains("on-a-tty"), "{text:?}");
+    assert_eq!(out.status.code(), Some(4), "{text:?}");
+}
+
+#[test]
 fn zlogin_refuses_unknown_stopped_and_hvm_instances() {
     let mut zone = Zone::start();
     let out = zone.zlogin().args(["nosuchzone", "true"]).output().unwrap();
