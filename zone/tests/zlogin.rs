@@ -254,7 +254,7 @@ fn zlogin_on_a_terminal_gives_a_pty_of_the_terminals_size() {
     // script(1) (bsdutils) runs zlogin with a terminal on stdin, as an ssh login would.
     let zlogin = zone.bin.path().join("zlogin");
     let line = format!(
-        "stty rows 33 cols 111; {} --pool {} {} sh -c 'stty size; [ -t 0 ] && echo on-a-tty; exit 4'",
+        "stty rows 33 cols 111; {} --pool {} {} sh -c 'stty size; [ -t 0 ] && echo on-a-tty; [ $(cut -d\" \" -f6 /proc/$$/stat) = $$ ] && echo own-session; exit 4'",
         zlogin.display(),
         zone.pool.dir().display(),
         zone.name()
@@ -267,6 +267,9 @@ fn zlogin_on_a_terminal_gives_a_pty_of_the_terminals_size() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("33 111"), "{text:?}");
     assert!(text.contains("on-a-tty"), "{text:?}");
+    // Its own pty, not the caller's terminal: the command leads its own session (a
+    // zone process holding the host's terminal could push input into it, TIOCSTI).
+    assert!(text.contains("own-session"), "{text:?}");
     assert_eq!(out.status.code(), Some(4), "{text:?}");
 }
 

@@ -271,7 +271,7 @@ fn enter_and_exec(target: &Target, plan: &Plan) -> Result<std::convert::Infallib
 /// Drops whatever the zone's own bounding set (the init's) lacks, should it be
 /// narrower than [`security::KEPT_CAPS`]: zlogin never hands out more than the zone has.
 fn narrow_capabilities(bounding: u64) -> Result<()> {
-    let keep = security::kept_mask() & bounding;
+    let keep = granted_caps(bounding);
     for cap in 0..64u32 {
         if security::kept_mask() & (1u64 << cap) != 0 && keep & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
@@ -284,6 +284,12 @@ fn narrow_capabilities(bounding: u64) -> Result<()> {
         }
     }
     crate::sys::set_capabilities(keep).ctx(|| "capset".into())
+}
+
+/// The capabilities a zlogin'ed command gets: the zone's set, cut to what the zone's
+/// init still has in its bounding set (`init_bounding`).
+fn granted_caps(init_bounding: u64) -> u64 {
+    security::kept_mask() & init_bounding
 }
 
 /// Execs root's shell from the zone's /etc/passwd (read inside the zone, where its
@@ -338,6 +344,15 @@ mod tests {
             "/sys/fs/cgroup/unified/skerry/z/cgroup.procs",
         ];
         assert_eq!(procs, want.map(PathBuf::from));
+    }
+
+    #[test]
+    fn never_more_caps_than_the_zone_or_its_init() {
+        let kept = security::kept_mask();
+        assert_eq!(granted_caps(u64::MAX), kept);
+        let no_admin = kept & !(1 << security::cap::SYS_ADMIN);
+        assert_eq!(granted_caps(no_admin), no_admin);
+        assert_eq!(granted_caps(1 << security::cap::SYS_MODULE), 0);
     }
 
     #[test]
