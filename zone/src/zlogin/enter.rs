@@ -162,8 +162,17 @@ pub(super) fn spawn(target: &Target, plan: &Plan) -> std::result::Result<Pid, Zl
     let (err_rx, err_tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe2".into())?;
     // Only our children enter the pid namespace: the child is born in it.
-    nix::sched::setns(&target.pidfd, CloneFlags::CLONE_NEWPID)
-        .ctx(|| format!("joining the pid namespace of zone {}", target.name))?;
+    nix::sched::setns(&target.pidfd, CloneFlags::CLONE_NEWPID).map_err(|e| match e {
+        nix::errno::Errno::ESRCH => ZloginError::Vanished {
+            name: target.name.clone(),
+            pid: target.pid,
+        },
+        e => ZoneError::io(
+            format!("joining the pid namespace of zone {}", target.name),
+            e.into(),
+        )
+        .into(),
+    })?;
     // SAFETY: zlogin is single-threaded, so the child may run arbitrary code.
     let forked = unsafe { fork() };
     if let Ok(ForkResult::Child) = forked {

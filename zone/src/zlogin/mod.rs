@@ -143,8 +143,11 @@ pub struct Target {
 /// Finds the config of instance `name` (name or UUID) in `pool`.
 pub fn find_config(pool: &Path, name: &str) -> Result<InstanceConfig, ZloginError> {
     let unknown = || ZloginError::Unknown { name: name.into() };
-    let direct = monitor::config_path(pool, name);
-    if let Ok(c) = monitor::read_config(&direct) {
+    // A UUID names its directory; anything with a slash names nothing in the pool.
+    if name.contains('/') || name.starts_with('.') {
+        return Err(unknown());
+    }
+    if let Ok(c) = monitor::read_config(&monitor::config_path(pool, name)) {
         return Ok(c);
     }
     let entries = std::fs::read_dir(pool).map_err(|_| unknown())?;
