@@ -37,8 +37,9 @@ pub(super) struct Plan {
     /// The zone init's root directory (`/proc/PID/root`), to chroot to after entering
     /// the mount namespace.
     root: OwnedFd,
-    /// `cgroup.procs` of each hierarchy's cgroup of the zone init.
-    cgroup_procs: Vec<PathBuf>,
+    /// The file that moves the child into the zone init's cgroup, per hierarchy where
+    /// zlogin is not in it already (see [`cgroup_joins`]).
+    cgroup_joins: Vec<PathBuf>,
     /// The zone init's capability bounding set.
     bounding: u64,
     /// The command, or None for root's login shell.
@@ -88,15 +89,16 @@ impl Plan {
         )
         .map_err(|e| ZoneError::io(format!("opening {root_path}"), e.into()))?;
         let read = |p: String| std::fs::read_to_string(&p).ctx(|| format!("reading {p}"));
-        let cgroup_procs = cgroup_procs(
+        let cgroup_joins = cgroup_joins(
             &read(format!("/proc/{pid}/cgroup"))?,
+            &read("/proc/self/cgroup".into())?,
             &read("/proc/self/mountinfo".into())?,
         );
         let bounding = cap_bounding(&read(format!("/proc/{pid}/status"))?)
             .ok_or_else(|| ZoneError::Setup(format!("no CapBnd line in /proc/{pid}/status")))?;
         Ok(Plan {
             root,
-            cgroup_procs,
+            cgroup_joins,
             bounding,
             argv,
             envp,
@@ -112,10 +114,15 @@ fn cap_bounding(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// The `cgroup.procs` files of the cgroups a `/proc/PID/cgroup` table names, found
-/// through the cgroup and cgroup2 mounts of a mountinfo table (any layout: pure v2,
-/// hybrid, co-mounted v1 controllers, named hierarchies).
-fn cgroup_procs(table: &str, mountinfo: &str) -> Vec<PathBuf> {
+/// The files to write "0" to for joining the cgroups a `/proc/PID/cgroup` table
+/// names, found through the cgroup and cgroup2 mounts of a mountinfo table (any layout:
+/// pure v2, hybrid, co-mounted v1 controllers, named hierarchies), leaving out the
+/// hierarchies where `own` (the caller's table) is in that cgroup already.
+///
+/// v1 takes `tasks`: moving the calling thread alone (the child is single-threaded)
+/// skips the kernel's global threadgroup lock, whose write side waits for an RCU grace
+/// period (about 13 ms here, most of a zlogin); v2 has to take `cgroup.procs`.
+fn cgroup_joins(table: &str, own: &str, mountinfo: &str) -> Vec<PathBuf> {
     // (fstype, super options, mount root, mount point)
     let mounts: Vec<(&str, Vec<&str>, &str, &str)> = mountinfo
         .lines()
@@ -130,7 +137,7 @@ fn cgroup_procs(table: &str, mountinfo: &str) -> Vec<PathBuf> {
         .filter(|(t, ..)| *t == "cgroup" || *t == "cgroup2")
         .collect();
     let mut out = Vec::new();
-    for line in table.lines() {
+    for line in table.lines().filter(|l| !own.lines().any(|o| o == *l)) {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -139,16 +146,19 @@ fn cgroup_procs(table: &str, mountinfo: &str) -> Vec<PathBuf> {
             "" => *t == "cgroup2",
             c => *t == "cgroup" && c.split(',').all(|c| opts.contains(&c)),
         });
-        let Some((_, _, root, point)) = mount else {
+        let Some((fstype, _, root, point)) = mount else {
             continue;
         };
         let Some(rel) = path.strip_prefix(root) else {
             continue;
         };
         let dir = PathBuf::from(point).join(rel.trim_start_matches('/'));
-        let procs = dir.join("cgroup.procs");
-        if !out.contains(&procs) {
-            out.push(procs);
+        let file = dir.join(match *fstype {
+            "cgroup" => "tasks",
+            _ => "cgroup.procs",
+        });
+        if !out.contains(&file) {
+            out.push(file);
         }
     }
     out
@@ -214,9 +224,9 @@ pub(super) fn spawn(target: &Target, plan: &Plan) -> std::result::Result<Pid, Zl
 fn enter_and_exec(target: &Target, plan: &Plan) -> Result<std::convert::Infallible> {
     // While still host root: the cgroup files belong to host root (v1, and the limits
     // of v2), and joining them first means nothing of the command ever runs outside.
-    for procs in &plan.cgroup_procs {
-        std::fs::write(procs, "0")
-            .ctx(|| format!("joining the zone's cgroup {}", procs.display()))?;
+    for file in &plan.cgroup_joins {
+        std::fs::write(file, "0")
+            .ctx(|| format!("joining the zone's cgroup {}", file.display()))?;
     }
     let all = NAMESPACES.iter().fold(CloneFlags::empty(), |a, f| a | *f);
     nix::sched::setns(&target.pidfd, all)
@@ -344,15 +354,15 @@ mod tests {
     fn cgroups_are_found_in_every_hierarchy() {
         let table = "5:pids:/inner/skerry/z\n4:memory:/skerry/z\n3:cpu,cpuacct:/skerry/z\n\
                      1:name=systemd:/user.slice\n0::/skerry/z\n";
-        let procs = cgroup_procs(table, HYBRID);
+        let own = "5:pids:/\n4:memory:/\n3:cpu,cpuacct:/\n1:name=systemd:/user.slice\n0::/\n";
+        let joins = cgroup_joins(table, own, HYBRID);
         let want = [
-            "/mnt/cg/skerry/z/cgroup.procs",
-            "/sys/fs/cgroup/memory/skerry/z/cgroup.procs",
-            "/sys/fs/cgroup/cpu,cpuacct/skerry/z/cgroup.procs",
-            "/sys/fs/cgroup/systemd/user.slice/cgroup.procs",
+            "/mnt/cg/skerry/z/tasks",
+            "/sys/fs/cgroup/memory/skerry/z/tasks",
+            "/sys/fs/cgroup/cpu,cpuacct/skerry/z/tasks",
             "/sys/fs/cgroup/unified/skerry/z/cgroup.procs",
         ];
-        assert_eq!(procs, want.map(PathBuf::from));
+        assert_eq!(joins, want.map(PathBuf::from));
     }
 
     #[test]
