@@ -185,6 +185,12 @@ fn zlogin_cannot_do_what_the_zones_root_cannot() {
         String::from_utf8_lossy(&out.stderr).contains("not permitted"),
         "{out:?}"
     );
+    // A fresh procfs (past the zone's /proc masks) is refused, as to the zone's root.
+    let out = zone.run(
+        &[],
+        &["sh", "-c", "mkdir -p /mnt/p && mount -t proc proc /mnt/p"],
+    );
+    assert!(!out.status.success(), "{out:?}");
     // A mount lands in the zone, never on the host.
     zone.sh("mkdir -p /mnt/zl && mount -t tmpfs zlogin-tmpfs /mnt/zl");
     let zone_mounts = std::fs::read_to_string(format!("/proc/{init}/mountinfo")).unwrap();

@@ -255,7 +255,10 @@ pub fn run(opts: &Options) -> Result<i32, ZloginError> {
         PtyMode::Auto => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
     let pty = if use_pty {
-        Some(crate::console::Pty::open(target.id_range_start)?)
+        let pty = crate::console::Pty::open(target.id_range_start)?;
+        // Before the command starts: it may ask for the size at once.
+        relay::copy_window_size(std::os::fd::AsFd::as_fd(&pty.master));
+        Some(pty)
     } else {
         None
     };

@@ -61,7 +61,7 @@ impl Drop for RawMode {
 }
 
 /// Copies the user's terminal size (if stdin is one) to the zone's pty.
-fn copy_window_size(master: BorrowedFd<'_>) {
+pub(super) fn copy_window_size(master: BorrowedFd<'_>) {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -111,7 +111,6 @@ pub(super) fn run(child: Pid, pty: Pty) -> Result<i32, ZloginError> {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     )
     .ctx(|| "pty O_NONBLOCK".into())?;
-    copy_window_size(master.as_fd());
     let _raw = RawMode::enter();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
