@@ -6,6 +6,7 @@ use common::pool::*;
 use common::*;
 use monitor::{self as contract, MonitorRequest};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// A zone whose init just sleeps, and a `zlogin` link to the zone binary (zlogin is
@@ -153,6 +154,48 @@ fn zlogin_enters_every_namespace_the_cgroup_and_the_ids_of_the_zone() {
     );
     // The zone's root directory and root's home.
     assert_eq!(zone.sh("pwd; cat /etc/motd"), "/root\nfrom the image\n");
+}
+
+/// The cgroup2 mount point (`/sys/fs/cgroup` on v2 hosts, `.../unified` on hybrid ones).
+fn cgroup2_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            post.starts_with("cgroup2 ")
+                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+#[test]
+fn zlogin_joins_the_inits_cgroup2_cgroup_too() {
+    let zone = Zone::start();
+    let init = zone.init_pid();
+    // The init in a cgroup2 cgroup of its own, which zlogin is not in.
+    let v2 = cgroup2_mount();
+    let own = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let back = v2.join(own.lines().find_map(|l| l.strip_prefix("0::/")).unwrap());
+    let dir = v2.join(format!("zlogin-test-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("cgroup.procs"), init.to_string()).unwrap();
+    let out = zone.run(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+        ],
+    );
+    // Put back before asserting, so that a failure leaves no cgroup behind.
+    std::fs::write(back.join("cgroup.procs"), init.to_string()).unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cg = String::from_utf8_lossy(&out.stdout);
+    let (own, init_cg) = cg.split_once("--\n").unwrap();
+    assert_eq!(own, init_cg);
+    assert!(own.lines().any(|l| l.starts_with("0::")), "{own}");
 }
 
 #[test]
