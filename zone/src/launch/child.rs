@@ -344,7 +344,7 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
 }
 
 /// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
-fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
+pub(crate) fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
     // Built from the spec's strings: always UTF-8.
     let name = argv[0].to_string_lossy().into_owned();
     let candidates: Vec<CString> = super::command_candidates(&name)
