@@ -104,8 +104,9 @@ pub fn run_sandboxed<T>(
                 deadline: Instant::now() + opts.limits.time,
             };
             let out = read(&mut input);
-            // A child that sent everything exits on its own: wait for its end of the
-            // pipe to close (a little more output is tolerated), then make sure.
+            // A child that sent everything exits on its own: wait a moment for its end
+            // of the pipe to close (a little more output is tolerated), then make sure.
+            input.deadline = input.deadline.min(Instant::now() + Duration::from_secs(1));
             let _ = io::copy(&mut (&mut input).take(1 << 16), &mut io::sink());
             let _ = kill(child, Signal::SIGKILL);
             let status = waitpid(child, None)?;
