@@ -122,12 +122,18 @@ fn puts_survive_a_monitor_kill_and_manifest_edits_apply_live() {
     let metadata = &mut edited.spec.metadata;
     metadata.insert("role".into(), "db".into());
     metadata.insert("added".into(), "by-operator".into());
+    edited.spec.user_script = Some("#!/bin/sh\necho first boot\n".into());
     pool.save_config(&edited);
     let note = monitor::Client::new(pool.socket()).reload().unwrap();
     assert!(note.contains("customer metadata"), "{note}");
     assert_eq!(sh.ok(&format!("{SOCK} mdata-get role")), "db\n");
     assert_eq!(sh.ok(&format!("{TTY} mdata-get added")), "by-operator\n");
     assert_eq!(sh.ok(&format!("{TTY} mdata-get kept")), "across restarts\n");
+    // The user-script property is served under SmartOS's key name.
+    assert_eq!(
+        sh.ok(&format!("{SOCK} mdata-get user-script")),
+        "#!/bin/sh\necho first boot\n"
+    );
     assert_eq!(pool.status().instance_pid, zpid, "the zone kept running");
     drop(sh);
     stop(&pool, &mut child);

@@ -39,9 +39,10 @@ pub const MAX_CONNECTIONS: usize = 8;
 /// The most bytes read from one client ahead of what its session has consumed.
 pub const READ_CHUNK: usize = 64 << 10;
 
-/// The customer metadata the manifest gives `spec`'s guest.
+/// The customer metadata the manifest gives `spec`'s guest: its `metadata` block and
+/// the `user-script`, `user-data` and `ssh-key` properties under SmartOS's key names.
 fn manifest_metadata(spec: &spec::InstanceSpec) -> BTreeMap<String, String> {
-    spec.metadata.clone()
+    spec.customer_metadata()
 }
 
 /// One client of the server: a socket connection, or the zone's serial line.
