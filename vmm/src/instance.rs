@@ -289,6 +289,37 @@ impl Instance for Guest {
     fn status(&mut self) -> MonitorStatus {
         lock(&self.m.state).status.clone()
     }
+
+    /// Applies the customer metadata of the rewritten config.json to the guest's
+    /// metadata store; everything else of an HVM applies at its next boot.
+    fn reload(&mut self) -> Option<Result<String, InstanceError>> {
+        Some(self.m.reload_metadata())
+    }
+}
+
+impl Monitor {
+    fn reload_metadata(&self) -> Result<String, InstanceError> {
+        let path = contract::config_path(&self.cfg.pool, &self.cfg.uuid);
+        let bad = |reason: String| InstanceError::Config {
+            path: path.clone(),
+            reason,
+        };
+        let cfg = contract::read_config(&path)?;
+        if cfg.uuid != self.cfg.uuid || !matches!(cfg.spec.kind, Kind::Hvm(_)) {
+            return Err(bad(format!(
+                "not the config of HVM instance {} any more; restart it instead",
+                self.cfg.uuid
+            )));
+        }
+        let Some(service) = &self.metadata else {
+            return Err(bad("this instance has no metadata service".into()));
+        };
+        service
+            .apply_spec(&cfg)
+            .map_err(|e| bad(format!("applying its metadata: {e}")))?;
+        log::info!("reload: customer metadata applied");
+        Ok("customer metadata applied".into())
+    }
 }
 
 impl Supervised for Guest {
