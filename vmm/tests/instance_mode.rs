@@ -526,11 +526,11 @@ fn a_jailed_guest_powers_off_through_its_filtered_vcpu() {
 fn a_reload_applies_edited_metadata_to_a_running_guest() {
     let pool = pool_with_properties(HALT_FOREVER, " user-data \"before\"\n");
     let _monitor = start_monitor(&pool);
+    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
     wait_for("the guest runs", Duration::from_secs(15), || {
-        request(&pool, &MonitorRequest::Status)
-            .0
-            .status
-            .is_some_and(|s| s.state == spec::State::Running)
+        client
+            .request(&MonitorRequest::Status)
+            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == spec::State::Running))
     });
     let pid = request(&pool, &MonitorRequest::Status)
         .0
@@ -540,7 +540,6 @@ fn a_reload_applies_edited_metadata_to_a_running_guest() {
     let mut edited = pool.cfg.clone();
     edited.spec.user_data = Some("after".into());
     std::fs::write(&pool.config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
-    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
     let note = client.reload().unwrap_or_else(|e| panic!("{e}"));
     assert!(note.contains("customer metadata"), "{note}");
     let after = request(&pool, &MonitorRequest::Status).0.status.unwrap();
