@@ -110,6 +110,12 @@ fn a_zone_from_create_to_delete_with_its_events() {
         detail["pid"], pid,
         "a metadata update restarted the instance"
     );
+    // ... and reaches the running zone's metadata server.
+    let log = std::fs::read_to_string(node.pool.join(&uuid).join("monitor.log")).unwrap();
+    assert!(
+        log.contains("reload: customer metadata"),
+        "the zone monitor never applied the update:\n{log}"
+    );
     let file = node.pool.join("remove.json");
     std::fs::write(
         &file,

@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 const EXIT_REBOOT: i32 = monitor::exit::REBOOT;
 
 impl Node {
+    /// Hands the recorded spec of a running instance to its monitor when `changed`
+    /// holds properties it applies live (customer metadata); a failure is logged and
+    /// left for the next start, which reads the same spec.
+    pub(crate) fn apply_live(&self, uuid: &str, changed: &[&str]) {
+        let Some(e) = self.entry(uuid) else { return };
+        let live = changed
+            .iter()
+            .any(|p| !crate::plan::needs_restart(p) && !matches!(*p, "autoboot" | "uuid"));
+        if e.pid == 0 || !live {
+            return;
+        }
+        match self.runtime.reload(&e.rec) {
+            Ok(note) => log::info!("{}: {note}", e.rec.name),
+            Err(err) => log::warn!("{}: could not apply the change live: {err}", e.rec.name),
+        }
+    }
+
     /// Starts an instance's monitor (unless one runs) and waits for it to report
     /// running. Marks the instance wanted-running.
     pub(crate) fn start_instance(self: &Arc<Self>, uuid: &str) -> Result<(), RuntimeError> {

@@ -201,6 +201,7 @@ impl Node {
             en.rec.spec = spec;
             en.rec.needs_restart |= restart;
         });
+        self.apply_live(&uuid, &changed);
         let msg = if restart {
             format!(
                 "updated {}; restart the instance to apply",

@@ -107,12 +107,11 @@ impl Node {
                     let running = self.entry(&u).is_some_and(|e| e.pid != 0);
                     let old = self.entry(&u).map(|e| e.rec.spec);
                     let turned_on = old.as_ref().is_some_and(|o| !o.autoboot) && spec.autoboot;
-                    let restart = running
-                        && old.as_ref().is_some_and(|o| {
-                            plan::changed_properties(o, &spec)
-                                .iter()
-                                .any(|p| plan::needs_restart(p))
-                        });
+                    let changed = old
+                        .as_ref()
+                        .map(|o| plan::changed_properties(o, &spec))
+                        .unwrap_or_default();
+                    let restart = running && changed.iter().any(|p| plan::needs_restart(p));
                     self.update_record(&u, |e| {
                         e.rec.spec = spec;
                         e.rec.needs_restart |= restart;
@@ -120,6 +119,7 @@ impl Node {
                             e.rec.want_running = true;
                         }
                     });
+                    self.apply_live(&u, &changed);
                 }
                 Ok(())
             }
