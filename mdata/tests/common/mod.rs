@@ -57,7 +57,13 @@ pub fn serve_socket(dir: &Path, store: Arc<Mutex<MetadataStore>>) -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = dir.join(format!("metadata{n}.sock"));
-    let listener = UnixListener::bind(&path).unwrap();
+    serve_socket_at(&path, store);
+    path
+}
+
+/// Serves `store` on a unix socket at `path`, one thread per connection.
+pub fn serve_socket_at(path: &Path, store: Arc<Mutex<MetadataStore>>) {
+    let listener = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
@@ -67,7 +73,6 @@ pub fn serve_socket(dir: &Path, store: Arc<Mutex<MetadataStore>>) -> PathBuf {
             });
         }
     });
-    path
 }
 
 /// Serves `store` on the master side of a new pty; returns the slave's path and the
