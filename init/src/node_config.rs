@@ -46,6 +46,8 @@ impl NodeConfig {
 
     /// Parses node.kdl text.
     pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        // kdl's parser recurses without a limit: refuse what could overflow the stack.
+        spec::manifest::limits::check(text).map_err(|e| e.to_string())?;
         let doc: kdl::KdlDocument = text.parse().map_err(|e: kdl::KdlError| e.to_string())?;
         let mut cfg = NodeConfig::default();
         for node in doc.nodes() {
@@ -132,5 +134,17 @@ mod tests {
     fn unknown_settings_are_named() {
         let e = NodeConfig::parse("hostnme \"x\"").unwrap_err();
         assert!(e.contains("hostnme"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // On a stack far too small for kdl to recurse through 100000 blocks.
+        let e = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| NodeConfig::parse(&"hostname {".repeat(100_000)).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(e.contains("nested deeper"), "{e}");
     }
 }
