@@ -140,3 +140,86 @@ fn a_manifest_past_one_mib_is_refused() {
     let e = errors_with_stack(text, SMALL_STACK);
     assert!(e[0].contains("past the 1048576 bytes (1 MiB)"), "{e:?}");
 }
+
+#[test]
+fn random_token_soup_never_reaches_the_parser_too_deep() {
+    // Long random sequences of the tokens the parser recurses on, and of those that
+    // end or open strings and comments: whatever the pre-scan lets through must parse
+    // (or fail) within a 1 MiB stack. A recursion the pre-scan misses aborts the test.
+    const TOKENS: &[&str] = &[
+        "{", "}", "=", "(", ")", "/-", "/*", "*/", "*", "/", "\"", "#\"", "\"#", "\"\"\"", "\n",
+        ";", "\\", "[", "#", "a ", "1 ", "k=", "#true ", " ", "//", "é",
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..200 {
+        let len = 200 + (next() % 20_000) as usize;
+        let text: String = (0..len)
+            .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
+            .collect();
+        let e = errors_with_stack(text.clone(), 1 << 20);
+        assert!(!e.is_empty() || text.is_empty(), "round {round}");
+    }
+    // Mostly valid lines with a token of trouble every so often: texts near the
+    // error budget, which the parser does get.
+    for _ in 0..200 {
+        let mut text = String::new();
+        for _ in 0..(next() % 3000) {
+            if next() % 50 == 0 {
+                text.push_str(TOKENS[(next() % TOKENS.len() as u64) as usize]);
+            }
+            text.push_str(match next() % 4 {
+                0 => "zone a {\n",
+                1 => "}\n",
+                2 => "n 1 k=\"v\" /- x (t)#true\n",
+                _ => "/* c */ m \"s\"; // c\n",
+            });
+        }
+        std::fs::write("/tmp/h/last.kdl", &text).unwrap();
+        errors_with_stack(text, 1 << 20);
+    }
+}
+
+#[test]
+fn one_error_that_could_shift_the_rest_of_the_file_is_not_a_recursion_per_line() {
+    // An unclosed string, type or block on the first line, then thousands of valid
+    // lines: the parser reports a few errors (or the pre-scan refuses the text), and
+    // never recurses once per following line (a stack of 256 KiB holds ~100 levels).
+    for head in [
+        "a \"b\n",
+        "a #\"b\n",
+        "a (\n",
+        "a /* x\n",
+        "a \\ x\n",
+        "a \"\"\"\n",
+        "a {\n",
+    ] {
+        let text = format!("{head}{}", "c \"d\" e=\"f\"\n".repeat(5_000));
+        let e = errors_with_stack(text, SMALL_STACK);
+        assert!(!e.is_empty() && e.len() < 10, "{head:?}: {e:?}");
+    }
+}
+
+#[test]
+fn where_the_parser_would_read_on_differently_the_rest_counts() {
+    // After each of these the parser's recovery reads later text otherwise than a
+    // lexer would (a string ends, or does not, where one thinks): the 40 `{` that
+    // follow must not reach it as 40 nested blocks.
+    let nested = "zone a {\n".repeat(40);
+    for head in [
+        "\"\"\"/* c */ m \"s\"; // c\n",
+        "  \"\"\"\n",
+        "a 1x\"b { c\"\n",
+        "a \"\\q { b\"\n",
+        "a #\"b\n",
+    ] {
+        let text = format!("{head}{nested}s #\"raw\"# \"\"\"\n");
+        let e = errors_with_stack(text, SMALL_STACK);
+        assert!(!e.is_empty(), "{head:?}");
+    }
+}
