@@ -38,7 +38,13 @@ impl NodeConfig {
     /// Reads `path`; a missing file is the default config.
     pub fn load(path: &Path) -> Result<NodeConfig, String> {
         match std::fs::read_to_string(path) {
-            Ok(text) => NodeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                // FILE:LINE:COL, like every manifest error.
+                spec::manifest::limits::check(&text).map_err(|e| {
+                    format!("{}:{}:{}: {}", path.display(), e.line, e.col, e.message)
+                })?;
+                NodeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
