@@ -206,3 +206,33 @@ fn a_failed_import_leaves_nothing_not_even_its_lock() {
         .count();
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_file_dripping_past_its_time_is_cut_and_kept_to_resume() {
+    // 4 MiB in 64 KiB pieces 20 ms apart: 1.3 s, more than the 300 ms allowed.
+    let data = noise(4 << 20, 8);
+    let m = manifest_for(&data, "drip", "1", ImageKind::Zvol, Compression::None);
+    let slow = Behaviour {
+        slow: true,
+        ..Default::default()
+    };
+    let srv = TestServer::start(vec![(m.clone(), data)], slow);
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    let limits = SourceLimits {
+        file_grace: Duration::from_millis(300),
+        file_min_rate: u64::MAX,
+        ..SourceLimits::default()
+    };
+    let client = SourceClient::new(&srv.url).unwrap().with_limits(limits);
+    let started = Instant::now();
+    let err = store.import_with(&client, &m).unwrap_err().to_string();
+    assert!(err.contains("too slowly"), "{err}");
+    assert!(err.contains("run the import again to resume"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.get(&m.uuid).unwrap().is_none());
+}
