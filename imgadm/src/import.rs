@@ -10,7 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 use sha1::Sha1;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::manifest::{Compression, ImageFile, ImageKind, ImageManifest};
 use crate::progress::Progress;
-use crate::sources::{error_chain, SourceClient};
+use crate::sources::{error_chain, SourceClient, TimeBoxed};
 use crate::store::{sync_dir, Image, ImageStore, FILE_NAME, MANIFEST_NAME, ROOT_DIR};
 
 /// Read/write chunk: large enough for full-speed loopback, small enough to keep the
@@ -91,10 +91,45 @@ impl Digests {
 }
 
 /// The work area of one import, held under an exclusive lock so that two importers
-/// of one image (init and an operator) never interleave.
+/// of one image (init and an operator) never interleave. The lock file is removed
+/// when the import ends, however it ends (see [`lock`]).
 struct Partial {
     dir: PathBuf,
+    lock_path: PathBuf,
     _lock: Flock<File>,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // Still holding the lock (fields drop after this): whoever waits for it finds
+        // the file unlinked and takes a fresh one.
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Takes the exclusive lock at `path`. Its holder unlinks the file when done, so a
+/// lock won on a file no longer at `path` guards nothing: take the one there now.
+fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(StoreError::io(path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        let held = lock.metadata().map_err(StoreError::io(path))?;
+        match fs::metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(lock),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io(path)(e)),
+        }
+    }
 }
 
 impl Partial {
@@ -114,19 +149,13 @@ fn begin(store: &ImageStore, m: &ImageManifest) -> Result<Partial, StoreError> {
     let root = store.partial_root();
     fs::create_dir_all(&root).map_err(StoreError::io(&root))?;
     let lock_path = root.join(format!("{}.lock", m.uuid));
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(StoreError::io(&lock_path))?;
-    let lock =
-        Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        })?;
+    let lock = lock(&lock_path)?;
     let dir = root.join(m.uuid.to_string());
-    let p = Partial { dir, _lock: lock };
+    let p = Partial {
+        dir,
+        lock_path,
+        _lock: lock,
+    };
     let mpath = p.dir.join(MANIFEST_NAME);
     let same = fs::read(&mpath)
         .ok()
@@ -184,8 +213,9 @@ pub(crate) fn import_from_source(
         .map_err(StoreError::io(&path))?;
     let url = resp.url.clone();
     let progress = Progress::new(store, m, have);
+    let until = Instant::now() + client.limits().file_time(m.file().size - have);
     let copied = copy_hashing(
-        resp.body,
+        TimeBoxed::new(resp.body, until),
         &mut file,
         &path,
         &mut digests,
@@ -355,8 +385,8 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
 }
 
 /// Removes import debris: partial downloads older than `max_age` that no import holds,
-/// and leftovers of interrupted deletes. Lock files stay (they are empty, and removing
-/// one while another importer opens it would let two imports run at once).
+/// and leftovers of interrupted deletes. Lock files stay: only their holder removes
+/// one (an import that ends does), as [`lock`] requires.
 pub(crate) fn clean_partials(store: &ImageStore, max_age: Duration) -> Result<(), StoreError> {
     let root = store.partial_root();
     let now = SystemTime::now();

@@ -19,5 +19,5 @@ pub mod unpack;
 
 pub use error::StoreError;
 pub use manifest::{Compression, ImageFile, ImageKind, ImageManifest};
-pub use sources::SourceClient;
+pub use sources::{SourceClient, SourceLimits};
 pub use store::{instances_using, parse_ref, Image, ImageStore};

@@ -3,8 +3,9 @@
 //! `/images/:uuid/file`).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -110,11 +111,77 @@ pub fn normalize_url(url: &str) -> Result<String, StoreError> {
     Ok(u.to_string())
 }
 
+/// What a source may send, at most: every read from the network is bounded, so a
+/// hostile or broken server can neither fill memory nor hold an import forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Largest JSON answer (one page of `GET /images`, one manifest), in bytes.
+    pub max_json_bytes: u64,
+    /// Most pages of `GET /images` followed for one listing.
+    pub max_pages: usize,
+    /// Longest one JSON answer may take, from the request to its last byte.
+    pub json_time: Duration,
+    /// Slowest average rate an image file may arrive at, in bytes per second: a
+    /// transfer still running after `file_grace + size / file_min_rate` is cut (the
+    /// partial download is kept and resumes on the next import).
+    pub file_min_rate: u64,
+    /// Time granted to every file transfer on top of what its size needs.
+    pub file_grace: Duration,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            max_json_bytes: 8 << 20,
+            // 500 pages of PAGE_LIMIT: 100000 images.
+            max_pages: 500,
+            json_time: Duration::from_secs(60),
+            file_min_rate: 64 << 10,
+            file_grace: Duration::from_secs(120),
+        }
+    }
+}
+
+impl SourceLimits {
+    /// How long a transfer of `bytes` may take.
+    pub fn file_time(&self, bytes: u64) -> Duration {
+        self.file_grace + Duration::from_secs(bytes / self.file_min_rate.max(1))
+    }
+}
+
+/// A reader that fails with `TimedOut` once its deadline has passed. Each read is
+/// bounded by the client's own timeout, so a server dripping one byte at a time is
+/// cut at most one read timeout past the deadline.
+pub(crate) struct TimeBoxed<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R> TimeBoxed<R> {
+    /// `inner`, readable until `until`.
+    pub(crate) fn new(inner: R, until: Instant) -> Self {
+        TimeBoxed { inner, until }
+    }
+}
+
+impl<R: Read> Read for TimeBoxed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the server sends too slowly: the transfer ran out of time",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// A client of one IMGAPI source.
 #[derive(Debug, Clone)]
 pub struct SourceClient {
     base: String,
     http: reqwest::blocking::Client,
+    limits: SourceLimits,
 }
 
 /// An image file being downloaded.
@@ -144,7 +211,22 @@ impl SourceClient {
                 url: base.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(SourceClient { base, http })
+        Ok(SourceClient {
+            base,
+            http,
+            limits: SourceLimits::default(),
+        })
+    }
+
+    /// This client with other limits (tests use small ones).
+    pub fn with_limits(mut self, limits: SourceLimits) -> SourceClient {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits this client holds sources to.
+    pub fn limits(&self) -> &SourceLimits {
+        &self.limits
     }
 
     /// The source's base URL.
@@ -168,7 +250,10 @@ impl SourceClient {
         path: &str,
     ) -> Result<Option<T>, StoreError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.send(&url, self.http.get(&url))?;
+        let started = Instant::now();
+        let limit = self.limits.max_json_bytes;
+        let req = self.http.get(&url).timeout(self.limits.json_time);
+        let resp = self.send(&url, req)?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -178,10 +263,31 @@ impl SourceClient {
                 status: resp.status().as_u16(),
             });
         }
-        let bytes = resp.bytes().map_err(|e| StoreError::Network {
-            url: url.clone(),
-            reason: error_chain(&e.without_url()),
-        })?;
+        let too_large = |url: String| StoreError::BadResponse {
+            url,
+            reason: format!("the answer is larger than the {limit} bytes allowed"),
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large(url));
+        }
+        let mut bytes = Vec::new();
+        TimeBoxed::new(resp, started + self.limits.json_time)
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                let mut reason = error_chain(&e);
+                if started.elapsed() >= self.limits.json_time {
+                    let secs = self.limits.json_time.as_secs_f32();
+                    reason.push_str(&format!(" (the answer did not arrive within {secs} s)"));
+                }
+                StoreError::Network {
+                    url: url.clone(),
+                    reason,
+                }
+            })?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(url));
+        }
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StoreError::BadResponse {
@@ -207,7 +313,7 @@ impl SourceClient {
     pub fn list(&self) -> Result<Vec<ImageManifest>, StoreError> {
         let mut out = Vec::new();
         let mut marker: Option<Uuid> = None;
-        loop {
+        for _ in 0..self.limits.max_pages {
             let path = match marker {
                 Some(m) => format!("/images?limit={PAGE_LIMIT}&marker={m}"),
                 None => format!("/images?limit={PAGE_LIMIT}"),
@@ -242,6 +348,13 @@ impl SourceClient {
             }
             marker = last;
         }
+        Err(StoreError::BadResponse {
+            url: format!("{}/images", self.base),
+            reason: format!(
+                "the listing goes on past {} pages of {PAGE_LIMIT} images; stopped there",
+                self.limits.max_pages
+            ),
+        })
     }
 
     /// `GET /images/:uuid` (None on 404).
@@ -275,8 +388,9 @@ impl SourceClient {
             })?
         } else if status.is_success() {
             0
-        } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-            // Our partial file is longer than the server's: start over.
+        } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+            // Our partial file is longer than the server's: start over, once (a 416
+            // to a request without a range is an error like any other).
             return self.open_file(uuid, 0);
         } else {
             return Err(StoreError::HttpStatus {
@@ -321,4 +435,40 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one byte per call, `pause` apart: a dripping server.
+    struct Drip(Duration);
+
+    impl Read for Drip {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.0);
+            buf[0] = b'x';
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_time_boxed_read_stops_at_its_deadline() {
+        let started = Instant::now();
+        let until = started + Duration::from_millis(100);
+        let mut r = TimeBoxed::new(Drip(Duration::from_millis(10)), until);
+        let err = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn file_time_grows_with_the_size() {
+        let l = SourceLimits::default();
+        assert_eq!(l.file_time(0), l.file_grace);
+        assert_eq!(
+            l.file_time(1 << 30),
+            l.file_grace + Duration::from_secs((1 << 30) / (64 << 10))
+        );
+    }
 }

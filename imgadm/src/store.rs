@@ -198,10 +198,20 @@ impl ImageStore {
     /// installed image (already installed images are returned as they are).
     pub fn import_ref(&self, r: &ImageRef) -> Result<Image, StoreError> {
         let (client, manifest) = self.find_in_sources(r)?;
+        self.import_with(&client, &manifest)
+    }
+
+    /// Imports `manifest` through `client` (and the limits it holds the source to);
+    /// an already installed image is returned as it is.
+    pub fn import_with(
+        &self,
+        client: &SourceClient,
+        manifest: &ImageManifest,
+    ) -> Result<Image, StoreError> {
         if let Some(img) = self.get(&manifest.uuid)? {
             return Ok(img);
         }
-        crate::import::import_from_source(self, &client, &manifest)
+        crate::import::import_from_source(self, client, manifest)
     }
 
     /// The manifest `r` resolves to in the sources (first source that has it; for a

@@ -188,8 +188,15 @@ impl Daemon {
         console::say(&format!("shutting down ({why}): stopping instances"));
         let node = Arc::clone(&self.node);
         let timeout = self.stop_timeout;
-        let _ = tokio::task::spawn_blocking(move || node.stop_all(timeout)).await;
-        console::say("all instances stopped");
+        // The line says what happened: end-to-end tests hold shutdown to it.
+        match tokio::task::spawn_blocking(move || node.stop_all(timeout)).await {
+            Ok(left) if left.is_empty() => console::say("all instances stopped"),
+            Ok(left) => console::say(&format!(
+                "shutdown: still running after the grace period: {}",
+                left.join(", ")
+            )),
+            Err(e) => console::say(&format!("shutdown: stopping instances failed: {e}")),
+        }
         drop(self.bus);
     }
 }

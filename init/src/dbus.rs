@@ -170,9 +170,13 @@ impl NodeApi {
         blocking(move || node.reboot(&id, force)).await
     }
 
-    /// Checks a payload offline; returns its error lines.
+    /// Checks a payload offline; returns its error lines. Parsing a caller's text
+    /// runs on a blocking thread, never on one of the few async workers.
     async fn validate(&self, payload: String, format: String) -> Vec<String> {
-        self.node.validate(&payload, &format)
+        let node = Arc::clone(&self.node);
+        tokio::task::spawn_blocking(move || node.validate(&payload, &format))
+            .await
+            .unwrap_or_else(|e| vec![format!("internal error: {e}")])
     }
 
     /// Reconciles now; returns the steps taken.

@@ -23,6 +23,14 @@ pub enum NodeConfigError {
         /// The error.
         source: std::io::Error,
     },
+    /// The file is past the limits checked before parsing; names FILE:LINE:COL.
+    #[error("{}:{source}", path.display())]
+    TooComplex {
+        /// node.kdl.
+        path: PathBuf,
+        /// Where and which limit.
+        source: spec::manifest::limits::LimitError,
+    },
     /// The file is not valid node.kdl; names the file.
     #[error("{}: {source}", path.display())]
     Invalid {
@@ -36,6 +44,9 @@ pub enum NodeConfigError {
 /// What is wrong with node.kdl text.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeConfigProblem {
+    /// Past the limits that keep the KDL parser from overflowing the stack.
+    #[error("{0}")]
+    TooComplex(#[from] spec::manifest::limits::LimitError),
     /// Not KDL.
     #[error("{0}")]
     Syntax(#[from] kdl::KdlError),
@@ -81,10 +92,19 @@ impl NodeConfig {
     /// Reads `path`; a missing file is the default config.
     pub fn load(path: &Path) -> Result<NodeConfig, NodeConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => NodeConfig::parse(&text).map_err(|source| NodeConfigError::Invalid {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Ok(text) => {
+                // FILE:LINE:COL, like every manifest error.
+                spec::manifest::limits::check(&text).map_err(|source| {
+                    NodeConfigError::TooComplex {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                NodeConfig::parse(&text).map_err(|source| NodeConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
             Err(source) => Err(NodeConfigError::Read {
                 path: path.to_path_buf(),
@@ -95,6 +115,8 @@ impl NodeConfig {
 
     /// Parses node.kdl text.
     pub fn parse(text: &str) -> Result<NodeConfig, NodeConfigProblem> {
+        // kdl's parser recurses without a limit: refuse what could overflow the stack.
+        spec::manifest::limits::check(text)?;
         let doc: kdl::KdlDocument = text.parse()?;
         let mut cfg = NodeConfig::default();
         for node in doc.nodes() {
@@ -175,5 +197,17 @@ mod tests {
     fn unknown_settings_are_named() {
         let e = NodeConfig::parse("hostnme \"x\"").unwrap_err();
         assert!(e.to_string().contains("hostnme"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // On a stack far too small for kdl to recurse through 100000 blocks.
+        let e = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| NodeConfig::parse(&"hostname {".repeat(100_000)).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(e.to_string().contains("nested deeper"), "{e}");
     }
 }

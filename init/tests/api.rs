@@ -132,6 +132,12 @@ async fn api_create_writes_a_manifest_and_delete_removes_everything() {
         .await
         .unwrap();
     assert!(!errs.is_empty());
+    // A payload made to overflow the KDL parser's stack is answered, and init lives.
+    let hostile = "zone a {".repeat(100_000);
+    let errs: Vec<String> = call(&conn, "Validate", &(hostile.as_str(), "kdl"))
+        .await
+        .unwrap();
+    assert!(errs.iter().any(|e| e.contains("nested deeper")), "{errs:?}");
 
     // Update rewrites the manifest; the change shows in Get.
     let (restart, msg): (bool, String) = call(

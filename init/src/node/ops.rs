@@ -289,14 +289,21 @@ impl Node {
     }
 
     /// Stops every running instance (shutdown). Their wish to run is kept so a reboot
-    /// brings back what ran (autoboot decides at boot anyway).
-    pub fn stop_all(self: &Arc<Self>, timeout: Duration) {
+    /// brings back what ran (autoboot decides at boot anyway). Returns the names of
+    /// those whose monitor is still alive afterwards (none, when all went well).
+    pub fn stop_all(self: &Arc<Self>, timeout: Duration) -> Vec<String> {
         let _ops = self.lock_ops();
         let running: Vec<(String, bool)> = self
             .table()
             .values()
             .filter(|e| e.pid != 0)
             .map(|e| (e.rec.uuid.clone(), e.rec.want_running))
+            .collect();
+        let monitors: Vec<(String, u32)> = self
+            .table()
+            .values()
+            .filter(|e| e.pid != 0)
+            .map(|e| (e.rec.name.clone(), e.pid))
             .collect();
         // Stop them in parallel: a node with many instances must not take N grace
         // periods to shut down.
@@ -313,6 +320,11 @@ impl Node {
         for (uuid, want) in running {
             self.update_record(&uuid, |e| e.rec.want_running = want);
         }
+        monitors
+            .into_iter()
+            .filter(|(_, pid)| crate::monitor::watch::alive(*pid))
+            .map(|(name, _)| name)
+            .collect()
     }
 }
 

@@ -211,11 +211,12 @@ pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, BootError> {
     Err(last)
 }
 
-/// Unmounts the pool (lazily if busy, after a sync).
-pub fn unmount_pool(target: &str) {
+/// Unmounts the pool (lazily if busy, after a sync); the error of the plain unmount
+/// when only the lazy one could be done.
+pub fn unmount_pool(target: &str) -> nix::Result<()> {
     nix::unistd::sync();
-    if let Err(e) = umount2(target, MntFlags::empty()) {
+    umount2(target, MntFlags::empty()).inspect_err(|e| {
         log::warn!("umount {target}: {e}; detaching it");
         let _ = umount2(target, MntFlags::MNT_DETACH);
-    }
+    })
 }

@@ -57,7 +57,7 @@ pub fn load_files(files: &[PathBuf]) -> LoadedDir {
     let mut names: HashMap<String, (PathBuf, usize, usize)> = HashMap::new();
     let mut uuids: HashMap<Uuid, (PathBuf, usize, usize)> = HashMap::new();
     for file in files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match super::read_text(file) {
             Ok(t) => t,
             Err(err) => {
                 out.errors.push(ManifestError::unreadable(file, &err));

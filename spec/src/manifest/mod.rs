@@ -4,6 +4,7 @@
 mod devices;
 mod dir;
 mod emit;
+pub mod limits;
 mod props;
 mod read;
 pub mod schema;
@@ -25,6 +26,25 @@ pub fn parse_str(path: impl AsRef<Path>, text: &str) -> Result<Vec<InstanceSpec>
 /// Reads, parses and validates one manifest file.
 pub fn parse_file(path: impl AsRef<Path>) -> Result<Vec<InstanceSpec>, ManifestError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| ManifestError::unreadable(path, &e))?;
+    let text = read_text(path).map_err(|e| ManifestError::unreadable(path, &e))?;
     parse_str(path, &text)
+}
+
+/// Reads a manifest file, but never more than one byte past [`limits::MAX_BYTES`]:
+/// a larger file is kept that long, for [`parse_str`] to refuse at the limit.
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limits::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > limits::MAX_BYTES {
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }

@@ -23,6 +23,11 @@ use uuid::Uuid;
 pub fn parse_text(file: &Path, text: &str) -> Result<Vec<InstanceSpec>, ManifestError> {
     let text = Arc::new(text.to_owned());
     let mut c = Collector::new(file, Arc::clone(&text));
+    // The parser recurses without a limit: refuse what could overflow the stack.
+    if let Err(e) = super::limits::check(&text) {
+        c.push(SourceSpan::from(e.offset..e.offset), e.message);
+        return Err(c.into_error());
+    }
     let doc = match KdlDocument::parse_v2(&text) {
         Ok(doc) => doc,
         Err(err) => {

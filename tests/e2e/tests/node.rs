@@ -36,8 +36,27 @@ fn sh(node: &mut Node, cmd: &str, timeout: Duration) -> String {
 }
 
 /// Powers the node off the documented way (SIGTERM to init) and returns the timeline.
+/// The shutdown must stop every instance and unmount the pool (init says so on the
+/// console only when it did), and end without a kernel panic (run-node fails then).
 fn shut_down(mut node: Node) -> String {
     node.send("kill -TERM 1\n").unwrap();
+    let stop = Duration::from_secs(120);
+    for line in [
+        "skerry: shutting down \\(SIGTERM\\)",
+        "skerry: (all instances stopped|shutdown: .*)",
+        "skerry: (pool unmounted|pool not unmounted.*)",
+    ] {
+        let seen = node
+            .wait_for(line, stop)
+            .unwrap_or_else(|e| panic!("shutdown: {e}"));
+        assert!(
+            seen[0].ends_with("all instances stopped")
+                || seen[0].ends_with("pool unmounted")
+                || seen[0].contains("shutting down"),
+            "shutdown: {}",
+            seen[0]
+        );
+    }
     let timeline = node
         .wait_exit(Duration::from_secs(180))
         .expect("the node shuts down");

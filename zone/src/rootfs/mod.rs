@@ -171,8 +171,12 @@ impl Stage {
     /// (they belong to its dead namespaces); nothing when there are none.
     pub fn detach_kernel_fs(&self) {
         for d in ["sys", "proc"] {
-            // EINVAL: not a mount point, nothing to detach.
-            let _ = umount2(&self.root().join(d), MntFlags::MNT_DETACH);
+            // EINVAL: not a mount point, nothing to detach. An image's `proc -> /zones`
+            // must not detach the runtime's /zones: never follow a symlink.
+            let _ = umount2(
+                &self.root().join(d),
+                MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+            );
         }
     }
 

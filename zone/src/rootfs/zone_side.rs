@@ -61,7 +61,9 @@ pub struct MetadataBinds<'a> {
 pub enum Kind {
     /// A directory.
     Dir,
-    /// Anything else (file, device, symlink).
+    /// A symbolic link (never followed to a mount point).
+    Symlink,
+    /// Anything else (file, device, socket).
     Other,
 }
 
@@ -111,6 +113,8 @@ impl ZoneFs for HostFs {
         let meta = fs::symlink_metadata(path).ok()?;
         Some(if meta.is_dir() {
             Kind::Dir
+        } else if meta.is_symlink() {
+            Kind::Symlink
         } else {
             Kind::Other
         })
@@ -287,11 +291,25 @@ pub fn enter(
     Ok(())
 }
 
+/// The mount point `parent/name`, made if missing. `name` is one component and
+/// `parent` the staged root or a file system mounted here, so refusing a symlink at
+/// `name` means no symlink of the image is ever followed to a mount point: an image
+/// with `proc -> /zones` would otherwise have procfs mounted, or directories made, on
+/// the host's path.
 fn ensure_dir(fs: &mut dyn ZoneFs, parent: &Path, name: &str) -> Result<PathBuf> {
     let p = parent.join(name);
-    if fs.kind(&p) != Some(Kind::Dir) {
-        fs.create_dir_all(&p)
-            .ctx(|| format!("creating {} in the zone rootfs", p.display()))?;
+    match fs.kind(&p) {
+        Some(Kind::Dir) => {}
+        Some(Kind::Symlink) => {
+            return Err(ZoneError::Setup(format!(
+                "{} in the zone image is a symlink, not a directory: mount points are \
+                 never looked up through symlinks; make /{name} a directory in the image",
+                p.display()
+            )))
+        }
+        _ => fs
+            .create_dir_all(&p)
+            .ctx(|| format!("creating {} in the zone rootfs", p.display()))?,
     }
     Ok(p)
 }
@@ -314,7 +332,10 @@ fn mask(fs: &mut dyn ZoneFs, root: &Path, rel: &str, dev_null: &Path) -> Result<
             MsFlags::MS_RDONLY,
             Some("size=0"),
         ),
-        Some(Kind::Other) => fs.mount(Some(dev_null), &p, None, MsFlags::MS_BIND, None),
+        // Inside the procfs and sysfs just mounted: the kernel's own files.
+        Some(Kind::Other | Kind::Symlink) => {
+            fs.mount(Some(dev_null), &p, None, MsFlags::MS_BIND, None)
+        }
     };
     res.ctx(|| format!("masking /{rel}"))
 }
@@ -527,6 +548,28 @@ mod tests {
         assert_eq!(r.ops.len(), 1, "{:?}", r.ops);
         assert!(r.ops[0].starts_with("mount cgroup2 /r/sys/fs/cgroup cgroup2"));
         assert!(!r.ops[0].contains("MS_RDONLY"), "{}", r.ops[0]);
+    }
+
+    #[test]
+    fn a_symlink_is_never_a_mount_point() {
+        for dir in ["proc", "sys", "dev"] {
+            let mut r = Recorder::default();
+            r.paths
+                .insert(PathBuf::from(format!("/r/{dir}")), Kind::Symlink);
+            let err = mount_kernel_fs(&mut r, Path::new("/r"), Path::new("/dev/null"))
+                .and_then(|()| enter(&mut r, Path::new("/r"), None, None))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("/r/{dir} in the zone image is a symlink")),
+                "{err}"
+            );
+            assert!(
+                !r.ops.iter().any(|o| o.contains(&format!("/r/{dir}"))),
+                "{:?}",
+                r.ops
+            );
+        }
     }
 
     #[test]

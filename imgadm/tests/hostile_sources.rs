@@ -1,0 +1,238 @@
+//! Sources that misbehave on purpose, each a real HTTP server on loopback started
+//! here: a 416 answered forever, a listing too large to hold, a listing that never
+//! ends, a server that drips its answer. Every read is bounded: each ends in a clear
+//! error, soon. And a failed import leaves nothing in the store, not even its lock.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use imgadm::StoreError;
+use imgadm::{parse_ref, Compression, ImageKind, ImageStore, SourceClient, SourceLimits};
+use uuid::Uuid;
+
+/// A server answering every request with `answer(path, connection)`; counts requests.
+fn hostile(
+    answer: impl Fn(&str, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let (answer, seen) = (Arc::new(answer), Arc::clone(&count));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (answer, seen) = (Arc::clone(&answer), Arc::clone(&seen));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = answer(&path, &mut conn);
+            });
+        }
+    });
+    (url, count)
+}
+
+fn head(out: &mut TcpStream, status: u16, len: Option<usize>) -> std::io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+    )?;
+    if let Some(len) = len {
+        write!(out, "Content-Length: {len}\r\n")?;
+    }
+    write!(out, "Connection: close\r\n\r\n")
+}
+
+#[test]
+fn a_416_answered_forever_is_an_error_after_one_retry() {
+    let (url, requests) = hostile(|_, out| head(out, 416, Some(0)));
+    let client = SourceClient::new(&url).unwrap();
+    // A resumed download (offset > 0) retries once from 0; a 416 to that is final.
+    let err = client
+        .open_file(&Uuid::new_v4(), 10)
+        .err()
+        .expect("an error");
+    assert!(
+        matches!(err, StoreError::HttpStatus { status: 416, .. }),
+        "{err}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_listing_larger_than_the_limit_is_refused_without_reading_it_all() {
+    let limits = SourceLimits {
+        max_json_bytes: 1 << 20,
+        ..SourceLimits::default()
+    };
+    // With a Content-Length: refused on the head.
+    let (url, _) = hostile(|_, out| head(out, 200, Some(64 << 20)));
+    let client = SourceClient::new(&url).unwrap().with_limits(limits);
+    let err = client.list().unwrap_err().to_string();
+    assert!(
+        err.contains("larger than the 1048576 bytes allowed"),
+        "{err}"
+    );
+    // Without one (the body ends when the connection closes): cut at the limit. The
+    // server would send 64 MiB of a valid JSON array.
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    let (url, _) = hostile(move |_, out| {
+        head(out, 200, None)?;
+        out.write_all(b"[")?;
+        let chunk = "0,".repeat(32 << 10);
+        for _ in 0..(64 << 20) / chunk.len() {
+            out.write_all(chunk.as_bytes())?;
+            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        out.write_all(b"0]")
+    });
+    let client = SourceClient::new(&url).unwrap().with_limits(limits);
+    let err = client.list().unwrap_err().to_string();
+    assert!(
+        err.contains("larger than the 1048576 bytes allowed"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        sent.load(Ordering::SeqCst) < 32 << 20,
+        "the client read on: {} bytes sent",
+        sent.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn a_listing_that_never_ends_stops_at_the_page_limit() {
+    // Every page is full of fresh, valid manifests (for 50 pages, so that a client
+    // without a page limit would come back with 10000 images rather than hang).
+    let served = AtomicUsize::new(0);
+    let (url, requests) = hostile(move |_, out| {
+        let n = if served.fetch_add(1, Ordering::SeqCst) < 50 {
+            imgadm::sources::PAGE_LIMIT
+        } else {
+            0
+        };
+        let page: Vec<imgadm::ImageManifest> = (0..n)
+            .map(|i| {
+                let v = i.to_string();
+                manifest_for(b"x", "endless", &v, ImageKind::Zvol, Compression::None)
+            })
+            .collect();
+        let body = serde_json::to_vec(&page).unwrap();
+        head(out, 200, Some(body.len()))?;
+        out.write_all(&body)
+    });
+    let limits = SourceLimits {
+        max_pages: 5,
+        ..SourceLimits::default()
+    };
+    let client = SourceClient::new(&url).unwrap().with_limits(limits);
+    let err = client.list().unwrap_err().to_string();
+    assert!(err.contains("goes on past 5 pages"), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_server_dripping_its_answer_runs_out_of_time() {
+    // 100 bytes, one every 100 ms: each read is quick, the answer takes 10 s.
+    let (url, _) = hostile(|_, out| {
+        let body = format!("[{}0]", "0,".repeat(48));
+        head(out, 200, Some(body.len()))?;
+        for b in body.bytes() {
+            out.write_all(&[b])?;
+            out.flush()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    });
+    let limits = SourceLimits {
+        json_time: Duration::from_secs(1),
+        ..SourceLimits::default()
+    };
+    let client = SourceClient::new(&url).unwrap().with_limits(limits);
+    let started = Instant::now();
+    let err = client.list().unwrap_err().to_string();
+    assert!(err.contains("did not arrive within 1 s"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_failed_import_leaves_nothing_not_even_its_lock() {
+    let data = noise(1 << 20, 7);
+    let m = manifest_for(&data, "bad", "1", ImageKind::Zvol, Compression::None);
+    let corrupt = Behaviour {
+        corrupt: true,
+        ..Default::default()
+    };
+    let srv = TestServer::start(vec![(m.clone(), data.clone())], corrupt);
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    store.add_source(&srv.url).unwrap();
+    let err = store.import_ref(&parse_ref("bad")).unwrap_err();
+    assert!(matches!(err, StoreError::ChecksumMismatch { .. }), "{err}");
+    let left: Vec<String> = std::fs::read_dir(store.images_dir().join(".partial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left in the store: {left:?}");
+
+    // A good import leaves no lock behind either.
+    let good = TestServer::start(vec![(m.clone(), data)], Behaviour::default());
+    let store = ImageStore::open(pool.path()).unwrap();
+    store.remove_source(&srv.url).unwrap();
+    store.add_source(&good.url).unwrap();
+    store.import_ref(&parse_ref("bad")).unwrap();
+    let left = std::fs::read_dir(store.images_dir().join(".partial"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_file_dripping_past_its_time_is_cut_and_kept_to_resume() {
+    // 4 MiB in 64 KiB pieces 20 ms apart: 1.3 s, more than the 300 ms allowed.
+    let data = noise(4 << 20, 8);
+    let m = manifest_for(&data, "drip", "1", ImageKind::Zvol, Compression::None);
+    let slow = Behaviour {
+        slow: true,
+        ..Default::default()
+    };
+    let srv = TestServer::start(vec![(m.clone(), data)], slow);
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    let limits = SourceLimits {
+        file_grace: Duration::from_millis(300),
+        file_min_rate: u64::MAX,
+        ..SourceLimits::default()
+    };
+    let client = SourceClient::new(&srv.url).unwrap().with_limits(limits);
+    let started = Instant::now();
+    let err = store.import_with(&client, &m).unwrap_err().to_string();
+    assert!(err.contains("too slowly"), "{err}");
+    assert!(err.contains("run the import again to resume"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.get(&m.uuid).unwrap().is_none());
+}
