@@ -13,7 +13,7 @@
 //! - [`runner`]: boots a [`config::VmConfig`] to the end (console, stop signals, jail);
 //! - [`metadata`]: the monitor's side of the guest's metadata channel (COM2), an
 //!   `mdata` server per boot;
-//! - [`instance`]: the monitor init spawns, running one jailed child `vmm` per boot and
+//! - [`monitor`]: the monitor init spawns, running one jailed child `vmm` per boot and
 //!   handing it its config as a JSON file (`--config-file`);
 //! - host side: [`jail`] (namespaces, ids, seccomp, cgroup), [`virtio::tap`] (taps and
 //!   bridges), [`bootdisk`] (kernel from a disk's /boot), [`logger`].
@@ -24,7 +24,7 @@ pub mod bootdisk;
 pub mod config;
 pub mod device_manager;
 pub mod devices;
-pub mod instance;
+pub mod monitor;
 pub mod jail;
 pub mod logger;
 pub mod machine;

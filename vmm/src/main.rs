@@ -133,7 +133,7 @@ fn parse_net(s: &str) -> Result<NetConfig> {
 fn real_main(started: Instant) -> Result<i32> {
     let cli = Cli::parse();
     if let Some(Cmd::Monitor { config }) = &cli.command {
-        return Ok(vmm::instance::main(config)?);
+        return Ok(vmm::monitor::main(config)?);
     }
     let cfg = match &cli.config_file {
         Some(path) => VmConfig::from_json_file(path)?,
@@ -150,7 +150,7 @@ fn real_main(started: Instant) -> Result<i32> {
     let input: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let output: Box<dyn Write + Send> = match &cli.console_log {
         Some(path) => {
-            let log = BoundedLog::open(path.clone(), vmm::instance::CONSOLE_LOG_MAX)
+            let log = BoundedLog::open(path.clone(), vmm::monitor::CONSOLE_LOG_MAX)
                 .with_context(|| format!("opening console log {}", path.display()))?;
             let stdout: OwnedFd = std::io::stdout().as_fd().try_clone_to_owned()?;
             set_nonblocking(&stdout)?;

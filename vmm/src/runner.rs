@@ -1,5 +1,5 @@
 //! Boots one guest from a [`VmConfig`] and runs it to the end: the part shared by the
-//! foreground CLI and instance mode.
+//! foreground CLI and monitor mode.
 
 use crate::arch::smbios::{self, SmbiosInfo};
 use crate::arch::{acpi, boot};

@@ -205,7 +205,7 @@ fn nested_d_sigterm_presses_the_power_button() {
 }
 
 #[test]
-fn nested_e_instance_mode_boots_from_the_disk_and_stops() {
+fn nested_e_monitor_mode_boots_from_the_disk_and_stops() {
     let (out, rc) = scenario("instance");
     assert_line(&out, "SKERRY-CONSOLE-LOG SKERRY-GUEST-MARKER", "instance");
     // SMBIOS: the platform SmartOS guests (and cloud-init) recognise, and the

@@ -1,4 +1,4 @@
-//! The jail a guest's VMM runs in (`vmm --jail`, always on in instance mode), after
+//! The jail a guest's VMM runs in (`vmm --jail`, always on in monitor mode), after
 //! Firecracker's jailer:
 //!
 //! 1. at process start: a cgroup (through the `host` crate, v2 or v1) capping memory

@@ -403,7 +403,7 @@ fn a_second_monitor_of_the_same_instance_is_refused() {
 #[test]
 fn the_child_boots_from_the_config_file_the_monitor_writes() {
     let pool = pool_with_guest(&[print(b"from the config file\n"), POWER_OFF.to_vec()].concat());
-    let vm = vmm::instance::child_config(&pool.cfg).expect("child config");
+    let vm = vmm::monitor::child_config(&pool.cfg).expect("child config");
     assert_eq!(vm.memory, 64 << 20);
     assert!(vm.cmdline.ends_with(" quiet"), "{}", vm.cmdline);
     // The instance UUID becomes the guest's SMBIOS system UUID.
@@ -412,7 +412,7 @@ fn the_child_boots_from_the_config_file_the_monitor_writes() {
         vm.disks[0].path,
         contract::disk_path(&pool.cfg.pool, &pool.cfg.uuid, "root")
     );
-    let file = vmm::instance::child_config_path(&pool.cfg);
+    let file = vmm::monitor::child_config_path(&pool.cfg);
     spec::atomic::write_json_atomic(&file, &vm).unwrap();
     assert_eq!(vmm::config::VmConfig::from_json_file(&file).unwrap(), vm);
 
@@ -504,8 +504,8 @@ fn a_jailed_guest_powers_off_through_its_filtered_vcpu() {
     // The power-off write raises the SCI (KVM_IRQ_LINE) from the vCPU thread, under
     // the vCPU seccomp filter that allows only the ioctls that thread makes.
     let pool = pool_with_guest(&[print(b"jailed\n"), POWER_OFF.to_vec()].concat());
-    let vm = vmm::instance::child_config(&pool.cfg).expect("child config");
-    let file = vmm::instance::child_config_path(&pool.cfg);
+    let vm = vmm::monitor::child_config(&pool.cfg).expect("child config");
+    let file = vmm::monitor::child_config_path(&pool.cfg);
     spec::atomic::write_json_atomic(&file, &vm).unwrap();
     let (uid, gid) = vmm::jail::instance_ids(&pool.cfg.uuid, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
