@@ -12,6 +12,8 @@
 //! `spec` depends on nothing else of ours: `init`, `vmadm`, `imgadm`, `zone` and `vmm`
 //! all build on it.
 
+#![forbid(unsafe_code)]
+
 /// Serialises a type as its `Display` text and deserialises it with its `FromStr`, so
 /// that JSON holds what an operator writes (`"256M"`, `"02:5c:00:11:22:33"`).
 macro_rules! serde_as_text {

@@ -1,6 +1,8 @@
 //! `zone`: the zone runtime's command line. `zone monitor` is what init spawns per
 //! zone; `zone run` runs a throwaway zone in the foreground.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
