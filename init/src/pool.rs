@@ -149,7 +149,7 @@ pub(crate) mod tests {
     use super::*;
     use spec::{ImageRef, InstanceSpec};
 
-    /// A zone spec with DESIGN.md's defaults, for tests.
+    /// A zone spec with the manifest defaults (manifests/README.md), for tests.
     pub fn zone_spec(name: &str) -> InstanceSpec {
         InstanceSpec::zone(
             name,

@@ -1,6 +1,6 @@
 //! The skerry manifest schema.
 //!
-//! Manifests are KDL v2 documents (see DESIGN.md, "Manifests") holding one or more
+//! Manifests are KDL v2 documents (see manifests/README.md) holding one or more
 //! `zone` / `hvm` nodes. This crate turns them, or SmartOS `vmadm` JSON payloads, into
 //! typed [`InstanceSpec`]s with every default applied, and validates them. Every error
 //! carries the file, line and column it came from.
