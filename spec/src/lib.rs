@@ -65,4 +65,4 @@ pub use model::*;
 #[cfg(feature = "kdl")]
 pub use payload::{parse_payload, Format, PayloadError};
 pub use size::ByteSize;
-pub use state::{State, UnknownState};
+pub use state::{unix_now, State, UnknownState};
