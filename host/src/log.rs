@@ -3,7 +3,9 @@
 //! line with [`stamp`] and copies it to its log file).
 
 use log::{Level, LevelFilter, Metadata, Record};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Where formatted lines go.
 pub enum Sink {
@@ -20,6 +22,7 @@ pub struct Logger {
     warn_word: &'static str,
     with_pid: bool,
     sink: Sink,
+    limiter: Option<&'static Mutex<RateLimiter>>,
 }
 
 impl Logger {
@@ -31,6 +34,7 @@ impl Logger {
             warn_word: "warn",
             with_pid: false,
             sink: Sink::Stderr,
+            limiter: None,
         }
     }
 
@@ -66,6 +70,15 @@ impl Logger {
     /// Sends lines to `sink` instead of stderr.
     pub fn sink(mut self, sink: Sink) -> Logger {
         self.sink = sink;
+        self
+    }
+
+    /// Passes every line through `limiter`, keyed by its call site: a process whose
+    /// log lines an untrusted party can trigger (a guest, for the vmm) writes a bounded
+    /// amount whatever it is made to do. When a silenced site opens again, a warning
+    /// says how many of its lines were dropped.
+    pub fn rate_limited(mut self, limiter: &'static Mutex<RateLimiter>) -> Logger {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -107,14 +120,115 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = self.format(record.level(), record.args());
-        match self.sink {
-            Sink::Stderr => eprintln!("{line}"),
-            Sink::Lines(f) => f(&line),
+        if let Some(limiter) = self.limiter {
+            let site = (
+                record.file_static().unwrap_or("?"),
+                record.line().unwrap_or(0),
+            );
+            match RateLimiter::admit(limiter, site) {
+                None => return,
+                Some(0) => {}
+                Some(suppressed) => self.emit(&self.format(
+                    Level::Warn,
+                    &format_args!("{suppressed} messages suppressed ({}:{})", site.0, site.1),
+                )),
+            }
         }
+        self.emit(&self.format(record.level(), record.args()));
     }
 
     fn flush(&self) {}
+}
+
+impl Logger {
+    fn emit(&self, line: &str) {
+        match self.sink {
+            Sink::Stderr => eprintln!("{line}"),
+            Sink::Lines(f) => f(line),
+        }
+    }
+}
+
+/// A call site: source file and line.
+pub type Site = (&'static str, u32);
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: u32,
+    last: Instant,
+    suppressed: u64,
+}
+
+/// Token buckets, one per call site (a finite set: the map stays small).
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: u32,
+    refill: Duration,
+    buckets: BTreeMap<Site, Bucket>,
+}
+
+/// What to do with one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it; `suppressed` lines of this site were dropped since the last one.
+    Write {
+        /// Lines dropped before this one.
+        suppressed: u64,
+    },
+    /// Drop it.
+    Drop,
+}
+
+impl RateLimiter {
+    /// Asks `limiter` about one line from `site` now: `None` to drop it, or how many
+    /// lines of that site were dropped before it.
+    pub fn admit(limiter: &Mutex<RateLimiter>, site: Site) -> Option<u64> {
+        match limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(site, Instant::now())
+        {
+            Verdict::Write { suppressed } => Some(suppressed),
+            Verdict::Drop => None,
+        }
+    }
+
+    /// `burst` lines at once per site, then one per `refill`.
+    pub const fn new(burst: u32, refill: Duration) -> Self {
+        RateLimiter {
+            burst,
+            refill,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    /// Decides about one line from `site` at `now`.
+    pub fn check(&mut self, site: Site, now: Instant) -> Verdict {
+        let (burst, refill) = (self.burst, self.refill);
+        let b = self.buckets.entry(site).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+            suppressed: 0,
+        });
+        let periods = now.saturating_duration_since(b.last).as_nanos() / refill.as_nanos().max(1);
+        if periods > 0 {
+            let add = u32::try_from(periods).unwrap_or(u32::MAX);
+            b.tokens = b.tokens.saturating_add(add).min(burst);
+            b.last = if b.tokens == burst {
+                now
+            } else {
+                // Keep the fraction of a period already elapsed.
+                b.last + refill * add
+            };
+        }
+        if b.tokens == 0 {
+            b.suppressed += 1;
+            return Verdict::Drop;
+        }
+        b.tokens -= 1;
+        let suppressed = std::mem::take(&mut b.suppressed);
+        Verdict::Write { suppressed }
+    }
 }
 
 fn parse_level(value: Option<&str>) -> Option<LevelFilter> {
@@ -186,5 +300,34 @@ mod tests {
         let inner = &s[1..s.len() - 2];
         let (secs, micros) = inner.trim().split_once('.').unwrap();
         assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{s}");
+    }
+
+    #[test]
+    fn a_site_gets_a_burst_then_one_line_per_period_and_counts_the_rest() {
+        let mut l = RateLimiter::new(3, Duration::from_secs(1));
+        let t = Instant::now();
+        let site = ("a.rs", 1);
+        for _ in 0..3 {
+            assert_eq!(l.check(site, t), Verdict::Write { suppressed: 0 });
+        }
+        for _ in 0..1000 {
+            assert_eq!(l.check(site, t), Verdict::Drop);
+        }
+        // Another site has its own bucket.
+        assert_eq!(l.check(("b.rs", 1), t), Verdict::Write { suppressed: 0 });
+        let t1 = t + Duration::from_millis(1500);
+        assert_eq!(l.check(site, t1), Verdict::Write { suppressed: 1000 });
+        assert_eq!(l.check(site, t1), Verdict::Drop);
+        // 0.5 s of the next period was already counted.
+        assert_eq!(
+            l.check(site, t + Duration::from_millis(2000)),
+            Verdict::Write { suppressed: 1 }
+        );
+        // A long quiet spell refills to the burst, not beyond.
+        let t2 = t + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert!(matches!(l.check(site, t2), Verdict::Write { .. }));
+        }
+        assert_eq!(l.check(site, t2), Verdict::Drop);
     }
 }

@@ -86,4 +86,8 @@ pub trait Runtime: Send + Sync {
     fn reboot(&self, rec: &InstanceRecord, force: bool) -> Result<(), RuntimeError>;
     /// The instance console (pty master or serial) as an fd.
     fn console(&self, rec: &InstanceRecord) -> Result<OwnedFd, RuntimeError>;
+    /// Hands the running monitor `rec.spec` (in `config.json`, rewritten) for what
+    /// applies without a restart: the customer metadata its guest reads. Returns the
+    /// monitor's note on what it applied.
+    fn reload(&self, rec: &InstanceRecord) -> Result<String, RuntimeError>;
 }

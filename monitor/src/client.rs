@@ -221,6 +221,12 @@ impl Client {
         Ok(self.ask(&MonitorRequest::Reboot { force })?.0.message)
     }
 
+    /// Asks the monitor to reread its `config.json` (which the caller has just
+    /// rewritten) and apply what applies live; returns its note on what changed.
+    pub fn reload(&self) -> Result<String, ClientError> {
+        Ok(self.ask(&MonitorRequest::Reload)?.0.message)
+    }
+
     /// The instance's console: a pty master or a relay socket.
     pub fn console(&self) -> Result<OwnedFd, ClientError> {
         self.ask(&MonitorRequest::Console)?

@@ -45,6 +45,13 @@ pub trait Instance {
 
     /// The current status, details refreshed.
     fn status(&mut self) -> MonitorStatus;
+
+    /// Rereads the instance's `config.json` and applies what applies without a restart
+    /// (customer metadata); returns a note on what changed. `None`: this monitor
+    /// applies nothing live (the default), and a `Reload` is refused.
+    fn reload(&mut self) -> Option<Result<String, Self::Error>> {
+        None
+    }
 }
 
 /// Carries out `req` on `instance`; a failure is answered as a refusal.
@@ -68,6 +75,14 @@ pub fn answer<I: Instance + ?Sized>(instance: &mut I, req: MonitorRequest) -> Re
         MonitorRequest::Console => instance
             .console()
             .map(|fd| Reply::ok("console attached").with_fd(fd)),
+        MonitorRequest::Reload => match instance.reload() {
+            Some(result) => result.map(Reply::ok),
+            None => {
+                return Reply::refused(
+                    "this monitor applies no change without a restart: restart the instance",
+                )
+            }
+        },
     };
     result.unwrap_or_else(|e| Reply::refused(e.to_string()))
 }

@@ -30,11 +30,21 @@ pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
     instance_dir(pool, uuid).join("config.json")
 }
 
-/// `<pool>/<uuid>/metadata.json`: the guest's writes to its metadata (the `mdata`
-/// store), kept by the instance's monitor.
+/// `<pool>/<uuid>/metadata.json`: the guest's writes to its customer metadata (the
+/// `mdata` store), kept by the instance's monitor, written atomically.
 pub fn metadata_path(pool: &Path, uuid: &str) -> PathBuf {
     instance_dir(pool, uuid).join("metadata.json")
 }
+
+/// `<run_dir>/<uuid>.zonecontrol/`: the directory a zone monitor bind-mounts
+/// read-only at `/native/.zonecontrol` in its zone; it holds [`METADATA_SOCKET`].
+pub fn zonecontrol_dir(run_dir: &Path, uuid: &str) -> PathBuf {
+    run_dir.join(format!("{uuid}.zonecontrol"))
+}
+
+/// The name of the zone's metadata socket in [`zonecontrol_dir`]: the zone reaches it
+/// as `/native/.zonecontrol/metadata.sock`, where SmartOS lx zones have it.
+pub const METADATA_SOCKET: &str = "metadata.sock";
 
 /// `<pool>/<uuid>/monitor.json`: the monitor's status file, see [`crate::StatusFile`].
 pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {

@@ -48,6 +48,12 @@ pub enum MonitorRequest {
     },
     /// Hand over the console (pty master / serial) as an fd.
     Console,
+    /// init rewrote `config.json` with an edited spec: reread it and apply what applies
+    /// without a restart (the customer metadata the monitor's metadata server serves,
+    /// at once; the zone monitor does, a monitor without `Instance::reload` refuses).
+    /// Everything else waits for the next start, as init's plan says. The request
+    /// carries nothing, so its line stays small whatever the metadata holds.
+    Reload,
 }
 
 /// A response line.
@@ -135,6 +141,10 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&req).unwrap(),
             r#"{"op":"stop","force":true,"timeout_secs":5}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&MonitorRequest::Reload).unwrap(),
+            r#"{"op":"reload"}"#
         );
         let st: MonitorStatus =
             serde_json::from_str(r#"{"pid":7,"state":"running","instance_pid":8,"started_at":1}"#)

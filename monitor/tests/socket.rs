@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 /// An instance that runs nothing: it records what it is asked.
 struct Recorder {
     status: MonitorStatus,
+    reloads: u32,
 }
 
 impl Instance for Recorder {
@@ -36,11 +37,35 @@ impl Instance for Recorder {
     fn status(&mut self) -> MonitorStatus {
         self.status.clone()
     }
+    fn reload(&mut self) -> Option<Result<String, String>> {
+        self.reloads += 1;
+        Some(Ok(format!("reload {}", self.reloads)))
+    }
+}
+
+/// An instance that applies nothing live: it keeps the trait's default `reload`.
+struct Inert;
+
+impl Instance for Inert {
+    type Error = String;
+    fn boot(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn request_stop(&mut self, _: StopRequest) -> Result<String, String> {
+        Err("inert".into())
+    }
+    fn console(&mut self) -> Result<OwnedFd, String> {
+        Err("inert".into())
+    }
+    fn status(&mut self) -> MonitorStatus {
+        MonitorStatus::provisioning(8)
+    }
 }
 
 fn serve_recorder(server: Server) {
     let shared = std::sync::Mutex::new(Recorder {
         status: MonitorStatus::provisioning(7),
+        reloads: 0,
     });
     shared.lock().unwrap().boot().unwrap();
     std::thread::spawn(move || server.serve(move |req| answer(&mut *shared.lock().unwrap(), req)));
@@ -72,6 +97,25 @@ fn status_stop_and_console_round_trip_through_server_and_client() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn reload_reaches_the_instance_and_a_monitor_without_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("m.sock");
+    serve_recorder(Server::bind(&sock).unwrap());
+    let client = Client::new(&sock).with_timeout(Duration::from_secs(5));
+    assert_eq!(client.reload().unwrap(), "reload 1");
+    assert_eq!(client.reload().unwrap(), "reload 2");
+    let inert = dir.path().join("inert.sock");
+    let server = Server::bind(&inert).unwrap();
+    std::thread::spawn(move || server.serve(|req| answer(&mut Inert, req)));
+    match Client::new(&inert).reload() {
+        Err(ClientError::Refused { message, .. }) => {
+            assert!(message.contains("without a restart"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

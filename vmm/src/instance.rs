@@ -89,9 +89,16 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
     let boot_dir = child_boot_dir(cfg);
     std::fs::create_dir_all(&boot_dir)
         .map_err(io_err(format!("creating {}", boot_dir.display())))?;
-    let files = bootdisk::extract(
+    // The disk is the guest's: it is read as the instance's own unprivileged ids.
+    let (uid, gid) = crate::jail::instance_ids(&cfg.uuid, cfg.id_range_start);
+    let files = bootdisk::extract_with(
         &contract::disk_path(&cfg.pool, &cfg.uuid, &boot.name),
         &boot_dir,
+        &bootdisk::ExtractOptions {
+            uid,
+            gid,
+            ..Default::default()
+        },
     )?;
     let mut cmdline = format!("{BASE_CMDLINE} {}", files.root_arg());
     if let Some(extra) = &hvm.cmdline {
@@ -157,6 +164,7 @@ pub fn child_config_path(cfg: &InstanceConfig) -> PathBuf {
 /// The `vmm` arguments for one boot of the instance: how the child runs (jailed, in
 /// its cgroup, its console log, its exit codes); the guest itself is in `config_file`.
 pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
+    let (uid, gid) = crate::jail::instance_ids(&cfg.uuid, cfg.id_range_start);
     vec![
         "--config-file".into(),
         config_file.display().to_string(),
@@ -170,12 +178,16 @@ pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
             .display()
             .to_string(),
         "--jail".into(),
+        "--jail-uid".into(),
+        uid.to_string(),
+        "--jail-gid".into(),
+        gid.to_string(),
         "--cgroup".into(),
         cgroup_name(&cfg.uuid),
     ]
 }
 
-/// The memory cgroup of an instance's VMM (under `skerry/`).
+/// The cgroup of an instance's VMM (under `skerry/`).
 pub fn cgroup_name(uuid: &str) -> String {
     format!("vmm-{uuid}")
 }
@@ -276,6 +288,37 @@ impl Instance for Guest {
 
     fn status(&mut self) -> MonitorStatus {
         lock(&self.m.state).status.clone()
+    }
+
+    /// Applies the customer metadata of the rewritten config.json to the guest's
+    /// metadata store; everything else of an HVM applies at its next boot.
+    fn reload(&mut self) -> Option<Result<String, InstanceError>> {
+        Some(self.m.reload_metadata())
+    }
+}
+
+impl Monitor {
+    fn reload_metadata(&self) -> Result<String, InstanceError> {
+        let path = contract::config_path(&self.cfg.pool, &self.cfg.uuid);
+        let bad = |reason: String| InstanceError::Config {
+            path: path.clone(),
+            reason,
+        };
+        let cfg = contract::read_config(&path)?;
+        if cfg.uuid != self.cfg.uuid || !matches!(cfg.spec.kind, Kind::Hvm(_)) {
+            return Err(bad(format!(
+                "not the config of HVM instance {} any more; restart it instead",
+                self.cfg.uuid
+            )));
+        }
+        let Some(service) = &self.metadata else {
+            return Err(bad("this instance has no metadata service".into()));
+        };
+        service
+            .apply_spec(&cfg)
+            .map_err(|e| bad(format!("applying its metadata: {e}")))?;
+        log::info!("reload: customer metadata applied");
+        Ok("customer metadata applied".into())
     }
 }
 

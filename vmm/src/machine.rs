@@ -149,8 +149,11 @@ impl Machine {
             };
             vcpu.set_mp_state(mp).map_err(kvm_err("set AP mp state"))?;
         }
+        self.devices.start_io_threads()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let DeviceManager { pio, mmio, legacy } = self.devices;
+        let DeviceManager {
+            pio, mmio, legacy, ..
+        } = self.devices;
         let LegacyDevices { serial, pm, marker } = legacy;
         let pio = Arc::new(pio);
         let mmio = Arc::new(mmio);

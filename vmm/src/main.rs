@@ -53,8 +53,8 @@ struct Cli {
     /// Exit code when the guest resets (monitor mode uses 3 to restart it).
     #[arg(long, default_value_t = 0)]
     reset_exit_code: i32,
-    /// Run jailed: new PID and mount namespaces with an empty root, unprivileged ids,
-    /// seccomp filters (see the `jail` module).
+    /// Run jailed: new PID, network, user and mount namespaces with an empty root,
+    /// unprivileged ids, seccomp filters (see the `jail` module).
     #[arg(long)]
     jail: bool,
     /// User the jailed VMM runs as.
@@ -63,8 +63,8 @@ struct Cli {
     /// Group the jailed VMM runs as.
     #[arg(long, default_value_t = 65534)]
     jail_gid: u32,
-    /// Put the VMM in memory cgroup `skerry/NAME`, limited to guest memory plus
-    /// overhead (the caller removes it afterwards).
+    /// Put the VMM in cgroup `skerry/NAME`, limited to guest memory plus overhead and
+    /// to a few tasks beyond one per vCPU and nic (the caller removes it afterwards).
     #[arg(long)]
     cgroup: Option<String>,
     /// Also keep the console in this bounded log; stdout then never stalls the guest
@@ -143,7 +143,8 @@ fn real_main(started: Instant) -> Result<i32> {
         None => config_from_args(&cli)?,
     };
     if let Some(name) = &cli.cgroup {
-        vmm::jail::enter_cgroup(name, cfg.memory + vmm::jail::MEMORY_OVERHEAD)?;
+        let limits = vmm::jail::vmm_limits(cfg.memory, cfg.vcpus, cfg.nets.len());
+        vmm::jail::enter_cgroup(name, &limits)?;
     }
     if cli.jail {
         // Still single-threaded here, as the fork requires.

@@ -56,16 +56,20 @@ pub fn nic_mac(uuid: &str, idx: usize, pinned: Option<&str>) -> String {
     }
 }
 
+/// The MAC of each of `cfg`'s nics, as the guest sees them.
+fn macs_of(cfg: &InstanceConfig) -> Vec<String> {
+    cfg.spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| nic_mac(&cfg.uuid, i, n.mac.as_deref()))
+        .collect()
+}
+
 impl MetadataService {
     /// Opens the store of the instance `cfg` describes (`<pool>/<uuid>/metadata.json`).
     pub fn open(cfg: &InstanceConfig) -> Result<Self, MetadataError> {
-        let macs: Vec<String> = cfg
-            .spec
-            .nics
-            .iter()
-            .enumerate()
-            .map(|(i, n)| nic_mac(&cfg.uuid, i, n.mac.as_deref()))
-            .collect();
+        let macs = macs_of(cfg);
         let store = MetadataStore::open_spec(
             &contract::metadata_path(&cfg.pool, &cfg.uuid),
             &cfg.spec,
@@ -78,6 +82,20 @@ impl MetadataService {
             source,
         })?;
         Ok(Self::with_store(&cfg.uuid, store))
+    }
+
+    /// Applies the customer metadata and `sdc:` facts of an edited `cfg` live
+    /// ([`MetadataStore::set_spec`]'s precedence applies).
+    pub fn apply_spec(&self, cfg: &InstanceConfig) -> Result<(), MetadataError> {
+        let macs = macs_of(cfg);
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_spec(&cfg.spec, &cfg.uuid, &macs)
+            .map_err(|source| MetadataError::Store {
+                uuid: cfg.uuid.clone(),
+                source,
+            })
     }
 
     /// A service over an already opened store.
@@ -195,6 +213,41 @@ mod tests {
         let reopened =
             MetadataStore::open_spec(&path, &spec, "u-1", &[], Limits::default()).unwrap();
         assert_eq!(reopened.get("color").as_deref(), Some("blue"));
+    }
+
+    #[test]
+    fn an_edited_spec_applies_to_the_next_request_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |user_data: &str| {
+            spec::parse_str(
+                "v.kdl",
+                &format!("hvm v {{ image \"debian-hvm@12\"; user-data \"{user_data}\"; }}"),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        let mut cfg = InstanceConfig {
+            uuid: "u-2".into(),
+            pool: dir.path().to_path_buf(),
+            run_dir: dir.path().to_path_buf(),
+            spec: spec("before"),
+            image_path: dir.path().join("disk.raw"),
+            id_range_start: 0,
+            bridges: Default::default(),
+        };
+        std::fs::create_dir_all(dir.path().join("u-2")).unwrap();
+        let service = MetadataService::open(&cfg).unwrap();
+        let ask = |service: &MetadataService| {
+            let mut guest = UnixStream::from(service.connect().unwrap());
+            guest.write_all(b"GET user-data\n").unwrap();
+            let mut buf = [0u8; 64];
+            let n = guest.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert_eq!(ask(&service), "SUCCESS\nbefore\n.\n");
+        cfg.spec = spec("after");
+        service.apply_spec(&cfg).unwrap();
+        assert_eq!(ask(&service), "SUCCESS\nafter\n.\n");
     }
 
     #[test]

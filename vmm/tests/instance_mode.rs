@@ -257,17 +257,44 @@ fn status_console_and_forced_stop() {
             .map(|l| l[name.len()..].trim().to_owned())
             .unwrap_or_default()
     };
-    assert!(field("Uid:").starts_with("65534"), "{st}");
+    // Its own ids, derived from the instance (not a uid shared by every instance).
+    let (uid, gid) = vmm::jail::instance_ids(&pool.cfg.uuid, pool.cfg.id_range_start);
+    assert_ne!(uid, 65534);
+    assert_eq!(field("Uid:"), format!("{uid}\t{uid}\t{uid}\t{uid}"), "{st}");
+    assert_eq!(field("Gid:"), format!("{gid}\t{gid}\t{gid}\t{gid}"), "{st}");
     assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
     assert_eq!(field("CapEff:"), "0000000000000000");
     assert_eq!(field("NoNewPrivs:"), "1");
     let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
     assert_ne!(ns(&inner.to_string(), "mnt"), ns("self", "mnt"));
     assert_ne!(ns(&inner.to_string(), "pid"), ns("self", "pid"));
+    assert_ne!(ns(&inner.to_string(), "net"), ns("self", "net"));
+    assert_ne!(ns(&inner.to_string(), "user"), ns("self", "user"));
     let cg = std::fs::read_to_string(format!("/proc/{inner}/cgroup")).unwrap();
     assert!(
         cg.contains(&format!("skerry/vmm-{}", pool.cfg.uuid)),
         "{cg}"
+    );
+    // Its cgroup caps the tasks (v2: the unified line; v1: the pids hierarchy).
+    let pids_dir = cg
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (ctrl, path) = rest.split_once(':')?;
+            match ctrl {
+                "pids" => Some(format!("/sys/fs/cgroup/pids{path}")),
+                "" if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() => {
+                    Some(format!("/sys/fs/cgroup{path}"))
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("no pids cgroup in {cg}"));
+    assert_eq!(
+        std::fs::read_to_string(format!("{pids_dir}/pids.max"))
+            .unwrap()
+            .trim(),
+        vmm::jail::pids_max(1, 0).to_string()
     );
 
     let (resp, fd) = request(&pool, &MonitorRequest::Console);
@@ -470,4 +497,56 @@ fn the_jailed_guest_reaches_its_metadata_on_com2() {
     )
     .unwrap();
     assert_eq!(store["guest"]["color"]["value"], "blue", "{store}");
+}
+
+#[test]
+fn a_jailed_guest_powers_off_through_its_filtered_vcpu() {
+    // The power-off write raises the SCI (KVM_IRQ_LINE) from the vCPU thread, under
+    // the vCPU seccomp filter that allows only the ioctls that thread makes.
+    let pool = pool_with_guest(&[print(b"jailed\n"), POWER_OFF.to_vec()].concat());
+    let vm = vmm::instance::child_config(&pool.cfg).expect("child config");
+    let file = vmm::instance::child_config_path(&pool.cfg);
+    spec::atomic::write_json_atomic(&file, &vm).unwrap();
+    let (uid, gid) = vmm::jail::instance_ids(&pool.cfg.uuid, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .arg("--config-file")
+        .arg(&file)
+        .args(["--jail", "--jail-uid", &uid.to_string()])
+        .args(["--jail-gid", &gid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running vmm --jail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "jailed\n");
+    assert!(stderr.contains("vmm: guest PowerOff"), "{stderr}");
+}
+
+#[test]
+fn a_reload_applies_edited_metadata_to_a_running_guest() {
+    let pool = pool_with_properties(HALT_FOREVER, " user-data \"before\"\n");
+    let _monitor = start_monitor(&pool);
+    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
+    wait_for("the guest runs", Duration::from_secs(15), || {
+        client
+            .request(&MonitorRequest::Status)
+            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == spec::State::Running))
+    });
+    let pid = request(&pool, &MonitorRequest::Status)
+        .0
+        .status
+        .unwrap()
+        .instance_pid;
+    let mut edited = pool.cfg.clone();
+    edited.spec.user_data = Some("after".into());
+    std::fs::write(&pool.config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let note = client.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert!(note.contains("customer metadata"), "{note}");
+    let after = request(&pool, &MonitorRequest::Status).0.status.unwrap();
+    assert_eq!(after.instance_pid, pid, "the guest kept running");
+    // A config that is no longer this HVM's is refused, and nothing changes.
+    edited.uuid = "someone-else".into();
+    std::fs::write(&pool.config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let e = client.reload().unwrap_err().to_string();
+    assert!(e.contains("restart it instead"), "{e}");
 }

@@ -60,6 +60,15 @@ pub enum ZoneError {
         /// What failed.
         reason: String,
     },
+    /// The zone's metadata store (`metadata.json`) could not be read or written.
+    #[error("zone {zone}: metadata: {source}")]
+    Metadata {
+        /// The zone (its UUID).
+        zone: String,
+        /// The store's error, naming the file.
+        #[source]
+        source: mdata::StoreError,
+    },
     /// Bad argument or configuration value.
     #[error("{0}")]
     Invalid(String),

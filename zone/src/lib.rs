@@ -7,6 +7,7 @@
 //! - [`launch`] starts one zone (the process choreography);
 //! - [`run`] is `zone run`, a throwaway zone in the foreground;
 //! - [`monitor`] is `zone monitor`, the per-zone process init spawns;
+//! - [`zlogin`] runs a command inside a running zone (SmartOS's `zlogin`);
 //! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`], [`quota`],
 //!   [`halt`] are the pieces.
 
@@ -24,5 +25,6 @@ pub mod run;
 pub mod security;
 pub mod sys;
 pub mod timing;
+pub mod zlogin;
 
 pub use error::{Result, ZoneError};

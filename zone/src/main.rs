@@ -1,5 +1,6 @@
 //! `zone`: the zone runtime's command line. `zone monitor` is what init spawns per
-//! zone; `zone run` runs a throwaway zone in the foreground.
+//! zone; `zone run` runs a throwaway zone in the foreground; `zone zlogin` (also run as
+//! `zlogin`, a link to this binary) runs a command in a running zone.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,39 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a command (or a login shell) in a running zone, like SmartOS's zlogin.
+    Zlogin(ZloginArgs),
+}
+
+/// `zlogin` run under its own name.
+#[derive(Parser)]
+#[command(
+    name = "zlogin",
+    version,
+    about = "Run a command (or a login shell) in a running zone"
+)]
+struct ZloginCli {
+    #[command(flatten)]
+    args: ZloginArgs,
+}
+
+/// `zlogin [-t|-T] NAME [CMD ARGS...]`.
+#[derive(Args)]
+struct ZloginArgs {
+    /// Never give the command a pseudo-terminal, even when stdin is a terminal.
+    #[arg(short = 'T', conflicts_with = "force_pty")]
+    no_pty: bool,
+    /// Always give the command a pseudo-terminal, even when stdin is not a terminal.
+    #[arg(short = 't')]
+    force_pty: bool,
+    /// The pool holding the zones.
+    #[arg(long, default_value = zone::zlogin::DEFAULT_POOL)]
+    pool: PathBuf,
+    /// The zone's name (or UUID).
+    zone: String,
+    /// The command and its arguments; none: root's login shell.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 /// `zone run`'s arguments.
@@ -56,8 +90,13 @@ struct RunArgs {
 }
 
 fn main() {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("zlogin".as_ref()) {
+        zlogin(ZloginCli::parse().args);
+    }
     let cli = Cli::parse();
     let code = match cli.cmd {
+        Cmd::Zlogin(args) => zlogin(args),
         Cmd::Run(args) => run(args),
         Cmd::Monitor { config } => zone::monitor::main(&config).context("zone monitor"),
     };
@@ -90,4 +129,27 @@ fn run(a: RunArgs) -> anyhow::Result<i32> {
         command: a.command,
     };
     Ok(zone::run::run(&opts)?)
+}
+
+/// Runs zlogin and exits with the command's status, or 1 (127, 126) and a message in
+/// SmartOS's words.
+fn zlogin(a: ZloginArgs) -> ! {
+    let pty = match (a.no_pty, a.force_pty) {
+        (true, _) => zone::zlogin::PtyMode::Refuse,
+        (_, true) => zone::zlogin::PtyMode::Force,
+        _ => zone::zlogin::PtyMode::Auto,
+    };
+    let opts = zone::zlogin::Options {
+        pool: a.pool,
+        zone: a.zone,
+        command: a.command,
+        pty,
+    };
+    match zone::zlogin::run(&opts) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("zlogin: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
 }

@@ -92,6 +92,7 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         nics,
         resolvers: vec![],
         die_with_runtime: true,
+        metadata: None,
     };
     let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     let pty = if tty {

@@ -8,6 +8,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 /// `struct mount_attr` of `<linux/mount.h>` (MOUNT_ATTR_SIZE_VER0).
@@ -47,12 +51,32 @@ pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
 /// Makes the detached tree `tree` idmapped through the user namespace `userns`
 /// (`mount_setattr(2)` with `MOUNT_ATTR_IDMAP`), recursively.
 pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    set_tree_attr(
+        tree,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+}
+
+/// Makes the detached tree `tree` read-only, nosuid, nodev and noexec, recursively.
+pub fn seal_tree(tree: BorrowedFd<'_>) -> io::Result<()> {
+    set_tree_attr(
+        tree,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// `mount_setattr(2)` of `attr` on the whole of `tree`.
+fn set_tree_attr(tree: BorrowedFd<'_>, attr: &MountAttr) -> io::Result<()> {
     // SAFETY: `attr` is a properly laid out `struct mount_attr` living across the call,
     // and its size is passed; the empty path with AT_EMPTY_PATH names `tree` itself.
     check(unsafe {
@@ -61,7 +85,7 @@ pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()
             tree.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })?;

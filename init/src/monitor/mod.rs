@@ -193,4 +193,104 @@ impl Runtime for MonitorRuntime {
                 message: format!("console: {e}"),
             })
     }
+
+    /// Rewrites config.json with `rec.spec` (what else it holds, image and bridges,
+    /// stays: those change only at a start, through `prepare`), then asks the monitor
+    /// to reread it. A monitor restarted later reads the same file, so it never serves
+    /// the manifest it had before the edit.
+    fn reload(&self, rec: &InstanceRecord) -> Result<String, RuntimeError> {
+        let fail = |message: String| RuntimeError::Monitor {
+            instance: rec.name.clone(),
+            message,
+        };
+        let path = contract::config_path(self.pool.root(), &rec.uuid);
+        let mut config = contract::read_config(&path).map_err(|e| fail(e.to_string()))?;
+        config.spec = rec.spec.clone();
+        spec::atomic::write_json_atomic(&path, &config)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        self.client(&rec.uuid).reload().map_err(monitor_error(rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::tests::record;
+    use monitor::{answer, Instance, Server, StopRequest};
+
+    /// A monitor that only reloads: it rereads config.json and reports its metadata.
+    struct Reloading {
+        config: PathBuf,
+    }
+
+    impl Instance for Reloading {
+        type Error = String;
+        fn boot(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn request_stop(&mut self, _: StopRequest) -> Result<String, String> {
+            Err("no".into())
+        }
+        fn console(&mut self) -> Result<OwnedFd, String> {
+            Err("no".into())
+        }
+        fn status(&mut self) -> MonitorStatus {
+            MonitorStatus::provisioning(1)
+        }
+        fn reload(&mut self) -> Option<Result<String, String>> {
+            let read = contract::read_config(&self.config).map_err(|e| e.to_string());
+            Some(read.map(|c| format!("{:?}", c.spec.metadata)))
+        }
+    }
+
+    #[test]
+    fn reload_rewrites_the_config_and_the_monitor_reads_the_new_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(dir.path()).unwrap();
+        let run_dir = dir.path().join("run");
+        fs::create_dir_all(&run_dir).unwrap();
+        let mut rec = record("web", "0000-reload", 0);
+        let config_path = contract::config_path(pool.root(), &rec.uuid);
+        fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+        let config = InstanceConfig {
+            uuid: rec.uuid.clone(),
+            pool: pool.root().to_path_buf(),
+            run_dir: run_dir.clone(),
+            spec: rec.spec.clone(),
+            image_path: "/images/busybox".into(),
+            id_range_start: 7,
+            bridges: BTreeMap::from([("admin".into(), "br0".into())]),
+        };
+        spec::atomic::write_json_atomic(&config_path, &config).unwrap();
+        let server = Server::bind(&contract::socket_path(&run_dir, &rec.uuid)).unwrap();
+        let monitor = std::sync::Mutex::new(Reloading {
+            config: config_path.clone(),
+        });
+        std::thread::spawn(move || {
+            server.serve(move |req| answer(&mut *monitor.lock().unwrap(), req))
+        });
+        let runtime = MonitorRuntime::new(
+            pool,
+            run_dir,
+            "zone".into(),
+            "vmm".into(),
+            NodeConfig::default(),
+        );
+        rec.spec.metadata.insert("role".into(), "db".into());
+        let note = runtime.reload(&rec).unwrap();
+        assert_eq!(note, r#"{"role": "db"}"#);
+        let saved = contract::read_config(&config_path).unwrap();
+        assert_eq!(saved.spec, rec.spec);
+        // Only the spec changed: the rest is the start's business.
+        assert_eq!(
+            (saved.image_path, saved.id_range_start),
+            (config.image_path, 7)
+        );
+        assert_eq!(saved.bridges, config.bridges);
+        // No monitor: an error naming the instance.
+        let mut gone = rec.clone();
+        gone.uuid = "0000-none".into();
+        let err = runtime.reload(&gone).unwrap_err().to_string();
+        assert!(err.contains("monitor of web"), "{err}");
+    }
 }

@@ -348,6 +348,9 @@ mod tests {
                 message: "no console".into(),
             })
         }
+        fn reload(&self, _: &InstanceRecord) -> Result<String, RuntimeError> {
+            Ok(String::new())
+        }
     }
 
     struct AnyImage;

@@ -191,3 +191,52 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The mdata tools mdata-client has.
+pub const MDATA_TOOLS: [&str; 4] = ["mdata-get", "mdata-put", "mdata-list", "mdata-delete"];
+
+/// The directory holding the mdata crate's tools, statically linked (a busybox rootfs
+/// has no libc; the host runs them too), built once per test process (cargo's own
+/// lock orders concurrent builds) in their own target directory under the workspace's,
+/// so the test build's directory is never contended.
+pub fn static_mdata_tools() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = workspace.join("target/mdata-static");
+        let triple = "x86_64-unknown-linux-gnu";
+        let out = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .current_dir(&workspace)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args(["build", "-q", "-p", "mdata", "--bins", "--target", triple])
+            .arg("--target-dir")
+            .arg(&target)
+            .output()
+            .expect("running cargo to build the static mdata tools");
+        assert!(
+            out.status.success(),
+            "building the static mdata tools failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = target.join(triple).join("debug");
+        for tool in MDATA_TOOLS {
+            let ldd = Command::new("ldd").arg(dir.join(tool)).output().unwrap();
+            let text = String::from_utf8_lossy(&ldd.stdout).to_string()
+                + &String::from_utf8_lossy(&ldd.stderr);
+            assert!(
+                text.contains("statically linked") || text.contains("not a dynamic"),
+                "{tool} is not static: {text}"
+            );
+        }
+        dir
+    })
+}
+
+/// Copies the static mdata tools into `root`/usr/sbin, where mdata-client installs them.
+pub fn install_mdata_tools(root: &Path) {
+    let sbin = root.join("usr/sbin");
+    std::fs::create_dir_all(&sbin).unwrap();
+    for tool in MDATA_TOOLS {
+        std::fs::copy(static_mdata_tools().join(tool), sbin.join(tool)).unwrap();
+    }
+}

@@ -78,6 +78,8 @@ pub struct DeviceManager {
     pub mmio: Bus,
     /// COM1, the PM block and the boot marker.
     pub legacy: LegacyDevices,
+    /// The virtio-net functions, whose RX threads start with the guest.
+    pub nets: Vec<pci::SharedNet>,
 }
 
 impl DeviceManager {
@@ -96,6 +98,7 @@ impl DeviceManager {
             pio,
             mmio: Bus::new(),
             legacy,
+            nets: Vec::new(),
         })
     }
 
@@ -120,6 +123,13 @@ impl DeviceManager {
         disks: &[DiskConfig],
         nets: &[NetConfig],
     ) -> Result<(), DeviceManagerError> {
-        pci::attach(vm, &mut self.pio, &mut self.mmio, disks, nets)
+        let attached = pci::attach(vm, &mut self.pio, &mut self.mmio, disks, nets)?;
+        self.nets.extend(attached);
+        Ok(())
+    }
+
+    /// Starts the threads the devices run besides the vCPUs (virtio-net RX).
+    pub fn start_io_threads(&self) -> Result<(), DeviceManagerError> {
+        pci::start_rx_threads(&self.nets)
     }
 }

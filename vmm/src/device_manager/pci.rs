@@ -15,14 +15,19 @@ use crate::virtio::tap;
 use crate::vstate::vm::Vm;
 use std::sync::{Arc, Mutex};
 
-/// Puts the PCI bus on `pio`/`mmio` and a virtio function per disk and interface on it.
+/// A virtio-net function, whose RX thread starts with the guest.
+pub type SharedNet = Arc<Mutex<VirtioPciDevice<Net>>>;
+
+/// Puts the PCI bus on `pio`/`mmio` and a virtio function per disk and interface on it;
+/// returns the interfaces, whose RX threads [`start_rx_threads`] starts later (the jail
+/// wants a single-threaded process to enter its user namespace).
 pub fn attach(
     vm: &Vm,
     pio: &mut Bus,
     mmio: &mut Bus,
     disks: &[DiskConfig],
     nets: &[NetConfig],
-) -> Result<(), DeviceManagerError> {
+) -> Result<Vec<SharedNet>, DeviceManagerError> {
     let bus = PciBus::new();
     pio.insert(
         Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),
@@ -37,8 +42,13 @@ pub fn attach(
     for disk in disks {
         attach_block(vm, &bus, disk)?;
     }
-    for nic in nets {
-        attach_net(vm, &bus, nic)?;
+    nets.iter().map(|nic| attach_net(vm, &bus, nic)).collect()
+}
+
+/// Starts the RX thread of each interface.
+pub fn start_rx_threads(nets: &[SharedNet]) -> Result<(), DeviceManagerError> {
+    for dev in nets {
+        net::spawn_rx_thread(dev.clone())?;
     }
     Ok(())
 }
@@ -57,8 +67,8 @@ fn attach_block(vm: &Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), DeviceMa
 }
 
 /// Opens the tap named in `nic` (plugged into its bridge, up) and plugs the NIC into
-/// `bus`, with its RX thread.
-fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<(), DeviceManagerError> {
+/// `bus`.
+fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, DeviceManagerError> {
     let tap = tap::open_tap(&nic.tap).map_err(|source| DeviceManagerError::Tap {
         tap: nic.tap.clone(),
         what: "opening tap".into(),
@@ -86,6 +96,5 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<(), DeviceManage
         msi(vm),
     )));
     bus.add(dev.clone());
-    net::spawn_rx_thread(dev)?;
-    Ok(())
+    Ok(dev)
 }

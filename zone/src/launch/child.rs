@@ -12,7 +12,7 @@ use nix::unistd::{fork, ForkResult};
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,9 @@ pub(super) struct ChildPlan {
     argv: Vec<CString>,
     envp: Vec<CString>,
     console: Option<(i32, PathBuf)>,
+    /// The metadata pty slave's path and a detached read-only mount of the socket's
+    /// directory, made here by the runtime (the zone could not reach the host path).
+    metadata: Option<(PathBuf, OwnedFd)>,
     resolvers: Vec<IpAddr>,
     dhcp_nics: Vec<String>,
     die_with_runtime: bool,
@@ -84,6 +87,10 @@ impl ChildPlan {
             argv,
             envp,
             console: pty.map(|p| (p.slave.as_raw_fd(), p.slave_path.clone())),
+            metadata: match &spec.metadata {
+                Some(m) => Some((m.tty.clone(), sealed_clone(&m.control_dir)?)),
+                None => None,
+            },
             resolvers: spec.resolvers.clone(),
             dhcp_nics: spec
                 .nics
@@ -95,6 +102,16 @@ impl ChildPlan {
             seccomp: security::compile_filter()?,
         })
     }
+}
+
+/// A detached, read-only clone of the mount of `dir`, for the zone to attach.
+fn sealed_clone(dir: &Path) -> Result<OwnedFd> {
+    let what = || format!("cloning {} for the zone", dir.display());
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| ZoneError::Invalid(format!("path {} contains NUL", dir.display())))?;
+    let tree = crate::sys::open_tree_clone(&path).map_err(|e| ZoneError::io(what(), e))?;
+    crate::sys::seal_tree(tree.as_fd()).map_err(|e| ZoneError::io(what(), e))?;
+    Ok(tree)
 }
 
 fn report(err_tx: &OwnedFd, kind: u8, msg: &str) {
@@ -279,10 +296,18 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
         }
     }
     nix::unistd::sethostname(&plan.hostname).ctx(|| format!("sethostname {}", plan.hostname))?;
+    let metadata = plan
+        .metadata
+        .as_ref()
+        .map(|(tty, control)| rootfs::MetadataBinds {
+            tty,
+            control: control.as_fd(),
+        });
     rootfs::enter(
         &mut rootfs::HostFs,
         &plan.root,
         plan.console.as_ref().map(|(_, p)| p.as_path()),
+        metadata.as_ref(),
     )?;
     if !plan.resolvers.is_empty() {
         let text: String = plan
@@ -319,7 +344,7 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
 }
 
 /// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
-fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
+pub(crate) fn exec(argv: &[CString], envp: &[CString]) -> Result<std::convert::Infallible> {
     // Built from the spec's strings: always UTF-8.
     let name = argv[0].to_string_lossy().into_owned();
     let candidates: Vec<CString> = super::command_candidates(&name)
@@ -415,6 +440,7 @@ mod tests {
             nics: vec![],
             resolvers: vec![],
             die_with_runtime: false,
+            metadata: None,
         }
     }
 

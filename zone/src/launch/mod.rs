@@ -32,6 +32,7 @@ use crate::error::{Context, Result, ZoneError};
 use crate::idmap::IdMap;
 use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
+pub(crate) use child::exec;
 use child::{intermediate, kernel_fs_in_zone, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -67,6 +68,19 @@ pub struct LaunchSpec {
     /// Kill the zone if the runtime dies (`zone run`; a monitor's zone outlives nothing
     /// but its monitor either, and sets this too).
     pub die_with_runtime: bool,
+    /// The host ends of the zone's metadata service, put into the zone at start: a
+    /// monitor's zones have them, `zone run` has none.
+    pub metadata: Option<MetadataEnds>,
+}
+
+/// The host ends of a zone's metadata service, which its monitor serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataEnds {
+    /// The pty slave the zone sees as /dev/ttyS1.
+    pub tty: PathBuf,
+    /// The directory holding the metadata socket, seen read-only in the zone at
+    /// /native/.zonecontrol.
+    pub control_dir: PathBuf,
 }
 
 /// PATH inside a zone.

@@ -60,6 +60,7 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
         nics,
         resolvers: config.spec.resolvers.clone(),
         die_with_runtime: true,
+        metadata: None,
     })
 }
 

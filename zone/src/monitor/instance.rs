@@ -27,6 +27,7 @@ impl Instance for Monitor {
             self.setup_quota()?;
         }
         let pty = Pty::open(self.spec.idmap.host_id(0))?;
+        self.spec.metadata = Some(self.metadata.open_tty()?);
         let zone = launch::start(&self.spec, &mut self.stage, &self.hierarchy, Some(&pty))?;
         self.boots += 1;
         self.started = Instant::now();
@@ -111,6 +112,12 @@ impl Instance for Monitor {
         self.refresh_quota_used();
         self.status.clone()
     }
+
+    /// Applies the customer metadata of the rewritten config.json to the metadata
+    /// server, at once: the zone reads the new values with its next request.
+    fn reload(&mut self) -> Option<Result<String>> {
+        Some(self.reload_config())
+    }
 }
 
 impl Supervised for Monitor {
@@ -157,6 +164,21 @@ impl Supervised for Monitor {
 }
 
 impl Monitor {
+    fn reload_config(&mut self) -> Result<String> {
+        let path = contract::config_path(&self.config.pool, &self.config.uuid);
+        let config = contract::read_config(&path)?;
+        if config.uuid != self.config.uuid || !matches!(config.spec.kind, spec::Kind::Zone(_)) {
+            return Err(ZoneError::Invalid(format!(
+                "{}: not the config of zone {} any more; restart it instead",
+                path.display(),
+                self.config.uuid
+            )));
+        }
+        let note = self.metadata.apply_manifest(&config.spec)?;
+        eprintln!("zone monitor {}: reload: {note}", self.config.uuid);
+        Ok(note)
+    }
+
     /// Answers the clients whose sockets are ready (`ready[i]` for client `i`) and
     /// drops those that are done: gone, broken or out of time.
     pub(super) fn serve_clients(&mut self, ready: &[bool]) {

@@ -9,8 +9,10 @@
 
 mod config;
 mod instance;
+mod metadata;
 
 pub use config::launch_spec;
+pub use metadata::{MAX_CONNECTIONS, READ_CHUNK};
 
 use crate::cgroups::Hierarchy;
 use crate::console::{ConsoleInput, ConsoleLog, Pty, RelayDecoder, LOG_LIMIT};
@@ -19,6 +21,7 @@ use crate::halt;
 use crate::launch::{self, LaunchSpec, Zone, ZoneExit};
 use crate::quota::{self, LayerQuota, QuotaStatus};
 use crate::rootfs::{Stage, Upper};
+use metadata::MetadataService;
 use monitor::{
     self as contract, AfterStop, Claim, Connection, Ended, InstanceConfig, MonitorStatus, Pending,
     Server, State, StatusFile,
@@ -80,6 +83,8 @@ struct Monitor {
     quota: Option<QuotaStatus>,
     /// What asks this zone's init to power off when it has no `/run/initctl`.
     halt_signal: i32,
+    /// The zone's metadata server (its socket, each boot's /dev/ttyS1, its store).
+    metadata: MetadataService,
 }
 
 impl Monitor {
@@ -108,6 +113,7 @@ impl Monitor {
             eprintln!("zone monitor {}: {line}", config.uuid);
         }
         let stage = Stage::new(dir.join("root"))?;
+        let metadata = MetadataService::start(&config, &spec.hostname, spec.idmap.host_id(0))?;
         let log = ConsoleLog::open(
             &contract::console_log_path(&config.pool, &config.uuid),
             LOG_LIMIT,
@@ -137,6 +143,7 @@ impl Monitor {
             boots: 0,
             halt_signal,
             quota: None,
+            metadata,
         })
     }
 
@@ -206,12 +213,14 @@ impl Monitor {
 
     /// One poll round; Some(how the run ended) when the zone's init is gone.
     fn step(&mut self) -> Option<Ended> {
-        // Wake for the kill deadline, and for the first client to run out of time.
+        // Wake for the kill deadline, for the first client to run out of time, and for
+        // a rate-limited metadata session.
         let wake = self
             .clients
             .iter()
             .map(Connection::deadline)
             .chain(self.kill_at)
+            .chain(self.metadata.prepare(Instant::now()))
             .min();
         let timeout = match wake {
             Some(t) => PollTimeout::try_from(
@@ -223,7 +232,9 @@ impl Monitor {
             .unwrap_or(PollTimeout::NONE),
             None => PollTimeout::NONE,
         };
-        let (listen_ready, sig_ready, zone_ready, console_ready, client_ready, attached_ready) = {
+        let (listen_ready, sig_ready, zone_ready, console_ready, client_ready, attached_ready);
+        let metadata_events: Vec<PollFlags>;
+        {
             let mut fds = vec![
                 PollFd::new(self.server.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -244,25 +255,28 @@ impl Monitor {
             for a in &self.attached {
                 fds.push(PollFd::new(a.fd.as_fd(), PollFlags::POLLIN));
             }
+            let metadata_start = fds.len();
+            fds.extend(self.metadata.poll_fds());
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     eprintln!("zone monitor: poll: {e}");
                 }
                 return None;
             }
-            let r: Vec<bool> = fds
+            let events: Vec<PollFlags> = fds
                 .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                 .collect();
-            (
-                r[0],
-                r[1],
-                r[2] && zone_fd.is_some(),
-                r[3] && console_fd.is_some(),
-                r[4..4 + self.clients.len()].to_vec(),
-                r[4 + self.clients.len()..].to_vec(),
-            )
-        };
+            let r: Vec<bool> = events.iter().map(|e| !e.is_empty()).collect();
+            listen_ready = r[0];
+            sig_ready = r[1];
+            zone_ready = r[2] && zone_fd.is_some();
+            console_ready = r[3] && console_fd.is_some();
+            client_ready = r[4..4 + self.clients.len()].to_vec();
+            attached_ready = r[4 + self.clients.len()..metadata_start].to_vec();
+            metadata_events = events[metadata_start..].to_vec();
+        }
+        self.metadata.handle(&metadata_events, Instant::now());
         if console_ready {
             self.pump_console();
         }
@@ -411,6 +425,7 @@ impl Monitor {
             }
         }
         self.pty = None;
+        self.metadata.close_tty();
         // Attached consoles see their end of the relay close: the zone is gone.
         self.attached.clear();
         self.kill_at = None;
@@ -443,6 +458,7 @@ impl Monitor {
             let _ = z.cleanup();
         }
         let _ = self.stage.unmount(false);
+        self.metadata.shutdown();
         if let Some(claim) = self.claim.take() {
             claim.release();
         }

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 mod zone_side;
 pub use zone_side::{
-    enter, mount_cgroupfs, mount_kernel_fs, HostFs, ZoneFs, DEVICES, MASKED_PATHS, READONLY_PATHS,
+    enter, mount_cgroupfs, mount_kernel_fs, HostFs, MetadataBinds, ZoneFs, DEVICES, MASKED_PATHS,
+    READONLY_PATHS, ZONECONTROL_DIR,
 };
 
 /// Where the writable layer lives.

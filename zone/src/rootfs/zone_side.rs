@@ -5,6 +5,7 @@
 use crate::error::{Context, Result, ZoneError};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 /// Device nodes a zone gets, bind-mounted from the host's /dev (a user namespace
@@ -40,6 +41,21 @@ pub const READONLY_PATHS: [&str; 5] = [
     "proc/sysrq-trigger",
 ];
 
+/// Where the zone finds its metadata socket's directory, as on SmartOS lx zones.
+pub const ZONECONTROL_DIR: &str = "native/.zonecontrol";
+
+/// The host ends of a zone's metadata service (served by its monitor), put into the
+/// zone by [`enter`].
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataBinds<'a> {
+    /// The pty slave bound at the zone's /dev/ttyS1.
+    pub tty: &'a Path,
+    /// A detached, read-only mount of the directory holding the metadata socket
+    /// (`open_tree` by the runtime, so the zone needs no access to the host path),
+    /// attached at [`ZONECONTROL_DIR`].
+    pub control: BorrowedFd<'a>,
+}
+
 /// What a path is, as far as the zone setup cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -71,6 +87,8 @@ pub trait ZoneFs {
     /// Makes `root` the root: `pivot_root(".", ".")` from it, then detaches the old
     /// root stacked beneath, so nothing of the host stays reachable.
     fn pivot(&mut self, root: &Path) -> Result<()>;
+    /// Attaches the detached mount `tree` at `target` (`move_mount(2)`).
+    fn attach(&mut self, tree: BorrowedFd<'_>, target: &Path) -> std::io::Result<()>;
 }
 
 /// The real system calls.
@@ -115,6 +133,12 @@ impl ZoneFs for HostFs {
         nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
         umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching the old root".into())?;
         nix::unistd::chdir("/").ctx(|| "chdir /".into())
+    }
+
+    fn attach(&mut self, tree: BorrowedFd<'_>, target: &Path) -> std::io::Result<()> {
+        let target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        crate::sys::attach_tree(tree, &target)
     }
 }
 
@@ -183,8 +207,15 @@ pub fn mount_cgroupfs(fs: &mut dyn ZoneFs, root: &Path) -> Result<()> {
 /// Run by the zone init in its own mount namespace, after [`mount_kernel_fs`]: makes
 /// `root` a mount of its own (a bind of it; the locked mounts below come along, still
 /// locked), mounts a minimal /dev, then pivots into it. `console` is the pty slave to
-/// bind at /dev/console, if any.
-pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result<()> {
+/// bind at /dev/console, if any; `metadata`, the ends of the zone's metadata service,
+/// whose directory is attached after the pivot, so that a symlink in the image
+/// resolves inside the zone.
+pub fn enter(
+    fs: &mut dyn ZoneFs,
+    root: &Path,
+    console: Option<&Path>,
+    metadata: Option<&MetadataBinds<'_>>,
+) -> Result<()> {
     // Mounts inherited from the runtime's namespace are locked in ours, and pivot_root
     // refuses a locked new root: a bind of it made here is ours to pivot into.
     fs.mount(
@@ -210,6 +241,9 @@ pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result
     }
     if let Some(console) = console {
         bind_file(fs, console, &dev.join("console"))?;
+    }
+    if let Some(m) = metadata {
+        bind_file(fs, m.tty, &dev.join("ttyS1"))?;
     }
     let pts = ensure_dir(fs, &dev, "pts")?;
     let pts_opts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
@@ -240,7 +274,17 @@ pub fn enter(fs: &mut dyn ZoneFs, root: &Path, console: Option<&Path>) -> Result
         fs.symlink(target, &dev.join(link))
             .ctx(|| format!("creating /dev/{link}"))?;
     }
-    fs.pivot(root)
+    fs.pivot(root)?;
+    if let Some(m) = metadata {
+        let dir = ensure_dir(fs, Path::new("/"), ZONECONTROL_DIR)?;
+        fs.attach(m.control, &dir).ctx(|| {
+            format!(
+                "attaching the metadata socket's directory at {}",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn ensure_dir(fs: &mut dyn ZoneFs, parent: &Path, name: &str) -> Result<PathBuf> {
@@ -349,6 +393,10 @@ mod tests {
             self.ops.push(format!("pivot {}", root.display()));
             Ok(())
         }
+        fn attach(&mut self, _tree: BorrowedFd<'_>, target: &Path) -> std::io::Result<()> {
+            self.ops.push(format!("attach {}", target.display()));
+            Ok(())
+        }
     }
 
     fn proc_tree() -> Recorder {
@@ -405,7 +453,7 @@ mod tests {
     #[test]
     fn enter_binds_root_first_mounts_dev_and_pivots_last() {
         let mut r = proc_tree();
-        enter(&mut r, Path::new("/r"), Some(Path::new("/dev/pts/7"))).unwrap();
+        enter(&mut r, Path::new("/r"), Some(Path::new("/dev/pts/7")), None).unwrap();
         let ops = &r.ops;
         assert!(
             ops[0].starts_with("mount /r /r - MsFlags(MS_BIND | MS_REC)"),
@@ -432,10 +480,34 @@ mod tests {
     fn missing_mount_points_are_created_and_no_console_without_pty() {
         let mut r = Recorder::default();
         mount_kernel_fs(&mut r, Path::new("/r"), Path::new("/dev/null")).unwrap();
-        enter(&mut r, Path::new("/r"), None).unwrap();
+        enter(&mut r, Path::new("/r"), None, None).unwrap();
         assert!(r.ops.contains(&"mkdir /r/proc".to_string()));
         assert!(r.ops.contains(&"mkdir /r/sys".to_string()));
         assert!(!r.ops.iter().any(|o| o.contains("console")));
+        assert!(!r
+            .ops
+            .iter()
+            .any(|o| o.contains("ttyS1") || o.contains("zonecontrol")));
+    }
+
+    #[test]
+    fn metadata_ends_go_to_dev_ttys1_and_after_the_pivot_to_native_zonecontrol() {
+        let mut r = proc_tree();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let binds = MetadataBinds {
+            tty: Path::new("/dev/pts/9"),
+            control: std::os::fd::AsFd::as_fd(&devnull),
+        };
+        enter(&mut r, Path::new("/r"), None, Some(&binds)).unwrap();
+        let ops = &r.ops;
+        let tty = index(ops, "mount /dev/pts/9 /r/dev/ttyS1");
+        let pivot = index(ops, "pivot /r");
+        assert!(tty < pivot, "{ops:#?}");
+        // Created and attached inside the zone's own root, never through the image's
+        // paths as seen from outside it.
+        let mkdir = index(ops, "mkdir /native/.zonecontrol");
+        let attach = index(ops, "attach /native/.zonecontrol");
+        assert!(pivot < mkdir && mkdir < attach, "{ops:#?}");
     }
 
     #[test]

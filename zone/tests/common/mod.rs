@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pool;
+pub mod shell;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

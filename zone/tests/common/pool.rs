@@ -81,6 +81,13 @@ impl Pool {
         }
     }
 
+    /// Writes `config` (this zone's, changed by a test) to config.json, atomically, as
+    /// init does.
+    pub fn save_config(&self, config: &InstanceConfig) {
+        spec::atomic::write_json_atomic(&contract::config_path(&self.dir, &config.uuid), config)
+            .unwrap();
+    }
+
     /// The zone's image rootfs (files added before `spawn` are seen by the zone).
     pub fn image(&self) -> &Path {
         self._rootfs.path()

@@ -146,7 +146,7 @@ impl PciMmio {
                 }
                 d.config().bar0()
             };
-            (size != 0 && addr >= base && addr < base + size).then_some((dev, addr - base))
+            (size != 0 && addr >= base && addr < base + size).then(|| (dev, addr - base))
         })
     }
 }
