@@ -212,17 +212,16 @@ pub(crate) fn import_from_source(
     file.seek(SeekFrom::Start(have))
         .map_err(StoreError::io(&path))?;
     let url = resp.url.clone();
-    let progress = Progress::new(store, m, have);
     let until = Instant::now() + client.limits().file_time(m.file().size - have);
-    let copied = copy_hashing(
+    let copied = copy_showing_progress(
+        store,
+        m,
+        have,
         TimeBoxed::new(resp.body, until),
         &mut file,
         &path,
         &mut digests,
-        m.file().size,
-        &progress,
     );
-    progress.finish_and_clear();
     let sync = file.sync_all().map_err(StoreError::io(&path));
     match copied {
         Err(CopyError::Read(e)) => {
@@ -265,16 +264,7 @@ pub(crate) fn install_local(
     let path = p.file();
     let mut file = File::create(&path).map_err(StoreError::io(&path))?;
     let mut digests = Digests::for_file(m.file());
-    let progress = Progress::new(store, m, 0);
-    let copied = copy_hashing(
-        input,
-        &mut file,
-        &path,
-        &mut digests,
-        m.file().size,
-        &progress,
-    );
-    progress.finish_and_clear();
+    let copied = copy_showing_progress(store, m, 0, input, &mut file, &path, &mut digests);
     let result = match copied {
         Err(CopyError::Read(e)) => Err(StoreError::io(src)(e)),
         Err(CopyError::Write(e)) => Err(e),
@@ -293,6 +283,23 @@ pub(crate) fn install_local(
 enum CopyError {
     Read(std::io::Error),
     Write(StoreError),
+}
+
+/// [`copy_hashing`] of image `m`'s file (resumed at byte `have`) behind a progress
+/// bar, which is cleared however the copy ends.
+fn copy_showing_progress(
+    store: &ImageStore,
+    m: &ImageManifest,
+    have: u64,
+    src: impl Read,
+    dst: &mut File,
+    dst_path: &Path,
+    digests: &mut Digests,
+) -> Result<(), CopyError> {
+    let progress = Progress::new(store, m, have);
+    let copied = copy_hashing(src, dst, dst_path, digests, m.file().size, &progress);
+    progress.finish_and_clear();
+    copied
 }
 
 /// Copies `src` to `dst`, hashing as it goes, stopping as soon as more than `limit`

@@ -6,6 +6,8 @@
 //! same IMGAPI protocol (feature `server`). The API is synchronous; init calls it from a
 //! blocking thread, and links it without the `cli` and `server` features.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 mod import;
 pub mod manifest;

@@ -35,7 +35,7 @@ fn imgapi() -> String {
 
 /// Path of the sources configuration of `pool`.
 pub fn config_path(pool: &Path) -> PathBuf {
-    pool.join("config").join("sources.json")
+    spec::pool::config_dir(pool).join("sources.json")
 }
 
 /// The configured source URLs of `pool` (none when the file does not exist).

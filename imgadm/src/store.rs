@@ -86,7 +86,7 @@ impl ImageStore {
     /// Like [`ImageStore::open`], with more source URLs (from `SKERRY_SOURCES` or the
     /// `skerry.sources=` boot argument) consulted after the configured ones.
     pub fn open_with_sources(pool: &Path, extra: &[String]) -> Result<ImageStore, StoreError> {
-        let images = pool.join("images");
+        let images = spec::pool::images_dir(pool);
         fs::create_dir_all(images.join(PARTIAL_DIR)).map_err(StoreError::io(&images))?;
         Ok(ImageStore {
             pool: pool.to_path_buf(),

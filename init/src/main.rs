@@ -1,5 +1,7 @@
 //! skerry init: PID 1 on a node (when its pid is 1), the node daemon elsewhere.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use skerry_init::daemon::{self, DaemonOptions};
 use std::path::PathBuf;

@@ -111,17 +111,7 @@ const PARALLEL_FROM: usize = 64;
 /// uuid declared in two slices makes this give up (`None`), and the caller loads
 /// sequentially, so results are always exactly `load_dir`'s.
 fn load_parallel(dir: &Path) -> Option<spec::LoadedDir> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            // The selection rule of spec's manifest_files.
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".kdl") && p.is_file()
-        })
-        .collect();
-    files.sort();
+    let files = spec::manifest::manifest_files(dir).ok()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if files.len() < PARALLEL_FROM || cpus < 2 {
         return None;

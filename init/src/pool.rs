@@ -136,20 +136,12 @@ pub fn allocate_id_range<'a>(
     Ok(ID_RANGE_BASE + slot * ID_RANGE_SIZE)
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use spec::{ImageRef, InstanceSpec};
 
-    /// A zone spec with DESIGN.md's defaults, for tests.
+    /// A zone spec with the manifest defaults (manifests/README.md), for tests.
     pub fn zone_spec(name: &str) -> InstanceSpec {
         InstanceSpec::zone(
             name,

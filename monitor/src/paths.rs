@@ -1,5 +1,6 @@
 //! Where a monitor's files live, and the host-side names of an instance's nics.
 
+use spec::pool::instance_dir;
 use std::path::{Path, PathBuf};
 
 /// Default directory for monitor sockets and pidfiles (`--run-dir` overrides).
@@ -26,13 +27,13 @@ pub fn pidfile_path(run_dir: &Path, uuid: &str) -> PathBuf {
 
 /// `<pool>/<uuid>/config.json`.
 pub fn config_path(pool: &Path, uuid: &str) -> PathBuf {
-    pool.join(uuid).join("config.json")
+    instance_dir(pool, uuid).join("config.json")
 }
 
 /// `<pool>/<uuid>/metadata.json`: the guest's writes to its customer metadata (the
 /// `mdata` store), kept by the instance's monitor, written atomically.
 pub fn metadata_path(pool: &Path, uuid: &str) -> PathBuf {
-    pool.join(uuid).join("metadata.json")
+    instance_dir(pool, uuid).join("metadata.json")
 }
 
 /// `<run_dir>/<uuid>.zonecontrol/`: the directory a zone monitor bind-mounts
@@ -47,24 +48,26 @@ pub const METADATA_SOCKET: &str = "metadata.sock";
 
 /// `<pool>/<uuid>/monitor.json`: the monitor's status file, see [`crate::StatusFile`].
 pub fn status_path(pool: &Path, uuid: &str) -> PathBuf {
-    pool.join(uuid).join("monitor.json")
+    instance_dir(pool, uuid).join("monitor.json")
 }
 
 /// `<pool>/<uuid>/monitor.log`: the monitor's own stdout and stderr.
 pub fn monitor_log_path(pool: &Path, uuid: &str) -> PathBuf {
-    pool.join(uuid).join("monitor.log")
+    instance_dir(pool, uuid).join("monitor.log")
 }
 
 /// `<pool>/<uuid>/disks/<name>.raw`: an HVM instance's disk files. init creates them
 /// while provisioning (the boot disk cloned from the image and grown to its size, the
 /// others blank and sparse); the VMM only opens them.
 pub fn disk_path(pool: &Path, uuid: &str, disk: &str) -> PathBuf {
-    pool.join(uuid).join("disks").join(format!("{disk}.raw"))
+    instance_dir(pool, uuid)
+        .join("disks")
+        .join(format!("{disk}.raw"))
 }
 
 /// `<pool>/<uuid>/console.log`: the bounded console log the monitor keeps.
 pub fn console_log_path(pool: &Path, uuid: &str) -> PathBuf {
-    pool.join(uuid).join("console.log")
+    instance_dir(pool, uuid).join("console.log")
 }
 
 /// The node bridge a nic tag maps to when node.kdl does not name one: `sk-<tag>`,

@@ -1,6 +1,6 @@
 //! The skerry manifest schema.
 //!
-//! Manifests are KDL v2 documents (see DESIGN.md, "Manifests") holding one or more
+//! Manifests are KDL v2 documents (see manifests/README.md) holding one or more
 //! `zone` / `hvm` nodes. This crate turns them, or SmartOS `vmadm` JSON payloads, into
 //! typed [`InstanceSpec`]s with every default applied, and validates them. Every error
 //! carries the file, line and column it came from.
@@ -11,6 +11,8 @@
 //!
 //! `spec` depends on nothing else of ours: `init`, `vmadm`, `imgadm`, `zone` and `vmm`
 //! all build on it.
+
+#![forbid(unsafe_code)]
 
 /// Serialises a type as its `Display` text and deserialises it with its `FromStr`, so
 /// that JSON holds what an operator writes (`"256M"`, `"02:5c:00:11:22:33"`).
@@ -63,4 +65,4 @@ pub use model::*;
 #[cfg(feature = "kdl")]
 pub use payload::{parse_payload, Format, PayloadError};
 pub use size::ByteSize;
-pub use state::{State, UnknownState};
+pub use state::{unix_now, State, UnknownState};

@@ -85,5 +85,12 @@ mod tests {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<MacAddr>("\"nope\"").is_err());
+        // The error names the bad value (zone's nic setup reports it as is).
+        let err = "02:00".parse::<MacAddr>().unwrap_err().to_string();
+        assert!(err.contains("`02:00`"), "{err}");
+        assert_eq!(
+            "02:00:0a:58:00:0a".parse::<MacAddr>().unwrap().octets(),
+            [2, 0, 10, 0x58, 0, 10]
+        );
     }
 }

@@ -229,7 +229,7 @@ pub struct Origin {
     pub col: usize,
 }
 
-/// Defaults of DESIGN.md, in one place.
+/// The defaults manifests/README.md documents, in one place.
 pub mod defaults {
     /// 256 MiB.
     pub const MEMORY: u64 = 256 << 20;

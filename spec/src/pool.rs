@@ -27,6 +27,11 @@ pub fn config_dir(root: &Path) -> PathBuf {
     root.join("config")
 }
 
+/// `<pool>/images`: the image store (imgadm's).
+pub fn images_dir(root: &Path) -> PathBuf {
+    root.join("images")
+}
+
 /// `<pool>/<uuid>`: one instance's directory.
 pub fn instance_dir(root: &Path, uuid: &str) -> PathBuf {
     root.join(uuid)

@@ -1,5 +1,5 @@
 //! Sizes in the one dialect of the project: a whole number of bytes with an optional
-//! `K`, `M`, `G` or `T` suffix, powers of 1024 (DESIGN.md, "Manifests"). Manifests,
+//! `K`, `M`, `G` or `T` suffix, powers of 1024 (manifests/README.md, "Values"). Manifests,
 //! SmartOS payloads, `zone run --memory` and `vmm --memory` all read sizes here.
 
 use std::fmt;

@@ -260,20 +260,7 @@ fn check_files(files: &[PathBuf], style: Style, out: &mut dyn Write, err: &mut d
             order.push(input.name.clone());
             kdl_files.push(input.name);
         } else {
-            match spec::parse_str(&input.name, &input.text) {
-                Ok(specs) => {
-                    let _ = writeln!(
-                        out,
-                        "{}: valid ({})",
-                        input.name.display(),
-                        count(specs.len())
-                    );
-                }
-                Err(e) => {
-                    let _ = write!(err, "{}", style.render(&e));
-                    status = INVALID;
-                }
-            }
+            status = status.max(report_kdl(&input, style, out, err));
         }
     }
     // KDL files are checked as one set: names must be unique across all of them.
@@ -298,6 +285,26 @@ fn check_files(files: &[PathBuf], style: Style, out: &mut dyn Write, err: &mut d
     status
 }
 
+/// Validates one KDL manifest read from stdin or a pipe: `NAME: valid (N instances)`
+/// on `out`, or its rendered errors on `err`.
+fn report_kdl(input: &Input, style: Style, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match spec::parse_str(&input.name, &input.text) {
+        Ok(specs) => {
+            let _ = writeln!(
+                out,
+                "{}: valid ({})",
+                input.name.display(),
+                count(specs.len())
+            );
+            VALID
+        }
+        Err(e) => {
+            let _ = write!(err, "{}", style.render(&e));
+            INVALID
+        }
+    }
+}
+
 fn count(n: usize) -> String {
     if n == 1 {
         "1 instance".into()
@@ -317,21 +324,7 @@ fn check_payload(
     match read_input(file) {
         Ok(input) if action == Action::Create && !is_json(&input.text) => {
             // `validate create` of a KDL manifest: check it as one.
-            match spec::parse_str(&input.name, &input.text) {
-                Ok(specs) => {
-                    let _ = writeln!(
-                        out,
-                        "{}: valid ({})",
-                        input.name.display(),
-                        count(specs.len())
-                    );
-                    VALID
-                }
-                Err(e) => {
-                    let _ = write!(err, "{}", style.render(&e));
-                    INVALID
-                }
-            }
+            report_kdl(&input, style, out, err)
         }
         Ok(input) => report_payload(&input, action, brand, out, err),
         Err(e) => {

@@ -1,5 +1,8 @@
 //! `vmm`: boot one guest in the foreground, or be the monitor of an HVM instance for
 //! init (`vmm monitor`).
+
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Write;

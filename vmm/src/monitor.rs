@@ -20,7 +20,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Exit code of a child `vmm` whose guest reset (restart it).
 pub const RESET_EXIT: i32 = 3;
@@ -153,7 +153,7 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
 /// Where a boot's kernel and initrd are extracted to, and its [`child_config`] file
 /// written (`<pool>/<uuid>/boot/`).
 fn child_boot_dir(cfg: &InstanceConfig) -> PathBuf {
-    cfg.pool.join(&cfg.uuid).join("boot")
+    spec::pool::instance_dir(&cfg.pool, &cfg.uuid).join("boot")
 }
 
 /// The file the child `vmm` reads its guest from (`--config-file`).
@@ -255,7 +255,7 @@ impl Instance for Guest {
             };
             st.status.set(state, "");
             st.status.instance_pid = Some(pid);
-            st.status.started_at = Some(now());
+            st.status.started_at = Some(spec::unix_now());
         });
         self.child = Some(child);
         self.booted_at = Instant::now();
@@ -406,13 +406,6 @@ impl Supervised for Guest {
 
 /// Grace period of a reboot request and of SIGTERM to the monitor.
 const REBOOT_GRACE: Duration = Duration::from_secs(30);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 impl Monitor {
     fn save(&self, st: &Shared) {

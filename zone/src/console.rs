@@ -250,11 +250,10 @@ mod tests {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY: TIOCGWINSZ fills the winsize we own; the slave fd is open.
-        assert_eq!(
-            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) },
-            0
-        );
+        // SAFETY: TIOCGWINSZ writes one `winsize` into `ws`, which we own and which
+        // outlives the call; the slave fd is open for as long as `pty` lives.
+        let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!(rc, 0);
         assert_eq!((ws.ws_row, ws.ws_col), (33, 77));
     }
 

@@ -2,6 +2,8 @@
 //! zone; `zone run` runs a throwaway zone in the foreground; `zone zlogin` (also run as
 //! `zlogin`, a link to this binary) runs a command in a running zone.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -92,8 +92,9 @@ fn configure_inside(netlink: &Netlink, plans: &[NicPlan]) -> Result<()> {
         let what = format!("nic {name}");
         let mac = match &p.nic.mac {
             Some(m) => Some(
-                <[u8; 6]>::try_from(parse_mac(m)?.as_slice())
-                    .map_err(|_| ZoneError::Invalid(format!("bad MAC address {m:?}")))?,
+                m.parse::<spec::MacAddr>()
+                    .map_err(|e| ZoneError::Invalid(e.to_string()))?
+                    .octets(),
             ),
             None => None,
         };
@@ -114,20 +115,6 @@ fn configure_inside(netlink: &Netlink, plans: &[NicPlan]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `aa:bb:cc:dd:ee:ff` -> bytes.
-pub fn parse_mac(mac: &str) -> Result<Vec<u8>> {
-    let bytes: Option<Vec<u8>> = mac
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    match bytes {
-        Some(b) if b.len() == 6 => Ok(b),
-        _ => Err(ZoneError::Invalid(format!(
-            "bad MAC address {mac:?}: expected aa:bb:cc:dd:ee:ff"
-        ))),
-    }
 }
 
 /// Removes the host ends of a zone's veths (the kernel drops the pair with its netns,
@@ -181,16 +168,6 @@ pub fn link_exists(name: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_parse_or_name_the_bad_value() {
-        assert_eq!(
-            parse_mac("02:00:0a:58:00:0a").unwrap(),
-            vec![2, 0, 10, 0x58, 0, 10]
-        );
-        let err = parse_mac("02:00").unwrap_err().to_string();
-        assert!(err.contains("02:00"), "{err}");
-    }
 
     #[test]
     fn temp_peer_fits_ifnamsiz() {

@@ -281,10 +281,8 @@ pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
         ))
     };
     let (tag, cidr) = arg.split_once('=').ok_or_else(bad)?;
-    let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
-    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-    if tag.is_empty() || prefix > if addr.is_ipv4() { 32 } else { 128 } {
+    let (addr, prefix) = spec::format::parse_cidr(cidr).map_err(|_| bad())?;
+    if tag.is_empty() {
         return Err(bad());
     }
     Ok(spec::Nic {

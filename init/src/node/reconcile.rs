@@ -2,9 +2,10 @@
 
 use super::{Entry, Node};
 use crate::plan::{self, Action, Actual, Step};
-use crate::pool::{allocate_id_range, unix_now, InstanceRecord};
+use crate::pool::{allocate_id_range, InstanceRecord};
 use crate::runtime::RuntimeError;
 use spec::api::PlanStep;
+use spec::unix_now;
 use spec::State;
 use spec::{InstanceSpec, Kind};
 use std::path::PathBuf;

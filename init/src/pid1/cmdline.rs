@@ -171,9 +171,7 @@ pub fn mask_prefix(m: &str) -> Option<u8> {
     if let Ok(p) = m.parse::<u8>() {
         return (p <= 32).then_some(p);
     }
-    let bits = u32::from(m.parse::<Ipv4Addr>().ok()?);
-    let p = bits.leading_ones();
-    (bits.checked_shl(p).unwrap_or(0) == 0).then_some(p as u8)
+    spec::format::netmask_prefix(m)
 }
 
 /// `${mac}` and `${hostname}` substituted, matchbox-style (MAC with dashes, as

@@ -149,7 +149,7 @@ pub fn main() -> ! {
                     .first()
                     .and_then(|i| crate::net::mac_of(i));
                 let url = cmdline::substitute(url, mac.as_deref(), hostname.as_deref());
-                let dest = Path::new(POOL_MOUNT).join("manifests").join("boot-url.kdl");
+                let dest = spec::pool::manifests_dir(Path::new(POOL_MOUNT)).join("boot-url.kdl");
                 let dir = dest.parent().expect("has a parent");
                 std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
                 services::fetch(&url, &dest)?;

@@ -4,6 +4,8 @@
 //! holds the system's static busybox. A missing program fails the test, naming the
 //! package to install; nothing is skipped.
 
+#![forbid(unsafe_code)]
+
 pub mod init;
 
 pub use init::{sibling_bin, HostInit, InitOptions};

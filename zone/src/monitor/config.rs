@@ -16,7 +16,7 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
             config.spec.name, config.uuid
         )));
     };
-    let dir = config.pool.join(&config.uuid);
+    let dir = spec::pool::instance_dir(&config.pool, &config.uuid);
     let nics = config
         .spec
         .nics

@@ -12,7 +12,7 @@ use monitor::{
 };
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::os::fd::OwnedFd;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 fn not_running() -> ZoneError {
     ZoneError::Invalid("zone is not running".into())
@@ -32,10 +32,7 @@ impl Instance for Monitor {
         self.boots += 1;
         self.started = Instant::now();
         self.status.instance_pid = Some(zone.pid.as_raw() as u32);
-        self.status.started_at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        self.status.started_at = Some(spec::unix_now());
         let d = &mut self.status.details;
         d.insert("cgroup".into(), zone.cgroup.describe());
         d.insert("id_range_start".into(), self.spec.idmap.start.to_string());

@@ -90,7 +90,7 @@ struct Monitor {
 impl Monitor {
     fn new(config: InstanceConfig) -> Result<Monitor> {
         let spec = launch_spec(&config)?;
-        let dir = config.pool.join(&config.uuid);
+        let dir = spec::pool::instance_dir(&config.pool, &config.uuid);
         // First of all: a live monitor of this zone keeps it, and is never disturbed.
         let (claim, server) = Claim::take(&config.run_dir, &config.uuid)?;
         let mut sigs = SigSet::empty();
@@ -174,7 +174,7 @@ impl Monitor {
         let q = LayerQuota {
             zone: format!("{} ({})", self.config.spec.name, self.config.uuid),
             pool: self.config.pool.clone(),
-            zone_dir: self.config.pool.join(&self.config.uuid),
+            zone_dir: spec::pool::instance_dir(&self.config.pool, &self.config.uuid),
             upper: upper.clone(),
             work: work.clone(),
             limit: z.quota,
