@@ -141,6 +141,11 @@ fn is_ext4(disk: &dyn Disk, offset: u64) -> bool {
         && magic == [0x53, 0xef]
 }
 
+/// Why a disk yields no kernel: the words the sandboxed reader sends its parent in a
+/// [`Tag::NoKernel`] frame.
+#[derive(Debug)]
+struct NoKernel(String);
+
 /// Streams file `path` of `fs` as `tag` frames, refusing one larger than `limit` (by
 /// its declared size, and again while reading).
 fn stream_file(
@@ -149,7 +154,7 @@ fn stream_file(
     tag: Tag,
     limit: u64,
     out: &mut dyn Write,
-) -> io::Result<Result<(), String>> {
+) -> io::Result<Result<(), NoKernel>> {
     let what = if tag == Tag::Kernel {
         "kernel"
     } else {
@@ -157,18 +162,18 @@ fn stream_file(
     };
     let too_large = |out: &mut dyn Write| {
         frames::write(out, Tag::TooLarge, format!("{what} {path}").as_bytes())?;
-        Ok(Err(format!("{path} too large")))
+        Ok(Err(NoKernel(format!("{path} too large"))))
     };
     let meta = match fs.metadata(path) {
         Ok(m) => m,
-        Err(e) => return Ok(Err(format!("{path}: {e}"))),
+        Err(e) => return Ok(Err(NoKernel(format!("{path}: {e}")))),
     };
     if meta.len() > limit {
         return too_large(out);
     }
     let mut file = match fs.open(path) {
         Ok(f) => f,
-        Err(e) => return Ok(Err(format!("{path}: {e}"))),
+        Err(e) => return Ok(Err(NoKernel(format!("{path}: {e}")))),
     };
     let mut buf = vec![0u8; frames::CHUNK];
     let mut sent = 0u64;
@@ -176,7 +181,7 @@ fn stream_file(
         let n = match file.read_bytes(&mut buf) {
             Ok(0) => return Ok(Ok(())),
             Ok(n) => n,
-            Err(e) => return Ok(Err(format!("reading {path}: {e}"))),
+            Err(e) => return Ok(Err(NoKernel(format!("reading {path}: {e}")))),
         };
         sent = sent.saturating_add(n as u64);
         if sent > limit {
@@ -194,7 +199,7 @@ pub fn scan(disk: Arc<dyn Disk>, limits: &Limits, out: &mut dyn Write) -> io::Re
         Ok(()) => return out.flush(),
         Err(reason) => reason,
     };
-    frames::write(out, Tag::NoKernel, reason.as_bytes())?;
+    frames::write(out, Tag::NoKernel, reason.0.as_bytes())?;
     out.flush()
 }
 
@@ -202,10 +207,10 @@ fn find_and_stream(
     disk: Arc<dyn Disk>,
     limits: &Limits,
     out: &mut dyn Write,
-) -> io::Result<Result<(), String>> {
+) -> io::Result<Result<(), NoKernel>> {
     let parts = match partitions(&*disk) {
         Ok(p) => p,
-        Err(e) => return Ok(Err(format!("reading the partition table: {e}"))),
+        Err(e) => return Ok(Err(NoKernel(format!("reading the partition table: {e}")))),
     };
     let mut looked = Vec::new();
     for part in parts {
@@ -259,9 +264,9 @@ fn find_and_stream(
         }
         looked.push(format!("partition {}: no /boot/vmlinuz-*", part.number));
     }
-    Ok(Err(if looked.is_empty() {
+    Ok(Err(NoKernel(if looked.is_empty() {
         "no ext4 filesystem found (GPT, MBR or whole disk)".into()
     } else {
         looked.join("; ")
-    }))
+    })))
 }
