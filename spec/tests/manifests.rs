@@ -419,13 +419,12 @@ fn metadata_service_properties_read_and_round_trip() {
 
 #[test]
 fn bad_metadata_service_properties_are_refused_at_their_place() {
-    let big = "x".repeat(spec::customer::MAX_VALUE_BYTES + 1);
     let text = format!(
-        "zone g {{\n  image \"busybox@1.36\"\n  ssh-key \"ssh-ed25519 AAAA\"\n  ssh-key \"ssh-foo {}\"\n  ssh-key \"{KEY}\"\n  ssh-key \"{KEY}\"\n  user-script \"{big}\"\n  user-data 5\n  user-script \"again\"\n  metadata {{\n    root_authorized_keys \"{KEY}\"\n  }}\n}}\n",
+        "zone g {{\n  image \"busybox@1.36\"\n  ssh-key \"ssh-ed25519 AAAA\"\n  ssh-key \"ssh-foo {}\"\n  ssh-key \"{KEY}\"\n  ssh-key \"{KEY}\"\n  user-script \"echo hi\"\n  user-data 5\n  user-script \"again\"\n  metadata {{\n    root_authorized_keys \"{KEY}\"\n  }}\n}}\n",
         &KEY[12..]
     );
     let errs = errors(&text);
-    assert_eq!(errs.len(), 7, "{errs:#?}");
+    assert_eq!(errs.len(), 6, "{errs:#?}");
     assert!(
         errs[0].starts_with("3:11: the key data is not a ssh-ed25519 key"),
         "{}",
@@ -442,24 +441,40 @@ fn bad_metadata_service_properties_are_refused_at_their_place() {
         errs[2]
     );
     assert!(
-        errs[3].starts_with("7:15: `user-script` is 1048577 bytes"),
+        errs[3].starts_with("8:13: `user-data` takes a string"),
         "{}",
         errs[3]
     );
     assert!(
-        errs[4].starts_with("8:13: `user-data` takes a string"),
+        errs[4].starts_with("9:3: `user-script` is set twice"),
         "{}",
         errs[4]
     );
     assert!(
-        errs[5].starts_with("9:3: `user-script` is set twice"),
+        errs[5].starts_with("11:5: `root_authorized_keys` is served from the `ssh-key` property"),
         "{}",
         errs[5]
     );
+}
+
+/// A manifest is at most 1 MiB (checked before parsing), so a user-script past the
+/// metadata service's 1 MiB per value never gets into one; the value bound holds for
+/// what does not come through a manifest (a SmartOS payload, `vmadm update`).
+#[test]
+fn an_oversized_user_script_is_refused_in_a_manifest_and_in_a_payload() {
+    let big = "x".repeat(spec::customer::MAX_VALUE_BYTES + 1);
+    let text = format!("zone g {{\n  image \"busybox@1.36\"\n  user-script \"{big}\"\n}}\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("1048576 bytes"), "{}", errs[0]);
+    let mut spec = one("zone g { image \"busybox@1.36\"; }\n");
+    spec.user_script = Some(big);
+    let problems = spec::customer::problems(&spec);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(
-        errs[6].starts_with("11:5: `root_authorized_keys` is served from the `ssh-key` property"),
+        problems[0].starts_with("user-script: 1048577 bytes"),
         "{}",
-        errs[6]
+        problems[0]
     );
 }
 

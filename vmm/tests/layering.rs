@@ -30,7 +30,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("runner", 11),
     // The monitor's side of the guest's metadata channel (COM2).
     ("metadata", 11),
-    ("instance", 12),
+    ("monitor", 12),
 ];
 
 fn layer(module: &[String]) -> Option<(&'static str, u32)> {
