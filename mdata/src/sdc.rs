@@ -250,7 +250,7 @@ impl InstanceInfo {
                 interface: n.name.clone(),
                 mac: n
                     .mac
-                    .clone()
+                    .map(|m| m.to_string())
                     .or_else(|| macs.get(i).cloned())
                     .unwrap_or_default(),
                 ips: match &n.ip {

@@ -264,7 +264,7 @@ fn nic_text(n: &Nic) -> String {
     if let Some(mtu) = n.mtu {
         s.push_str(&format!(" mtu={mtu}"));
     }
-    if let Some(mac) = &n.mac {
+    if let Some(mac) = n.mac {
         s.push_str(&format!(" mac={mac}"));
     }
     s

@@ -1,5 +1,6 @@
 //! Typed instance specs: what a manifest asks for, defaults applied.
 
+use crate::mac::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -155,7 +156,7 @@ pub struct Nic {
     /// Link MTU, if set.
     pub mtu: Option<u32>,
     /// MAC address, if pinned (`aa:bb:cc:dd:ee:ff`).
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
 }
 
 /// How a nic gets its address.

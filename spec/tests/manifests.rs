@@ -141,7 +141,10 @@ fn full_zone_reads_every_property() {
             prefix: 64
         }
     );
-    assert_eq!(s.nics[0].mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+    assert_eq!(
+        s.nics[0].mac.map(|m| m.to_string()).as_deref(),
+        Some("02:aa:bb:cc:dd:ee")
+    );
     assert_eq!(s.nics[0].mtu, Some(9000));
     assert_eq!(s.nics[1].ip, IpConfig::None);
     assert_eq!(s.resolvers.len(), 2);
@@ -273,6 +276,13 @@ fn nics_addresses_and_gateways() {
     assert_eq!(
         one("zone a { image \"x\"; nic net0 tag=\"admin\" ip=\"dhcp\"; }").nics[0].ip,
         IpConfig::Dhcp
+    );
+    // A bad MAC is refused where it is written, as every other value.
+    assert_eq!(
+        errors("zone a {\n  image \"x\"\n  nic net0 tag=\"admin\" mac=\"02:00:0g:00:00:01\"\n}\n"),
+        vec![
+            "3:24: `02:00:0g:00:00:01` is not a MAC address like \"02:08:20:aa:bb:cc\"".to_string()
+        ]
     );
 }
 

@@ -44,7 +44,10 @@ fn joyent_payload_maps_names_and_units() {
         }
     );
     assert_eq!(s.nics[0].gateway, Some("10.0.0.1".parse().unwrap()));
-    assert_eq!(s.nics[0].mac.as_deref(), Some("c2:de:e7:ec:99:68"));
+    assert_eq!(
+        s.nics[0].mac.map(|m| m.to_string()).as_deref(),
+        Some("c2:de:e7:ec:99:68")
+    );
     assert_eq!(s.nics[0].mtu, Some(1500));
     assert_eq!(
         (s.nics[1].name.as_str(), &s.nics[1].ip),

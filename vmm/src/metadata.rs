@@ -10,6 +10,7 @@
 use crate::config::{mac_from, VmConfig};
 use mdata::{Limits, MetadataStore, SessionConfig, StoreError};
 use monitor::{self as contract, InstanceConfig};
+use spec::MacAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
@@ -45,15 +46,10 @@ pub struct MetadataService {
 
 /// The MAC of an HVM nic: its pinned one, else the one derived from the instance
 /// UUID and the nic's index (what the VMM gives the guest).
-pub fn nic_mac(uuid: &str, idx: usize, pinned: Option<&str>) -> String {
-    match pinned {
-        Some(m) => m.to_ascii_lowercase(),
-        None => mac_from(&format!("{uuid}/{idx}"))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    }
+pub fn nic_mac(uuid: &str, idx: usize, pinned: Option<MacAddr>) -> String {
+    pinned
+        .unwrap_or_else(|| MacAddr(mac_from(&format!("{uuid}/{idx}"))))
+        .to_string()
 }
 
 /// The MAC of each of `cfg`'s nics, as the guest sees them.
@@ -62,7 +58,7 @@ fn macs_of(cfg: &InstanceConfig) -> Vec<String> {
         .nics
         .iter()
         .enumerate()
-        .map(|(i, n)| nic_mac(&cfg.uuid, i, n.mac.as_deref()))
+        .map(|(i, n)| nic_mac(&cfg.uuid, i, n.mac))
         .collect()
 }
 
@@ -253,7 +249,7 @@ mod tests {
     #[test]
     fn nic_macs_match_what_the_guest_is_given() {
         assert_eq!(
-            nic_mac("u", 0, Some("AA:BB:CC:00:11:22")),
+            nic_mac("u", 0, Some("AA:BB:CC:00:11:22".parse().unwrap())),
             "aa:bb:cc:00:11:22"
         );
         let m = mac_from("u/1");

@@ -6,7 +6,7 @@
 //! library; the socket is served from a thread of its own.
 
 use crate::bootdisk;
-use crate::config::{mac_from, parse_mac, DiskConfig, NetConfig, VmConfig};
+use crate::config::{mac_from, DiskConfig, NetConfig, VmConfig};
 use crate::devices::bus::lock;
 use monitor::{
     self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
@@ -121,8 +121,8 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
         .iter()
         .enumerate()
         .map(|(idx, nic)| {
-            let mac = match &nic.mac {
-                Some(m) => parse_mac(m).map_err(|e| bad(format!("nic {}: {e}", nic.name)))?,
+            let mac = match nic.mac {
+                Some(m) => m.octets(),
                 None => mac_from(&format!("{}/{idx}", cfg.uuid)),
             };
             let bridge = cfg
@@ -130,13 +130,13 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
                 .get(&nic.tag)
                 .cloned()
                 .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
-            Ok(NetConfig {
+            NetConfig {
                 tap: contract::host_ifname(&cfg.uuid, idx),
                 mac,
                 bridge: Some(bridge),
-            })
+            }
         })
-        .collect::<Result<_, InstanceError>>()?;
+        .collect();
     Ok(VmConfig {
         kernel: files.kernel,
         initrd: files.initrd,

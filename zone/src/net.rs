@@ -90,18 +90,10 @@ fn configure_inside(netlink: &Netlink, plans: &[NicPlan]) -> Result<()> {
     for p in plans {
         let name = &p.nic.name;
         let what = format!("nic {name}");
-        let mac = match &p.nic.mac {
-            Some(m) => Some(
-                m.parse::<spec::MacAddr>()
-                    .map_err(|e| ZoneError::Invalid(e.to_string()))?
-                    .octets(),
-            ),
-            None => None,
-        };
         let settings = LinkSettings {
             name: Some(name.clone()),
             mtu: p.nic.mtu,
-            mac,
+            mac: p.nic.mac.map(spec::MacAddr::octets),
         };
         nl.configure_link(&p.temp_peer(), &settings)
             .map_err(net_err(&what))?;

@@ -3,7 +3,8 @@
 use super::schema::{DISK_FIELDS, MTU_RANGE, NIC_FIELDS};
 use super::values::{bool_value, describe, int_value, ip_value, size_value};
 use crate::error::Collector;
-use crate::format::{check_device_name, in_subnet, is_mac, parse_cidr};
+use crate::format::{check_device_name, in_subnet, parse_cidr};
+use crate::mac::MacAddr;
 use crate::model::{Disk, IpConfig, Nic};
 use crate::suggest::closest;
 use kdl::{KdlEntry, KdlNode, KdlValue};
@@ -185,18 +186,18 @@ pub(super) fn nic(
     };
     let mac = match props.get("mac") {
         Some(e) => {
-            let v = string_field(c, "mac", e).filter(|m| {
-                let good = is_mac(m);
-                if !good {
+            let v = string_field(c, "mac", e).and_then(|m| match m.parse::<MacAddr>() {
+                Ok(mac) => Some(mac),
+                Err(_) => {
                     c.push(
                         e.span(),
                         format!("`{m}` is not a MAC address like \"02:08:20:aa:bb:cc\""),
                     );
+                    None
                 }
-                good
             });
             ok &= v.is_some();
-            v.map(|m| m.to_ascii_lowercase())
+            v
         }
         None => None,
     };

@@ -108,8 +108,8 @@ fn nic_node(nic: &Nic) -> KdlNode {
     if let Some(mtu) = nic.mtu {
         n.push(KdlEntry::new_prop("mtu", i128::from(mtu)));
     }
-    if let Some(mac) = &nic.mac {
-        n.push(KdlEntry::new_prop("mac", mac.as_str()));
+    if let Some(mac) = nic.mac {
+        n.push(KdlEntry::new_prop("mac", mac.to_string()));
     }
     n
 }

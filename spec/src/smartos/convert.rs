@@ -236,7 +236,8 @@ pub(crate) fn nics_from(
             gateway: gateway.filter(|_| matches!(ip, IpConfig::Static { .. })),
             ip,
             mtu: n.get("mtu").and_then(as_int).map(|m| m as u32),
-            mac: s("mac").map(str::to_ascii_lowercase),
+            // check_payload has already refused a `mac` that does not parse.
+            mac: s("mac").and_then(|m| m.parse().ok()),
         });
     }
     out

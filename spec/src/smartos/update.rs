@@ -5,6 +5,7 @@ use super::check::{as_bool, as_int};
 use super::convert::{hvm_disks, nics_from, scalar_map};
 use super::{validate_update_with, Options, SmartosErrors};
 use crate::diff::{self, Change, Effect};
+use crate::mac::MacAddr;
 use crate::model::*;
 use serde_json::{Map, Value};
 
@@ -163,10 +164,11 @@ impl Updater {
         if let Some(list) = p.get("remove_nics").and_then(Value::as_array) {
             for key in list.iter().filter_map(Value::as_str) {
                 let before = self.spec.nics.len();
-                let mac = key.to_ascii_lowercase();
+                // A key that is no MAC can only be a name.
+                let mac = key.parse::<MacAddr>().ok();
                 self.spec
                     .nics
-                    .retain(|n| n.name != key && n.mac.as_deref() != Some(mac.as_str()));
+                    .retain(|n| n.name != key && (mac.is_none() || n.mac != mac));
                 if self.spec.nics.len() == before {
                     self.errs
                         .bad_value("remove_nics", format!("no nic has the mac or name `{key}`"));
@@ -180,11 +182,12 @@ impl Updater {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_ascii_lowercase();
+                let wanted = mac.parse::<MacAddr>().ok();
                 let Some(nic) = self
                     .spec
                     .nics
                     .iter_mut()
-                    .find(|n| n.mac.as_deref() == Some(mac.as_str()))
+                    .find(|n| wanted.is_some() && n.mac == wanted)
                 else {
                     self.errs
                         .bad_value("update_nics.*.mac", format!("no nic has the mac {mac}"));
