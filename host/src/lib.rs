@@ -1,5 +1,6 @@
-//! What init, zone and vmm do to the host, written once: bridges, veths, taps,
-//! addresses and routes over one netlink connection ([`net`]), cgroup v1/v2
+//! What init, zone and vmm do to the host, written once: taps, bridges and link state
+//! through ioctls ([`link`]), veths, addresses and routes over one netlink connection
+//! ([`net`]), cgroup v1/v2
 //! ([`cgroup`]), private mount namespaces ([`mount`]) and the `log` backend every
 //! skerry program installs ([`log`]). `net` is behind the `net` feature, so a
 //! program that only logs (imgadm) does not link netlink.
@@ -7,9 +8,11 @@
 //! Nothing here knows about zones, guests or manifests: callers name the links and
 //! cgroups, this crate makes them so and says which one failed.
 
-#![forbid(unsafe_code)]
+// Only `link` needs unsafe (ioctls); everything else may not use it.
+#![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod link;
 pub mod log;
 pub mod mount;
 #[cfg(feature = "net")]

@@ -1,6 +1,6 @@
-//! host::net against the real kernel, as root, inside throwaway network namespaces
-//! made here (`ip netns add`), so nothing touches the host's interfaces and `ip`
-//! can check what the kernel holds.
+//! host::net and host::link against the real kernel, as root, inside throwaway
+//! network namespaces made here (`ip netns add`), so nothing touches the host's
+//! interfaces and `ip` can check what the kernel holds.
 
 use host::net::{LinkSettings, NetError, Netlink, Route};
 use std::net::IpAddr;
@@ -23,6 +23,18 @@ impl Netns {
         let st = Command::new("ip").args(["netns", "add", &name]).status();
         assert!(st.unwrap().success(), "ip netns add {name}");
         Netns(name)
+    }
+
+    /// Runs `f` on a thread that has joined this namespace: [`host::link`] acts in
+    /// the calling thread's namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let fd = self.fd();
+        std::thread::spawn(move || {
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in the namespace")
     }
 
     fn fd(&self) -> OwnedFd {
@@ -69,16 +81,20 @@ fn bridge_veth_address_and_route_are_made_and_removed() {
     let nl = Netlink::in_netns(ns.fd()).unwrap();
     let b = nl.blocking();
 
-    let index = b.ensure_bridge("br0").unwrap();
-    assert_eq!(b.ensure_bridge("br0").unwrap(), index, "idempotent");
+    ns.run(|| host::link::ensure_bridge("br0")).unwrap();
+    let index = ns.link("br0").expect("bridge visible to ip")["ifindex"].clone();
+    ns.run(|| host::link::ensure_bridge("br0")).unwrap();
     let br = ns.link("br0").expect("bridge visible to ip");
+    assert_eq!(br["ifindex"], index, "idempotent");
     assert!(is_up(&br), "{br}");
     let details = ns.ip(&["-d", "link", "show", "br0"]);
     assert_eq!(details[0]["linkinfo"]["info_kind"], "bridge");
 
     b.add_veth("ve0", "ve0p").unwrap();
-    b.plug_into_bridge("ve0", "br0").unwrap();
-    b.plug_into_bridge("ve0", "br0").unwrap();
+    ns.run(|| host::link::plug_into_bridge("ve0", "br0"))
+        .unwrap();
+    ns.run(|| host::link::plug_into_bridge("ve0", "br0"))
+        .unwrap();
     let ve = ns.link("ve0").unwrap();
     assert_eq!(ve["master"], "br0", "{ve}");
     assert!(is_up(&ve), "{ve}");
@@ -164,9 +180,8 @@ fn errors_name_the_interface() {
     let e = nl.blocking().set_up("sknothere0").unwrap_err();
     assert!(matches!(e, NetError::NoSuchLink { .. }), "{e:?}");
     assert!(e.to_string().contains("sknothere0"), "{e}");
-    let e = nl
-        .blocking()
-        .plug_into_bridge("sknothere1", "br1")
+    let e = ns
+        .run(|| host::link::plug_into_bridge("sknothere1", "br1"))
         .unwrap_err();
     assert!(e.to_string().contains("sknothere1"), "{e}");
     let e = nl.blocking().add_veth("lo", "lo2").unwrap_err();
@@ -184,8 +199,53 @@ fn async_methods_work_from_another_runtime() {
         .build()
         .unwrap();
     rt.block_on(async {
-        nl.ensure_bridge("br2").await.unwrap();
-        assert!(nl.exists("br2").await.unwrap());
+        nl.add_veth("ve2", "ve2p").await.unwrap();
+        assert!(nl.exists("ve2").await.unwrap());
     });
-    assert!(ns.link("br2").is_some());
+    assert!(ns.link("ve2").is_some());
+}
+
+#[test]
+fn a_tap_is_opened_plugged_into_a_new_bridge_and_up() {
+    let ns = Netns::new();
+    ns.run(|| {
+        let tap = host::link::open_tap("sktap0").expect("open /dev/net/tun (tun module?)");
+        host::link::plug_into_bridge("sktap0", "skbr0").unwrap();
+        // Twice is fine: already a port of that bridge.
+        host::link::plug_into_bridge("sktap0", "skbr0").unwrap();
+        drop(tap);
+    });
+    let tap = ns.link("sktap0");
+    // A tap without its fd open and without TUNSETPERSIST is gone with the fd.
+    assert!(tap.is_none(), "{tap:?}");
+    let br = ns.link("skbr0").expect("the bridge was made");
+    assert!(is_up(&br), "{br}");
+    ns.run(|| {
+        let _tap = host::link::open_tap("sktap1").unwrap();
+        host::link::plug_into_bridge("sktap1", "skbr0").unwrap();
+    });
+}
+
+#[test]
+fn a_tap_stays_plugged_and_up_while_open() {
+    let ns = Netns::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let fd = ns.fd();
+    let holder = std::thread::spawn(move || {
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let tap = host::link::open_tap("sktap2").unwrap();
+        host::link::plug_into_bridge("sktap2", "skbr2").unwrap();
+        tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        drop(tap);
+    });
+    rx.recv().unwrap();
+    let tap = ns.link("sktap2").expect("tap exists while open");
+    assert_eq!(tap["master"], "skbr2", "{tap}");
+    assert!(is_up(&ns.link("skbr2").unwrap()));
+    let flags = tap["flags"].as_array().unwrap();
+    assert!(flags.iter().any(|f| f == "UP"), "{tap}");
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
 }

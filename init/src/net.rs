@@ -34,10 +34,9 @@ fn netlink() -> Result<&'static Netlink, NetError> {
 /// Makes bridge `name` exist and be up; enslaves `link` (the uplink) when given.
 /// Idempotent.
 pub fn ensure_bridge(name: &str, link: Option<&str>) -> Result<(), NetError> {
-    let nl = netlink()?.blocking();
-    nl.ensure_bridge(name)?;
+    host::link::ensure_bridge(name)?;
     if let Some(link) = link {
-        nl.plug_into_bridge(link, name)?;
+        host::link::plug_into_bridge(link, name)?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 //!   `mdata` server per boot;
 //! - [`monitor`]: the monitor init spawns, running one jailed child `vmm` per boot and
 //!   handing it its config as a JSON file (`--config-file`);
-//! - host side: [`jail`] (namespaces, ids, seccomp, cgroup), [`virtio::tap`] (taps and
+//! - host side: [`jail`] (namespaces, ids, seccomp, cgroup), `host::link` (taps and
 //!   bridges), [`bootdisk`] (kernel from a disk's /boot), [`logger`].
 #![warn(missing_docs)]
 
@@ -30,5 +30,4 @@ pub mod machine;
 pub mod metadata;
 pub mod monitor;
 pub mod runner;
-pub mod virtio;
 pub mod vstate;

@@ -69,8 +69,8 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
             host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
             host.move_to_netns(&peer, zone_ns.as_fd())
                 .map_err(net_err(format!("moving {peer} into the zone")))?;
-            host.plug_into_bridge(&p.host_if, &p.bridge)
-                .map_err(net_err(&nic))?;
+            host::link::plug_into_bridge(&p.host_if, &p.bridge)
+                .map_err(|e| net_err(&nic)(e.into()))?;
         }
         let inside = Netlink::in_netns(zone_ns).map_err(net_err("zone netlink"))?;
         configure_inside(&inside, plans)

@@ -44,18 +44,6 @@ impl<'a> Blocking<'a> {
         self.run(|nl| async move { nl.exists(&name).await })
     }
 
-    /// See [`Netlink::ensure_bridge`].
-    pub fn ensure_bridge(&self, name: &str) -> Result<u32, NetError> {
-        let name = name.to_owned();
-        self.run(|nl| async move { nl.ensure_bridge(&name).await })
-    }
-
-    /// See [`Netlink::plug_into_bridge`].
-    pub fn plug_into_bridge(&self, port: &str, bridge: &str) -> Result<(), NetError> {
-        let (port, bridge) = (port.to_owned(), bridge.to_owned());
-        self.run(|nl| async move { nl.plug_into_bridge(&port, &bridge).await })
-    }
-
     /// See [`Netlink::set_up`].
     pub fn set_up(&self, name: &str) -> Result<(), NetError> {
         let name = name.to_owned();

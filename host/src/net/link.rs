@@ -3,7 +3,7 @@
 
 use super::{is_errno, NetError, Netlink};
 use futures_util::TryStreamExt;
-use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkUnspec, LinkVeth};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Attributes to change on a link in one message; `None` leaves one as it is.
@@ -51,45 +51,6 @@ impl Netlink {
         self.index(name).await?.ok_or_else(|| NetError::NoSuchLink {
             iface: name.to_owned(),
         })
-    }
-
-    /// Makes bridge `name` exist and be up; returns its index.
-    pub async fn ensure_bridge(&self, name: &str) -> Result<u32, NetError> {
-        if self.index(name).await?.is_none() {
-            match self
-                .handle()
-                .link()
-                .add(LinkBridge::new(name).build())
-                .execute()
-                .await
-            {
-                Ok(()) => {}
-                // Another instance's provisioning created it at the same moment.
-                Err(e) if is_errno(&e, libc::EEXIST) => {}
-                Err(e) => return Err(kernel(name, "creating bridge")(e)),
-            }
-        }
-        let index = self.require(name).await?;
-        self.set_index_up(index, name).await?;
-        Ok(index)
-    }
-
-    /// Plugs link `port` (a veth end, a tap, an uplink) into `bridge`, creating the
-    /// bridge if missing, and sets both up. Plugging a port in twice is fine.
-    pub async fn plug_into_bridge(&self, port: &str, bridge: &str) -> Result<(), NetError> {
-        let bridge_index = self.ensure_bridge(bridge).await?;
-        let port_index = self.require(port).await?;
-        self.handle()
-            .link()
-            .set(
-                LinkUnspec::new_with_index(port_index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(kernel(port, format!("plugging into bridge {bridge}")))
     }
 
     /// Sets link `name` up.

@@ -63,6 +63,9 @@ pub enum NetError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A bridge or link operation done through ioctls ([`crate::link`]).
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     /// The netlink socket could not be opened.
     #[error("opening a netlink socket: {0}")]
     Socket(#[source] std::io::Error),

@@ -47,26 +47,13 @@ pub enum DeviceManagerError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// The host side of a tap (opening it, its bridge, its link state).
-    #[error("tap {tap}: {what}")]
+    #[error("tap {tap}")]
     Tap {
         /// The tap.
         tap: String,
-        /// The step.
-        what: String,
-        /// The error.
+        /// What failed, naming the step.
         #[source]
-        source: std::io::Error,
-    },
-    /// Plugging a tap into its bridge or setting it up failed.
-    #[error("tap {tap}: {what}")]
-    TapLink {
-        /// The tap.
-        tap: String,
-        /// The step.
-        what: String,
-        /// The error.
-        #[source]
-        source: Box<host::net::NetError>,
+        source: host::link::LinkError,
     },
 }
 

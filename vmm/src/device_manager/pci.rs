@@ -11,8 +11,8 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::transport::pci::VirtioPciDevice;
 use crate::devices::Bus;
-use crate::virtio::tap;
 use crate::vstate::vm::Vm;
+use host::link;
 use std::sync::{Arc, Mutex};
 
 /// A virtio-net function, whose RX thread starts with the guest.
@@ -69,23 +69,15 @@ fn attach_block(vm: &Vm, bus: &PciBus, disk: &DiskConfig) -> Result<(), DeviceMa
 /// Opens the tap named in `nic` (plugged into its bridge, up) and plugs the NIC into
 /// `bus`.
 fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, DeviceManagerError> {
-    let tap = tap::open_tap(&nic.tap).map_err(|source| DeviceManagerError::Tap {
+    let err = |source| DeviceManagerError::Tap {
         tap: nic.tap.clone(),
-        what: "opening tap".into(),
         source,
-    })?;
-    let link = |what: String| {
-        move |source| DeviceManagerError::TapLink {
-            tap: nic.tap.clone(),
-            what,
-            source: Box::new(source),
-        }
     };
+    let tap = link::open_tap(&nic.tap).map_err(err)?;
     // Plugging into the bridge also sets the tap up.
     match &nic.bridge {
-        Some(bridge) => tap::attach_to_bridge(&nic.tap, bridge)
-            .map_err(link(format!("plugging it into bridge {bridge}")))?,
-        None => tap::set_up(&nic.tap).map_err(link("setting the tap up".into()))?,
+        Some(bridge) => link::plug_into_bridge(&nic.tap, bridge).map_err(err)?,
+        None => link::set_up(&nic.tap).map_err(err)?,
     }
     let model = Net::new(tap, nic.tap.clone(), nic.mac)?;
     let slot = bus.next_slot();
