@@ -82,6 +82,15 @@ impl Logger {
         self
     }
 
+    /// The warning that `suppressed` lines of call site `site` were dropped by the
+    /// rate limiter.
+    pub fn suppressed(&self, suppressed: u64, site: Site) -> String {
+        self.format(
+            Level::Warn,
+            &format_args!("{suppressed} messages suppressed ({}:{})", site.0, site.1),
+        )
+    }
+
     /// The line for a record at `level` saying `args`.
     pub fn format(&self, level: Level, args: &std::fmt::Arguments<'_>) -> String {
         let word = match level {
@@ -128,10 +137,7 @@ impl log::Log for Logger {
             match RateLimiter::admit(limiter, site) {
                 None => return,
                 Some(0) => {}
-                Some(suppressed) => self.emit(&self.format(
-                    Level::Warn,
-                    &format_args!("{suppressed} messages suppressed ({}:{})", site.0, site.1),
-                )),
+                Some(suppressed) => self.emit(&self.suppressed(suppressed, site)),
             }
         }
         self.emit(&self.format(record.level(), record.args()));

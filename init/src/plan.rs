@@ -244,9 +244,15 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
 /// monitor reloads them from the recorded spec. The monitor reads everything else
 /// once, at start.
 pub fn needs_restart(property: &str) -> bool {
-    !matches!(
+    !matches!(property, "autoboot" | "uuid") && !reaches_the_monitor_live(property)
+}
+
+/// Whether a changed property is one the running instance's monitor applies on a
+/// `Reload` (what its metadata service serves).
+pub fn reaches_the_monitor_live(property: &str) -> bool {
+    matches!(
         property,
-        "autoboot" | "uuid" | "metadata" | "user-script" | "user-data" | "ssh-key"
+        "metadata" | "user-script" | "user-data" | "ssh-key"
     )
 }
 

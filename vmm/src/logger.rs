@@ -43,24 +43,23 @@ pub fn plain(text: std::fmt::Arguments) {
         return;
     };
     if suppressed > 0 {
-        write_line(&format!(
-            "vmm[{}]: warn: {suppressed} messages suppressed ({}:{})",
-            std::process::id(),
-            site.0,
-            site.1
-        ));
+        write_line(&logger().suppressed(suppressed, site));
     }
     write_line(&text.to_string());
 }
 
-/// Installs the logger (once; later calls do nothing).
-pub fn init() {
+/// The vmm's logger: `vmm[PID]` lines through [`LIMITER`], to stderr or the test sink.
+fn logger() -> host::log::Logger {
     host::log::Logger::new("vmm")
         .with_pid(true)
         .level_from_env("VMM_LOG")
         .sink(host::log::Sink::Lines(write_line))
         .rate_limited(&LIMITER)
-        .install();
+}
+
+/// Installs the logger (once; later calls do nothing).
+pub fn init() {
+    logger().install();
 }
 
 /// Sends every line to `sink` instead of stderr (tests measure what a guest can make

@@ -19,7 +19,7 @@ impl Node {
         let Some(e) = self.entry(uuid) else { return };
         let live = changed
             .iter()
-            .any(|p| !crate::plan::needs_restart(p) && !matches!(*p, "autoboot" | "uuid"));
+            .any(|p| crate::plan::reaches_the_monitor_live(p));
         if e.pid == 0 || !live {
             return;
         }
