@@ -49,6 +49,19 @@ async fn zone_puts_survive_an_init_kill_and_a_monitor_restart() {
     );
     assert_eq!(mdata(&sock, "mdata-get", &["role"]), (0, "web\n".into()));
     assert_eq!(mdata(&sock, "mdata-put", &["kept", "by-the-zone"]).0, 0);
+    assert_eq!(mdata(&sock, "mdata-put", &["role", "db"]).0, 0);
+    // `vmadm get` shows what the zone sees: the manifest's keys with its own writes.
+    let get = |conn: zbus::Connection| async move {
+        let json: String = call(&conn, "Get", &("web",)).await.unwrap();
+        let detail: spec::api::InstanceDetail = serde_json::from_str(&json).unwrap();
+        detail.customer_metadata
+    };
+    let seen = get(conn.clone()).await;
+    assert_eq!(seen.get("kept").map(String::as_str), Some("by-the-zone"));
+    assert_eq!(seen.get("role").map(String::as_str), Some("db"));
+    assert_eq!(mdata(&sock, "mdata-delete", &["role"]).0, 0);
+    assert_eq!(get(conn.clone()).await.get("role"), None);
+    assert_eq!(mdata(&sock, "mdata-put", &["role", "web"]).0, 0);
 
     // kill -9 init: the monitor and its store go on; a new init adopts them.
     init.kill9();

@@ -161,19 +161,7 @@ impl MetadataStore {
         manifest: BTreeMap<String, String>,
         limits: Limits,
     ) -> Result<Self, StoreError> {
-        let file: StoreFile = match std::fs::read(path) {
-            Ok(data) => serde_json::from_slice(&data).map_err(|source| StoreError::Parse {
-                path: path.to_owned(),
-                source,
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => StoreFile::default(),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
+        let file = read_file(path, &limits)?;
         let mut store = MetadataStore {
             info,
             manifest: BTreeMap::new(),
@@ -198,6 +186,22 @@ impl MetadataStore {
     ) -> Result<Self, StoreError> {
         let info = InstanceInfo::from_spec(spec, uuid, macs);
         Self::open(path, info, spec.customer_metadata(), limits)
+    }
+
+    /// The customer metadata a guest of `spec` sees now (the spec's, with the guest's
+    /// writes persisted at `path` applied), read without changing the file: what
+    /// `vmadm get` shows while a monitor owns the store.
+    pub fn peek_spec(
+        path: &Path,
+        spec: &spec::InstanceSpec,
+        limits: Limits,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let file = read_file(path, &limits)?;
+        let manifest = spec.customer_metadata();
+        let mut guest = file.guest;
+        // Writes the operator has since overridden no longer count (see the module doc).
+        guest.retain(|key, write| manifest.get(key) == write.base.as_ref());
+        Ok(overlay(manifest, &guest))
     }
 
     /// Applies an edited spec without a restart: its `sdc:` facts and its customer
@@ -248,14 +252,7 @@ impl MetadataStore {
 
     /// The customer metadata the guest sees, as `vmadm get` should show it.
     pub fn customer_metadata(&self) -> BTreeMap<String, String> {
-        let mut all = self.manifest.clone();
-        for (key, write) in &self.guest {
-            match &write.value {
-                Some(v) => all.insert(key.clone(), v.clone()),
-                None => all.remove(key),
-            };
-        }
-        all
+        overlay(self.manifest.clone(), &self.guest)
     }
 
     /// The customer keys, as KEYS lists them (no `sdc:` keys, as on SmartOS).
@@ -356,6 +353,54 @@ impl MetadataStore {
     }
 }
 
+/// `manifest` with the guest's `writes` applied.
+fn overlay(
+    mut manifest: BTreeMap<String, String>,
+    writes: &BTreeMap<String, GuestWrite>,
+) -> BTreeMap<String, String> {
+    for (key, write) in writes {
+        match &write.value {
+            Some(v) => manifest.insert(key.clone(), v.clone()),
+            None => manifest.remove(key),
+        };
+    }
+    manifest
+}
+
+/// Reads the persisted guest writes, bounded: a file can hold no more than the store
+/// lets guests write (JSON escaping at most sextuples a byte), so anything larger was
+/// not written by a store and is refused rather than read whole.
+fn read_file(path: &Path, limits: &Limits) -> Result<StoreFile, StoreError> {
+    use std::io::Read;
+    let max = limits
+        .max_total_bytes
+        .saturating_mul(6)
+        .saturating_add(64 << 10);
+    let read_err = |source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StoreFile::default()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut data = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() > max {
+        return Err(read_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the {max} bytes a store writes"),
+        )));
+    }
+    serde_json::from_slice(&data).map_err(|source| StoreError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +461,48 @@ mod tests {
         assert_eq!(s.get("role"), None);
         assert_eq!(s.keys(), vec!["color"]);
         assert_eq!(s.guest_written(), vec!["color", "role"]);
+    }
+
+    #[test]
+    fn a_peek_shows_the_guests_writes_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.json");
+        let spec = |role: &str| {
+            let kdl = format!(
+                "zone z {{ image \"busybox\"; metadata {{ role \"{role}\"; tier \"1\"; }} }}"
+            );
+            spec::parse_str("z.kdl", &kdl).unwrap().remove(0)
+        };
+        let web = spec("web");
+        let limits = Limits::default();
+        assert_eq!(
+            MetadataStore::peek_spec(&path, &web, limits).unwrap(),
+            manifest(&[("role", "web"), ("tier", "1")])
+        );
+        let mut s = MetadataStore::open_spec(&path, &web, "u-1", &[], limits).unwrap();
+        s.put("color", "blue").unwrap();
+        s.put("role", "db").unwrap();
+        s.delete("tier").unwrap();
+        let saved = std::fs::read(&path).unwrap();
+        assert_eq!(
+            MetadataStore::peek_spec(&path, &web, limits).unwrap(),
+            manifest(&[("color", "blue"), ("role", "db")])
+        );
+        // An operator's newer value wins over the guest's write of that key, and the
+        // peek leaves the file to the store's owner.
+        assert_eq!(
+            MetadataStore::peek_spec(&path, &spec("cache"), limits).unwrap(),
+            manifest(&[("color", "blue"), ("role", "cache")])
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), saved);
+        // A file no store could have written is refused, not read whole.
+        let small = Limits {
+            max_total_bytes: 16,
+            ..limits
+        };
+        std::fs::write(&path, vec![b' '; 200 << 10]).unwrap();
+        let err = MetadataStore::peek_spec(&path, &web, small).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 
     #[test]

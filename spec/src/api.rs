@@ -77,6 +77,10 @@ pub struct InstanceDetail {
     pub summary: InstanceSummary,
     /// The spec from the manifests, when one declares the instance.
     pub spec: Option<crate::InstanceSpec>,
+    /// The customer metadata the instance sees now, as SmartOS's `vmadm get` shows it:
+    /// the spec's, with the guest's own writes (`mdata-put`, `mdata-delete`) applied.
+    #[serde(default)]
+    pub customer_metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// One step of a reconcile plan.
@@ -207,11 +211,13 @@ mod tests {
                 reason: String::new(),
             },
             spec: Some(spec),
+            customer_metadata: [("role".to_string(), "web".to_string())].into(),
         };
         let json = serde_json::to_value(&detail).unwrap();
         assert_eq!(json["name"], "web01");
         assert_eq!(json["kind"], "zone");
         assert_eq!(json["spec"]["kind"]["type"], "zone");
+        assert_eq!(json["customer_metadata"]["role"], "web");
         let back: InstanceDetail = serde_json::from_value(json).unwrap();
         assert_eq!(back, detail);
     }

@@ -43,6 +43,7 @@ pub const SPEC_FIELDS: &[&str] = &[
     "nics",
     "resolvers",
     "metadata",
+    "customer_metadata",
     "ensure",
     "origin",
     "manifest",
@@ -100,6 +101,9 @@ pub fn from_json(instance: &Value) -> Record {
     record.insert("memory".into(), memory);
     if let Some(Value::Object(spec)) = instance.get("spec") {
         add_spec(&mut record, spec);
+    }
+    if let Some(seen) = instance.get("customer_metadata") {
+        insert_flattened(&mut record, "customer_metadata", seen);
     }
     record
 }
@@ -205,7 +209,8 @@ mod tests {
                 "kind": {"type": "zone", "cpu_cap": 50, "pids": 1024, "quota": null,
                          "hostname": "web01", "init": ["/sbin/init"], "env": []},
                 "origin": {"file": "/zones/manifests/web.kdl", "line": 1, "col": 1}
-            }
+            },
+            "customer_metadata": {"role": "db", "color": "blue"}
         })
     }
 
@@ -230,6 +235,9 @@ mod tests {
         assert_eq!(r["max_lwps"], json!(1024));
         assert_eq!(r["nics.0.tag"], json!("admin"));
         assert_eq!(r["metadata.role"], json!("web"));
+        // What the guest sees, its own writes included, as SmartOS's field.
+        assert_eq!(r["customer_metadata.role"], json!("db"));
+        assert_eq!(r["customer_metadata.color"], json!("blue"));
         assert_eq!(r["manifest"], json!("/zones/manifests/web.kdl"));
         assert!(!r.contains_key("kind.type"));
     }

@@ -49,9 +49,22 @@ impl Node {
         let e = self
             .entry(&uuid)
             .ok_or_else(|| NodeError::NotFound(id.into()))?;
+        let spec = &e.rec.spec;
+        let path = monitor::metadata_path(self.pool.root(), &uuid);
+        let customer_metadata =
+            match mdata::store::MetadataStore::peek_spec(&path, spec, Default::default()) {
+                Ok(m) => m,
+                Err(err) => {
+                    // The guest's writes are unreadable (the monitor says so when it
+                    // serves them); show what the operator asked for.
+                    log::warn!("{}: {err}", e.rec.name);
+                    spec.customer_metadata()
+                }
+            };
         Ok(InstanceDetail {
             summary: summary(&e),
-            spec: Some(e.rec.spec.clone()),
+            spec: Some(spec.clone()),
+            customer_metadata,
         })
     }
 
