@@ -14,13 +14,29 @@ use vmadm::metrics::server::{self, Collector, Limits};
 static LIMITER: Mutex<host::log::RateLimiter> =
     Mutex::new(host::log::RateLimiter::new(5, Duration::from_secs(1)));
 
-const USAGE: &str = "usage: skerry-metrics --listen ADDR:PORT";
+const USAGE: &str = "usage: skerry-metrics --listen ADDR:PORT [--exit-with-parent]";
+
+/// Exits once the process that started us (init) is gone: a restarted init starts
+/// its own server, which must find the port free. Polled, since PR_SET_PDEATHSIG
+/// follows the parent *thread*, and init's threads come and go.
+async fn exit_when_orphaned() {
+    let parent = nix::unistd::getppid();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if nix::unistd::getppid() != parent {
+            log::info!("init ({parent}) is gone; exiting");
+            std::process::exit(0);
+        }
+    }
+}
 
 fn main() {
     host::log::Logger::new("skerry-metrics")
         .rate_limited(&LIMITER)
         .install();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let exit_with_parent = args.iter().any(|a| a == "--exit-with-parent");
+    args.retain(|a| a != "--exit-with-parent");
     let addr: SocketAddr = match args.as_slice() {
         [flag, addr] if flag == "--listen" => match addr.parse() {
             Ok(a) => a,
@@ -53,6 +69,9 @@ fn main() {
             }
         };
         log::info!("serving http://{addr}/metrics");
+        if exit_with_parent {
+            tokio::spawn(exit_when_orphaned());
+        }
         let collector = Arc::new(Collector::new(Limits::default()));
         match server::serve(listener, collector).await {
             Ok(()) => 0,
