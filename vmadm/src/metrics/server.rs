@@ -209,6 +209,9 @@ async fn handle(mut sock: TcpStream, c: &Collector) {
                 b"request head too large\n",
             )
             .await;
+            // Closing with unread input would reset the connection and lose the
+            // answer: read (and drop) what is still coming, briefly and boundedly.
+            drain(&mut sock, 1 << 20, Duration::from_secs(1)).await;
             return;
         }
         // Closed, reset, or too slow: nothing to answer.
@@ -233,6 +236,21 @@ async fn handle(mut sock: TcpStream, c: &Collector) {
         "text/plain; version=0.0.4; charset=utf-8",
         body,
     )
+    .await;
+}
+
+/// Reads and drops up to `max` bytes for at most `time`.
+async fn drain(sock: &mut TcpStream, max: usize, time: Duration) {
+    let mut buf = [0u8; 4096];
+    let mut seen = 0;
+    let _ = tokio::time::timeout(time, async {
+        while seen < max {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    })
     .await;
 }
 
