@@ -280,6 +280,33 @@ fn stats_info_timeline_and_metrics_of_a_busy_zone() {
     assert_eq!(http(addr, b"").unwrap(), "", "a silent client gets nothing");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
 
+    // Figures for the README (printed, not asserted: the machine is shared): a stats
+    // read against a list in the same run, and a scrape.
+    let time = |f: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..20 {
+            f();
+        }
+        t.elapsed() / 20
+    };
+    let list = time(&|| drop(node.vmadm(&["list"]).ok()));
+    let stats = time(&|| drop(node.vmadm(&["stats", "-i", "0"]).ok()));
+    // Each scrape a second after the last, so none is served from the 1 s cache.
+    let mut scrapes = Vec::new();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let t = Instant::now();
+        scrape(addr).unwrap();
+        scrapes.push(t.elapsed());
+    }
+    scrapes.sort();
+    eprintln!(
+        "figures: vmadm list {list:?}, vmadm stats -i 0 {stats:?} ({:.2}x list), \
+         scrape (median of 5) {:?}",
+        stats.as_secs_f64() / list.as_secs_f64(),
+        scrapes[2]
+    );
+
     // init restarts a metrics server that dies.
     let pid = metrics_pid(node.init_pid()).expect("a skerry-metrics child of init");
     nix::sys::signal::kill(
