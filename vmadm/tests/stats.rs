@@ -280,6 +280,26 @@ fn stats_info_timeline_and_metrics_of_a_busy_zone() {
     assert_eq!(http(addr, b"").unwrap(), "", "a silent client gets nothing");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
 
+    // 16 connections at most: the 17th is closed unanswered; freed slots serve again.
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    match http(addr, b"GET /metrics HTTP/1.1\r\n\r\n") {
+        Ok(answer) => assert_eq!(answer, "", "served past the connection limit"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        ),
+    }
+    drop(idle);
+    wait_for(
+        "a scrape once the idle clients left",
+        Duration::from_secs(10),
+        || scrape(addr).ok(),
+    );
+
     // Figures for the README (printed, not asserted: the machine is shared): a stats
     // read against a list in the same run, and a scrape.
     let time = |f: &dyn Fn()| {
