@@ -52,6 +52,55 @@ fn failed(link: &str, op: impl Into<String>) -> impl FnOnce(io::Error) -> LinkEr
     }
 }
 
+/// A link's traffic counters, as the kernel keeps them for the link itself (for the
+/// host end of a veth or a tap, "received" is what the instance sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkCounters {
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+}
+
+/// The counters of link `name` in this process's network namespace, from
+/// `/sys/class/net/<name>/statistics`.
+pub fn counters(name: &str) -> Result<LinkCounters, LinkError> {
+    counters_in(std::path::Path::new("/sys/class/net"), name)
+}
+
+fn counters_in(sys: &std::path::Path, name: &str) -> Result<LinkCounters, LinkError> {
+    use std::io::Read;
+    // A name with a slash would read outside the link's directory.
+    if name.is_empty() || name.contains('/') || name.len() >= libc::IFNAMSIZ {
+        return Err(LinkError {
+            link: name.to_string(),
+            op: "reading counters".into(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
+    let dir = sys.join(name).join("statistics");
+    let read = |file: &str| -> Result<u64, LinkError> {
+        let op = format!("reading statistics/{file}");
+        let mut text = String::new();
+        File::open(dir.join(file))
+            .and_then(|f| f.take(64).read_to_string(&mut text))
+            .map_err(failed(name, op.clone()))?;
+        text.trim()
+            .parse()
+            .map_err(|_| failed(name, op)(io::Error::from(io::ErrorKind::InvalidData)))
+    };
+    Ok(LinkCounters {
+        rx_bytes: read("rx_bytes")?,
+        tx_bytes: read("tx_bytes")?,
+        rx_packets: read("rx_packets")?,
+        tx_packets: read("tx_packets")?,
+    })
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct IfReq {
@@ -184,6 +233,31 @@ fn in_another_bridge(port: &str, bridge: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_come_from_sysfs_statistics() {
+        // The loopback exists in every namespace and counts its own traffic.
+        assert!(counters("lo").is_ok());
+        let sys = tempfile::tempdir().unwrap();
+        let stats = sys.path().join("sk1n0/statistics");
+        std::fs::create_dir_all(&stats).unwrap();
+        for (f, v) in [
+            ("rx_bytes", 10),
+            ("tx_bytes", 20),
+            ("rx_packets", 1),
+            ("tx_packets", 2),
+        ] {
+            std::fs::write(stats.join(f), format!("{v}\n")).unwrap();
+        }
+        let c = counters_in(sys.path(), "sk1n0").unwrap();
+        assert_eq!(
+            (c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets),
+            (10, 20, 1, 2)
+        );
+        let e = counters_in(sys.path(), "nosuch0").unwrap_err();
+        assert!(e.to_string().contains("nosuch0"), "{e}");
+        assert!(counters("../lo").is_err());
+    }
 
     #[test]
     fn names_are_checked() {

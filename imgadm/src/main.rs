@@ -109,6 +109,13 @@ enum Cmd {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
     },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 fn main() {
@@ -131,6 +138,20 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Neither needs the pool (a package build runs them with none).
+    match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "imgadm", &mut std::io::stdout().lock());
+            return Ok(());
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock())?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let store = ImageStore::open_with_sources(&cli.pool, &cli.sources)
         .with_context(|| format!("opening the image store of pool {}", cli.pool.display()))?;
     match cli.cmd {
@@ -257,6 +278,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             server.run()?;
         }
+        // Printed above, before the store was opened.
+        Cmd::Completions { .. } | Cmd::Man => {}
     }
     Ok(())
 }

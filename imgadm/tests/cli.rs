@@ -449,3 +449,26 @@ fn killed_import_leaves_nothing_listed_and_resumes_with_range() {
         "the second import asks only for what is missing"
     );
 }
+
+#[test]
+fn completions_and_man_page_need_no_pool() {
+    let pool = Path::new("/nonexistent/imgadm-no-pool");
+    let bash = ok(pool, &["completions", "bash"]);
+    assert!(
+        bash.contains("complete -F _imgadm") && bash.contains("vacuum"),
+        "{bash}"
+    );
+    let zsh = ok(pool, &["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef imgadm"), "{zsh}");
+    let man = ok(pool, &["man"]);
+    assert!(
+        man.contains(".TH imgadm 1") && man.contains("import") && man.contains("sources"),
+        "{man}"
+    );
+    let o = imgadm(pool, &["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

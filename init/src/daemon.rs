@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub zone_bin: PathBuf,
     /// The `vmm` binary.
     pub vmm_bin: PathBuf,
+    /// The `skerry-metrics` binary, started when node.kdl has `metrics listen=...`.
+    pub metrics_bin: PathBuf,
     /// Extra image sources (`skerry.sources=`, `--sources`).
     pub sources: Vec<String>,
     /// Without the bus the node still runs (PID 1), or it is fatal (host mode).
@@ -95,6 +97,7 @@ pub async fn start(
             Err(e) => log::error!("hostname {h}: {e}"),
         }
     }
+    let metrics_listen = node_cfg.metrics;
     let mut sources = opts.sources.clone();
     sources.extend(node_cfg.sources.iter().cloned());
     // init's stderr is the node console: imports are logged, not drawn as a bar.
@@ -160,6 +163,10 @@ pub async fn start(
         }
     };
     node.timeline().record("api", t.elapsed());
+    // After the API: the server's first scrape finds init answering.
+    if let Some(listen) = metrics_listen {
+        crate::metrics::supervise(opts.metrics_bin.clone(), listen);
+    }
 
     let n = Arc::clone(&node);
     let t = Instant::now();

@@ -220,6 +220,13 @@ impl NodeApi {
         blocking(move || node.info(&id)).await
     }
 
+    /// What instance `id` (empty: every instance) uses now, as a JSON array.
+    async fn usage(&self, id: String) -> Result<String, ApiError> {
+        let node = Arc::clone(&self.node);
+        let rows = blocking(move || node.usage(&id)).await?;
+        serde_json::to_string(&rows).map_err(|e| ApiError::Failed(e.to_string()))
+    }
+
     /// Boot phases and their durations in microseconds.
     async fn timeline(&self) -> Vec<(String, u64)> {
         self.node.timeline().phases()

@@ -7,6 +7,7 @@
 //! - [`dbus`]: the `org.skerry.Node1` API;
 //! - [`console`]: console lines, logging and the boot timeline;
 //! - [`net`], [`node_config`]: node networking and settings;
+//! - [`metrics`]: starting and restarting the metrics server node.kdl asks for;
 //! - [`daemon`]: the daemon both modes run; [`pid1`]: booting the node as PID 1.
 
 pub mod console;
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod images;
 pub mod manifests;
+pub mod metrics;
 pub mod monitor;
 pub mod net;
 pub mod node;

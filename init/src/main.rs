@@ -27,6 +27,9 @@ struct Args {
     /// The `vmm` binary (default: $SKERRY_VMM_BIN, else beside init).
     #[arg(long)]
     vmm_bin: Option<PathBuf>,
+    /// The `skerry-metrics` binary (default: $SKERRY_METRICS_BIN, else beside init).
+    #[arg(long)]
+    metrics_bin: Option<PathBuf>,
     /// Extra image source URLs, comma separated.
     #[arg(long, value_delimiter = ',', env = "SKERRY_SOURCES")]
     sources: Vec<String>,
@@ -51,6 +54,11 @@ fn main() {
         bus_address: args.bus_address,
         zone_bin: daemon::sibling_binary(args.zone_bin, "SKERRY_ZONE_BIN", "zone"),
         vmm_bin: daemon::sibling_binary(args.vmm_bin, "SKERRY_VMM_BIN", "vmm"),
+        metrics_bin: daemon::sibling_binary(
+            args.metrics_bin,
+            "SKERRY_METRICS_BIN",
+            "skerry-metrics",
+        ),
         sources: args.sources,
         bus_required: true,
         stop_timeout: Duration::from_secs(args.stop_timeout),

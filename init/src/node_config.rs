@@ -7,6 +7,7 @@
 //! nic-tag "storage" bridge="br-stor"   // an explicit bridge name
 //! resolver "10.88.0.1"
 //! source "http://images.example:8080"
+//! metrics listen="0.0.0.0:9187"         // the Prometheus endpoint (off without it)
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,8 +62,11 @@ pub enum NodeConfigProblem {
         /// The bridge name.
         bridge: String,
     },
+    /// `metrics` without a usable `listen="ADDR:PORT"`.
+    #[error("metrics: listen={0:?} is not ADDR:PORT (e.g. listen=\"0.0.0.0:9187\")")]
+    BadListen(String),
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics)")]
     Unknown(String),
 }
 
@@ -86,6 +90,8 @@ pub struct NodeConfig {
     pub resolvers: Vec<String>,
     /// Extra image source URLs.
     pub sources: Vec<String>,
+    /// Where the Prometheus endpoint listens; none = no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -155,6 +161,14 @@ impl NodeConfig {
                         },
                     );
                 }
+                "metrics" => {
+                    let listen = prop("listen").unwrap_or_default();
+                    cfg.metrics = Some(
+                        listen
+                            .parse()
+                            .map_err(|_| NodeConfigProblem::BadListen(listen))?,
+                    );
+                }
                 other => return Err(NodeConfigProblem::Unknown(other.to_string())),
             }
         }
@@ -191,6 +205,21 @@ mod tests {
         assert_eq!(cfg.nic_tag("stor").bridge, "br9");
         assert_eq!(cfg.nic_tag("other").bridge, "sk-other");
         assert_eq!(cfg.sources, vec!["http://x".to_string()]);
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_port() {
+        let cfg = NodeConfig::parse("metrics listen=\"127.0.0.1:9187\"").unwrap();
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(NodeConfig::parse("").unwrap().metrics, None);
+        for bad in [
+            "metrics",
+            "metrics listen=\"9187\"",
+            "metrics listen=\"host:x\"",
+        ] {
+            let e = NodeConfig::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("is not ADDR:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

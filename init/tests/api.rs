@@ -266,6 +266,7 @@ async fn callers_other_than_root_may_read_but_not_change() {
         "Console",
         "Info",
         "Timeline",
+        "Usage",
         "Shutdown",
     ] {
         assert!(

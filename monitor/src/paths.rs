@@ -70,6 +70,18 @@ pub fn console_log_path(pool: &Path, uuid: &str) -> PathBuf {
     instance_dir(pool, uuid).join("console.log")
 }
 
+/// The cgroup (under `skerry/`) a zone runs in: `<uuid>`. The zone runtime creates it
+/// by this name; init reads the zone's usage from it.
+pub fn zone_cgroup_name(uuid: &str) -> String {
+    uuid.to_string()
+}
+
+/// The cgroup (under `skerry/`) a guest's VMM runs in: `vmm-<uuid>`. The vmm jail
+/// creates it by this name; init reads the guest's usage from it.
+pub fn vmm_cgroup_name(uuid: &str) -> String {
+    format!("vmm-{uuid}")
+}
+
 /// The node bridge a nic tag maps to when node.kdl does not name one: `sk-<tag>`,
 /// cut to the 15 bytes Linux allows for an interface name.
 pub fn default_bridge_name(tag: &str) -> String {

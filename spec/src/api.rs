@@ -18,10 +18,12 @@
 //! | `Console` | `id: s` | `h`: the instance console (pty master or relay socket) |
 //! | `Info` | `id: s` | `s`: JSON of monitor/VMM details (pid, uptime, limits, devices) |
 //! | `Timeline` | | `a(st)`: boot phases and their duration in microseconds |
+//! | `Usage` | `id: s` (empty = every instance) | `s`: JSON array of [`InstanceUsage`] |
 //! | `Shutdown` | | | (PID 1 only: stop instances, sync, reboot(2))
 //!
 //! Signal `InstanceChanged(name: s, uuid: s, kind: s, state: s, reason: s)` is emitted on
-//! every state change. Mutating methods (all but List, Get, Validate, Info, Timeline)
+//! every state change. Mutating methods (all but List, Get, Validate, Info,
+//! Timeline, Usage)
 //! are refused with [`errors::ACCESS_DENIED`] unless the bus says the caller is uid 0.
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,62 @@ pub struct InstanceDetail {
     /// the spec's, with the guest's own writes (`mdata-put`, `mdata-delete`) applied.
     #[serde(default)]
     pub customer_metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// What one instance uses now (`Usage`): read from its cgroup (the zone's, or the
+/// guest's VMM's), the host ends of its nics and its pool directory. Counters only grow
+/// while the instance runs; a stopped instance has no cgroup and reports zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    /// Instance name (SmartOS `alias`).
+    pub name: String,
+    /// Instance UUID.
+    pub uuid: String,
+    /// `zone` or `hvm`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Lifecycle state.
+    pub state: crate::State,
+    /// Memory charged to the cgroup (page cache included), bytes.
+    pub memory_bytes: u64,
+    /// The memory limit the instance runs under (its cgroup's, else the spec's), bytes.
+    pub memory_limit_bytes: u64,
+    /// CPU time used since the instance (re)started, microseconds.
+    pub cpu_usec: u64,
+    /// `cpu-cap`: percent of one CPU, 0 = none.
+    pub cpu_cap: u32,
+    /// Tasks (processes and threads) in the cgroup.
+    pub tasks: u64,
+    /// The task limit, when there is one.
+    pub tasks_limit: Option<u64>,
+    /// Disk used: the zone's writable layer, or the space the guest's disk files take.
+    pub disk_used_bytes: u64,
+    /// The disk limit: the zone's quota (none when unset), or the guest's disk sizes.
+    pub disk_quota_bytes: Option<u64>,
+    /// One entry per nic, in spec order.
+    pub nics: Vec<NicUsage>,
+    /// When these were read: CLOCK_MONOTONIC, microseconds (for rates between two reads).
+    pub sampled_usec: u64,
+    /// What could not be read (a missing cgroup, a vanished link), else empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// One nic's traffic, seen from the instance (received = what reached the instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicUsage {
+    /// The nic's name in the spec (`net0`).
+    pub name: String,
+    /// The host end (veth or tap) the counters come from.
+    pub host_if: String,
+    /// Bytes received by the instance.
+    pub rx_bytes: u64,
+    /// Bytes sent by the instance.
+    pub tx_bytes: u64,
+    /// Packets received by the instance.
+    pub rx_packets: u64,
+    /// Packets sent by the instance.
+    pub tx_packets: u64,
 }
 
 /// One step of a reconcile plan.

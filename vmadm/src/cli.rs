@@ -130,10 +130,30 @@ pub enum Command {
         /// Name or UUID.
         id: String,
     },
-    /// Print monitor/VMM details (pid, uptime, limits, devices) as JSON.
+    /// Print monitor/VMM details (pid, uptime, limits, devices) and usage as JSON.
     Info {
         /// Name or UUID.
         id: String,
+    },
+    /// What instances use: memory, CPU, tasks, disk, network (default columns
+    /// uuid,type,alias,mem,mem_cap,cpu,time,nproc,disk,quota,rx_bytes,tx_bytes; sizes
+    /// in MiB, time in CPU seconds, cpu in percent of one CPU over the interval).
+    Stats {
+        /// Output flags.
+        #[command(flatten)]
+        table: TableArgs,
+        /// Seconds between the two samples CPU % is measured over (0: no CPU %).
+        #[arg(short = 'i', value_name = "SECS", default_value_t = 1.0,
+              value_parser = parse_interval)]
+        interval: f64,
+        /// Only this instance (name or UUID).
+        id: Option<String>,
+    },
+    /// Print the node's boot timeline: each phase and how long it took.
+    Timeline {
+        /// Output flags.
+        #[command(flatten)]
+        table: TableArgs,
     },
     /// Stream instance state changes until interrupted.
     Events {
@@ -168,6 +188,14 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+/// A sampling interval: 0 to 60 seconds.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=60.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0 to 60")),
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +257,8 @@ mod tests {
             &["stop", "web01", "-t", "0"],
             &["update", "web01", "-f", "x.json", "ram=1"],
             &["frobnicate"],
+            &["stats", "-i", "-1"],
+            &["stats", "-i", "soon"],
         ] {
             let err = Cli::try_parse_from(std::iter::once("vmadm").chain(bad.iter().copied()))
                 .unwrap_err();

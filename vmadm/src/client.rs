@@ -42,6 +42,8 @@ pub trait Node1 {
     fn info(&self, id: &str) -> zbus::Result<String>;
     /// Boot phases and their duration in microseconds.
     fn timeline(&self) -> zbus::Result<Vec<(String, u64)>>;
+    /// JSON array of [`spec::api::InstanceUsage`]; `id` empty = every instance.
+    fn usage(&self, id: &str) -> zbus::Result<String>;
     /// Emitted on every instance state change.
     #[zbus(signal)]
     fn instance_changed(
@@ -209,6 +211,22 @@ impl Node {
         let r = self.proxy.info(id).await;
         let text = self.about(id, r)?;
         serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("Info: {e}")))
+    }
+
+    /// What instance `id` (empty: every instance) uses now.
+    pub async fn usage(&self, id: &str) -> Result<Vec<api::InstanceUsage>> {
+        let r = self.proxy.usage(id).await;
+        let text = if id.is_empty() {
+            r.map_err(classify)?
+        } else {
+            self.about(id, r)?
+        };
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("Usage: {e}")))
+    }
+
+    /// The node's boot phases and their durations in microseconds.
+    pub async fn timeline(&self) -> Result<Vec<(String, u64)>> {
+        self.proxy.timeline().await.map_err(classify)
     }
 
     /// Maps the error of a call about instance `id`; a NotFound gets the closest name.

@@ -8,6 +8,8 @@ pub mod client;
 pub mod commands;
 pub mod console;
 pub mod filter;
+pub mod metrics;
+pub mod node_info;
 pub mod payload;
 pub mod record;
 pub mod suggest;

@@ -94,6 +94,8 @@ fn help_completions_and_man_page_come_from_the_cli_definition() {
         "events",
         "reconcile",
         "validate",
+        "stats",
+        "timeline",
     ] {
         assert!(
             help.contains(&format!("\n  {cmd} ")),

@@ -189,7 +189,7 @@ pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
 
 /// The cgroup of an instance's VMM (under `skerry/`).
 pub fn cgroup_name(uuid: &str) -> String {
-    format!("vmm-{uuid}")
+    contract::vmm_cgroup_name(uuid)
 }
 
 /// What the supervising loop, the socket's threads and the signal thread share.

@@ -3,8 +3,11 @@
 //! to v1 hierarchies, on cgroup v1. The version is detected from the mount table, never
 //! assumed.
 
+mod usage;
 mod v1;
 mod v2;
+
+pub use usage::CgroupUsage;
 
 pub use v1::V1Cgroup;
 pub use v2::V2Cgroup;
@@ -58,6 +61,8 @@ pub trait Cgroup: std::fmt::Debug + Send {
     fn processes(&self) -> Result<Vec<i32>>;
     /// CPU time used by the cgroup so far, in microseconds.
     fn cpu_usage_usec(&self) -> Result<u64>;
+    /// Memory, CPU time and tasks used now, with their limits (`vmadm stats`, metrics).
+    fn usage(&self) -> Result<CgroupUsage>;
     /// Removes the cgroup, killing whatever is still inside first.
     fn remove(&self) -> Result<()>;
     /// A short description for status output (`v1:/sys/fs/cgroup/memory/...`).

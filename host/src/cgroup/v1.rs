@@ -1,8 +1,9 @@
 //! cgroup v1 (hybrid hosts): one directory per controller hierarchy, each
 //! `<own cgroup>/skerry/<name>`.
 
+use super::usage::{read_counter, read_limit};
 use super::{kill_and_remove, kill_listed, make_dir, read_procs, write_file, Cgroup, Limits};
-use super::{CgroupError, Result};
+use super::{CgroupError, CgroupUsage, Result};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -112,6 +113,18 @@ impl Cgroup for V1Cgroup {
         Ok(ns / 1000)
     }
 
+    fn usage(&self) -> Result<CgroupUsage> {
+        let mem = self.dir("memory")?;
+        let pids = self.dir("pids")?;
+        Ok(CgroupUsage {
+            memory_bytes: read_counter(mem, "memory.usage_in_bytes")?,
+            memory_limit: read_limit(mem, "memory.limit_in_bytes")?,
+            cpu_usec: self.cpu_usage_usec()?,
+            tasks: read_counter(pids, "pids.current")?,
+            tasks_limit: read_limit(pids, "pids.max").unwrap_or(None),
+        })
+    }
+
     fn remove(&self) -> Result<()> {
         let mut first_err = None;
         for dir in self.unique_dirs() {
@@ -167,6 +180,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.cpu_usage_usec().unwrap(), 2500);
+        fs::write(mem.join("memory.usage_in_bytes"), "4096\n").unwrap();
+        fs::write(root.path().join("pids/skerry/z1/pids.current"), "3\n").unwrap();
+        assert_eq!(
+            cg.usage().unwrap(),
+            CgroupUsage {
+                memory_bytes: 4096,
+                memory_limit: Some(64 << 20),
+                cpu_usec: 2500,
+                tasks: 3,
+                tasks_limit: Some(7),
+            }
+        );
     }
 
     #[test]

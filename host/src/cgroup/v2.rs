@@ -1,7 +1,8 @@
 //! cgroup v2: one directory `<root>/skerry/<name>` with memory, cpu and pids enabled.
 
+use super::usage::{read_counter, read_limit};
 use super::{kill_and_remove, kill_listed, make_dir, read_procs, write_file, Cgroup, Limits};
-use super::{CgroupError, Result};
+use super::{CgroupError, CgroupUsage, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,20 @@ impl Cgroup for V2Cgroup {
         parse_usage_usec(&text).ok_or_else(|| CgroupError {
             path: self.dir.clone(),
             reason: "cpu.stat has no usage_usec".into(),
+        })
+    }
+
+    fn usage(&self) -> Result<CgroupUsage> {
+        let d = &self.dir;
+        Ok(CgroupUsage {
+            memory_bytes: read_counter(d, "memory.current")?,
+            memory_limit: read_limit(d, "memory.max")?,
+            cpu_usec: self.cpu_usage_usec()?,
+            // pids.current counts the delegated sub-cgroups too; without the pids
+            // controller, the processes listed here are the best there is.
+            tasks: read_counter(d, "pids.current")
+                .or_else(|_| read_procs(d).map(|p| p.len() as u64))?,
+            tasks_limit: read_limit(d, "pids.max").unwrap_or(None),
         })
     }
 
@@ -197,6 +212,31 @@ mod tests {
             Some(1234)
         );
         assert_eq!(parse_usage_usec("user_usec 1\n"), None);
+    }
+
+    #[test]
+    fn usage_reads_current_values_and_limits() {
+        let root = fake_root();
+        let cg = V2Cgroup::create(root.path(), "z3").unwrap();
+        for (f, v) in [
+            ("memory.current", "8192\n"),
+            ("memory.max", "max\n"),
+            ("cpu.stat", "usage_usec 77\nuser_usec 70\n"),
+            ("pids.current", "5\n"),
+            ("pids.max", "100\n"),
+        ] {
+            fs::write(cg.dir().join(f), v).unwrap();
+        }
+        assert_eq!(
+            cg.usage().unwrap(),
+            CgroupUsage {
+                memory_bytes: 8192,
+                memory_limit: None,
+                cpu_usec: 77,
+                tasks: 5,
+                tasks_limit: Some(100),
+            }
+        );
     }
 
     /// Needs root (chown): delegation hands over the directory and the files a

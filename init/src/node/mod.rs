@@ -10,6 +10,7 @@
 mod lifecycle;
 mod ops;
 mod reconcile;
+mod usage;
 
 use crate::console::{self, Timeline};
 use crate::manifests::Manifests;

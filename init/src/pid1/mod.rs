@@ -182,6 +182,7 @@ pub fn main() -> ! {
                 bus_address: None,
                 zone_bin: PathBuf::from("/bin/zone"),
                 vmm_bin: PathBuf::from("/bin/vmm"),
+                metrics_bin: PathBuf::from("/bin/skerry-metrics"),
                 sources: cmdline.sources.clone(),
                 bus_required: false,
                 stop_timeout: Duration::from_secs(10),

@@ -7,6 +7,7 @@
 mod events;
 mod instance;
 mod list;
+mod stats;
 
 use crate::cli::{Cli, Command};
 use crate::client::{ClientError, Node};
@@ -187,7 +188,16 @@ async fn dispatch(init: &Init, command: Command) -> Result<After> {
             // Printed through a JSON value: the same sorted keys init's text gives.
             print_json(&serde_json::to_value(detail).map_err(io::Error::from)?)?
         }
-        Command::Info { id } => print_json(&init.node().await?.info(&id).await?)?,
+        Command::Info { id } => stats::info(init, &id).await?,
+        Command::Stats {
+            table,
+            interval,
+            id,
+        } => {
+            let interval = std::time::Duration::from_secs_f64(interval);
+            stats::stats(init, &table, interval, id.as_deref()).await?
+        }
+        Command::Timeline { table } => stats::timeline(init, &table).await?,
         Command::Create { file } => instance::create(init, file.as_deref()).await?,
         Command::Update {
             id,

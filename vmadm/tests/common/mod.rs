@@ -163,6 +163,11 @@ pub struct Node {
 impl Node {
     /// Starts everything and waits until init answers on the bus.
     pub fn start() -> Node {
+        Node::start_with_config("")
+    }
+
+    /// [`Node::start`] with this `config/node.kdl` (none when empty).
+    pub fn start_with_config(node_kdl: &str) -> Node {
         let bus = Bus::permissive();
         let dir = tempfile::Builder::new()
             .prefix("vmadm-node-")
@@ -172,6 +177,10 @@ impl Node {
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(pool.join("manifests")).unwrap();
         std::fs::create_dir_all(&run_dir).unwrap();
+        if !node_kdl.is_empty() {
+            std::fs::create_dir_all(pool.join("config")).unwrap();
+            std::fs::write(pool.join("config/node.kdl"), node_kdl).unwrap();
+        }
         let image_uuid = install_busybox_image(dir.path(), &pool);
         let log = dir.path().join("init.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -225,6 +234,11 @@ impl Node {
     /// A scratch directory beside the pool, removed with the node.
     pub fn work_dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// init's pid.
+    pub fn init_pid(&self) -> u32 {
+        self.init.pid()
     }
 
     /// A vmadm command against this node, not yet run.

@@ -38,7 +38,8 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
         z.init.clone()
     };
     Ok(LaunchSpec {
-        name: config.uuid.clone(),
+        // The cgroup's name too (init reads usage from it).
+        name: contract::zone_cgroup_name(&config.uuid),
         image: config.image_path.clone(),
         upper: Upper::Persistent {
             upper: dir.join("upper"),
