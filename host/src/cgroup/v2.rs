@@ -81,6 +81,10 @@ impl Cgroup for V2Cgroup {
         read_procs(&self.dir)
     }
 
+    fn memory_usage(&self) -> Result<u64> {
+        super::read_number(&self.dir, "memory.current")
+    }
+
     fn cpu_usage_usec(&self) -> Result<u64> {
         let text = fs::read_to_string(self.dir.join("cpu.stat")).map_err(|e| CgroupError {
             path: self.dir.clone(),
