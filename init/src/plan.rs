@@ -248,6 +248,7 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
             cmp("env", o.env != n.env);
         }
         (Kind::Hvm(o), Kind::Hvm(n)) => {
+            cmp("cpu-cap", o.cpu_cap != n.cpu_cap);
             cmp("vcpus", o.vcpus != n.vcpus);
             cmp("disk", o.disks != n.disks);
             cmp("cmdline", o.cmdline != n.cmdline);
@@ -267,18 +268,20 @@ pub fn needs_restart(kind: &Kind, property: &str) -> bool {
 }
 
 /// Whether a changed property is one the running instance's monitor applies on a
-/// `Reload`: what its metadata service serves, and for a zone its cgroup limits
-/// (memory, cpu-cap, pids), its quota and its nics (veths plugged and unplugged in
-/// the running zone). An HVM's memory, vCPUs and nics are the guest's hardware: they
-/// change at its next boot.
+/// `Reload`: what its metadata service serves, for a zone its cgroup limits (memory,
+/// cpu-cap, pids), its quota and its nics (veths plugged and unplugged in the running
+/// zone), and for an HVM the cpu-cap of its VMM's cgroup. An HVM's memory, vCPUs and
+/// nics are the guest's hardware: they change at its next boot.
 pub fn reaches_the_monitor_live(kind: &Kind, property: &str) -> bool {
     let served = matches!(
         property,
         "metadata" | "user-script" | "user-data" | "ssh-key"
     );
-    let zone_live = matches!(kind, Kind::Zone(_))
-        && matches!(property, "memory" | "cpu-cap" | "pids" | "quota" | "nic");
-    served || zone_live
+    let live = match kind {
+        Kind::Zone(_) => matches!(property, "memory" | "cpu-cap" | "pids" | "quota" | "nic"),
+        Kind::Hvm(_) => property == "cpu-cap",
+    };
+    served || live
 }
 
 #[cfg(test)]
@@ -477,6 +480,7 @@ mod tests {
         InstanceSpec {
             kind: Kind::Hvm(spec::HvmSpec {
                 vcpus: 1,
+                cpu_cap: 0,
                 disks: vec![],
                 cmdline: None,
             }),
@@ -573,6 +577,14 @@ mod tests {
             steps[0].reason
         );
         assert!(needs_restart(&old.kind, "memory") && !needs_restart(&old.kind, "metadata"));
+        // Its cpu-cap is the VMM's cgroup: live.
+        let mut new = old.clone();
+        if let Kind::Hvm(h) = &mut new.kind {
+            h.cpu_cap = 30;
+        }
+        let steps = plan(&[new], &actual, &[]);
+        assert_eq!(steps[0].label(), "update (live)");
+        assert_eq!(steps[0].reason, "changed: cpu-cap");
     }
 
     #[test]

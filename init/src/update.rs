@@ -107,6 +107,7 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), Proper
                 return Err(PropertyError::Zero);
             }
         }
+        ("cpu_cap" | "cpu-cap", Kind::Hvm(h)) => h.cpu_cap = uint(v)? as u32,
         ("cmdline", Kind::Hvm(h)) => h.cmdline = v.as_str().map(str::to_string),
         // SmartOS's list edits (and its name, which cannot change): spec's SmartOS
         // update, so both readings of a payload are one.
@@ -119,7 +120,7 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), Proper
                 .map_err(|e| PropertyError::Smartos(e.notes.join("; ")))?;
             *spec = updated.spec;
         }
-        ("cpu_cap" | "cpu-cap" | "max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
+        ("max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
         | ("vcpus" | "cmdline", Kind::Zone(_)) => {
             return Err(PropertyError::WrongKind(spec.kind.as_str()))
         }

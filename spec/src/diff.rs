@@ -194,6 +194,13 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             );
         }
         (Kind::Hvm(a), Kind::Hvm(b)) => {
+            // The VMM's cgroup, which its monitor rewrites.
+            cmp(
+                "cpu-cap",
+                a.cpu_cap.to_string(),
+                b.cpu_cap.to_string(),
+                Effect::Live,
+            );
             cmp(
                 "vcpus",
                 a.vcpus.to_string(),
