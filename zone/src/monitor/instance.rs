@@ -99,8 +99,9 @@ impl Instance for Monitor {
         self.status.clone()
     }
 
-    /// Applies the customer metadata of the rewritten config.json to the metadata
-    /// server, at once: the zone reads the new values with its next request.
+    /// Applies the rewritten config.json to the running zone: its limits, quota and
+    /// nics (`live.rs`), and its customer metadata to the metadata server (the zone
+    /// reads the new values with its next request).
     fn reload(&mut self) -> Option<Result<String>> {
         Some(self.reload_config())
     }
