@@ -224,7 +224,7 @@ async fn zone_nics_are_added_and_removed_live() {
     assert_eq!(ports(), 1);
 
     let add = format!(
-        r#"{{"add_nics": [{{"nic_tag": "{tag}", "ip": "10.213.79.3", "netmask": "255.255.255.0", "interface": "net1"}}]}}"#
+        r#"{{"add_nics": [{{"nic_tag": "{tag}", "ip": "10.213.79.3", "netmask": "255.255.255.0", "interface": "net1", "mac": "02:00:5e:00:53:01"}}]}}"#
     );
     let (restart, msg) = update(&conn, "nets", &add).await.unwrap();
     assert!(!restart && msg.contains("applied live"), "{msg}");
@@ -240,6 +240,40 @@ async fn zone_nics_are_added_and_removed_live() {
         before,
         "the zone was restarted"
     );
+
+    // update_nics (by mac, SmartOS's key): the nic is plugged in again with the new mtu.
+    let link = |name: &str| {
+        let out = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &zone_pid.to_string(),
+                "-n",
+                "ip",
+                "-o",
+                "link",
+                "show",
+                name,
+            ])
+            .output()
+            .expect("nsenter (util-linux) and ip (iproute2)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(link("net1").contains("mtu 1500"), "{}", link("net1"));
+    let (restart, msg) = update(
+        &conn,
+        "nets",
+        r#"{"update_nics": [{"mac": "02:00:5e:00:53:01", "mtu": 1400}]}"#,
+    )
+    .await
+    .unwrap();
+    assert!(!restart && msg.contains("applied live"), "{msg}");
+    assert!(link("net1").contains("mtu 1400"), "{}", link("net1"));
+    assert!(
+        link("net1").contains("02:00:5e:00:53:01"),
+        "{}",
+        link("net1")
+    );
+    assert!(addrs().contains("10.213.79.3"), "{}", addrs());
 
     let (restart, msg) = update(&conn, "nets", r#"{"remove_nics": ["net1"]}"#)
         .await
