@@ -186,6 +186,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.cpu_usage_usec().unwrap(), 2500);
+        fs::write(
+            root.path().join("memory/skerry/z1/memory.usage_in_bytes"),
+            "4096\n",
+        )
+        .unwrap();
+        assert_eq!(cg.memory_usage().unwrap(), 4096);
+        // A running zone's cap raised, then cut: both files follow (the kernel's
+        // memsw >= limit rule is what init/tests/live.rs meets on this host).
+        for mem in [128u64 << 20, 32 << 20] {
+            cg.set_limits(&Limits {
+                memory: Some(mem),
+                cpu_cap: 0,
+                pids: None,
+            })
+            .unwrap();
+            assert_eq!(
+                read("memory/skerry/z1/memory.limit_in_bytes"),
+                mem.to_string()
+            );
+            assert_eq!(
+                read("memory/skerry/z1/memory.memsw.limit_in_bytes"),
+                mem.to_string()
+            );
+        }
     }
 
     #[test]
