@@ -21,6 +21,20 @@ pub struct Step {
     pub reason: String,
     /// The desired spec, for create/update/restart.
     pub spec: Option<InstanceSpec>,
+    /// An update the running instance's monitor applies in place (no restart).
+    pub live: bool,
+}
+
+impl Step {
+    /// The action as the plan shows it: `update (live)` for an update the running
+    /// instance takes in place.
+    pub fn label(&self) -> String {
+        if self.live {
+            format!("{} (live)", self.action)
+        } else {
+            self.action.to_string()
+        }
+    }
 }
 
 /// What the planner knows about an existing instance.
@@ -55,6 +69,7 @@ pub fn plan(
             action,
             reason,
             spec: spec.cloned(),
+            live: false,
         };
         let current = by_name.get(d.name.as_str());
         match (d.ensure, current) {
@@ -91,6 +106,7 @@ pub fn plan(
             action: Action::Stop,
             reason: "no manifest declares it any more; data kept".into(),
             spec: None,
+            live: false,
         });
     }
     steps.sort_by(|a, b| {
@@ -130,6 +146,7 @@ fn plan_existing(d: &InstanceSpec, a: &Actual<'_>) -> Vec<Step> {
         action,
         reason,
         spec: spec.cloned(),
+        live: false,
     };
     if let Some(pinned) = d.uuid {
         if pinned.to_string() != rec.uuid {
@@ -162,7 +179,7 @@ fn plan_existing(d: &InstanceSpec, a: &Actual<'_>) -> Vec<Step> {
         let restart_needed: Vec<&str> = changed
             .iter()
             .copied()
-            .filter(|p| needs_restart(p))
+            .filter(|p| needs_restart(&d.kind, p))
             .collect();
         if a.running && !restart_needed.is_empty() {
             restarted = true;
@@ -176,11 +193,14 @@ fn plan_existing(d: &InstanceSpec, a: &Actual<'_>) -> Vec<Step> {
                 Some(d),
             ));
         } else {
-            steps.push(step(
-                Action::Update,
-                format!("changed: {}", changed.join(", ")),
-                Some(d),
-            ));
+            steps.push(Step {
+                live: a.running && changed.iter().any(|p| reaches_the_monitor_live(&d.kind, p)),
+                ..step(
+                    Action::Update,
+                    format!("changed: {}", changed.join(", ")),
+                    Some(d),
+                )
+            });
         }
     }
     let want = if changed.contains(&"autoboot") && !a.running && !rec.want_running {
@@ -228,6 +248,7 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
             cmp("env", o.env != n.env);
         }
         (Kind::Hvm(o), Kind::Hvm(n)) => {
+            cmp("cpu-cap", o.cpu_cap != n.cpu_cap);
             cmp("vcpus", o.vcpus != n.vcpus);
             cmp("disk", o.disks != n.disks);
             cmp("cmdline", o.cmdline != n.cmdline);
@@ -237,23 +258,30 @@ pub fn changed_properties(old: &InstanceSpec, new: &InstanceSpec) -> Vec<&'stati
     out
 }
 
-/// Whether a changed property only takes effect when the instance restarts. The
-/// properties init alone acts on (autoboot, a pinned uuid equal to the current one)
-/// apply live, and so do those the instance's metadata service serves (`metadata`,
-/// `user-script`, `user-data`, `ssh-key`): the guest reads them when it asks, and the
-/// monitor reloads them from the recorded spec. The monitor reads everything else
-/// once, at start.
-pub fn needs_restart(property: &str) -> bool {
-    !matches!(property, "autoboot" | "uuid") && !reaches_the_monitor_live(property)
+/// Whether a changed property of an instance of `kind` only takes effect when the
+/// instance restarts. The properties init alone acts on (autoboot, a pinned uuid equal
+/// to the current one) apply live, and so do those the running monitor applies on a
+/// `Reload` ([`reaches_the_monitor_live`]). The monitor reads everything else once,
+/// at start.
+pub fn needs_restart(kind: &Kind, property: &str) -> bool {
+    !matches!(property, "autoboot" | "uuid") && !reaches_the_monitor_live(kind, property)
 }
 
 /// Whether a changed property is one the running instance's monitor applies on a
-/// `Reload` (what its metadata service serves).
-pub fn reaches_the_monitor_live(property: &str) -> bool {
-    matches!(
+/// `Reload`: what its metadata service serves, for a zone its cgroup limits (memory,
+/// cpu-cap, pids), its quota and its nics (veths plugged and unplugged in the running
+/// zone), and for an HVM the cpu-cap of its VMM's cgroup. An HVM's memory, vCPUs and
+/// nics are the guest's hardware: they change at its next boot.
+pub fn reaches_the_monitor_live(kind: &Kind, property: &str) -> bool {
+    let served = matches!(
         property,
         "metadata" | "user-script" | "user-data" | "ssh-key"
-    )
+    );
+    let live = match kind {
+        Kind::Zone(_) => matches!(property, "memory" | "cpu-cap" | "pids" | "quota" | "nic"),
+        Kind::Hvm(_) => property == "cpu-cap",
+    };
+    served || live
 }
 
 #[cfg(test)]
@@ -366,7 +394,7 @@ mod tests {
     fn changes_restart_running_and_update_stopped_instances() {
         let old = zone_spec("a");
         let mut new = old.clone();
-        new.memory *= 2;
+        set_hostname(&mut new, "b");
         let ra = rec_for(&old, true);
         let running = [Actual {
             record: &ra,
@@ -374,7 +402,7 @@ mod tests {
         }];
         let steps = plan(std::slice::from_ref(&new), &running, &[]);
         assert_eq!(actions(&steps), vec![("a".into(), "restart")]);
-        assert!(steps[0].reason.contains("memory"), "{}", steps[0].reason);
+        assert!(steps[0].reason.contains("hostname"), "{}", steps[0].reason);
 
         let rb = rec_for(&old, false);
         let stopped = [Actual {
@@ -432,14 +460,131 @@ mod tests {
         // Together with a property the monitor reads at start, it restarts.
         let mut new = old.clone();
         new.user_data = Some("x".into());
-        new.memory *= 2;
+        set_hostname(&mut new, "b");
         let steps = plan(&[new], &actual, &[]);
         assert_eq!(actions(&steps), vec![("a".into(), "restart")]);
         assert!(
-            steps[0].reason.ends_with("needs restart: memory"),
+            steps[0].reason.ends_with("needs restart: hostname"),
             "{}",
             steps[0].reason
         );
+    }
+
+    fn set_hostname(s: &mut InstanceSpec, name: &str) {
+        if let Kind::Zone(z) = &mut s.kind {
+            z.hostname = name.into();
+        }
+    }
+
+    fn hvm(s: &InstanceSpec) -> InstanceSpec {
+        InstanceSpec {
+            kind: Kind::Hvm(spec::HvmSpec {
+                vcpus: 1,
+                cpu_cap: 0,
+                disks: vec![],
+                cmdline: None,
+            }),
+            ..s.clone()
+        }
+    }
+
+    #[test]
+    fn zone_limits_and_nics_update_a_running_zone_live() {
+        let old = zone_spec("a");
+        let ra = rec_for(&old, true);
+        let actual = [Actual {
+            record: &ra,
+            running: true,
+        }];
+        type Edit = fn(&mut InstanceSpec);
+        let edits: [(&str, Edit); 5] = [
+            ("memory", |s| s.memory *= 2),
+            ("cpu-cap", |s| {
+                if let Kind::Zone(z) = &mut s.kind {
+                    z.cpu_cap = 25;
+                }
+            }),
+            ("pids", |s| {
+                if let Kind::Zone(z) = &mut s.kind {
+                    z.pids = 64;
+                }
+            }),
+            ("quota", |s| {
+                if let Kind::Zone(z) = &mut s.kind {
+                    z.quota = Some(1 << 30);
+                }
+            }),
+            ("nic", |s| {
+                s.nics.push(spec::Nic {
+                    name: "net1".into(),
+                    tag: "admin".into(),
+                    ip: spec::IpConfig::None,
+                    gateway: None,
+                    mtu: None,
+                    mac: None,
+                })
+            }),
+        ];
+        for (property, edit) in edits {
+            let mut new = old.clone();
+            edit(&mut new);
+            let steps = plan(&[new], &actual, &[]);
+            assert_eq!(actions(&steps), vec![("a".into(), "update")], "{property}");
+            assert_eq!(steps[0].label(), "update (live)", "{property}");
+            assert_eq!(steps[0].reason, format!("changed: {property}"));
+        }
+        // Stopped, the same edit is a plain update: nothing runs to take it live.
+        let rb = rec_for(&old, false);
+        let stopped = [Actual {
+            record: &rb,
+            running: false,
+        }];
+        let mut new = old.clone();
+        new.memory *= 2;
+        let steps = plan(&[new], &stopped, &[]);
+        assert_eq!(steps[0].label(), "update");
+    }
+
+    #[test]
+    fn hvm_memory_vcpus_and_nics_need_a_restart() {
+        let old = hvm(&zone_spec("v"));
+        let rv = rec_for(&old, true);
+        let actual = [Actual {
+            record: &rv,
+            running: true,
+        }];
+        let mut new = old.clone();
+        new.memory *= 2;
+        new.nics.clear();
+        new.nics.push(spec::Nic {
+            name: "net0".into(),
+            tag: "admin".into(),
+            ip: spec::IpConfig::Dhcp,
+            gateway: None,
+            mtu: None,
+            mac: None,
+        });
+        if let Kind::Hvm(h) = &mut new.kind {
+            h.vcpus = 2;
+        }
+        let steps = plan(&[new], &actual, &[]);
+        assert_eq!(actions(&steps), vec![("v".into(), "restart")]);
+        assert!(
+            steps[0]
+                .reason
+                .ends_with("needs restart: memory, nic, vcpus"),
+            "{}",
+            steps[0].reason
+        );
+        assert!(needs_restart(&old.kind, "memory") && !needs_restart(&old.kind, "metadata"));
+        // Its cpu-cap is the VMM's cgroup: live.
+        let mut new = old.clone();
+        if let Kind::Hvm(h) = &mut new.kind {
+            h.cpu_cap = 30;
+        }
+        let steps = plan(&[new], &actual, &[]);
+        assert_eq!(steps[0].label(), "update (live)");
+        assert_eq!(steps[0].reason, "changed: cpu-cap");
     }
 
     #[test]

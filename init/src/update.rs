@@ -107,8 +107,20 @@ fn apply_one(spec: &mut InstanceSpec, key: &str, v: &Value) -> Result<(), Proper
                 return Err(PropertyError::Zero);
             }
         }
+        ("cpu_cap" | "cpu-cap", Kind::Hvm(h)) => h.cpu_cap = uint(v)? as u32,
         ("cmdline", Kind::Hvm(h)) => h.cmdline = v.as_str().map(str::to_string),
-        ("cpu_cap" | "cpu-cap" | "max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
+        // SmartOS's list edits (and its name, which cannot change): spec's SmartOS
+        // update, so both readings of a payload are one.
+        (
+            "add_nics" | "remove_nics" | "update_nics" | "add_disks" | "remove_disks" | "alias",
+            _,
+        ) => {
+            let one = serde_json::json!({ key: v }).to_string();
+            let updated = spec::smartos::apply_update(spec, &one, Default::default())
+                .map_err(|e| PropertyError::Smartos(e.notes.join("; ")))?;
+            *spec = updated.spec;
+        }
+        ("max_lwps" | "pids" | "quota" | "hostname", Kind::Hvm(_))
         | ("vcpus" | "cmdline", Kind::Zone(_)) => {
             return Err(PropertyError::WrongKind(spec.kind.as_str()))
         }
@@ -165,6 +177,9 @@ enum PropertyError {
     /// More bytes than fit in 64 bits.
     #[error("{0} is too large")]
     TooLarge(String),
+    /// A SmartOS list edit (`add_nics`, ...) spec's SmartOS update refused.
+    #[error("{0}")]
+    Smartos(String),
     /// Neither a number nor a size string.
     #[error("{0} is not a size like \"512M\"")]
     NotASize(String),
@@ -207,7 +222,9 @@ mod tests {
         assert_eq!(s.metadata.len(), 1);
         assert_eq!(s.user_script.as_deref(), Some("#!/bin/sh\necho hi\n"));
         assert_eq!(s.ssh_keys, vec![KEY.to_string(), format!("{KEY}2")]);
-        assert!(!changed.iter().any(|p| crate::plan::needs_restart(p)));
+        assert!(!changed
+            .iter()
+            .any(|p| crate::plan::needs_restart(&s.kind, p)));
         let changed = apply(
             &mut s,
             r#"{"remove_customer_metadata": ["role", "user-script", "root_authorized_keys"]}"#,

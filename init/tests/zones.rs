@@ -57,10 +57,13 @@ async fn zones_run_stop_start_and_survive_an_init_restart() {
     let () = call(&conn, "Reboot", &("web", false)).await.unwrap();
     assert_eq!(wait_state(&conn, "web", "running", T).await, pid);
     // ...unless a change waits for a restart: then a fresh monitor applies it.
-    let (restart, msg): (bool, String) = call(&conn, "Update", &("web", r#"{"cpu_cap": 30}"#))
+    let (restart, msg): (bool, String) = call(&conn, "Update", &("web", r#"{"hostname": "web2"}"#))
         .await
         .unwrap();
-    assert!(restart, "a running zone needs a restart for cpu_cap: {msg}");
+    assert!(
+        restart,
+        "a running zone needs a restart for hostname: {msg}"
+    );
     let () = call(&conn, "Reboot", &("web", false)).await.unwrap();
     let pid = wait_state(&conn, "web", "running", T).await;
     let cfg: monitor::InstanceConfig = serde_json::from_slice(
@@ -68,7 +71,7 @@ async fn zones_run_stop_start_and_survive_an_init_restart() {
     )
     .unwrap();
     assert!(
-        matches!(cfg.spec.kind, spec::Kind::Zone(ref z) if z.cpu_cap == 30),
+        matches!(cfg.spec.kind, spec::Kind::Zone(ref z) if z.hostname == "web2"),
         "config.json not rewritten"
     );
     assert_eq!(monitors_of(&pool, "web"), vec![pid]);

@@ -47,7 +47,8 @@ pub trait Instance {
     fn status(&mut self) -> MonitorStatus;
 
     /// Rereads the instance's `config.json` and applies what applies without a restart
-    /// (customer metadata); returns a note on what changed. `None`: this monitor
+    /// (customer metadata, limits, a zone's nics); returns a note on what changed. A
+    /// value the running instance cannot take is an error, before anything changes. `None`: this monitor
     /// applies nothing live (the default), and a `Reload` is refused.
     fn reload(&mut self) -> Option<Result<String, Self::Error>> {
         None

@@ -49,9 +49,10 @@ pub enum MonitorRequest {
     /// Hand over the console (pty master / serial) as an fd.
     Console,
     /// init rewrote `config.json` with an edited spec: reread it and apply what applies
-    /// without a restart (the customer metadata the monitor's metadata server serves,
-    /// at once; the zone monitor does, a monitor without `Instance::reload` refuses).
-    /// Everything else waits for the next start, as init's plan says. The request
+    /// without a restart (the customer metadata the monitor's metadata server serves;
+    /// a zone's cgroup limits, quota and nics; an HVM's VMM cpu-cap), or refuse with
+    /// nothing changed. A monitor without `Instance::reload` refuses. Everything else
+    /// waits for the next start, as init's plan says. The request
     /// carries nothing, so its line stays small whatever the metadata holds.
     Reload,
 }

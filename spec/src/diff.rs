@@ -150,11 +150,18 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
         new.nics.iter().map(|n| &n.name),
     ) {
         let find = |s: &InstanceSpec| s.nics.iter().find(|n| n.name == name).map(nic_text);
+        // A zone's veths are plugged and unplugged in the running zone; an HVM's nics
+        // are guest hardware.
+        let nic_effect = if matches!(new.kind, Kind::Zone(_)) {
+            Effect::Live
+        } else {
+            Effect::Restart
+        };
         cmp(
             &format!("nic {name}"),
             opt(find(old)),
             opt(find(new)),
-            Effect::Restart,
+            nic_effect,
         );
     }
     match (&old.kind, &new.kind) {
@@ -187,6 +194,13 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             );
         }
         (Kind::Hvm(a), Kind::Hvm(b)) => {
+            // The VMM's cgroup, which its monitor rewrites.
+            cmp(
+                "cpu-cap",
+                a.cpu_cap.to_string(),
+                b.cpu_cap.to_string(),
+                Effect::Live,
+            );
             cmp(
                 "vcpus",
                 a.vcpus.to_string(),
@@ -325,11 +339,16 @@ mod tests {
         assert_eq!(effect(&c), Some(Effect::Live));
         let d = one("zone w { image \"busybox@1.36\"; nic net0 tag=\"admin\" ip=\"dhcp\"; }");
         let c = changes(&a, &d);
-        assert_eq!(
-            c[0].to_string(),
-            "nic net0: (none) -> tag=admin ip=dhcp (needs restart)"
-        );
+        assert_eq!(c[0].to_string(), "nic net0: (none) -> tag=admin ip=dhcp");
+        assert_eq!(effect(&c), Some(Effect::Live));
+        let e = one("zone w { image \"busybox@1.36\"; hostname \"x\"; }");
+        let c = changes(&a, &e);
+        assert_eq!(c[0].to_string(), "hostname: w -> x (needs restart)");
         assert_eq!(effect(&c), Some(Effect::Restart));
+        // An HVM's nics and memory are its hardware.
+        let v = one("hvm v { image \"debian-hvm@12\"; }");
+        let w = one("hvm v { image \"debian-hvm@12\"; memory \"1G\"; nic net0 tag=\"admin\"; }");
+        assert!(changes(&v, &w).iter().all(|c| c.effect == Effect::Restart));
     }
 
     #[test]

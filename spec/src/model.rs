@@ -125,6 +125,10 @@ pub struct ZoneSpec {
 pub struct HvmSpec {
     /// Virtual CPUs (default 1).
     pub vcpus: u32,
+    /// Percent of one CPU the guest's VMM process may use; 0 = no cap (default).
+    /// Records written before HVMs had a cap read as uncapped.
+    #[serde(default)]
+    pub cpu_cap: u32,
     /// Disks in declaration order; at most one has `boot = true`.
     pub disks: Vec<Disk>,
     /// Appended to the guest kernel command line.

@@ -84,13 +84,22 @@ pub enum Command {
         file: Option<PathBuf>,
     },
     /// Change properties: from a JSON object (-f FILE, or stdin) or KEY=VALUE arguments.
+    ///
+    /// A running zone takes its memory (ram, max_physical_memory), cpu_cap, max_lwps,
+    /// quota and nics (add_nics, remove_nics, update_nics) at once, without a restart;
+    /// so does an HVM's cpu_cap, and customer metadata on both. An HVM's memory, vCPUs,
+    /// nics and disks, and a zone's hostname and resolvers, apply at the next restart:
+    /// the answer names them and says so. A bad key or value, or a value the running
+    /// instance cannot take (a memory cap under what the zone uses now), fails with
+    /// "Failed to update VM NAME: ..." and exit status 1, and changes nothing.
     Update {
         /// Name or UUID.
         id: String,
         /// A JSON object of properties.
         #[arg(short = 'f', value_name = "FILE", conflicts_with = "properties")]
         file: Option<PathBuf>,
-        /// KEY=VALUE properties (SmartOS names: ram, cpu_cap, max_lwps, autoboot, ...).
+        /// KEY=VALUE properties (SmartOS names: ram, cpu_cap, max_lwps, quota, autoboot,
+        /// add_nics='[...]', remove_nics='["net1"]', ...).
         #[arg(value_name = "KEY=VALUE")]
         properties: Vec<String>,
     },

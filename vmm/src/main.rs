@@ -67,6 +67,9 @@ struct Cli {
     /// to a few tasks beyond one per vCPU and nic (the caller removes it afterwards).
     #[arg(long)]
     cgroup: Option<String>,
+    /// With --cgroup: cap the VMM's CPU time at this percent of one CPU (0: no cap).
+    #[arg(long, default_value_t = 0)]
+    cpu_cap: u32,
     /// Also keep the console in this bounded log; stdout then never stalls the guest
     /// (output nobody reads is dropped there).
     #[arg(long)]
@@ -143,7 +146,7 @@ fn real_main(started: Instant) -> Result<i32> {
         None => config_from_args(&cli)?,
     };
     if let Some(name) = &cli.cgroup {
-        let limits = vmm::jail::vmm_limits(cfg.memory, cfg.vcpus, cfg.nets.len());
+        let limits = vmm::jail::vmm_limits(cfg.memory, cfg.vcpus, cfg.nets.len(), cli.cpu_cap);
         vmm::jail::enter_cgroup(name, &limits)?;
     }
     if cli.jail {

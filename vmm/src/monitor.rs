@@ -163,7 +163,7 @@ pub fn child_config_path(cfg: &InstanceConfig) -> PathBuf {
 
 /// The `vmm` arguments for one boot of the instance: how the child runs (jailed, in
 /// its cgroup, its console log, its exit codes); the guest itself is in `config_file`.
-pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
+pub fn child_args(cfg: &InstanceConfig, config_file: &Path, cpu_cap: u32) -> Vec<String> {
     let (uid, gid) = crate::jail::instance_ids(&cfg.uuid, cfg.id_range_start);
     vec![
         "--config-file".into(),
@@ -184,7 +184,17 @@ pub fn child_args(cfg: &InstanceConfig, config_file: &Path) -> Vec<String> {
         gid.to_string(),
         "--cgroup".into(),
         cgroup_name(&cfg.uuid),
+        "--cpu-cap".into(),
+        cpu_cap.to_string(),
     ]
+}
+
+/// The CPU cap of an HVM's config (0 for anything else).
+fn hvm_cpu_cap(cfg: &InstanceConfig) -> u32 {
+    match &cfg.spec.kind {
+        Kind::Hvm(h) => h.cpu_cap,
+        Kind::Zone(_) => 0,
+    }
 }
 
 /// The cgroup of an instance's VMM (under `skerry/`).
@@ -198,6 +208,9 @@ struct Shared {
     child: Option<u32>,
     /// A stop or reboot asked of the guest.
     pending: Pending,
+    /// The VMM's CPU cap: the config's at start, then what a `Reload` set live (the
+    /// next boot in this monitor keeps it).
+    cpu_cap: u32,
 }
 
 struct Monitor {
@@ -314,11 +327,27 @@ impl Monitor {
         let Some(service) = &self.metadata else {
             return Err(bad("this instance has no metadata service".into()));
         };
+        let mut notes = Vec::new();
+        let cap = hvm_cpu_cap(&cfg);
+        if cap != lock(&self.state).cpu_cap {
+            // Live when the VMM runs; either way the next boot starts with it.
+            if lock(&self.state).child.is_some() {
+                crate::jail::set_cpu_cap(&cgroup_name(&self.cfg.uuid), cap)
+                    .map_err(|e| bad(format!("cpu-cap {cap}: {e}")))?;
+            }
+            self.update(|st| {
+                st.cpu_cap = cap;
+                st.status.details.insert("cpu_cap".into(), cap.to_string());
+            });
+            notes.push(format!("cpu-cap {cap} applied"));
+        }
         service
             .apply_spec(&cfg)
             .map_err(|e| bad(format!("applying its metadata: {e}")))?;
-        log::info!("reload: customer metadata applied");
-        Ok("customer metadata applied".into())
+        notes.push("customer metadata applied".into());
+        let note = notes.join("; ");
+        log::info!("reload: {note}");
+        Ok(note)
     }
 }
 
@@ -428,7 +457,7 @@ impl Monitor {
         let config_file = child_config_path(&self.cfg);
         spec::atomic::write_json_atomic(&config_file, &vm)
             .map_err(io_err(format!("writing {}", config_file.display())))?;
-        let args = child_args(&self.cfg, &config_file);
+        let args = child_args(&self.cfg, &config_file, lock(&self.state).cpu_cap);
         let exe = std::env::current_exe().map_err(io_err("finding the vmm binary"))?;
         let slave = self.open_console_slave()?;
         let out = slave
@@ -533,6 +562,7 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
             status,
             child: None,
             pending: Pending::default(),
+            cpu_cap: hvm_cpu_cap(&cfg),
         }),
         changed: Condvar::new(),
         status_file: StatusFile::of(&cfg.pool, &cfg.uuid),

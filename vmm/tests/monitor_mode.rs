@@ -550,3 +550,65 @@ fn a_reload_applies_edited_metadata_to_a_running_guest() {
     let e = client.reload().unwrap_err().to_string();
     assert!(e.contains("restart it instead"), "{e}");
 }
+
+/// The CFS quota (µs per 100 ms) of the running VMM's cgroup, v1 or v2.
+fn vmm_cpu_quota(uuid: &str) -> String {
+    let name = vmm::monitor::cgroup_name(uuid);
+    let (file, v2) = match host::cgroup::Hierarchy::detect().unwrap() {
+        host::cgroup::Hierarchy::V1 { controllers } => (
+            controllers["cpu"]
+                .join("skerry")
+                .join(name)
+                .join("cpu.cfs_quota_us"),
+            false,
+        ),
+        host::cgroup::Hierarchy::V2 { root } => {
+            (root.join("skerry").join(name).join("cpu.max"), true)
+        }
+    };
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let quota = text.split_whitespace().next().unwrap_or("").to_string();
+    match (v2, quota.as_str()) {
+        (true, "max") => "-1".into(),
+        _ => quota,
+    }
+}
+
+#[test]
+fn a_reload_changes_the_cpu_cap_of_the_running_vmm() {
+    let pool = pool_with_properties(HALT_FOREVER, " cpu-cap 50\n");
+    let _monitor = start_monitor(&pool);
+    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
+    wait_for("the guest runs", Duration::from_secs(15), || {
+        client
+            .request(&MonitorRequest::Status)
+            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == spec::State::Running))
+    });
+    let pid = request(&pool, &MonitorRequest::Status)
+        .0
+        .status
+        .unwrap()
+        .instance_pid;
+    assert_eq!(
+        vmm_cpu_quota(&pool.cfg.uuid),
+        "50000",
+        "not capped at start"
+    );
+    let write_cap = |cap: u32| {
+        let mut edited = pool.cfg.clone();
+        if let spec::Kind::Hvm(h) = &mut edited.spec.kind {
+            h.cpu_cap = cap;
+        }
+        std::fs::write(&pool.config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    };
+    write_cap(20);
+    let note = client.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert!(note.contains("cpu-cap 20 applied"), "{note}");
+    assert_eq!(vmm_cpu_quota(&pool.cfg.uuid), "20000");
+    let after = request(&pool, &MonitorRequest::Status).0.status.unwrap();
+    assert_eq!(after.instance_pid, pid, "the guest kept running");
+    // Uncapped again: the kernel's "no quota".
+    write_cap(0);
+    client.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vmm_cpu_quota(&pool.cfg.uuid), "-1");
+}

@@ -44,36 +44,70 @@ fn host_netlink() -> Result<Netlink> {
     Netlink::new().map_err(net_err("host netlink"))
 }
 
-/// Plugs every nic of a zone whose init is `zone_pid`: host side first, then the zone
-/// side inside its network namespace. On error, what was created is removed.
+/// Netlink in the runtime's namespace and in one running zone's: what plumbing a nic
+/// of that zone takes.
+struct Plumber {
+    zone_ns: OwnedFd,
+    host: Netlink,
+    inside: Netlink,
+}
+
+impl Plumber {
+    /// Opens the network namespace of the zone whose init is `zone_pid`.
+    fn open(zone_pid: i32) -> Result<Plumber> {
+        let ns_path = format!("/proc/{zone_pid}/ns/net");
+        let open_ns = || {
+            std::fs::File::open(&ns_path)
+                .map(OwnedFd::from)
+                .map_err(|e| ZoneError::Net {
+                    what: ns_path.clone(),
+                    reason: e.to_string(),
+                })
+        };
+        let zone_ns = open_ns()?;
+        let host = host_netlink()?;
+        let inside = Netlink::in_netns(open_ns()?).map_err(net_err("zone netlink"))?;
+        Ok(Plumber {
+            zone_ns,
+            host,
+            inside,
+        })
+    }
+
+    /// Inside the zone: lo up (once, at boot).
+    fn loopback_up(&self) -> Result<()> {
+        let nl = self.inside.blocking();
+        if nl.exists("lo").map_err(net_err("lo"))? {
+            nl.set_up("lo").map_err(net_err("lo"))?;
+        }
+        Ok(())
+    }
+
+    /// Plumbs one nic: the veth pair, its host end in the bridge, its zone end moved
+    /// into the zone, renamed, addressed, up, with its gateway route. The one place a
+    /// nic is plugged in, at boot and live.
+    fn plumb(&self, p: &NicPlan) -> Result<()> {
+        let nic = format!("nic {}", p.nic.name);
+        let peer = p.temp_peer();
+        let host = self.host.blocking();
+        host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
+        host.move_to_netns(&peer, self.zone_ns.as_fd())
+            .map_err(net_err(format!("moving {peer} into the zone")))?;
+        host::link::plug_into_bridge(&p.host_if, &p.bridge).map_err(|e| net_err(&nic)(e.into()))?;
+        configure_inside(&self.inside, p)
+    }
+}
+
+/// Plugs every nic of a zone whose init is `zone_pid` ([`Plumber::plumb`] each). On
+/// error, what was created is removed.
 pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
     if plans.is_empty() {
         return Ok(());
     }
-    let ns_path = format!("/proc/{zone_pid}/ns/net");
-    let open_ns = || {
-        std::fs::File::open(&ns_path)
-            .map(OwnedFd::from)
-            .map_err(|e| ZoneError::Net {
-                what: ns_path.clone(),
-                reason: e.to_string(),
-            })
-    };
     let result = (|| {
-        let zone_ns = open_ns()?;
-        let host = host_netlink()?;
-        let host = host.blocking();
-        for p in plans {
-            let nic = format!("nic {}", p.nic.name);
-            let peer = p.temp_peer();
-            host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
-            host.move_to_netns(&peer, zone_ns.as_fd())
-                .map_err(net_err(format!("moving {peer} into the zone")))?;
-            host::link::plug_into_bridge(&p.host_if, &p.bridge)
-                .map_err(|e| net_err(&nic)(e.into()))?;
-        }
-        let inside = Netlink::in_netns(zone_ns).map_err(net_err("zone netlink"))?;
-        configure_inside(&inside, plans)
+        let plumber = Plumber::open(zone_pid)?;
+        plumber.loopback_up()?;
+        plans.iter().try_for_each(|p| plumber.plumb(p))
     })();
     if result.is_err() {
         teardown(plans);
@@ -81,30 +115,41 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
     result
 }
 
-/// Inside the zone's netns: lo up, each nic renamed, addressed, up, gateway route.
-fn configure_inside(netlink: &Netlink, plans: &[NicPlan]) -> Result<()> {
-    let nl = netlink.blocking();
-    if nl.exists("lo").map_err(net_err("lo"))? {
-        nl.set_up("lo").map_err(net_err("lo"))?;
+/// Plugs one more nic into the running zone whose init is `zone_pid` (a live
+/// `add_nics`); on error, what was created of it is removed.
+pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<()> {
+    let result = Plumber::open(zone_pid).and_then(|p| p.plumb(plan));
+    if result.is_err() {
+        let _ = remove_stale(std::slice::from_ref(plan));
     }
-    for p in plans {
-        let name = &p.nic.name;
-        let what = format!("nic {name}");
-        let settings = LinkSettings {
-            name: Some(name.clone()),
-            mtu: p.nic.mtu,
-            mac: p.nic.mac.map(spec::MacAddr::octets),
-        };
-        nl.configure_link(&p.temp_peer(), &settings)
+    result
+}
+
+/// Unplugs one nic from a running zone (a live `remove_nics`): deleting the host end
+/// of its veth deletes the zone end with it, addresses and routes included.
+pub fn unplumb_one(plan: &NicPlan) -> Result<()> {
+    delete_links(vec![plan.host_if.clone()]).map(drop)
+}
+
+/// Inside the zone's netns: the nic renamed, addressed, up, its gateway route.
+fn configure_inside(netlink: &Netlink, p: &NicPlan) -> Result<()> {
+    let nl = netlink.blocking();
+    let name = &p.nic.name;
+    let what = format!("nic {name}");
+    let settings = LinkSettings {
+        name: Some(name.clone()),
+        mtu: p.nic.mtu,
+        mac: p.nic.mac.map(spec::MacAddr::octets),
+    };
+    nl.configure_link(&p.temp_peer(), &settings)
+        .map_err(net_err(&what))?;
+    if let IpConfig::Static { addr, prefix } = p.nic.ip {
+        nl.add_address(name, addr, prefix).map_err(net_err(&what))?;
+    }
+    nl.set_up(name).map_err(net_err(&what))?;
+    if let Some(gw) = p.nic.gateway {
+        nl.add_route(&Route::default_via(gw, name))
             .map_err(net_err(&what))?;
-        if let IpConfig::Static { addr, prefix } = p.nic.ip {
-            nl.add_address(name, addr, prefix).map_err(net_err(&what))?;
-        }
-        nl.set_up(name).map_err(net_err(&what))?;
-        if let Some(gw) = p.nic.gateway {
-            nl.add_route(&Route::default_via(gw, name))
-                .map_err(net_err(&what))?;
-        }
     }
     Ok(())
 }

@@ -208,6 +208,65 @@ fn btrfs_qgroup_limits_the_zones_writable_layer() {
     assert!(!zone_dir.exists());
 }
 
+/// The qgroup limits btrfs holds for the filesystem on `loopdev` (its sysfs
+/// `max_referenced` files).
+fn btrfs_qgroup_limits(loopdev: &str) -> Vec<u64> {
+    let fsid = run_ok(Command::new("blkid").args(["-s", "UUID", "-o", "value", loopdev]));
+    let dir = Path::new("/sys/fs/btrfs").join(fsid.trim()).join("qgroups");
+    let mut out: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("max_referenced")).ok())
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn a_reload_changes_the_quota_of_a_running_zone() {
+    require_root();
+    require_tool("mkfs.btrfs", "btrfs-progs");
+    require_tool("btrfs", "btrfs-progs");
+    let fs = TestFs::new(&["mkfs.btrfs", "-q"], 256 * MIB, "btrfs", None);
+    run_ok(
+        Command::new("btrfs")
+            .args(["quota", "enable"])
+            .arg(fs.path()),
+    );
+    let pool = writer_pool(fs.path(), Some(16 * MIB), 1, 2);
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    assert!(btrfs_qgroup_limits(&fs.loopdev).contains(&(16 * MIB)));
+    let mut config = pool.config.clone();
+    if let spec::Kind::Zone(z) = &mut config.spec.kind {
+        z.quota = Some(48 * MIB);
+    }
+    spec::atomic::write_json_atomic(&monitor::config_path(pool.dir(), &config.uuid), &config)
+        .unwrap();
+    let (resp, _) = pool.request(monitor::MonitorRequest::Reload);
+    assert!(
+        resp.ok && resp.message.contains("quota: 48M enforced"),
+        "{resp:?}"
+    );
+    let limits = btrfs_qgroup_limits(&fs.loopdev);
+    assert!(
+        limits.contains(&(48 * MIB)) && !limits.contains(&(16 * MIB)),
+        "{limits:?}"
+    );
+    let after = pool.status();
+    assert_eq!(
+        after.instance_pid, st.instance_pid,
+        "the zone was restarted"
+    );
+    assert!(
+        after.details["quota"].starts_with("48M enforced"),
+        "{after:?}"
+    );
+    stop(&pool, &mut child);
+}
+
 #[test]
 fn btrfs_without_quotas_is_unenforced_with_the_command_to_run() {
     require_root();

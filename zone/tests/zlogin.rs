@@ -337,6 +337,7 @@ fn zlogin_refuses_unknown_stopped_and_hvm_instances() {
     hvm.spec.name = "guest".into();
     hvm.spec.kind = spec::Kind::Hvm(spec::HvmSpec {
         vcpus: 1,
+        cpu_cap: 0,
         disks: vec![],
         cmdline: None,
     });

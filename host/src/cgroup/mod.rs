@@ -59,6 +59,8 @@ pub trait Cgroup: std::fmt::Debug + Send {
     fn add_process(&self, pid: i32) -> Result<()>;
     /// The pids currently in the cgroup.
     fn processes(&self) -> Result<Vec<i32>>;
+    /// Memory the cgroup charges now, in bytes (what a new limit must not cut under).
+    fn memory_usage(&self) -> Result<u64>;
     /// CPU time used by the cgroup so far, in microseconds.
     fn cpu_usage_usec(&self) -> Result<u64>;
     /// Memory, CPU time and tasks used now, with their limits (`vmadm stats`, metrics).
@@ -260,6 +262,19 @@ pub(super) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
         path: dir.to_path_buf(),
         reason: format!("writing {value:?} to {file}: {e}"),
     })
+}
+
+/// Reads a control file holding one number (`memory.current`), naming it on failure.
+pub(super) fn read_number(dir: &Path, file: &str) -> Result<u64> {
+    let fail = |reason: String| CgroupError {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let text =
+        fs::read_to_string(dir.join(file)).map_err(|e| fail(format!("reading {file}: {e}")))?;
+    text.trim()
+        .parse()
+        .map_err(|_| fail(format!("{file} is not a number: {:?}", text.trim())))
 }
 
 /// Reads the pids listed in a `cgroup.procs` file.

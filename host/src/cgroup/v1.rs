@@ -63,10 +63,25 @@ impl Cgroup for V1Cgroup {
     fn set_limits(&self, limits: &Limits) -> Result<()> {
         if let Some(mem) = limits.memory {
             let dir = self.dir("memory")?;
-            write_file(dir, "memory.limit_in_bytes", &mem.to_string())?;
-            // memsw only exists with swap accounting; equal to the limit = no swap.
-            if dir.join("memory.memsw.limit_in_bytes").exists() {
-                write_file(dir, "memory.memsw.limit_in_bytes", &mem.to_string())?;
+            let value = mem.to_string();
+            // memsw only exists with swap accounting; equal to the limit = no swap. The
+            // kernel keeps memsw >= the limit at every write, so a raise (of a running
+            // zone's limit) writes memsw first and a cut writes it last.
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                let current = fs::read_to_string(&memsw)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .unwrap_or(u64::MAX);
+                if mem > current {
+                    write_file(dir, "memory.memsw.limit_in_bytes", &value)?;
+                    write_file(dir, "memory.limit_in_bytes", &value)?;
+                } else {
+                    write_file(dir, "memory.limit_in_bytes", &value)?;
+                    write_file(dir, "memory.memsw.limit_in_bytes", &value)?;
+                }
+            } else {
+                write_file(dir, "memory.limit_in_bytes", &value)?;
             }
         }
         let cpu = self.dir("cpu")?;
@@ -98,6 +113,10 @@ impl Cgroup for V1Cgroup {
         pids.sort_unstable();
         pids.dedup();
         Ok(pids)
+    }
+
+    fn memory_usage(&self) -> Result<u64> {
+        super::read_number(self.dir("memory")?, "memory.usage_in_bytes")
     }
 
     fn cpu_usage_usec(&self) -> Result<u64> {
@@ -192,6 +211,30 @@ mod tests {
                 tasks_limit: Some(7),
             }
         );
+        fs::write(
+            root.path().join("memory/skerry/z1/memory.usage_in_bytes"),
+            "4096\n",
+        )
+        .unwrap();
+        assert_eq!(cg.memory_usage().unwrap(), 4096);
+        // A running zone's cap raised, then cut: both files follow (the kernel's
+        // memsw >= limit rule is what init/tests/live.rs meets on this host).
+        for mem in [128u64 << 20, 32 << 20] {
+            cg.set_limits(&Limits {
+                memory: Some(mem),
+                cpu_cap: 0,
+                pids: None,
+            })
+            .unwrap();
+            assert_eq!(
+                read("memory/skerry/z1/memory.limit_in_bytes"),
+                mem.to_string()
+            );
+            assert_eq!(
+                read("memory/skerry/z1/memory.memsw.limit_in_bytes"),
+                mem.to_string()
+            );
+        }
     }
 
     #[test]

@@ -82,6 +82,10 @@ impl Cgroup for V2Cgroup {
         read_procs(&self.dir)
     }
 
+    fn memory_usage(&self) -> Result<u64> {
+        super::read_number(&self.dir, "memory.current")
+    }
+
     fn cpu_usage_usec(&self) -> Result<u64> {
         let text = fs::read_to_string(self.dir.join("cpu.stat")).map_err(|e| CgroupError {
             path: self.dir.clone(),
@@ -185,6 +189,11 @@ mod tests {
         assert_eq!(read("memory.swap.max"), "0");
         assert_eq!(read("cpu.max"), "20000 100000");
         assert_eq!(read("pids.max"), "10");
+        fs::write(cg.dir().join("memory.current"), "8192\n").unwrap();
+        assert_eq!(cg.memory_usage().unwrap(), 8192);
+        fs::write(cg.dir().join("memory.current"), "lots\n").unwrap();
+        let err = cg.memory_usage().unwrap_err().to_string();
+        assert!(err.contains("memory.current is not a number"), "{err}");
     }
 
     #[test]

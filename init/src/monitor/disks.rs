@@ -121,6 +121,7 @@ mod tests {
         fs::write(&image, &data).unwrap();
         let hvm = HvmSpec {
             vcpus: 1,
+            cpu_cap: 0,
             disks: vec![
                 Disk {
                     name: "root".into(),
@@ -154,6 +155,7 @@ mod tests {
     fn blank_disk_without_size_is_refused() {
         let hvm = HvmSpec {
             vcpus: 1,
+            cpu_cap: 0,
             disks: vec![Disk {
                 name: "data".into(),
                 boot: false,

@@ -87,13 +87,7 @@ impl Runtime for MonitorRuntime {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        let mut bridges = BTreeMap::new();
-        for nic in &rec.spec.nics {
-            let tag = self.node.nic_tag(&nic.tag);
-            crate::net::ensure_bridge(&tag.bridge, tag.link.as_deref())
-                .map_err(|e| fail(format!("nic {} (tag {}): {e}", nic.name, nic.tag)))?;
-            bridges.insert(nic.tag.clone(), tag.bridge);
-        }
+        let bridges = self.bridges(rec).map_err(fail)?;
         let config = InstanceConfig {
             uuid: rec.uuid.clone(),
             pool: self.pool.root().to_path_buf(),
@@ -194,21 +188,50 @@ impl Runtime for MonitorRuntime {
             })
     }
 
-    /// Rewrites config.json with `rec.spec` (what else it holds, image and bridges,
-    /// stays: those change only at a start, through `prepare`), then asks the monitor
-    /// to reread it. A monitor restarted later reads the same file, so it never serves
-    /// the manifest it had before the edit.
+    /// Rewrites config.json with `rec.spec` and the bridges of any new nic tags (what
+    /// else it holds, the image, changes only at a start, through `prepare`), then asks the
+    /// monitor to reread it. A monitor restarted later reads the same file, so it never
+    /// serves the manifest it had before the edit. When the monitor refuses, the file
+    /// it had is put back: the refused change is not applied at a restart either.
     fn reload(&self, rec: &InstanceRecord) -> Result<String, RuntimeError> {
         let fail = |message: String| RuntimeError::Monitor {
             instance: rec.name.clone(),
             message,
         };
         let path = contract::config_path(self.pool.root(), &rec.uuid);
-        let mut config = contract::read_config(&path).map_err(|e| fail(e.to_string()))?;
-        config.spec = rec.spec.clone();
+        let before = contract::read_config(&path).map_err(|e| fail(e.to_string()))?;
+        // A nic added live may bring a tag the zone had no bridge for.
+        let mut bridges = before.bridges.clone();
+        bridges.extend(self.bridges(rec).map_err(fail)?);
+        let config = InstanceConfig {
+            spec: rec.spec.clone(),
+            bridges,
+            ..before.clone()
+        };
         spec::atomic::write_json_atomic(&path, &config)
             .map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        self.client(&rec.uuid).reload().map_err(monitor_error(rec))
+        self.client(&rec.uuid)
+            .reload()
+            .map_err(monitor_error(rec))
+            .inspect_err(|_| {
+                if let Err(e) = spec::atomic::write_json_atomic(&path, &before) {
+                    log::error!("{}: putting back {}: {e}", rec.name, path.display());
+                }
+            })
+    }
+}
+
+impl MonitorRuntime {
+    /// The node bridge of each nic tag `rec` uses, each made if missing.
+    fn bridges(&self, rec: &InstanceRecord) -> Result<BTreeMap<String, String>, String> {
+        let mut bridges = BTreeMap::new();
+        for nic in &rec.spec.nics {
+            let tag = self.node.nic_tag(&nic.tag);
+            crate::net::ensure_bridge(&tag.bridge, tag.link.as_deref())
+                .map_err(|e| format!("nic {} (tag {}): {e}", nic.name, nic.tag))?;
+            bridges.insert(nic.tag.clone(), tag.bridge);
+        }
+        Ok(bridges)
     }
 }
 

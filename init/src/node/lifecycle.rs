@@ -2,6 +2,7 @@
 
 use super::{Entry, Node};
 use crate::monitor::watch::{self, Exit};
+use crate::pool::InstanceRecord;
 use crate::runtime::RuntimeError;
 use monitor::StatusFile;
 use spec::State;
@@ -12,21 +13,38 @@ use std::time::{Duration, Instant};
 const EXIT_REBOOT: i32 = monitor::exit::REBOOT;
 
 impl Node {
-    /// Hands the recorded spec of a running instance to its monitor when `changed`
-    /// holds properties it applies live (customer metadata); a failure is logged and
-    /// left for the next start, which reads the same spec.
-    pub(crate) fn apply_live(&self, uuid: &str, changed: &[&str]) {
-        let Some(e) = self.entry(uuid) else { return };
+    /// Hands `rec` (the spec it will record) to the running instance's monitor when
+    /// `changed` holds properties the monitor applies live; returns the monitor's note,
+    /// `None` when there was nothing to hand over. On a refusal the monitor's config
+    /// is left as it was, so the caller can leave everything unchanged.
+    pub(crate) fn apply_live(
+        &self,
+        rec: &InstanceRecord,
+        changed: &[&str],
+    ) -> Result<Option<String>, RuntimeError> {
+        let running = self.entry(&rec.uuid).is_some_and(|e| e.pid != 0);
         let live = changed
             .iter()
-            .any(|p| crate::plan::reaches_the_monitor_live(p));
-        if e.pid == 0 || !live {
-            return;
+            .any(|p| crate::plan::reaches_the_monitor_live(&rec.spec.kind, p));
+        if !running || !live {
+            return Ok(None);
         }
-        match self.runtime.reload(&e.rec) {
-            Ok(note) => log::info!("{}: {note}", e.rec.name),
-            Err(err) => log::warn!("{}: could not apply the change live: {err}", e.rec.name),
-        }
+        let note = self.runtime.reload(rec)?;
+        log::info!("{}: applied live: {note}", rec.name);
+        Ok(Some(note))
+    }
+
+    /// [`Node::apply_live`] for a manifest edit already recorded: a change the running
+    /// instance refuses is left for its next start (marked as needing a restart) and
+    /// reported.
+    pub(crate) fn apply_live_or_wait_for_restart(
+        &self,
+        rec: &InstanceRecord,
+        changed: &[&str],
+    ) -> Result<(), RuntimeError> {
+        self.apply_live(rec, changed).map(drop).inspect_err(|_| {
+            self.update_record(&rec.uuid, |e| e.rec.needs_restart = true);
+        })
     }
 
     /// Starts an instance's monitor (unless one runs) and waits for it to report

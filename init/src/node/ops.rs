@@ -1,6 +1,7 @@
 //! The operations the API offers, on top of the reconciler and supervisor.
 
 use super::Node;
+use crate::pool::InstanceRecord;
 use crate::runtime::RuntimeError;
 use crate::update;
 use spec::api::{InstanceDetail, InstanceSummary};
@@ -190,9 +191,11 @@ impl Node {
         Ok(Some((file, spec.clone())))
     }
 
-    /// Changes properties (SmartOS `vmadm update` style JSON). The manifest is
-    /// rewritten and the record updated; returns whether a restart is needed for the
-    /// change to take effect, and a message saying which properties changed.
+    /// Changes properties (SmartOS `vmadm update` style JSON). What the running
+    /// instance takes live is applied first; when it refuses (or the payload is bad)
+    /// nothing changes: manifest, record and instance stay as they were. Then the
+    /// manifest is rewritten and the record updated. Returns whether a restart is
+    /// needed for the rest of the change, and a message saying what changed and how.
     pub fn update(self: &Arc<Self>, id: &str, payload: &str) -> Result<(bool, String), NodeError> {
         let _ops = self.lock_ops();
         let uuid = self.require(id)?;
@@ -208,23 +211,43 @@ impl Node {
         if changed.is_empty() {
             return Ok((false, "nothing changed".into()));
         }
-        self.write_manifest(&file, &spec)?;
-        let restart = e.pid != 0 && changed.iter().any(|p| crate::plan::needs_restart(p));
+        let waiting: Vec<&str> = changed
+            .iter()
+            .copied()
+            .filter(|p| e.pid != 0 && crate::plan::needs_restart(&spec.kind, p))
+            .collect();
+        let updated = InstanceRecord {
+            spec: spec.clone(),
+            ..e.rec.clone()
+        };
+        let live = self.apply_live(&updated, &changed).map_err(|err| {
+            NodeError::Invalid(format!(
+                "cannot apply the change live: {err}; nothing changed"
+            ))
+        })?;
+        if let Err(err) = self.write_manifest(&file, &spec) {
+            // Put the running instance back as the unchanged manifest has it.
+            if live.is_some() {
+                let _ = self.apply_live(&e.rec, &changed);
+            }
+            return Err(err);
+        }
         self.update_record(&uuid, |en| {
             en.rec.spec = spec;
-            en.rec.needs_restart |= restart;
+            en.rec.needs_restart |= !waiting.is_empty();
         });
-        self.apply_live(&uuid, &changed);
-        let msg = if restart {
-            format!(
-                "updated {}; restart the instance to apply",
-                changed.join(", ")
-            )
-        } else {
-            format!("updated {}", changed.join(", "))
-        };
+        let mut msg = format!("updated {}", changed.join(", "));
+        if live.is_some() {
+            msg.push_str("; applied live");
+        }
+        if !waiting.is_empty() {
+            msg.push_str(&format!(
+                "; needs a restart to apply: {}",
+                waiting.join(", ")
+            ));
+        }
         log::info!("{}: {msg}", e.rec.name);
-        Ok((restart, msg))
+        Ok((!waiting.is_empty(), msg))
     }
 
     /// Deletes an instance, its data and its manifest.

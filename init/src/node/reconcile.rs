@@ -55,7 +55,7 @@ impl Node {
             log::info!("reconcile: nothing to do");
         }
         for s in &steps {
-            log::info!("plan: {} {}: {}", s.action, s.name, s.reason);
+            log::info!("plan: {} {}: {}", s.label(), s.name, s.reason);
         }
         let mut out = Outcome {
             steps: Vec::new(),
@@ -63,9 +63,14 @@ impl Node {
         };
         for s in steps {
             let mut reason = s.reason.clone();
-            if let Err(e) = self.apply(&s) {
-                log::error!("{} {}: {e}", s.action, s.name);
-                reason = format!("{reason}; FAILED: {e}");
+            match self.apply(&s) {
+                Err(e) => {
+                    log::error!("{} {}: {e}", s.label(), s.name);
+                    reason = format!("{reason}; FAILED: {e}");
+                }
+                // The wire has no room for the label: the reason says it.
+                Ok(()) if s.live => reason.push_str("; applied live"),
+                Ok(()) => {}
             }
             out.steps.push(PlanStep {
                 name: s.name,
@@ -112,15 +117,18 @@ impl Node {
                         .as_ref()
                         .map(|o| plan::changed_properties(o, &spec))
                         .unwrap_or_default();
-                    let restart = running && changed.iter().any(|p| plan::needs_restart(p));
-                    self.update_record(&u, |e| {
+                    let restart =
+                        running && changed.iter().any(|p| plan::needs_restart(&spec.kind, p));
+                    let rec = self.update_record(&u, |e| {
                         e.rec.spec = spec;
                         e.rec.needs_restart |= restart;
                         if turned_on && e.pid == 0 {
                             e.rec.want_running = true;
                         }
                     });
-                    self.apply_live(&u, &changed);
+                    if let Some(rec) = rec {
+                        self.apply_live_or_wait_for_restart(&rec, &changed)?;
+                    }
                 }
                 Ok(())
             }

@@ -80,7 +80,7 @@ pub(crate) fn measure(
     let cg = cg.unwrap_or_default();
     let (cpu_cap, tasks_limit) = match &spec.kind {
         Kind::Zone(z) => (z.cpu_cap, cg.tasks_limit.or(Some(z.pids))),
-        Kind::Hvm(_) => (0, cg.tasks_limit),
+        Kind::Hvm(h) => (h.cpu_cap, cg.tasks_limit),
     };
     let (disk_used_bytes, disk_quota_bytes) = match &spec.kind {
         Kind::Zone(z) => {
@@ -232,6 +232,7 @@ mod tests {
                 size: Some(8 << 20),
             }],
             cmdline: None,
+            cpu_cap: 30,
         });
         spec.nics = vec![spec::Nic {
             name: "net0".into(),
@@ -294,6 +295,7 @@ mod tests {
         let u = measure(&rec, true, pool.path(), Some(&h), None);
         assert!(u.problems.is_empty(), "{:?}", u.problems);
         assert_eq!(u.kind, "hvm");
+        assert_eq!(u.cpu_cap, 30, "the HVM's own cap");
         assert_eq!(u.memory_limit_bytes, 128 << 20, "the VMM cgroup's limit");
         assert_eq!(u.tasks, 1, "the sleep in the cgroup");
         assert_eq!(u.tasks_limit, Some(50));

@@ -49,6 +49,9 @@ fn instance_node(spec: &InstanceSpec) -> KdlNode {
         }
         Kind::Hvm(h) => {
             body.push(prop("vcpus", i128::from(h.vcpus)));
+            if h.cpu_cap != 0 {
+                body.push(prop("cpu-cap", i128::from(h.cpu_cap)));
+            }
             for d in &h.disks {
                 let mut disk = KdlNode::new("disk");
                 disk.push(KdlEntry::new(d.name.as_str()));

@@ -210,6 +210,7 @@ fn read_instance(c: &mut Collector, file: &Path, node: &KdlNode) -> Option<Insta
     } else {
         Kind::Hvm(HvmSpec {
             vcpus: f.vcpus.unwrap_or(defaults::VCPUS),
+            cpu_cap: f.cpu_cap.unwrap_or(defaults::CPU_CAP),
             disks: hvm_disks(c, node, f.disks)?,
             cmdline: f.cmdline,
         })

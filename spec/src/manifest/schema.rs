@@ -28,6 +28,7 @@ pub const ZONE_PROPS: &[&str] = &[
 pub const HVM_PROPS: &[&str] = &[
     "image",
     "vcpus",
+    "cpu-cap",
     "memory",
     "disk",
     "nic",

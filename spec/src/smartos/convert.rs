@@ -88,6 +88,7 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
             }
             let kind = Kind::Hvm(HvmSpec {
                 vcpus: int_of("vcpus").map_or(defaults::VCPUS, |n| n as u32),
+                cpu_cap: int_of("cpu_cap").map_or(defaults::CPU_CAP, |n| n as u32),
                 disks,
                 cmdline: None,
             });

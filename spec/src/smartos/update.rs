@@ -124,6 +124,9 @@ impl Updater {
                 if let Some(n) = int_of("vcpus") {
                     h.vcpus = n as u32;
                 }
+                if let Some(n) = int_of("cpu_cap") {
+                    h.cpu_cap = n as u32;
+                }
                 if let Some(list) = p.get("add_disks").and_then(Value::as_array) {
                     let (image, new) = hvm_disks(list, &mut self.errs);
                     if image.is_some() || new.iter().any(|d| d.boot) {

@@ -1,6 +1,7 @@
 //! `create` and `update`: the commands that send a payload.
 
 use super::{status, Init, Result, VmadmError};
+use crate::client::ClientError;
 use crate::payload;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -64,7 +65,20 @@ pub(super) async fn update(
     } else {
         payload::properties(properties)?.to_string()
     };
-    let (restart, message) = init.node().await?.update(id, &body).await?;
+    let (restart, message) = init
+        .node()
+        .await?
+        .update(id, &body)
+        .await
+        .map_err(|e| match e {
+            ClientError::Invalid(reason) | ClientError::Failed(reason) => {
+                VmadmError::UpdateFailed {
+                    id: id.to_string(),
+                    reason,
+                }
+            }
+            other => other.into(),
+        })?;
     if !message.is_empty() {
         status(&message);
     }

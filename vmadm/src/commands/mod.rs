@@ -51,6 +51,15 @@ pub enum VmadmError {
         #[source]
         source: io::Error,
     },
+    /// init refused or failed an update: SmartOS's words, with init's reason (every
+    /// bad key and value, or why the running instance cannot take the change).
+    #[error("Failed to update VM {id}: {reason}")]
+    UpdateFailed {
+        /// The name or UUID given.
+        id: String,
+        /// init's message.
+        reason: String,
+    },
     /// `lookup -1` did not match exactly one instance.
     #[error("lookup -1: {0} instances matched, expected exactly one")]
     NotExactlyOne(usize),

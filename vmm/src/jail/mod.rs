@@ -51,13 +51,32 @@ pub fn pids_max(vcpus: u8, nics: usize) -> u64 {
     BASE_TASKS + u64::from(vcpus) + nics as u64
 }
 
-/// The cgroup limits of a VMM running a guest of `memory` bytes.
-pub fn vmm_limits(memory: u64, vcpus: u8, nics: usize) -> host::cgroup::Limits {
+/// The cgroup limits of a VMM running a guest of `memory` bytes, its CPU time capped
+/// at `cpu_cap` percent of one CPU (0: uncapped).
+pub fn vmm_limits(memory: u64, vcpus: u8, nics: usize, cpu_cap: u32) -> host::cgroup::Limits {
     host::cgroup::Limits {
         memory: Some(memory.saturating_add(MEMORY_OVERHEAD)),
-        cpu_cap: 0,
+        cpu_cap,
         pids: Some(pids_max(vcpus, nics)),
     }
+}
+
+/// Changes the CPU cap of the existing cgroup `name` (a running VMM's), leaving its
+/// memory and task limits as they are.
+pub fn set_cpu_cap(name: &str, cpu_cap: u32) -> Result<(), JailError> {
+    let cg = host::cgroup::Hierarchy::detect()
+        .map_err(cgroup_err)?
+        .existing(name)
+        .ok_or_else(|| JailError {
+            what: "cgroup".into(),
+            reason: format!("skerry/{name} does not exist: is the guest running?"),
+        })?;
+    let only_cpu = host::cgroup::Limits {
+        memory: None,
+        cpu_cap,
+        pids: None,
+    };
+    cg.set_limits(&only_cpu).map_err(cgroup_err)
 }
 
 fn cgroup_err(e: host::cgroup::CgroupError) -> JailError {

@@ -225,6 +225,27 @@ impl Zone {
         }
     }
 
+    /// The nics plugged into the running zone, as they are now.
+    pub fn nics(&self) -> &[NicPlan] {
+        &self.nics
+    }
+
+    /// Plugs one more nic into the running zone (`net::plumb_one`).
+    pub fn add_nic(&mut self, plan: NicPlan) -> Result<()> {
+        net::plumb_one(self.pid.as_raw(), &plan)?;
+        self.nics.push(plan);
+        Ok(())
+    }
+
+    /// Unplugs the nic named `name` (inside the zone) from the running zone.
+    pub fn remove_nic(&mut self, name: &str) -> Result<()> {
+        if let Some(i) = self.nics.iter().position(|p| p.nic.name == name) {
+            net::unplumb_one(&self.nics[i])?;
+            self.nics.remove(i);
+        }
+        Ok(())
+    }
+
     /// After the init has exited: kills stragglers, removes the cgroup and the veths.
     pub fn cleanup(&mut self) -> Result<()> {
         if self.reaped.is_none() {

@@ -151,6 +151,7 @@ mod tests {
         let mut c = config(vec![], "");
         c.spec.kind = spec::Kind::Hvm(spec::HvmSpec {
             vcpus: 1,
+            cpu_cap: 0,
             disks: vec![],
             cmdline: None,
         });

@@ -43,23 +43,9 @@ impl Instance for Monitor {
                 .display()
                 .to_string(),
         );
-        d.insert(
-            "memory".into(),
-            self.spec
-                .limits
-                .memory
-                .map_or("none".into(), |m| m.to_string()),
-        );
-        d.insert("cpu_cap".into(), self.spec.limits.cpu_cap.to_string());
-        d.insert(
-            "pids".into(),
-            self.spec
-                .limits
-                .pids
-                .map_or("none".into(), |p| p.to_string()),
-        );
         self.zone = Some(zone);
         self.pty = Some(pty);
+        self.record_limits();
         self.set_state(State::Running, "");
         Ok(())
     }
@@ -113,8 +99,9 @@ impl Instance for Monitor {
         self.status.clone()
     }
 
-    /// Applies the customer metadata of the rewritten config.json to the metadata
-    /// server, at once: the zone reads the new values with its next request.
+    /// Applies the rewritten config.json to the running zone: its limits, quota and
+    /// nics (`live.rs`), and its customer metadata to the metadata server (the zone
+    /// reads the new values with its next request).
     fn reload(&mut self) -> Option<Result<String>> {
         Some(self.reload_config())
     }
@@ -174,7 +161,9 @@ impl Monitor {
                 self.config.uuid
             )));
         }
-        let note = self.metadata.apply_manifest(&config.spec)?;
+        let mut notes = self.apply_live(&config)?;
+        notes.push(self.metadata.apply_manifest(&config.spec)?);
+        let note = notes.join("; ");
         eprintln!("zone monitor {}: reload: {note}", self.config.uuid);
         Ok(note)
     }

@@ -9,6 +9,7 @@
 
 mod config;
 mod instance;
+mod live;
 mod metadata;
 
 pub use config::launch_spec;
@@ -162,16 +163,16 @@ impl Monitor {
         self.save();
     }
 
-    /// Sets up the writable-layer quota (once per monitor: the upper persists across
-    /// reboots). A pool without support only yields an "unenforced" status.
-    fn setup_quota(&mut self) -> Result<()> {
+    /// The zone's writable layer and the quota its config asks for; `None` for a
+    /// throwaway upper.
+    fn layer_quota(&self) -> Option<LayerQuota> {
         let Upper::Persistent { upper, work } = &self.spec.upper else {
-            return Ok(());
+            return None;
         };
         let spec::Kind::Zone(z) = &self.config.spec.kind else {
-            return Ok(());
+            return None;
         };
-        let q = LayerQuota {
+        Some(LayerQuota {
             zone: format!("{} ({})", self.config.spec.name, self.config.uuid),
             pool: self.config.pool.clone(),
             zone_dir: spec::pool::instance_dir(&self.config.pool, &self.config.uuid),
@@ -179,12 +180,25 @@ impl Monitor {
             work: work.clone(),
             limit: z.quota,
             id_range_start: self.config.id_range_start,
+        })
+    }
+
+    /// Sets up the writable-layer quota (once per monitor: the upper persists across
+    /// reboots). A pool without support only yields an "unenforced" status.
+    fn setup_quota(&mut self) -> Result<()> {
+        let Some(q) = self.layer_quota() else {
+            return Ok(());
         };
         quota::prepare_layer(&q)?;
-        for d in [upper, work] {
+        for d in [&q.upper, &q.work] {
             std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
         }
-        let status = quota::apply(&q)?;
+        self.apply_quota(&q)
+    }
+
+    /// Sets the limit of `q` on the prepared layer (at the first boot, and live).
+    fn apply_quota(&mut self, q: &LayerQuota) -> Result<()> {
+        let status = quota::apply(q)?;
         let d = &mut self.status.details;
         match status.detail() {
             Some(text) => d.insert("quota".into(), text),
