@@ -380,12 +380,14 @@ fn a_disk_without_a_kernel_fails_with_the_reason() {
 fn a_second_monitor_of_the_same_instance_is_refused() {
     let pool = pool_with_guest(&[print(b"first\n"), HALT_FOREVER.to_vec()].concat());
     let first = start_monitor(&pool);
-    let pidfile = contract::pidfile_path(&pool.cfg.run_dir, &pool.cfg.uuid);
-    wait_for(
-        "the first monitor's pidfile",
-        Duration::from_secs(10),
-        || pidfile.exists(),
-    );
+    // Running, not only locked: the last check asks the first monitor again, and a
+    // loaded host may take seconds from its pidfile to its guest.
+    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
+    wait_for("the first guest runs", Duration::from_secs(30), || {
+        client
+            .request(&MonitorRequest::Status)
+            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == State::Running))
+    });
     let mut second = start_monitor(&pool);
     let code = wait_exit(&mut second, Duration::from_secs(10));
     assert_ne!(code, 0, "a second monitor of a live instance started");
