@@ -52,6 +52,9 @@ pub struct Cmdline {
     /// `skerry.ssh-key=` (repeatable): keys allowed to log in as root over SSH, for a
     /// node whose pool has no `config/node.kdl` yet. See [`ssh_key_value`].
     pub ssh_keys: Vec<String>,
+    /// Words left out rather than failing the whole command line (a bad
+    /// `skerry.ssh-key=`: a typo in a key must not cost the node its `ip=` and pool).
+    pub ignored: Vec<CmdlineError>,
 }
 
 /// A `skerry.*` or `ip=` word init cannot act on.
@@ -93,6 +96,7 @@ impl Cmdline {
             modules: Vec::new(),
             shell: false,
             ssh_keys: Vec::new(),
+            ignored: Vec::new(),
         };
         for word in words(text) {
             let word = word.as_str();
@@ -123,7 +127,10 @@ impl Cmdline {
                         .map(str::to_string),
                 ),
                 "skerry.shell" => c.shell = true,
-                "skerry.ssh-key" => c.ssh_keys.push(ssh_key_value(value)?),
+                "skerry.ssh-key" => match ssh_key_value(value) {
+                    Ok(key) => c.ssh_keys.push(key),
+                    Err(e) => c.ignored.push(e),
+                },
                 "ip" => c.ip = parse_ip(value)?,
                 _ => {}
             }
@@ -311,14 +318,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.ssh_keys, vec![key.to_string(), key.to_string()]);
         assert!(c.shell, "the words after a quoted value are still read");
-        // Neither a bare word nor a bad escape is a key; the error names the value.
-        let e = Cmdline::parse("skerry.ssh-key=ssh-ed25519").unwrap_err();
-        assert!(e.to_string().contains("skerry.ssh-key=ssh-ed25519"), "{e}");
-        assert!(Cmdline::parse("skerry.ssh-key=ssh-ed25519%2").is_err());
+        // Neither a bare word, a bad escape nor two lines is a key: each is left out,
+        // with an error naming the value, and the rest of the command line still counts.
         let two_lines = format!("{key}\n{key}")
             .replace(' ', "%20")
             .replace('\n', "%0A");
-        assert!(Cmdline::parse(&format!("skerry.ssh-key={two_lines}")).is_err());
+        let c = Cmdline::parse(&format!(
+            "skerry.ssh-key=ssh-ed25519 skerry.ssh-key=ssh-ed25519%2 skerry.ssh-key={two_lines} ip=off"
+        ))
+        .unwrap();
+        assert!(c.ssh_keys.is_empty(), "{:?}", c.ssh_keys);
+        assert_eq!(c.ip, IpMode::Off);
+        assert_eq!(c.ignored.len(), 3, "{:?}", c.ignored);
+        let e = c.ignored[0].to_string();
+        assert!(e.contains("skerry.ssh-key=ssh-ed25519:"), "{e}");
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub fn main() -> ! {
             Ok(Cmdline::parse(&text)?)
         })
         .unwrap_or_else(|| Cmdline::parse("").expect("the empty command line parses"));
+    for e in &cmdline.ignored {
+        log::error!("kernel command line: {e}; left out");
+    }
     boot.phase("modules", false, || {
         let release = nix::sys::utsname::uname()
             .map_err(sys("uname"))?
