@@ -8,6 +8,7 @@
 //! resolver "10.88.0.1"
 //! source "http://images.example:8080"
 //! metrics listen="0.0.0.0:9187"         // the Prometheus endpoint (off without it)
+//! ssh-key "ssh-ed25519 AAAAC3Nza... op@desk"  // may log in as root over SSH; repeatable
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,9 +66,47 @@ pub enum NodeConfigProblem {
     /// `metrics` without a usable `listen="ADDR:PORT"`.
     #[error("metrics: listen={0:?} is not ADDR:PORT (e.g. listen=\"0.0.0.0:9187\")")]
     BadListen(String),
+    /// An `ssh-key` that is not one public key line.
+    #[error("ssh-key {key:?}: {source}")]
+    SshKey {
+        /// The start of the value (a key can be long).
+        key: String,
+        /// What is wrong with it.
+        source: SshKeyError,
+    },
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key)")]
     Unknown(String),
+}
+
+/// Why a value is not an SSH public key line (`TYPE BASE64 [COMMENT]`, as in
+/// `authorized_keys` but without options).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshKeyError {
+    /// Longer than [`MAX_SSH_KEY`].
+    #[error("longer than {MAX_SSH_KEY} bytes")]
+    TooLong,
+    /// Not a key by the manifests' rule (`spec::customer::check_ssh_key`): one line,
+    /// a known type (so no authorized_keys options), base64 of a key of that type.
+    #[error("{0}")]
+    Invalid(String),
+    /// A `%` not followed by two hex digits (kernel command line only).
+    #[error("a % not followed by two hex digits, or not UTF-8 once decoded")]
+    BadEscape,
+}
+
+/// The longest key line accepted (an RSA 16384-bit key is about 2.8 KiB).
+pub const MAX_SSH_KEY: usize = 8192;
+
+/// Checks that `key` is one SSH public key line, as a manifest's `ssh-key` is checked.
+pub fn check_ssh_key(key: &str) -> Result<(), SshKeyError> {
+    if key.len() > MAX_SSH_KEY {
+        return Err(SshKeyError::TooLong);
+    }
+    match spec::customer::check_ssh_key(key) {
+        Some(why) => Err(SshKeyError::Invalid(why)),
+        None => Ok(()),
+    }
 }
 
 /// What one nic tag maps to on the node.
@@ -92,6 +131,8 @@ pub struct NodeConfig {
     pub sources: Vec<String>,
     /// Where the Prometheus endpoint listens; none = no endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Public keys that may log in as root over SSH (`ssh-key`, repeatable).
+    pub ssh_keys: Vec<String>,
 }
 
 impl NodeConfig {
@@ -146,6 +187,14 @@ impl NodeConfig {
                 "hostname" => cfg.hostname = Some(arg()?),
                 "resolver" => cfg.resolvers.push(arg()?),
                 "source" => cfg.sources.push(arg()?),
+                "ssh-key" => {
+                    let key = arg()?;
+                    check_ssh_key(&key).map_err(|source| NodeConfigProblem::SshKey {
+                        key: key.chars().take(40).collect(),
+                        source,
+                    })?;
+                    cfg.ssh_keys.push(key);
+                }
                 "nic-tag" => {
                     let tag = arg()?;
                     let bridge =
@@ -185,7 +234,7 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -205,6 +254,27 @@ mod tests {
         assert_eq!(cfg.nic_tag("stor").bridge, "br9");
         assert_eq!(cfg.nic_tag("other").bridge, "sk-other");
         assert_eq!(cfg.sources, vec!["http://x".to_string()]);
+    }
+
+    /// A real key (manifests/guest-setup.kdl's).
+    pub(crate) const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPTlaXfXGmWO0/kUFKX0YQX/QTGxiNTFhEFN+D8Kgst1 op@desk";
+
+    #[test]
+    fn ssh_keys_are_repeatable_and_checked() {
+        let cfg = NodeConfig::parse(&format!("ssh-key \"{KEY}\"\nssh-key \"{KEY} 2\"\n")).unwrap();
+        assert_eq!(cfg.ssh_keys, vec![KEY.to_string(), format!("{KEY} 2")]);
+        for (bad, why) in [
+            ("ssh-ed25519", "TYPE BASE64"),
+            ("command=\\\"sh\\\" ssh-ed25519 AAAA", "not an SSH key type"),
+            (&format!("{KEY}\\n{KEY}"), "one line"),
+            ("ssh-ed25519 AA$A", "not base64"),
+        ] {
+            let e = NodeConfig::parse(&format!("ssh-key \"{bad}\"")).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let long = format!("{KEY} {}", "x".repeat(MAX_SSH_KEY));
+        assert_eq!(check_ssh_key(&long), Err(SshKeyError::TooLong));
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct Cmdline {
     pub modules: Vec<String>,
     /// `skerry.shell`: open a shell on the console even when boot succeeded.
     pub shell: bool,
+    /// `skerry.ssh-key=` (repeatable): keys allowed to log in as root over SSH, for a
+    /// node whose pool has no `config/node.kdl` yet. See [`ssh_key_value`].
+    pub ssh_keys: Vec<String>,
+    /// Words left out rather than failing the whole command line (a bad
+    /// `skerry.ssh-key=`: a typo in a key must not cost the node its `ip=` and pool).
+    pub ignored: Vec<CmdlineError>,
 }
 
 /// A `skerry.*` or `ip=` word init cannot act on.
@@ -68,6 +74,14 @@ pub enum CmdlineError {
         /// Which field is wrong.
         problem: &'static str,
     },
+    /// A `skerry.ssh-key=` that is not one public key line.
+    #[error("skerry.ssh-key={value}: {source}")]
+    SshKey {
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        source: crate::node_config::SshKeyError,
+    },
 }
 
 impl Cmdline {
@@ -81,8 +95,11 @@ impl Cmdline {
             ip: IpMode::Auto,
             modules: Vec::new(),
             shell: false,
+            ssh_keys: Vec::new(),
+            ignored: Vec::new(),
         };
-        for word in text.split_whitespace() {
+        for word in words(text) {
+            let word = word.as_str();
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
                 "skerry.pool" => {
@@ -110,12 +127,75 @@ impl Cmdline {
                         .map(str::to_string),
                 ),
                 "skerry.shell" => c.shell = true,
+                "skerry.ssh-key" => match ssh_key_value(value) {
+                    Ok(key) => c.ssh_keys.push(key),
+                    Err(e) => c.ignored.push(e),
+                },
                 "ip" => c.ip = parse_ip(value)?,
                 _ => {}
             }
         }
         Ok(c)
     }
+}
+
+/// The command line's words, split as the kernel splits them: at spaces outside
+/// double quotes, the quotes removed (`a="b c"` is the one word `a=b c`).
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for ch in text.chars() {
+        match ch {
+            '"' => (quoted, any) = (!quoted, true),
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(word);
+    }
+    out
+}
+
+/// A `skerry.ssh-key=` value: the public key line, either in the kernel's quotes
+/// (`skerry.ssh-key="ssh-ed25519 AAAA... me@desk"`) or with its spaces written as
+/// `%20` (`skerry.ssh-key=ssh-ed25519%20AAAA...%20me@desk`), for boot loaders that do
+/// not pass quotes through. Any `%XX` is decoded; the line is then checked like a
+/// node.kdl `ssh-key`.
+pub fn ssh_key_value(value: &str) -> Result<String, CmdlineError> {
+    let bad = |source| CmdlineError::SshKey {
+        value: value.to_string(),
+        source,
+    };
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad(crate::node_config::SshKeyError::BadEscape))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let key =
+        String::from_utf8(out).map_err(|_| bad(crate::node_config::SshKeyError::BadEscape))?;
+    crate::node_config::check_ssh_key(&key).map_err(bad)?;
+    Ok(key)
 }
 
 /// The kernel's `ip=` syntax (Documentation/admin-guide/nfs/nfsroot.rst).
@@ -226,6 +306,32 @@ mod tests {
         );
         assert!(Cmdline::parse("ip=10.0.2.15::10.0.2.2:255.0.255.0").is_err());
         assert_eq!(mask_prefix("255.255.240.0"), Some(20));
+    }
+
+    #[test]
+    fn ssh_keys_in_quotes_or_percent_encoded() {
+        let key = crate::node_config::tests::KEY;
+        let c = Cmdline::parse(&format!(
+            "console=ttyS0 skerry.ssh-key=\"{key}\" skerry.shell skerry.ssh-key={} quiet",
+            key.replace(' ', "%20")
+        ))
+        .unwrap();
+        assert_eq!(c.ssh_keys, vec![key.to_string(), key.to_string()]);
+        assert!(c.shell, "the words after a quoted value are still read");
+        // Neither a bare word, a bad escape nor two lines is a key: each is left out,
+        // with an error naming the value, and the rest of the command line still counts.
+        let two_lines = format!("{key}\n{key}")
+            .replace(' ', "%20")
+            .replace('\n', "%0A");
+        let c = Cmdline::parse(&format!(
+            "skerry.ssh-key=ssh-ed25519 skerry.ssh-key=ssh-ed25519%2 skerry.ssh-key={two_lines} ip=off"
+        ))
+        .unwrap();
+        assert!(c.ssh_keys.is_empty(), "{:?}", c.ssh_keys);
+        assert_eq!(c.ip, IpMode::Off);
+        assert_eq!(c.ignored.len(), 3, "{:?}", c.ignored);
+        let e = c.ignored[0].to_string();
+        assert!(e.contains("skerry.ssh-key=ssh-ed25519:"), "{e}");
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub mod modules;
 pub mod mounts;
 pub mod rootfs;
 pub mod services;
+pub mod ssh;
 
 use crate::console;
 use crate::daemon::{self, DaemonOptions};
 use cmdline::{Cmdline, IpMode, PoolSource};
 use error::{io, sys, BootError, ModuleLoadError};
+use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,6 +107,9 @@ pub fn main() -> ! {
             Ok(Cmdline::parse(&text)?)
         })
         .unwrap_or_else(|| Cmdline::parse("").expect("the empty command line parses"));
+    for e in &cmdline.ignored {
+        log::error!("kernel command line: {e}; left out");
+    }
     boot.phase("modules", false, || {
         let release = nix::sys::utsname::uname()
             .map_err(sys("uname"))?
@@ -140,7 +145,9 @@ pub fn main() -> ! {
         log::info!("{} modules loaded", wanted.len().saturating_sub(errs.len()));
         Ok(())
     });
-    let hostname = boot.phase("network", false, || network(&cmdline)).flatten();
+    let (hostname, admin_addr) = boot
+        .phase("network", false, || network(&cmdline))
+        .unwrap_or_default();
     let pool_ok = boot.phase("pool", true, || mount_pool(&cmdline)).is_some();
     if pool_ok {
         if let Some(url) = &cmdline.manifests_url {
@@ -160,6 +167,24 @@ pub fn main() -> ! {
     }
     boot.phase("dbus", true, || {
         services::start_dbus("/usr/bin/dbus-daemon").map(|_| ())
+    });
+    // Before the daemon: SSH is also the way in when the daemon cannot start.
+    boot.phase("ssh", false, || {
+        let Some(addr) = admin_addr else {
+            log::warn!("ssh: the node has no address (ip=off, or no lease): not started");
+            return Ok(());
+        };
+        let pool = pool_ok.then_some(Path::new(POOL_MOUNT));
+        let mut keys = cmdline.ssh_keys.clone();
+        if let Some(p) = pool {
+            let file = spec::pool::config_dir(p).join("node.kdl");
+            // The daemon reads it again and reports a bad file; here only the keys count.
+            match crate::node_config::NodeConfig::load(&file) {
+                Ok(cfg) => keys.extend(cfg.ssh_keys),
+                Err(e) => log::error!("ssh: keys of node.kdl not used: {e}"),
+            }
+        }
+        ssh::start(pool, addr, &keys).map(|_| ())
     });
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -213,12 +238,13 @@ pub fn main() -> ! {
     shutdown_and_reboot();
 }
 
-/// Brings up lo and the node's interface; returns the hostname learnt, if any.
-fn network(c: &Cmdline) -> Result<Option<String>, BootError> {
+/// Brings up lo and the node's interface; returns the hostname learnt, if any, and
+/// the node's (admin) address.
+fn network(c: &Cmdline) -> Result<(Option<String>, Option<Ipv4Addr>), BootError> {
     crate::net::loopback_up()?;
     let ifaces = crate::net::physical_interfaces();
     match &c.ip {
-        IpMode::Off => Ok(None),
+        IpMode::Off => Ok((None, None)),
         IpMode::Static {
             addr,
             hostname,
@@ -237,9 +263,9 @@ fn network(c: &Cmdline) -> Result<Option<String>, BootError> {
                 let _ = nix::unistd::sethostname(h);
             }
             log::info!("{}: {}/{} via {:?}", a.iface, a.addr, a.prefix, a.gateway);
-            Ok(hostname.clone())
+            Ok((hostname.clone(), Some(a.addr)))
         }
-        IpMode::Auto if ifaces.is_empty() => Ok(None),
+        IpMode::Auto if ifaces.is_empty() => Ok((None, None)),
         IpMode::Dhcp(None) if ifaces.is_empty() => Err(BootError::NoInterface("ip=dhcp")),
         IpMode::Dhcp(_) | IpMode::Auto => {
             let candidates: Vec<String> = match &c.ip {
@@ -256,7 +282,7 @@ fn network(c: &Cmdline) -> Result<Option<String>, BootError> {
                             let _ = nix::unistd::sethostname(h);
                         }
                         log::info!("{i}: DHCP lease {}/{}", lease.addr.addr, lease.addr.prefix);
-                        return Ok(lease.hostname);
+                        return Ok((lease.hostname, Some(lease.addr.addr)));
                     }
                     Err(e) => last = e,
                 }

@@ -8,6 +8,7 @@
 pub mod boot_image;
 pub mod node;
 pub mod pool;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -64,6 +64,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Forward the host's 127.0.0.1:`port` to the node's SSH server.
+    pub fn ssh_port(mut self, port: u16) -> Self {
+        self.arg("--ssh-port").arg(port.to_string());
+        self
+    }
+
     /// Starts QEMU. The console is captured from here on.
     pub fn boot(self) -> Result<Node> {
         let log = console_log_path();

@@ -6,6 +6,7 @@ use e2e::boot_image::{node_image, project_images};
 use e2e::node::{Node, NodeBuilder};
 use e2e::pool::PoolDisk;
 use e2e::repo_root;
+use e2e::ssh::{free_port, SshKey, SshTarget};
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,10 +42,13 @@ fn sh(node: &mut Node, cmd: &str, timeout: Duration) -> String {
 fn shut_down(mut node: Node) -> String {
     node.send("kill -TERM 1\n").unwrap();
     let stop = Duration::from_secs(120);
+    // The kernel's own lines (`kvm: exiting hardware virtualization`) may land in the
+    // middle of init's on the serial console ("s[  287.38] kvm: ...\nkerry: pool
+    // unmounted"), so the last two are matched without their "skerry: " prefix.
     for line in [
         "skerry: shutting down \\(SIGTERM\\)",
-        "skerry: (all instances stopped|shutdown: .*)",
-        "skerry: (pool unmounted|pool not unmounted.*)",
+        "(all instances stopped|shutdown: .*)",
+        "(pool unmounted|pool not unmounted.*)",
     ] {
         let seen = node
             .wait_for(line, stop)
@@ -68,6 +72,26 @@ fn copy_example(name: &str, to: &Path) {
     std::fs::copy(repo_root().join("manifests").join(name), to.join(name)).unwrap();
 }
 
+/// Adds `lines` to the example manifest `name` in `dir`, after its image line.
+fn add_to_example(dir: &Path, name: &str, lines: &str) {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (image, rest) = text
+        .split_once("\n    image ")
+        .unwrap_or_else(|| panic!("{name} changed shape:\n{text}"));
+    let (image_line, rest) = rest.split_once('\n').unwrap();
+    std::fs::write(
+        &path,
+        format!("{image}\n    image {image_line}\n{lines}\n{rest}"),
+    )
+    .unwrap();
+}
+
+/// Also: SSH into the node (a key from the command line at the first boot, from
+/// node.kdl at the second; a wrong key refused and logged; the host key kept), and the
+/// guests configure themselves from their metadata: static addresses on one nic tag
+/// (the zone pings the HVM), first-boot user-scripts (markers on their consoles),
+/// ssh-keys in root's authorized_keys.
 #[test]
 fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
     let image = node_image().expect("build-image/build");
@@ -75,17 +99,50 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
     let tmp = tempfile::tempdir().unwrap();
     let manifests = tmp.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
+    let keys = tmp.path().join("ssh");
+    let admin_key = SshKey::generate(&keys, "e2e-admin").expect("ssh-keygen");
+    let other_key = SshKey::generate(&keys, "e2e-other").expect("ssh-keygen");
+    let guest_key = SshKey::generate(&keys, "e2e-guest").expect("ssh-keygen");
     copy_example("zone-minimal.kdl", &manifests); // zone `hello`, busybox@1.36
     copy_example("hvm-minimal.kdl", &manifests); // hvm `tiny01`, debian-hvm@12
+    add_to_example(
+        &manifests,
+        "zone-minimal.kdl",
+        &format!(
+            "    nic net0 tag=\"admin\" ip=\"10.88.0.11/24\"\n    ssh-key \"{}\"\n    \
+             user-script #\"echo E2E-ZONE-USER-SCRIPT on $(hostname)\"#",
+            guest_key.public
+        ),
+    );
+    add_to_example(
+        &manifests,
+        "hvm-minimal.kdl",
+        &format!(
+            "    nic net0 tag=\"admin\" ip=\"10.88.0.31/24\"\n    ssh-key \"{}\"\n    \
+             user-script #\"echo E2E-HVM-USER-SCRIPT on $(hostname); \
+             ip -4 -o addr show | sed 's/^/E2E-HVM-ADDR /'; \
+             sed 's/^/E2E-HVM-KEY /' /root/.ssh/authorized_keys\"#",
+            guest_key.public
+        ),
+    );
     let disk = tmp.path().join("pool.img");
+    let ssh = SshTarget {
+        port: free_port().expect("a free port"),
+        known_hosts: keys.join("known_hosts"),
+    };
 
-    // Boot 1: PXE, fresh pool; both instances come up.
+    // Boot 1: PXE, fresh pool; both instances come up. The admin key comes on the
+    // kernel command line, its spaces written %20 (iPXE passes no quotes through).
     let mut node = NodeBuilder::new(image, LIMIT)
         .pxe()
         .images(images)
         .manifests(&manifests)
         .pool_disk(&disk)
-        .cmdline("skerry.shell")
+        .ssh_port(ssh.port)
+        .cmdline(&format!(
+            "skerry.shell skerry.ssh-key={}",
+            admin_key.public.replace(' ', "%20")
+        ))
         .boot()
         .expect("run-node starts");
     node.wait_for(r"node-[0-9a-f-]+\.ipxe\.\.\. ok", BOOT)
@@ -96,6 +153,38 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .expect("hvm tiny01 runs");
     node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
         .expect("node ready, 2 running");
+
+    // SSH with the command line's key: the login shell has vmadm, imgadm, zlogin.
+    let over_ssh = ssh
+        .ok(
+            &admin_key,
+            "vmadm list && imgadm list && command -v zlogin",
+            false,
+        )
+        .expect("ssh login with the command line's key");
+    for name in ["hello", "tiny01", "busybox", "/bin/zlogin"] {
+        assert!(
+            over_ssh.contains(name),
+            "`vmadm list && imgadm list && command -v zlogin` over SSH lacks {name}:\n{over_ssh}"
+        );
+    }
+    let refused = ssh.run(&other_key, "true", "", false).expect("ssh runs");
+    assert!(
+        refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
+        "a key the node does not know logged in: {refused:?}"
+    );
+    node.wait_seen(r"ssh: login refused: .*user 'root'", SHELL)
+        .expect("the refused login is logged on the console");
+    // The next boot's key comes from node.kdl, written over SSH as an operator would.
+    let wrote = ssh
+        .run(
+            &admin_key,
+            "cat > /zones/config/node.kdl",
+            &format!("ssh-key \"{}\"\n", other_key.public),
+            false,
+        )
+        .expect("ssh runs");
+    assert_eq!(wrote.status, 0, "writing node.kdl over SSH: {wrote:?}");
 
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list", SHELL);
@@ -132,6 +221,49 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         matches!(waited, Ok((_, 0))),
         "tiny01's console shows no login prompt: {waited:?}\nits console:\n{guest_console:?}"
     );
+    // Before its login prompt, tiny01's first-boot agent configured it from metadata:
+    // the static address of its nic, the ssh-key, and the user-script (once).
+    let marks = sh(
+        &mut node,
+        &format!("grep -a E2E-HVM /zones/{tiny01}/console.log"),
+        SHELL,
+    );
+    assert_eq!(
+        marks.matches("E2E-HVM-USER-SCRIPT on tiny01").count(),
+        1,
+        "tiny01's user-script did not run once:\n{marks}\n{guest_console:?}"
+    );
+    assert!(
+        marks
+            .lines()
+            .any(|l| l.contains("E2E-HVM-ADDR") && l.contains("inet 10.88.0.31/24")),
+        "tiny01 lacks its static address 10.88.0.31/24:\n{marks}"
+    );
+    assert!(
+        marks.contains(&format!("E2E-HVM-KEY {}", guest_key.public)),
+        "tiny01's authorized_keys lacks its ssh-key:\n{marks}"
+    );
+    // The zone and the HVM on one nic tag (bridge sk-admin) reach each other.
+    let ping = sh(&mut node, "zlogin hello ping -c 3 -W 5 10.88.0.31", SHELL);
+    assert!(ping.contains("3 packets received"), "{ping}");
+    let zone_keys = sh(
+        &mut node,
+        "zlogin hello cat /root/.ssh/authorized_keys",
+        SHELL,
+    );
+    assert!(
+        zone_keys.contains(&guest_key.public),
+        "hello's authorized_keys lacks its ssh-key:\n{zone_keys}"
+    );
+    let zone_marks = sh(
+        &mut node,
+        &format!("grep -a E2E-ZONE /zones/{hello}/console.log"),
+        SHELL,
+    );
+    assert!(
+        zone_marks.contains("E2E-ZONE-USER-SCRIPT on hello"),
+        "hello's user-script left no marker on its console:\n{zone_marks}"
+    );
     shut_down(node);
 
     // Edit the manifests: hello gets 128M, zone `extra` is added, tiny01's manifest
@@ -153,12 +285,13 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
     .unwrap();
     std::fs::remove_file(manifests.join("hvm-minimal.kdl")).unwrap();
 
-    // Boot 2: same pool disk.
+    // Boot 2: same pool disk, no key on the command line.
     let mut node = NodeBuilder::new(image, LIMIT)
         .pxe()
         .images(images)
         .manifests(&manifests)
         .pool_disk(&disk)
+        .ssh_port(ssh.port)
         .cmdline("skerry.shell")
         .boot()
         .expect("run-node starts");
@@ -168,6 +301,20 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .expect("extra runs");
     node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
         .expect("node ready, 2 running");
+    // node.kdl's key logs in, and the node is the same host (strict host key check
+    // against boot 1's known_hosts); the command line's key of boot 1 no longer does.
+    let over_ssh = ssh
+        .ok(&other_key, "vmadm list -p -o alias,state", true)
+        .expect("ssh login with node.kdl's key, same host key as boot 1");
+    assert!(
+        over_ssh.lines().any(|l| l.trim() == "hello:running"),
+        "{over_ssh}"
+    );
+    let refused = ssh.run(&admin_key, "true", "", true).expect("ssh runs");
+    assert!(
+        refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
+        "boot 1's command line key still logs in: {refused:?}"
+    );
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list -p -o alias,ram,state", SHELL);
     assert!(
