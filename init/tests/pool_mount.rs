@@ -15,12 +15,16 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A loop device on an ext4 image, detached when dropped.
-struct Loop(String, tempfile::TempDir);
+/// A loop device on an ext4 image (kept in the directory until then), detached when
+/// dropped.
+struct Loop {
+    dev: String,
+    _image: tempfile::TempDir,
+}
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
 
@@ -35,10 +39,13 @@ fn the_pool_is_mounted_nosuid_and_nodev() {
         .unwrap();
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
     let dev = run(Command::new("losetup").args(["--find", "--show"]).arg(&img));
-    let dev = Loop(dev.trim().to_string(), dir);
+    let dev = Loop {
+        dev: dev.trim().to_string(),
+        _image: dir,
+    };
     let target = tempfile::tempdir().unwrap();
     let target_str = target.path().to_str().unwrap();
-    mount_pool(std::path::Path::new(&dev.0), target_str).unwrap();
+    mount_pool(std::path::Path::new(&dev.dev), target_str).unwrap();
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info
         .lines()
