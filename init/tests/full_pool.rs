@@ -88,3 +88,48 @@ async fn a_state_that_cannot_be_saved_fails_the_instance_with_the_reason() {
     assert_eq!(saved["state"], "running", "{saved}");
     init.terminate();
 }
+
+/// The reason List gives for `name`.
+async fn reason_of(conn: &zbus::Connection, name: &str) -> String {
+    let rows: Vec<spec::api::InstanceSummary> = call(conn, "List", &()).await.unwrap();
+    rows.into_iter().find(|r| r.name == name).unwrap().reason
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_or_disks_larger_than_the_free_space_are_refused_at_creation() {
+    let zone = zone_bin();
+    let bus = node_bus();
+    let fs = SmallFs::new("48m");
+    let pool = TestPool::new_in(fs.0.path());
+    install_zvol_image(pool.path());
+    pool.manifest(
+        "big.kdl",
+        "zone big { image \"busybox@1.36\"; memory \"64M\"; quota \"64M\"; }\n\
+         zone small { image \"busybox@1.36\"; memory \"64M\"; quota \"8M\"; }\n\
+         hvm disky { image \"tiny-hvm@1\"; memory \"64M\"; autoboot #false;\n\
+           disk root boot=#true\n disk data size=\"64M\" }\n",
+    );
+    let mut init = Init::start_with(&pool, &bus, &zone);
+    init.wait_line("skerry: node ready", T);
+    let conn = connect(&bus).await;
+    wait_state(&conn, "big", "failed", T).await;
+    let why = reason_of(&conn, "big").await;
+    assert!(
+        why.contains("quota 64M exceeds the pool's free space"),
+        "{why}"
+    );
+    wait_state(&conn, "disky", "failed", T).await;
+    let why = reason_of(&conn, "disky").await;
+    assert!(why.contains("the disks need 68M more"), "{why}");
+    assert!(
+        !pool
+            .instance_dir("disky")
+            .unwrap()
+            .join("disks/data.raw")
+            .exists(),
+        "a refused disk was created"
+    );
+    // A quota that fits runs.
+    wait_state(&conn, "small", "running", T).await;
+    init.terminate();
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -86,6 +86,9 @@ impl Runtime for MonitorRuntime {
         if let Kind::Hvm(hvm) = &rec.spec.kind {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
                 .map_err(|e| fail(e.to_string()))?;
+        }
+        if let Kind::Zone(zone) = &rec.spec.kind {
+            check_quota_space(self.pool.root(), &dir, zone.quota).map_err(|m| fail(m.0))?;
         }
         let mut bridges = BTreeMap::new();
         for nic in &rec.spec.nics {
@@ -294,3 +297,33 @@ mod tests {
         assert!(err.contains("monitor of web"), "{err}");
     }
 }
+
+/// A zone's quota is checked against the pool's free space before its writable layer
+/// first exists (at creation): a quota the pool cannot hold is refused with both
+/// numbers. Later starts are not checked (the layer holds what it holds); quotas are
+/// limits, not reservations, so zones created one after another may together promise
+/// more than the pool has.
+fn check_quota_space(
+    pool: &Path,
+    instance_dir: &Path,
+    quota: Option<u64>,
+) -> Result<(), QuotaRefused> {
+    let Some(quota) = quota else { return Ok(()) };
+    if instance_dir.join("upper").exists() {
+        return Ok(());
+    }
+    let free =
+        disks::free_bytes(pool).map_err(|e| QuotaRefused(format!("{}: {e}", pool.display())))?;
+    if quota > free {
+        return Err(QuotaRefused(format!(
+            "quota {} exceeds the pool's free space ({}): free space or lower the quota",
+            spec::format::format_size(quota),
+            spec::format::format_size(free)
+        )));
+    }
+    Ok(())
+}
+
+/// Why a zone's quota was refused, in words for its provisioning error.
+#[derive(Debug)]
+struct QuotaRefused(String);
