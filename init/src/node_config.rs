@@ -61,8 +61,16 @@ pub enum NodeConfigProblem {
         /// The bridge name.
         bridge: String,
     },
+    /// A size that does not parse.
+    #[error("{setting}: {value:?} is not a size (like 8G)")]
+    BadSize {
+        /// The setting.
+        setting: String,
+        /// What it said.
+        value: String,
+    },
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, zone-quota)")]
     Unknown(String),
 }
 
@@ -86,6 +94,9 @@ pub struct NodeConfig {
     pub resolvers: Vec<String>,
     /// Extra image source URLs.
     pub sources: Vec<String>,
+    /// `zone-quota "SIZE"`: the writable-layer quota of a zone whose manifest sets
+    /// none.
+    pub zone_quota: Option<u64>,
 }
 
 impl NodeConfig {
@@ -140,6 +151,16 @@ impl NodeConfig {
                 "hostname" => cfg.hostname = Some(arg()?),
                 "resolver" => cfg.resolvers.push(arg()?),
                 "source" => cfg.sources.push(arg()?),
+                "zone-quota" => {
+                    let value = arg()?;
+                    let size = spec::format::parse_size(&value).map_err(|_| {
+                        NodeConfigProblem::BadSize {
+                            setting: name.to_string(),
+                            value: value.clone(),
+                        }
+                    })?;
+                    cfg.zone_quota = Some(size);
+                }
                 "nic-tag" => {
                     let tag = arg()?;
                     let bridge =
@@ -191,6 +212,11 @@ mod tests {
         assert_eq!(cfg.nic_tag("stor").bridge, "br9");
         assert_eq!(cfg.nic_tag("other").bridge, "sk-other");
         assert_eq!(cfg.sources, vec!["http://x".to_string()]);
+        assert_eq!(cfg.zone_quota, None);
+        let cfg = NodeConfig::parse("zone-quota \"8G\"\n").unwrap();
+        assert_eq!(cfg.zone_quota, Some(8 << 30));
+        let e = NodeConfig::parse("zone-quota \"lots\"\n").unwrap_err();
+        assert!(e.to_string().contains("not a size"), "{e}");
     }
 
     #[test]

@@ -95,6 +95,7 @@ async fn reason_of(conn: &zbus::Connection, name: &str) -> String {
     rows.into_iter().find(|r| r.name == name).unwrap().reason
 }
 
+/// The node's default quota (node.kdl `zone-quota`) counts for a zone without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_or_disks_larger_than_the_free_space_are_refused_at_creation() {
     let zone = zone_bin();
@@ -102,6 +103,13 @@ async fn a_quota_or_disks_larger_than_the_free_space_are_refused_at_creation() {
     let fs = SmallFs::new("48m");
     let pool = TestPool::new_in(fs.0.path());
     install_zvol_image(pool.path());
+    // The node's default quota, for a zone whose manifest sets none.
+    std::fs::create_dir_all(pool.path().join("config")).unwrap();
+    std::fs::write(pool.path().join("config/node.kdl"), "zone-quota \"64M\"\n").unwrap();
+    pool.manifest(
+        "plain.kdl",
+        "zone plain { image \"busybox@1.36\"; memory \"64M\"; }\n",
+    );
     pool.manifest(
         "big.kdl",
         "zone big { image \"busybox@1.36\"; memory \"64M\"; quota \"64M\"; }\n\
@@ -118,6 +126,12 @@ async fn a_quota_or_disks_larger_than_the_free_space_are_refused_at_creation() {
         why.contains("quota 64M exceeds the pool's free space"),
         "{why}"
     );
+    wait_state(&conn, "plain", "failed", T).await;
+    let why = reason_of(&conn, "plain").await;
+    assert!(
+        why.contains("quota 64M exceeds"),
+        "the node's default: {why}"
+    );
     wait_state(&conn, "disky", "failed", T).await;
     let why = reason_of(&conn, "disky").await;
     assert!(why.contains("the disks need 68M more"), "{why}");
@@ -129,7 +143,12 @@ async fn a_quota_or_disks_larger_than_the_free_space_are_refused_at_creation() {
             .exists(),
         "a refused disk was created"
     );
-    // A quota that fits runs.
+    // A quota that fits runs, its own winning over the node's.
     wait_state(&conn, "small", "running", T).await;
+    let cfg: monitor::InstanceConfig = serde_json::from_slice(
+        &std::fs::read(pool.instance_dir("small").unwrap().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(cfg.spec.kind, spec::Kind::Zone(ref z) if z.quota == Some(8 << 20)));
     init.terminate();
 }

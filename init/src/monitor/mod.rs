@@ -58,6 +58,18 @@ fn monitor_error(rec: &InstanceRecord) -> impl FnOnce(ClientError) -> RuntimeErr
     }
 }
 
+impl MonitorRuntime {
+    /// The spec its monitor runs `rec` with: a zone without a quota of its own gets
+    /// the node's default (node.kdl `zone-quota`).
+    fn effective_spec(&self, rec: &InstanceRecord) -> spec::InstanceSpec {
+        let mut spec = rec.spec.clone();
+        if let Kind::Zone(zone) = &mut spec.kind {
+            zone.quota = zone.quota.or(self.node.zone_quota);
+        }
+        spec
+    }
+}
+
 impl Runtime for MonitorRuntime {
     fn prepare(&self, rec: &InstanceRecord, image: &ResolvedImage) -> Result<(), RuntimeError> {
         let fail = |message: String| RuntimeError::Provision {
@@ -87,7 +99,8 @@ impl Runtime for MonitorRuntime {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        if let Kind::Zone(zone) = &rec.spec.kind {
+        let spec = self.effective_spec(rec);
+        if let Kind::Zone(zone) = &spec.kind {
             check_quota_space(self.pool.root(), &dir, zone.quota).map_err(|m| fail(m.0))?;
         }
         let mut bridges = BTreeMap::new();
@@ -101,7 +114,7 @@ impl Runtime for MonitorRuntime {
             uuid: rec.uuid.clone(),
             pool: self.pool.root().to_path_buf(),
             run_dir: self.run_dir.clone(),
-            spec: rec.spec.clone(),
+            spec,
             image_path: image.path.clone(),
             id_range_start: rec.id_range_start,
             bridges,
@@ -208,7 +221,7 @@ impl Runtime for MonitorRuntime {
         };
         let path = contract::config_path(self.pool.root(), &rec.uuid);
         let mut config = contract::read_config(&path).map_err(|e| fail(e.to_string()))?;
-        config.spec = rec.spec.clone();
+        config.spec = self.effective_spec(rec);
         spec::atomic::write_json_atomic(&path, &config)
             .map_err(|e| fail(format!("{}: {e}", path.display())))?;
         self.client(&rec.uuid).reload().map_err(monitor_error(rec))
