@@ -8,7 +8,8 @@
 //! Nothing here knows about zones, guests or manifests: callers name the links and
 //! cgroups, this crate makes them so and says which one failed.
 
-// Only `link` needs unsafe (ioctls); everything else may not use it.
+// Only `link` (ioctls) and `cgroup::devices` (bpf(2)) need unsafe; everything else
+// may not use it.
 #![deny(unsafe_code)]
 
 pub mod cgroup;

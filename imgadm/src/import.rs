@@ -362,13 +362,16 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
         let file = stage.join(FILE_NAME);
         fs::rename(p.file(), &file).map_err(StoreError::io(&file))?;
         let compression = m.file().compression;
+        let limits = store.unpack_limits();
         match m.kind {
             ImageKind::ZoneDataset => {
-                crate::unpack::unpack_rootfs(&file, compression, &stage.join(ROOT_DIR), m.uuid)?
+                let root = stage.join(ROOT_DIR);
+                crate::unpack::unpack_rootfs(&file, compression, &root, m.uuid, &limits)?
             }
             ImageKind::Zvol if compression != Compression::None => {
                 let disk = crate::store::payload_path(&stage, m);
-                crate::unpack::decompress_to_file(&file, compression, &disk, m.uuid)?
+                let max = m.declared_disk_size().unwrap_or(limits.disk_bytes);
+                crate::unpack::decompress_to_file(&file, compression, &disk, m.uuid, max, &limits)?
             }
             ImageKind::Zvol => {}
         }

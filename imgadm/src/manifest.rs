@@ -122,6 +122,15 @@ fn empty_object() -> serde_json::Value {
 }
 
 impl ImageManifest {
+    /// The disk size a zvol image declares (`image_size`, in MiB), in bytes: what its
+    /// file may decompress to. None when absent or not a whole number.
+    pub fn declared_disk_size(&self) -> Option<u64> {
+        self.extra
+            .get("image_size")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|mib| mib.checked_mul(1 << 20))
+    }
+
     /// Parses and validates a manifest; `origin` (a path or URL) names it in errors.
     pub fn from_json(data: &[u8], origin: &str) -> Result<ImageManifest, StoreError> {
         let m: ImageManifest =

@@ -75,6 +75,7 @@ pub struct ImageStore {
     images: PathBuf,
     extra_sources: Vec<String>,
     progress: bool,
+    unpack: crate::unpack::UnpackLimits,
 }
 
 impl ImageStore {
@@ -97,7 +98,20 @@ impl ImageStore {
                 .filter(|s| !s.is_empty())
                 .collect(),
             progress: true,
+            unpack: crate::unpack::UnpackLimits::default(),
         })
+    }
+
+    /// Bounds what imported image files may decompress to (the defaults are
+    /// [`crate::unpack::UnpackLimits::default`]).
+    pub fn with_unpack_limits(mut self, limits: crate::unpack::UnpackLimits) -> ImageStore {
+        self.unpack = limits;
+        self
+    }
+
+    /// The bounds on what imported image files may decompress to.
+    pub fn unpack_limits(&self) -> crate::unpack::UnpackLimits {
+        self.unpack
     }
 
     /// Never draw import progress bars, even when stderr is a terminal. For daemons

@@ -6,6 +6,12 @@
 //! inside the zone it is resolved against the zone's root, but the unpacker never
 //! follows one), hard links must name a file inside the tree, and device nodes are
 //! skipped (the zone runtime builds a minimal /dev itself).
+//!
+//! Nothing an image file decompresses to is trusted to be small ([`UnpackLimits`]):
+//! the xz decoder runs under a memory limit, a zvol stops at the disk size its manifest
+//! declares (`image_size`, MiB) or a bound, a zone dataset at a bound on its bytes and
+//! one on its entries (inodes). A file past a bound is refused whole: the import
+//! fails and leaves nothing in the store.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -16,6 +22,60 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::manifest::Compression;
+
+/// Bounds on what an image file may decompress to (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes a zone dataset's tar stream may decompress to.
+    pub rootfs_bytes: u64,
+    /// Entries (files, directories, links: inodes) a zone dataset may hold.
+    pub rootfs_entries: u64,
+    /// Bytes a zvol may decompress to when its manifest declares no `image_size`.
+    pub disk_bytes: u64,
+    /// Memory the xz decoder may use (`xz -9` needs 65 MiB to decompress).
+    pub xz_memory: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            rootfs_bytes: 16 << 30,
+            rootfs_entries: 2_000_000,
+            disk_bytes: 1 << 40,
+            xz_memory: 256 << 20,
+        }
+    }
+}
+
+/// A reader that fails once more than `cap` bytes came through, and remembers that it
+/// did (a tar error around it may not carry the reason).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    tripped: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.tripped.set(true);
+            return Err(std::io::Error::other("decompressed past its bound"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn bound_error(uuid: Uuid, what: &str, cap: u64) -> StoreError {
+    StoreError::Unpack {
+        uuid,
+        reason: format!(
+            "decompresses to more than {cap} bytes, the bound for {what}: refused as a \
+             decompression bomb"
+        ),
+    }
+}
 
 /// What the first bytes of a file say its compression is.
 pub fn sniff(head: &[u8]) -> Option<Compression> {
@@ -38,6 +98,7 @@ pub fn open_decoder(
     path: &Path,
     declared: Compression,
     uuid: Uuid,
+    xz_memory: u64,
 ) -> Result<Box<dyn Read>, StoreError> {
     let mut f = File::open(path).map_err(StoreError::io(path))?;
     let mut head = [0u8; 6];
@@ -59,7 +120,17 @@ pub fn open_decoder(
                 }
             })?)
         }
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Xz => {
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                xz_memory,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(|e| StoreError::Unpack {
+                uuid,
+                reason: format!("xz: {e}"),
+            })?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(r, stream))
+        }
         Compression::Bzip2 => {
             return Err(StoreError::Unpack {
                 uuid,
@@ -69,14 +140,17 @@ pub fn open_decoder(
     })
 }
 
-/// Decompresses a zvol image file into a sparse raw disk file.
+/// Decompresses a zvol image file into a sparse raw disk file of at most `max_bytes`
+/// (the manifest's declared disk size, or the bound).
 pub fn decompress_to_file(
     src: &Path,
     compression: Compression,
     dst: &Path,
     uuid: Uuid,
+    max_bytes: u64,
+    limits: &UnpackLimits,
 ) -> Result<(), StoreError> {
-    let mut r = open_decoder(src, compression, uuid)?;
+    let mut r = open_decoder(src, compression, uuid, limits.xz_memory)?;
     let mut out = File::create(dst).map_err(StoreError::io(dst))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -87,6 +161,9 @@ pub fn decompress_to_file(
         })?;
         if n == 0 {
             break;
+        }
+        if total + n as u64 > max_bytes {
+            return Err(bound_error(uuid, "this disk image", max_bytes));
         }
         // Zero blocks become holes: a mostly empty disk costs little space.
         if buf[..n].iter().all(|&b| b == 0) {
@@ -120,10 +197,28 @@ pub fn unpack_rootfs(
     compression: Compression,
     root: &Path,
     uuid: Uuid,
+    limits: &UnpackLimits,
 ) -> Result<(), StoreError> {
-    let reader = open_decoder(src, compression, uuid)?;
+    let tripped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let reader = Capped {
+        inner: open_decoder(src, compression, uuid, limits.xz_memory)?,
+        left: limits.rootfs_bytes,
+        tripped: tripped.clone(),
+    };
     fs::create_dir(root).map_err(StoreError::io(root))?;
-    let mut ar = tar::Archive::new(reader);
+    let r = unpack_entries(tar::Archive::new(reader), root, uuid, limits.rootfs_entries);
+    if tripped.get() {
+        return Err(bound_error(uuid, "a zone dataset", limits.rootfs_bytes));
+    }
+    r
+}
+
+fn unpack_entries<R: Read>(
+    mut ar: tar::Archive<R>,
+    root: &Path,
+    uuid: Uuid,
+    max_entries: u64,
+) -> Result<(), StoreError> {
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
     ar.set_unpack_xattrs(true);
@@ -134,7 +229,12 @@ pub fn unpack_rootfs(
     let unpack_err = |reason: String| StoreError::Unpack { uuid, reason };
     let mut skipped_devices = 0usize;
     let entries = ar.entries().map_err(|e| unpack_err(e.to_string()))?;
-    for entry in entries {
+    for (n, entry) in entries.enumerate() {
+        if n as u64 >= max_entries {
+            return Err(unpack_err(format!(
+                "more than {max_entries} entries, the bound for a zone dataset"
+            )));
+        }
         let mut entry = entry.map_err(|e| unpack_err(e.to_string()))?;
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let unsafe_entry = |reason: &str| StoreError::UnsafeEntry {

@@ -74,8 +74,16 @@ pub enum NodeConfigProblem {
         /// What is wrong with it.
         source: SshKeyError,
     },
+    /// A size that does not parse.
+    #[error("{setting}: {value:?} is not a size (like 8G)")]
+    BadSize {
+        /// The setting.
+        setting: String,
+        /// What it said.
+        value: String,
+    },
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key, zone-quota)")]
     Unknown(String),
 }
 
@@ -133,6 +141,9 @@ pub struct NodeConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Public keys that may log in as root over SSH (`ssh-key`, repeatable).
     pub ssh_keys: Vec<String>,
+    /// `zone-quota "SIZE"`: the writable-layer quota of a zone whose manifest sets
+    /// none.
+    pub zone_quota: Option<u64>,
 }
 
 impl NodeConfig {
@@ -195,6 +206,16 @@ impl NodeConfig {
                     })?;
                     cfg.ssh_keys.push(key);
                 }
+                "zone-quota" => {
+                    let value = arg()?;
+                    let size = spec::format::parse_size(&value).map_err(|_| {
+                        NodeConfigProblem::BadSize {
+                            setting: name.to_string(),
+                            value: value.clone(),
+                        }
+                    })?;
+                    cfg.zone_quota = Some(size);
+                }
                 "nic-tag" => {
                     let tag = arg()?;
                     let bridge =
@@ -254,6 +275,11 @@ pub(crate) mod tests {
         assert_eq!(cfg.nic_tag("stor").bridge, "br9");
         assert_eq!(cfg.nic_tag("other").bridge, "sk-other");
         assert_eq!(cfg.sources, vec!["http://x".to_string()]);
+        assert_eq!(cfg.zone_quota, None);
+        let cfg = NodeConfig::parse("zone-quota \"8G\"\n").unwrap();
+        assert_eq!(cfg.zone_quota, Some(8 << 30));
+        let e = NodeConfig::parse("zone-quota \"lots\"\n").unwrap_err();
+        assert!(e.to_string().contains("not a size"), "{e}");
     }
 
     /// A real key (manifests/guest-setup.kdl's).

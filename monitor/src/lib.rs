@@ -16,7 +16,7 @@
 //!
 //! The monitor writes its pid to [`pidfile_path`] and listens on [`socket_path`]; it
 //! keeps [`MonitorStatus`] in [`status_path`] (`monitor.json`, atomically) on every
-//! change, and its own stdio goes to [`monitor_log_path`]. Requests on the socket are
+//! change, and its own stdio goes to [`monitor_log_path`], bounded ([`BoundedMonitorLog`]). Requests on the socket are
 //! one JSON [`MonitorRequest`] per line; each gets one JSON [`MonitorResponse`] line.
 //! For `Console`, the response is sent with the console fd attached as SCM_RIGHTS
 //! ancillary data: a pty master (the VMM's serial), or one end of a stream socket the
@@ -46,6 +46,7 @@ mod console;
 mod instance;
 mod lifecycle;
 mod lock;
+mod logbound;
 mod paths;
 mod process;
 mod protocol;
@@ -57,6 +58,7 @@ pub use console::{console_frame, winsize_frame, CONSOLE_FRAMED, FRAME_DATA, FRAM
 pub use instance::{answer, AfterStop, Instance, StopRequest};
 pub use lifecycle::{supervise, Ended, Next, Pending, Supervised};
 pub use lock::{LockError, MonitorLock};
+pub use logbound::{rotated_monitor_log, BoundedMonitorLog, MONITOR_LOG_CHECK, MONITOR_LOG_MAX};
 pub use paths::*;
 pub use process::{detach, read_config, Claim, ProcessError};
 pub use protocol::{InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus};

@@ -545,7 +545,10 @@ fn raw_pty() -> Result<(OwnedFd, PathBuf), InstanceError> {
 /// Entry point of `vmm monitor`; returns the process exit code (see the contract).
 pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
     let cfg = contract::read_config(config_path)?;
-    contract::detach(&contract::monitor_log_path(&cfg.pool, &cfg.uuid))?;
+    let log_path = contract::monitor_log_path(&cfg.pool, &cfg.uuid);
+    contract::detach(&log_path)?;
+    // The jailed vmm writes here too, through the descriptor it inherits.
+    contract::BoundedMonitorLog::new(log_path, contract::MONITOR_LOG_MAX).enforce_in_background();
     if !matches!(cfg.spec.kind, Kind::Hvm(_)) {
         return Err(InstanceError::Config {
             path: config_path.to_owned(),

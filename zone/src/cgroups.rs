@@ -4,5 +4,5 @@
 
 pub use host::cgroup::{
     Cgroup as ZoneCgroup, CgroupError, Hierarchy, Limits, StaleCgroup, V1Cgroup, V2Cgroup,
-    CONTROLLERS, CPU_PERIOD_US,
+    CONTROLLERS, CPU_PERIOD_US, STANDARD_DEVICES,
 };

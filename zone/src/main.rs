@@ -90,6 +90,10 @@ struct RunArgs {
 }
 
 fn main() {
+    if let Err(e) = zone::security::reexec_from_readonly_mount() {
+        eprintln!("zone: {e}");
+        std::process::exit(125);
+    }
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("zlogin".as_ref()) {
         zlogin(ZloginCli::parse().args);

@@ -196,6 +196,59 @@ pub fn install_filter(bpf: &BpfProgram) -> Result<()> {
         .map_err(|e| ZoneError::Setup(format!("installing the seccomp filter: {e}")))
 }
 
+/// Set across [`reexec_from_readonly_mount`]'s exec: a binary that still is not on a
+/// read-only mount afterwards fails instead of re-executing forever.
+const REEXEC_ENV: &str = "SKERRY_ZONE_REEXECED";
+
+/// Protection against the CVE-2019-5736 pattern: a zone process that gets hold of
+/// `/proc/PID/exe` of a runtime process (one that entered the zone, or the zone init
+/// before its exec) and, once that process is gone, reopens it for writing to replace
+/// the host's `zone` binary. runc answers with a copy of itself in a sealed memfd
+/// (one copy per container in memory) or, earlier, with a read-only bind mount; we
+/// take the mount: the runtime re-executes itself from a detached, read-only clone of
+/// the mount holding its binary, so every process it forks has an `exe` whose mount
+/// refuses writes (`EROFS`), whoever asks and whatever the file's permissions. No
+/// copy, no memory per zone; one extra exec per runtime start. A binary already on a
+/// read-only mount (a squashfs root) runs as is. Call first thing in `main`, while
+/// single-threaded; returns only when the binary runs from a read-only mount.
+pub fn reexec_from_readonly_mount() -> Result<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let exe = "/proc/self/exe";
+    let readonly = statvfs(exe)
+        .ctx(|| format!("statvfs {exe}"))?
+        .flags()
+        .contains(FsFlags::ST_RDONLY);
+    if readonly {
+        return Ok(());
+    }
+    if std::env::var_os(REEXEC_ENV).is_some() {
+        return Err(ZoneError::Setup(
+            "re-executed from a read-only mount of the zone binary, which is still writable".into(),
+        ));
+    }
+    let cstr = |b: &[u8]| {
+        std::ffi::CString::new(b).map_err(|_| ZoneError::Invalid("argument with a NUL".into()))
+    };
+    let tree = crate::sys::open_tree_clone(c"/proc/self/exe")
+        .map_err(|e| ZoneError::io("cloning the mount of the zone binary", e))?;
+    crate::sys::readonly_tree(tree.as_fd())
+        .map_err(|e| ZoneError::io("making the zone binary's mount read-only", e))?;
+    let args = std::env::args_os()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut env = std::env::vars_os()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<Vec<_>>>()?;
+    env.push(cstr(format!("{REEXEC_ENV}=1").as_bytes())?);
+    let e = nix::unistd::fexecve(tree.as_fd(), &args, &env).unwrap_err();
+    Err(ZoneError::io(
+        "re-executing the zone binary from its read-only mount",
+        e.into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,21 @@ pub fn seal_tree(tree: BorrowedFd<'_>) -> io::Result<()> {
     )
 }
 
+/// Makes the detached tree `tree` read-only, nosuid and nodev, but still executable:
+/// the runtime's own binary, re-executed from it (see
+/// [`crate::security::reexec_from_readonly_mount`]).
+pub fn readonly_tree(tree: BorrowedFd<'_>) -> io::Result<()> {
+    set_tree_attr(
+        tree,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
 /// `mount_setattr(2)` of `attr` on the whole of `tree`.
 fn set_tree_attr(tree: BorrowedFd<'_>, attr: &MountAttr) -> io::Result<()> {
     // SAFETY: `attr` is a properly laid out `struct mount_attr` living across the call,

@@ -3,10 +3,12 @@
 //! to v1 hierarchies, on cgroup v1. The version is detected from the mount table, never
 //! assumed.
 
+mod devices;
 mod usage;
 mod v1;
 mod v2;
 
+pub use devices::{DeviceKind, DeviceRule, STANDARD_DEVICES};
 pub use usage::CgroupUsage;
 
 pub use v1::V1Cgroup;
@@ -67,6 +69,9 @@ pub trait Cgroup: std::fmt::Debug + Send {
     fn usage(&self) -> Result<CgroupUsage>;
     /// Removes the cgroup, killing whatever is still inside first.
     fn remove(&self) -> Result<()>;
+    /// Denies its tasks every device but `rules` (v1: the `devices` controller, which
+    /// must be mounted; v2: an attached device program).
+    fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<()>;
     /// A short description for status output (`v1:/sys/fs/cgroup/memory/...`).
     fn describe(&self) -> String;
     /// Delegates the cgroup to the instance's root (`uid`/`gid` on the host), as cgroup v2
@@ -136,7 +141,7 @@ impl Hierarchy {
                 "cgroup2" if v2_root.is_none() => v2_root = Some(mount_point),
                 "cgroup" => {
                     for opt in options.split(',') {
-                        if CONTROLLERS.contains(&opt) || opt == "cpuacct" {
+                        if CONTROLLERS.contains(&opt) || opt == "cpuacct" || opt == "devices" {
                             v1_mounts
                                 .entry(opt.to_string())
                                 .or_insert(mount_point.clone());
@@ -163,6 +168,15 @@ impl Hierarchy {
             })?;
             let rel = own_cgroup_path(own_cgroups, name).unwrap_or_else(|| "/".into());
             controllers.insert(name.to_string(), mount.join(rel.trim_start_matches('/')));
+        }
+        // v1 device control, used where mounted; an instance that asks for it on a
+        // host without it gets an error naming the missing hierarchy.
+        if let Some(mount) = v1_mounts.get("devices") {
+            let rel = own_cgroup_path(own_cgroups, "devices").unwrap_or_else(|| "/".into());
+            controllers.insert(
+                "devices".to_string(),
+                mount.join(rel.trim_start_matches('/')),
+            );
         }
         Ok(Hierarchy::V1 { controllers })
     }

@@ -154,6 +154,10 @@ impl Cgroup for V1Cgroup {
         first_err.map_or(Ok(()), Err)
     }
 
+    fn restrict_devices(&self, rules: &[super::DeviceRule]) -> Result<()> {
+        super::devices::restrict_v1(self.dir("devices")?, rules)
+    }
+
     fn describe(&self) -> String {
         match self.dirs.get("memory") {
             Some(d) => format!("v1:{}", d.display()),

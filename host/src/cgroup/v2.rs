@@ -121,6 +121,10 @@ impl Cgroup for V2Cgroup {
         })
     }
 
+    fn restrict_devices(&self, rules: &[super::DeviceRule]) -> Result<()> {
+        super::devices::restrict_v2(&self.dir, rules)
+    }
+
     fn describe(&self) -> String {
         format!("v2:{}", self.dir.display())
     }

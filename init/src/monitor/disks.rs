@@ -16,6 +16,20 @@ pub enum DiskError {
     /// A blank disk without `size=`.
     #[error("disk {0} is blank and needs a size")]
     NoSize(String),
+    /// The new disks (or growth) would not fit in the pool's free space.
+    #[error(
+        "the disks need {} more but the pool has {} free; free space or make the disks \
+         smaller (sparse disks are checked against free space when created or grown, \
+         not reserved)",
+        spec::format::format_size(*needed),
+        spec::format::format_size(*free)
+    )]
+    NoSpace {
+        /// Bytes the disks would grow by.
+        needed: u64,
+        /// Bytes free in the pool.
+        free: u64,
+    },
     /// Creating, cloning or growing the disk file failed.
     #[error("disk {disk} ({}): {source}", path.display())]
     Io {
@@ -36,6 +50,7 @@ pub fn provision(
     image: &Path,
 ) -> Result<(), DiskError> {
     check_sizes(hvm)?;
+    check_space(pool, uuid, hvm, image)?;
     for disk in &hvm.disks {
         let path = disk_path(pool, uuid, &disk.name);
         let ctx = |source: io::Error| DiskError::Io {
@@ -63,6 +78,41 @@ pub fn provision(
                 f.set_len(size).map_err(ctx)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The bytes free to an unprivileged writer in the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
+/// Refuses disks whose new apparent size (created, or grown) exceeds the pool's free
+/// space: a sparse disk costs nothing now, but a guest filling it later would fill the
+/// pool. Each instance is checked against the free space of its creation; the
+/// unwritten part of earlier sparse disks is not reserved.
+fn check_space(pool: &Path, uuid: &str, hvm: &HvmSpec, image: &Path) -> Result<(), DiskError> {
+    let mut needed = 0u64;
+    for disk in &hvm.disks {
+        let current = fs::metadata(disk_path(pool, uuid, &disk.name)).map_or(0, |m| m.len());
+        let base = match (current, disk.boot) {
+            (0, true) => fs::metadata(image).map_or(0, |m| m.len()),
+            _ => current,
+        };
+        let target = disk.size.unwrap_or(0).max(base);
+        needed = needed.saturating_add(target - current);
+    }
+    if needed == 0 {
+        return Ok(());
+    }
+    let free = free_bytes(pool).map_err(|source| DiskError::Io {
+        disk: "(pool)".into(),
+        path: pool.to_path_buf(),
+        source,
+    })?;
+    if needed > free {
+        return Err(DiskError::NoSpace { needed, free });
     }
     Ok(())
 }

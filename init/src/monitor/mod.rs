@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -58,6 +58,18 @@ fn monitor_error(rec: &InstanceRecord) -> impl FnOnce(ClientError) -> RuntimeErr
     }
 }
 
+impl MonitorRuntime {
+    /// The spec its monitor runs `rec` with: a zone without a quota of its own gets
+    /// the node's default (node.kdl `zone-quota`).
+    fn effective_spec(&self, rec: &InstanceRecord) -> spec::InstanceSpec {
+        let mut spec = rec.spec.clone();
+        if let Kind::Zone(zone) = &mut spec.kind {
+            zone.quota = zone.quota.or(self.node.zone_quota);
+        }
+        spec
+    }
+}
+
 impl Runtime for MonitorRuntime {
     fn prepare(&self, rec: &InstanceRecord, image: &ResolvedImage) -> Result<(), RuntimeError> {
         let fail = |message: String| RuntimeError::Provision {
@@ -87,12 +99,16 @@ impl Runtime for MonitorRuntime {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
                 .map_err(|e| fail(e.to_string()))?;
         }
+        let spec = self.effective_spec(rec);
+        if let Kind::Zone(zone) = &spec.kind {
+            check_quota_space(self.pool.root(), &dir, zone.quota).map_err(|m| fail(m.0))?;
+        }
         let bridges = self.bridges(rec).map_err(fail)?;
         let config = InstanceConfig {
             uuid: rec.uuid.clone(),
             pool: self.pool.root().to_path_buf(),
             run_dir: self.run_dir.clone(),
-            spec: rec.spec.clone(),
+            spec,
             image_path: image.path.clone(),
             id_range_start: rec.id_range_start,
             bridges,
@@ -204,7 +220,7 @@ impl Runtime for MonitorRuntime {
         let mut bridges = before.bridges.clone();
         bridges.extend(self.bridges(rec).map_err(fail)?);
         let config = InstanceConfig {
-            spec: rec.spec.clone(),
+            spec: self.effective_spec(rec),
             bridges,
             ..before.clone()
         };
@@ -317,3 +333,33 @@ mod tests {
         assert!(err.contains("monitor of web"), "{err}");
     }
 }
+
+/// A zone's quota is checked against the pool's free space before its writable layer
+/// first exists (at creation): a quota the pool cannot hold is refused with both
+/// numbers. Later starts are not checked (the layer holds what it holds); quotas are
+/// limits, not reservations, so zones created one after another may together promise
+/// more than the pool has.
+fn check_quota_space(
+    pool: &Path,
+    instance_dir: &Path,
+    quota: Option<u64>,
+) -> Result<(), QuotaRefused> {
+    let Some(quota) = quota else { return Ok(()) };
+    if instance_dir.join("upper").exists() {
+        return Ok(());
+    }
+    let free =
+        disks::free_bytes(pool).map_err(|e| QuotaRefused(format!("{}: {e}", pool.display())))?;
+    if quota > free {
+        return Err(QuotaRefused(format!(
+            "quota {} exceeds the pool's free space ({}): free space or lower the quota",
+            spec::format::format_size(quota),
+            spec::format::format_size(free)
+        )));
+    }
+    Ok(())
+}
+
+/// Why a zone's quota was refused, in words for its provisioning error.
+#[derive(Debug)]
+struct QuotaRefused(String);

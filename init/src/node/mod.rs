@@ -236,14 +236,15 @@ impl Node {
             e.rec.reason = reason.to_string();
             e.rec.clone()
         };
-        self.persist(&rec);
-        self.announce(
-            &rec.name,
-            &rec.uuid,
-            rec.spec.kind.as_str(),
-            Some(state),
-            reason,
-        );
+        if self.persist(&rec) {
+            self.announce(
+                &rec.name,
+                &rec.uuid,
+                rec.spec.kind.as_str(),
+                Some(state),
+                reason,
+            );
+        }
     }
 
     /// Prints the console line of a change and sends it to subscribers; `state` is
@@ -260,15 +261,49 @@ impl Node {
         let _ = self.events.send(change);
     }
 
-    fn persist(&self, rec: &InstanceRecord) {
+    /// Writes the table's latest version of `rec`; false (and the instance marked
+    /// failed, see [`Node::mark_unsaved`]) when that failed.
+    fn persist(&self, rec: &InstanceRecord) -> bool {
         let _one_writer = self.saves.lock().unwrap_or_else(|p| p.into_inner());
         // The table may have moved on while we waited: write its latest version, so
         // an older snapshot never lands after a newer one.
         let latest = self.table().get(&rec.uuid).map(|e| e.rec.clone());
         let rec = latest.as_ref().unwrap_or(rec);
-        if let Err(e) = self.pool.save(rec) {
-            log::error!("saving state of {}: {e}", rec.name);
+        match self.pool.save(rec) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("saving state of {}: {e}", rec.name);
+                self.mark_unsaved(rec, &e);
+                false
+            }
         }
+    }
+
+    /// A state that could not be written (a full pool, a read-only one) would be
+    /// lost at the next boot without a word: the instance shows `failed` with the
+    /// reason instead, on the console and in `vmadm list`, until a later write
+    /// succeeds. Not persisted itself: that is what just failed.
+    fn mark_unsaved(&self, unsaved: &InstanceRecord, error: &crate::pool::PoolError) {
+        let reason = format!("{}, but its state was not saved: {error}", unsaved.state);
+        let rec = {
+            let mut t = self.table();
+            let Some(e) = t.get_mut(&unsaved.uuid) else {
+                return;
+            };
+            if e.rec.state == State::Failed && e.rec.reason == reason {
+                return;
+            }
+            e.rec.state = State::Failed;
+            e.rec.reason = reason.clone();
+            e.rec.clone()
+        };
+        self.announce(
+            &rec.name,
+            &rec.uuid,
+            rec.spec.kind.as_str(),
+            Some(State::Failed),
+            &reason,
+        );
     }
 
     /// Applies `f` to a record and persists it.
@@ -280,7 +315,8 @@ impl Node {
             e.rec.clone()
         };
         self.persist(&rec);
-        Some(rec)
+        // Re-read: a failed save has marked the instance failed.
+        self.entry(uuid).map(|e| e.rec).or(Some(rec))
     }
 
     fn entry(&self, uuid: &str) -> Option<Entry> {

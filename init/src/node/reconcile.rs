@@ -187,14 +187,15 @@ impl Node {
             );
             rec
         };
-        self.persist(&rec);
-        self.announce(
-            &rec.name,
-            &uuid,
-            spec.kind.as_str(),
-            Some(State::Provisioning),
-            "creating",
-        );
+        if self.persist(&rec) {
+            self.announce(
+                &rec.name,
+                &uuid,
+                spec.kind.as_str(),
+                Some(State::Provisioning),
+                "creating",
+            );
+        }
         let provisioned = self.images.ensure(&spec.image).and_then(|image| {
             // Persisted with the state change below: one fsync'd write fewer per
             // instance, which adds up when a node provisions hundreds at once.

@@ -186,7 +186,8 @@ pub fn format_ext4(dev: &Path, label: &str) -> Result<(), BootError> {
     Err(last)
 }
 
-/// Mounts the pool device at `target`: ext4 with project quota enforced (`prjquota`,
+/// Mounts the pool device at `target` (noatime, nosuid, nodev): ext4 with project
+/// quota enforced (`prjquota`,
 /// for zone quotas) when the filesystem has the feature, else plain ext4, falling back
 /// to ext2 for a busybox-made filesystem. Returns how it was mounted, for the log.
 pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, BootError> {
@@ -198,7 +199,11 @@ pub fn mount_pool(dev: &Path, target: &str) -> Result<&'static str, BootError> {
         ("ext2", None, "ext2, without project quota"),
     ];
     for (fstype, data, how) in attempts {
-        match mount(Some(dev), target, Some(fstype), MsFlags::MS_NOATIME, data) {
+        // nosuid, nodev: nothing on the pool is a set-id program or a device the
+        // node uses (images, disks and state are plain files; zones get their /dev
+        // from the runtime), so an image unpacked there cannot bring either.
+        let flags = MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        match mount(Some(dev), target, Some(fstype), flags, data) {
             Ok(()) => return Ok(how),
             Err(e) => {
                 last = sys(format_args!(

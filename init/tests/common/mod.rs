@@ -34,9 +34,14 @@ pub struct TestPool {
 
 impl TestPool {
     pub fn new() -> TestPool {
+        TestPool::new_in(&std::env::temp_dir())
+    }
+
+    /// A pool in a new directory below `parent` (a small filesystem, say).
+    pub fn new_in(parent: &Path) -> TestPool {
         let dir = tempfile::Builder::new()
             .prefix("init-pool")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();

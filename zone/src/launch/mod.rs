@@ -349,6 +349,8 @@ fn start_in(
     pty: Option<&Pty>,
 ) -> Result<(Pid, OwnedFd)> {
     cgroup.set_limits(&spec.limits)?;
+    // Set before any process joins: the zone opens only the devices it is given.
+    cgroup.restrict_devices(&crate::cgroups::STANDARD_DEVICES)?;
     let child = ChildPlan::new(spec, stage.root(), pty)?;
     crate::timing::mark("limits+seccomp-compile");
     let (c_rx, p_tx) = pipe()?;

@@ -86,6 +86,8 @@ struct Monitor {
     halt_signal: i32,
     /// The zone's metadata server (its socket, each boot's /dev/ttyS1, its store).
     metadata: MetadataService,
+    /// monitor.log, checked after every poll round.
+    monitor_log: contract::BoundedMonitorLog,
 }
 
 impl Monitor {
@@ -121,6 +123,10 @@ impl Monitor {
         )?;
         let status = MonitorStatus::provisioning(std::process::id());
         let status_file = StatusFile::of(&config.pool, &config.uuid);
+        let monitor_log = contract::BoundedMonitorLog::new(
+            contract::monitor_log_path(&config.pool, &config.uuid),
+            contract::MONITOR_LOG_MAX,
+        );
         let halt_signal = halt::signal_for(&spec.image, &spec.command);
         Ok(Monitor {
             claim: Some(claim),
@@ -145,6 +151,7 @@ impl Monitor {
             halt_signal,
             quota: None,
             metadata,
+            monitor_log,
         })
     }
 
@@ -227,14 +234,18 @@ impl Monitor {
 
     /// One poll round; Some(how the run ended) when the zone's init is gone.
     fn step(&mut self) -> Option<Ended> {
-        // Wake for the kill deadline, for the first client to run out of time, and for
-        // a rate-limited metadata session.
+        if let Err(e) = self.monitor_log.enforce() {
+            eprintln!("zone monitor: bounding monitor.log: {e}");
+        }
+        // Wake for the kill deadline, for the first client to run out of time, for
+        // a rate-limited metadata session, and to check monitor.log's size.
         let wake = self
             .clients
             .iter()
             .map(Connection::deadline)
             .chain(self.kill_at)
             .chain(self.metadata.prepare(Instant::now()))
+            .chain(Some(Instant::now() + contract::MONITOR_LOG_CHECK))
             .min();
         let timeout = match wake {
             Some(t) => PollTimeout::try_from(

@@ -150,11 +150,15 @@ impl Stage {
             upperdir.display(),
             workdir.display()
         );
+        // nosuid costs nothing (the zone runs with no_new_privs, which ignores set-id
+        // bits anyway); nodev makes a device node shipped in an image or left in the
+        // upper layer unopenable, whatever the device cgroup allows. Both are locked
+        // in the zone, whose user namespace is less privileged than ours.
         mount(
             Some("overlay"),
             &root,
             Some("overlay"),
-            MsFlags::empty(),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(opts.as_str()),
         )
         .ctx(|| {
