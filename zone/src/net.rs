@@ -171,6 +171,8 @@ mod tests {
                 gateway: None,
                 mtu: None,
                 mac: None,
+                vlan: 0,
+                allow: spec::NicAllow::default(),
             },
             bridge: "sk-admin".into(),
             host_if: monitor::host_ifname("0123abcd-0000-0000-0000-000000000000", 3),

@@ -273,6 +273,8 @@ pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
             gateway: None,
             mtu: None,
             mac: None,
+            vlan: 0,
+            allow: spec::NicAllow::default(),
         });
     }
     let bad = || {
@@ -292,6 +294,8 @@ pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
         gateway: None,
         mtu: None,
         mac: None,
+        vlan: 0,
+        allow: spec::NicAllow::default(),
     })
 }
 

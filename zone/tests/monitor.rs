@@ -259,6 +259,8 @@ fn next_monitor_cleans_what_a_killed_one_left() {
         gateway: None,
         mtu: None,
         mac: None,
+        vlan: 0,
+        allow: spec::NicAllow::default(),
     });
     let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();

@@ -77,6 +77,8 @@ mod tests {
             gateway: None,
             mtu: None,
             mac: None,
+            vlan: 0,
+            allow: spec::NicAllow::default(),
         };
         InstanceConfig {
             uuid: "0123abcd-0000-4000-8000-000000000001".into(),
@@ -98,6 +100,7 @@ mod tests {
                 user_script: None,
                 user_data: None,
                 ssh_keys: Vec::new(),
+                firewall: None,
                 kind: spec::Kind::Zone(spec::ZoneSpec {
                     cpu_cap: 50,
                     pids: 2000,
