@@ -70,10 +70,14 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .nics
         .iter()
         .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: monitor::default_bridge_name(&nic.tag),
-            host_if: monitor::host_ifname(&tag_id, i),
+        .map(|(i, nic)| {
+            NicPlan::new(
+                &tag_id,
+                i,
+                nic,
+                monitor::default_bridge_name(&nic.tag),
+                None,
+            )
         })
         .collect();
     let spec = LaunchSpec {

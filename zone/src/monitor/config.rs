@@ -22,14 +22,13 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
         .nics
         .iter()
         .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: config
+        .map(|(i, nic)| {
+            let bridge = config
                 .bridges
                 .get(&nic.tag)
                 .cloned()
-                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag)),
-            host_if: contract::host_ifname(&config.uuid, i),
+                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
+            NicPlan::new(&config.uuid, i, nic, bridge, config.spec.firewall.clone())
         })
         .collect();
     let command = if z.init.is_empty() {
