@@ -2,7 +2,7 @@
 //! through ioctls ([`link`]), veths, addresses and routes over one netlink connection
 //! ([`net`]), cgroup v1/v2
 //! ([`cgroup`]), private mount namespaces ([`mount`]), antispoof and firewall rules on instance
-//! ports ([`isolation`]) and the `log` backend every
+//! ports ([`isolation`]), bridge VLANs ([`vlan`]) and the `log` backend every
 //! skerry program installs ([`log`]). `net` is behind the `net` feature, so a
 //! program that only logs (imgadm) does not link netlink.
 //!
@@ -19,3 +19,4 @@ pub mod log;
 pub mod mount;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod vlan;

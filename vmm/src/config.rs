@@ -24,6 +24,9 @@ pub struct NetConfig {
     pub mac: [u8; 6],
     /// Bridge to plug the tap into (created if missing).
     pub bridge: Option<String>,
+    /// VLAN of the tap on its bridge; 0 = untagged (the bridge's default).
+    #[serde(default)]
+    pub vlan: u16,
 }
 
 /// Everything needed to boot one guest. It crosses the process boundary as data: the
@@ -195,6 +198,7 @@ mod tests {
                 },
             ],
             nets: vec![NetConfig {
+                vlan: 0,
                 tap: "sk0".into(),
                 mac: [0x02, 0x5c, 0, 0x11, 0x22, 0xff],
                 bridge: Some("skadmin".into()),

@@ -133,6 +133,7 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
                 .cloned()
                 .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
             NetConfig {
+                vlan: nic.vlan,
                 tap: contract::host_ifname(&cfg.uuid, idx),
                 mac,
                 bridge: Some(bridge),

@@ -108,6 +108,16 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
                 .map_err(net_err(format!("moving {peer} into the zone")))?;
             host::link::plug_into_bridge(&p.host_if, &p.bridge)
                 .map_err(|e| net_err(&nic)(e.into()))?;
+            // The zone end is still down: nothing has crossed the port yet.
+            if p.nic.vlan != 0 {
+                host::vlan::isolate_port(&p.bridge, &p.host_if, p.nic.vlan, |port| {
+                    !monitor::is_host_ifname(port)
+                })
+                .map_err(|e| ZoneError::Net {
+                    what: nic.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
         }
         let inside = Netlink::in_netns(zone_ns).map_err(net_err("zone netlink"))?;
         configure_inside(&inside, plans)

@@ -49,6 +49,8 @@ def frame(spec):
 def markers(pkt):
     raw = bytes(pkt)
     found = [w for w in WORDS if w.encode() in raw]
+    if Dot1Q in pkt:
+        found += [f"vlan{pkt[Dot1Q].vlan}:{w}" for w in found]
     if ARP in pkt and pkt[ARP].op == 2:
         found.append(f"arp:{pkt[ARP].psrc}:{pkt[ARP].hwsrc}")
     return found
