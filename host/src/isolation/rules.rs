@@ -129,9 +129,16 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     ])
 }
 
-fn set_of<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
-    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
-    format!("{{ {} }}", items.join(", "))
+/// `KEY != A KEY != B ...`: true when the field is none of `values`. Written as a
+/// conjunction rather than an anonymous set, because nft reads every set of the table
+/// before each transaction: sets per port would make installing one port's rules grow
+/// with the number of ports on the node.
+fn none_of<T: ToString>(key: &str, values: impl IntoIterator<Item = T>) -> String {
+    values
+        .into_iter()
+        .map(|v| format!("{key} != {}", v.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The antispoof rules of frames the instance sends.
@@ -145,7 +152,10 @@ fn antispoof(s: &mut String, p: &PortPolicy, chain: &str) {
         rule(format!("arp saddr ether != {mac} drop"));
     }
     if !p.allow.restricted_traffic {
-        rule("ether type != { ip, ip6, arp } drop".into());
+        rule(format!(
+            "{} drop",
+            none_of("ether type", ["ip", "ip6", "arp"])
+        ));
     }
     if !p.allow.dhcp_spoofing {
         rule("udp sport 67 drop".into());
@@ -160,28 +170,28 @@ fn antispoof(s: &mut String, p: &PortPolicy, chain: &str) {
         v6.push(IpAddr::V6(link_local(p.mac)));
         // ARP probes (RFC 5227) and DAD (RFC 4862) send from the unspecified address.
         let arp = std::iter::once("0.0.0.0".to_string()).chain(v4.iter().map(|a| a.to_string()));
-        rule(format!("arp saddr ip != {} drop", set_of(arp)));
+        rule(format!("{} drop", none_of("arp saddr ip", arp)));
         if v4.is_empty() {
             rule("ether type ip drop".into());
         } else {
-            rule(format!("ip saddr != {} drop", set_of(&v4)));
+            rule(format!("{} drop", none_of("ip saddr", &v4)));
         }
         let src = std::iter::once("::".to_string()).chain(v6.iter().map(|a| a.to_string()));
-        rule(format!("ip6 saddr != {} drop", set_of(src)));
+        rule(format!("{} drop", none_of("ip6 saddr", src)));
         // The target of a neighbour advertisement (128 bits after the ICMPv6 header).
         let targets = v6.iter().map(|a| match a {
             IpAddr::V6(a) => format!("0x{:032x}", u128::from(*a)),
             IpAddr::V4(_) => unreachable!("v6 holds IPv6 addresses only"),
         });
         rule(format!(
-            "icmpv6 type nd-neighbor-advert @th,64,128 != {} drop",
-            set_of(targets)
+            "icmpv6 type nd-neighbor-advert {} drop",
+            none_of("@th,64,128", targets)
         ));
     }
 }
 
-/// One allow rule as nft text.
-fn allow(r: &FirewallRule) -> String {
+/// One allow rule as nft rules.
+fn allow(r: &FirewallRule) -> Vec<String> {
     let mut out = String::new();
     if let Some((addr, prefix)) = r.from {
         let fam = if addr.is_ipv4() { "ip" } else { "ip6" };
@@ -199,10 +209,14 @@ fn allow(r: &FirewallRule) -> String {
                 }
             }
         }
-        FirewallProto::Icmp => out.push_str("meta l4proto { icmp, ipv6-icmp } "),
+        FirewallProto::Icmp => {
+            // Two rules (see `none_of` for why not a set).
+            let v4 = format!("{out}meta l4proto icmp accept");
+            return vec![v4, format!("{out}meta l4proto ipv6-icmp accept")];
+        }
     }
     out.push_str("accept");
-    out
+    vec![out]
 }
 
 /// The firewall chain: replies and allowed traffic in, the rest dropped.
@@ -212,14 +226,22 @@ fn firewall(s: &mut String, p: &PortPolicy, rules: &[FirewallRule], chain: &str)
     };
     rule("ct state established,related accept");
     // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family.
-    rule("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept");
+    for nd in [
+        "nd-neighbor-solicit",
+        "nd-neighbor-advert",
+        "nd-router-advert",
+    ] {
+        rule(&format!("icmpv6 type {nd} accept"));
+    }
     if p.dhcp {
         // The server's offer is not a reply conntrack can match (the client asked
         // from 0.0.0.0 to the broadcast address).
         rule("udp sport 67 udp dport 68 accept");
     }
     for r in rules {
-        rule(&allow(r));
+        for text in allow(r) {
+            rule(&text);
+        }
     }
     rule("drop");
 }
@@ -304,13 +326,14 @@ mod tests {
         for want in [
             "add rule bridge skerry in-sk0123abcdn0 ether saddr != 02:5c:01:02:03:04 drop",
             "arp saddr ether != 02:5c:01:02:03:04 drop",
-            "ether type != { ip, ip6, arp } drop",
+            "ether type != ip ether type != ip6 ether type != arp drop",
             "udp sport 67 drop",
             "icmpv6 type nd-router-advert drop",
-            "arp saddr ip != { 0.0.0.0, 10.88.0.10 } drop",
-            "ip saddr != { 10.88.0.10 } drop",
-            "ip6 saddr != { ::, fd00::10, fe80::5c:1ff:fe02:304 } drop",
-            "@th,64,128 != { 0xfd000000000000000000000000000010, 0xfe80000000000000005c01fffe020304 } drop",
+            "arp saddr ip != 0.0.0.0 arp saddr ip != 10.88.0.10 drop",
+            "ip saddr != 10.88.0.10 drop",
+            "ip6 saddr != :: ip6 saddr != fd00::10 ip6 saddr != fe80::5c:1ff:fe02:304 drop",
+            "nd-neighbor-advert @th,64,128 != 0xfd000000000000000000000000000010 \
+             @th,64,128 != 0xfe80000000000000005c01fffe020304 drop",
             "add element bridge skerry in_ports { \"sk0123abcdn0\" : jump in-sk0123abcdn0 }",
             "delete chain inet skerry fw-sk0123abcdn0",
         ] {
@@ -374,17 +397,38 @@ mod tests {
             fw,
             vec![
                 "ct state established,related accept",
-                "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+                "icmpv6 type nd-neighbor-solicit accept",
+                "icmpv6 type nd-neighbor-advert accept",
+                "icmpv6 type nd-router-advert accept",
                 "udp sport 67 udp dport 68 accept",
                 "meta l4proto tcp tcp dport 22 accept",
                 "ip saddr 10.88.0.0/24 meta l4proto udp udp dport 8000-8080 accept",
-                "meta l4proto { icmp, ipv6-icmp } accept",
+                "meta l4proto icmp accept",
+                "meta l4proto ipv6-icmp accept",
                 "drop",
             ]
         );
         let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
         assert!(s.contains(&format!("out-sk0123abcdn0 meta mark set {mark}")));
         assert!(s.contains(&format!("fw_ports {{ {mark} : jump fw-sk0123abcdn0 }}")));
+    }
+
+    #[test]
+    fn per_port_rules_use_no_anonymous_sets() {
+        let mut p = policy();
+        p.firewall = Some(Firewall {
+            rules: vec![FirewallRule {
+                proto: FirewallProto::Icmp,
+                ports: None,
+                from: None,
+            }],
+        });
+        let s = install_script(&p);
+        let sets: Vec<&str> = s
+            .lines()
+            .filter(|l| l.starts_with("add rule") && l.contains("sk0123abcdn0 ") && l.contains('{'))
+            .collect();
+        assert!(sets.is_empty(), "{sets:#?}");
     }
 
     #[test]
