@@ -134,3 +134,35 @@ fn smartos_payload_keys_map_to_the_switches_and_the_firewall() {
     assert!(s.nics[0].allow.dhcp_spoofing && s.nics[0].allow.restricted_traffic);
     assert_eq!(s.firewall, Some(spec::Firewall::default()));
 }
+
+#[test]
+fn smartos_updates_set_the_switches_and_the_firewall() {
+    use spec::smartos::{apply_update, Options};
+    let json = r#"{"brand":"joyent","alias":"a","image_uuid":"5f3c7d8a-54c8-4b1e-9f6b-6f2c1c2b9f00",
+        "nics":[{"nic_tag":"admin","ip":"dhcp","mac":"02:00:00:00:00:01"}]}"#;
+    let s = spec::smartos::from_payload(json).unwrap().remove(0);
+    let u = apply_update(
+        &s,
+        r#"{"firewall_enabled": true, "update_nics": [{"mac": "02:00:00:00:00:01",
+            "vlan_id": 12, "allow_ip_spoofing": true}]}"#,
+        Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(u.spec.nics[0].vlan, 12);
+    assert!(u.spec.nics[0].allow.ip_spoofing);
+    assert_eq!(u.spec.firewall, Some(spec::Firewall::default()));
+    assert!(u.needs_restart, "{:?}", u.changes);
+    let off = apply_update(
+        &u.spec,
+        r#"{"firewall_enabled": false}"#,
+        Options::default(),
+    )
+    .unwrap();
+    assert_eq!(off.spec.firewall, None);
+    let bad = apply_update(
+        &s,
+        r#"{"update_nics": [{"mac": "02:00:00:00:00:01", "vlan_id": 4095}]}"#,
+        Options::default(),
+    );
+    assert!(bad.is_err(), "vlan_id 4095 must be refused");
+}
