@@ -273,12 +273,9 @@ fn the_firewall_admits_allowed_ports_and_replies_only() {
             },
         ],
     };
-    server.plug(plan(
-        6,
-        &nic(&tag, "10.234.0.1/24"),
-        &bridge,
-        Some(firewall),
-    ));
+    let server_plan = plan(6, &nic(&tag, "10.234.0.1/24"), &bridge, Some(firewall));
+    let server_port = server_plan.host_if.clone();
+    server.plug(server_plan);
     client.plug(plan(7, &nic(&tag, "10.234.0.2/24"), &bridge, None));
     let (mut listeners, _) = server.start(&["serve", "20", "8080", "9090", "7000"]);
     let (mut outside, _) = client.start(&["serve", "20", "5555"]);
@@ -298,6 +295,24 @@ fn the_firewall_admits_allowed_ports_and_replies_only() {
         "a rule for another source must not admit this one"
     );
     assert_eq!(outbound.trim(), "open", "replies to outbound connections");
+    // Unplugging takes the port's rules with it.
+    drop(server);
+    for (family, chain) in [("bridge", "in"), ("inet", "fw")] {
+        let listed = Command::new("nft")
+            .args([
+                "list",
+                "chain",
+                family,
+                "skerry",
+                &format!("{chain}-{server_port}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !listed.status.success(),
+            "{chain}-{server_port} left behind"
+        );
+    }
 }
 
 #[test]

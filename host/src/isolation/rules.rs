@@ -7,11 +7,10 @@
 //! ```text
 //! table bridge skerry
 //!   map in_ports  { ifname : verdict }   port -> jump in-PORT   (frames FROM the instance)
-//!   map out_ports { ifname : verdict }   port -> jump out-PORT  (frames TO the instance)
+//!   map out_marks { ifname : mark }      port -> MARK  (firewalled ports only)
 //!   chain prerouting (hook prerouting)   iifname vmap @in_ports
-//!   chain forward    (hook forward)      meta mark set 0; oifname vmap @out_ports
+//!   chain forward    (hook forward)      meta mark set 0; meta mark set oifname map @out_marks
 //!   chain in-PORT                        antispoof
-//!   chain out-PORT                       meta mark set MARK   (firewalled ports only)
 //! table inet skerry
 //!   map fw_ports { mark : verdict }      MARK -> jump fw-PORT
 //!   chain forward (hook forward)         meta mark vmap @fw_ports
@@ -21,7 +20,7 @@
 //! The firewall lives in the inet family because connection tracking of bridged
 //! traffic comes from br_netfilter (which hands bridged IPv4/IPv6 to the inet hooks
 //! with their conntrack entry); the bridge family's own conntrack needs
-//! nf_conntrack_bridge, which not every kernel has. The bridge-family `out-PORT`
+//! nf_conntrack_bridge, which not every kernel has. The bridge-family forward
 //! chain marks frames with the destination port's mark so the inet chain knows which
 //! port a packet is leaving by.
 
@@ -54,10 +53,7 @@ fn skeleton(s: &mut String) {
         s,
         "add map bridge {t} in_ports {{ type ifname : verdict; }}"
     );
-    let _ = writeln!(
-        s,
-        "add map bridge {t} out_ports {{ type ifname : verdict; }}"
-    );
+    let _ = writeln!(s, "add map bridge {t} out_marks {{ type ifname : mark; }}");
     // Before br_netfilter (priority 0) hands the frame to the inet hooks.
     let _ = writeln!(
         s,
@@ -72,7 +68,11 @@ fn skeleton(s: &mut String) {
     let _ = writeln!(s, "flush chain bridge {t} forward");
     // A mark from elsewhere must not select some port's firewall.
     let _ = writeln!(s, "add rule bridge {t} forward meta mark set 0");
-    let _ = writeln!(s, "add rule bridge {t} forward oifname vmap @out_ports");
+    // A port that is not in the map leaves the mark 0: no firewall.
+    let _ = writeln!(
+        s,
+        "add rule bridge {t} forward meta mark set oifname map @out_marks"
+    );
     let _ = writeln!(s, "add table inet {t}");
     let _ = writeln!(s, "add map inet {t} fw_ports {{ type mark : verdict; }}");
     let _ = writeln!(
@@ -99,6 +99,20 @@ fn drop_chain(s: &mut String, family: &str, map: &str, key: &str, chain: &str) {
     );
     let _ = writeln!(s, "delete element {family} {TABLE} {map} {{ {key} }}");
     let _ = writeln!(s, "delete chain {family} {TABLE} {chain}");
+}
+
+/// Deletes `port`'s element of the mark map whether or not it exists (added first,
+/// as in [`drop_chain`], with the value it has if it exists: adding an existing key
+/// with another value is an error).
+fn drop_mark(s: &mut String, quoted_port: &str, mark: &str) {
+    let _ = writeln!(
+        s,
+        "add element bridge {TABLE} out_marks {{ {quoted_port} : {mark} }}"
+    );
+    let _ = writeln!(
+        s,
+        "delete element bridge {TABLE} out_marks {{ {quoted_port} }}"
+    );
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -260,7 +274,6 @@ pub fn install_script(p: &PortPolicy) -> String {
         s,
         "add element bridge {TABLE} in_ports {{ {quoted} : jump {inc} }}"
     );
-    let outc = format!("out-{port}");
     let fwc = format!("fw-{port}");
     let mark = format!("0x{:08x}", mark_of(port));
     match &p.firewall {
@@ -271,15 +284,13 @@ pub fn install_script(p: &PortPolicy) -> String {
                 s,
                 "add element inet {TABLE} fw_ports {{ {mark} : jump {fwc} }}"
             );
-            fresh_chain(&mut s, "bridge", &outc);
-            let _ = writeln!(s, "add rule bridge {TABLE} {outc} meta mark set {mark}");
             let _ = writeln!(
                 s,
-                "add element bridge {TABLE} out_ports {{ {quoted} : jump {outc} }}"
+                "add element bridge {TABLE} out_marks {{ {quoted} : {mark} }}"
             );
         }
         None => {
-            drop_chain(&mut s, "bridge", "out_ports", &quoted, &outc);
+            drop_mark(&mut s, &quoted, &mark);
             drop_chain(&mut s, "inet", "fw_ports", &mark, &fwc);
         }
     }
@@ -293,13 +304,7 @@ pub fn remove_script(port: &str) -> String {
     let quoted = format!("\"{port}\"");
     let mark = format!("0x{:08x}", mark_of(port));
     drop_chain(&mut s, "bridge", "in_ports", &quoted, &format!("in-{port}"));
-    drop_chain(
-        &mut s,
-        "bridge",
-        "out_ports",
-        &quoted,
-        &format!("out-{port}"),
-    );
+    drop_mark(&mut s, &quoted, &mark);
     drop_chain(&mut s, "inet", "fw_ports", &mark, &format!("fw-{port}"));
     s
 }
@@ -409,7 +414,7 @@ mod tests {
             ]
         );
         let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
-        assert!(s.contains(&format!("out-sk0123abcdn0 meta mark set {mark}")));
+        assert!(s.contains(&format!("out_marks {{ \"sk0123abcdn0\" : {mark} }}")));
         assert!(s.contains(&format!("fw_ports {{ {mark} : jump fw-sk0123abcdn0 }}")));
     }
 
