@@ -1,7 +1,8 @@
 //! What init, zone and vmm do to the host, written once: taps, bridges and link state
 //! through ioctls ([`link`]), veths, addresses and routes over one netlink connection
 //! ([`net`]), cgroup v1/v2
-//! ([`cgroup`]), private mount namespaces ([`mount`]) and the `log` backend every
+//! ([`cgroup`]), private mount namespaces ([`mount`]), antispoof and firewall rules on instance
+//! ports ([`isolation`]), bridge VLANs ([`vlan`]) and the `log` backend every
 //! skerry program installs ([`log`]). `net` is behind the `net` feature, so a
 //! program that only logs (imgadm) does not link netlink.
 //!
@@ -13,8 +14,10 @@
 #![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod isolation;
 pub mod link;
 pub mod log;
 pub mod mount;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod vlan;

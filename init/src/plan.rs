@@ -522,6 +522,8 @@ mod tests {
                     gateway: None,
                     mtu: None,
                     mac: None,
+                    vlan: 0,
+                    allow: Default::default(),
                 })
             }),
         ];
@@ -563,6 +565,8 @@ mod tests {
             gateway: None,
             mtu: None,
             mac: None,
+            vlan: 0,
+            allow: Default::default(),
         });
         if let Kind::Hvm(h) = &mut new.kind {
             h.vcpus = 2;

@@ -100,3 +100,18 @@ pub fn host_ifname(uuid: &str, nic_index: usize) -> String {
         .collect();
     format!("sk{hex}n{nic_index}")
 }
+
+/// Whether `name` is an instance's host-side nic ([`host_ifname`]'s shape), as
+/// opposed to an uplink or anything else plugged into a node bridge.
+pub fn is_host_ifname(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("sk") else {
+        return false;
+    };
+    let Some((hex, index)) = rest.split_once('n') else {
+        return false;
+    };
+    hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+}

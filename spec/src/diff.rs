@@ -164,6 +164,13 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             nic_effect,
         );
     }
+    // The rules are installed on the instance's ports when it starts.
+    cmp(
+        "firewall",
+        opt(firewall_text(&old.firewall)),
+        opt(firewall_text(&new.firewall)),
+        Effect::Restart,
+    );
     match (&old.kind, &new.kind) {
         (Kind::Zone(a), Kind::Zone(b)) => {
             cmp(
@@ -281,7 +288,40 @@ fn nic_text(n: &Nic) -> String {
     if let Some(mac) = n.mac {
         s.push_str(&format!(" mac={mac}"));
     }
+    if n.vlan != 0 {
+        s.push_str(&format!(" vlan={}", n.vlan));
+    }
+    for (key, on) in [
+        ("allow-ip-spoofing", n.allow.ip_spoofing),
+        ("allow-mac-spoofing", n.allow.mac_spoofing),
+        ("allow-dhcp-spoofing", n.allow.dhcp_spoofing),
+        ("allow-restricted-traffic", n.allow.restricted_traffic),
+    ] {
+        if on {
+            s.push_str(&format!(" {key}=true"));
+        }
+    }
     s
+}
+
+/// A firewall as one line: `off`, or its rules.
+fn firewall_text(fw: &Option<Firewall>) -> Option<String> {
+    let fw = fw.as_ref()?;
+    let rules: Vec<String> = fw
+        .rules
+        .iter()
+        .map(|r| {
+            let mut s = format!("allow {}", r.proto.as_str());
+            if let Some((lo, hi)) = r.ports {
+                s.push_str(&format!(" port={lo}-{hi}"));
+            }
+            if let Some((a, p)) = r.from {
+                s.push_str(&format!(" from={a}/{p}"));
+            }
+            s
+        })
+        .collect();
+    Some(format!("{{ {} }}", rules.join("; ")))
 }
 
 fn keys_text(keys: &[String]) -> Option<String> {

@@ -19,6 +19,26 @@ impl MacAddr {
         self.0
     }
 
+    /// A stable, locally administered MAC derived from `seed` (instance uuid + nic
+    /// index, or a tap name), so an instance keeps its MAC across restarts and the
+    /// host knows it without asking the instance.
+    pub fn derived(seed: &str) -> MacAddr {
+        // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        let b = h.to_be_bytes();
+        MacAddr([0x02, 0x5c, b[2], b[3], b[4], b[5]])
+    }
+
+    /// The MAC of nic number `index` of instance `uuid`: the pinned one, else the one
+    /// derived from both (what the vmm gives a guest and the zone runtime a veth).
+    pub fn of_nic(pinned: Option<MacAddr>, uuid: &str, index: usize) -> MacAddr {
+        pinned.unwrap_or_else(|| MacAddr::derived(&format!("{uuid}/{index}")))
+    }
+
     /// Whether `text` reads as a MAC address.
     pub fn is_valid(text: &str) -> bool {
         text.parse::<MacAddr>().is_ok()

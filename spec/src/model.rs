@@ -40,6 +40,9 @@ pub struct InstanceSpec {
     /// as the `root_authorized_keys` metadata key.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
+    /// `firewall { ... }`: inbound default deny with these allow rules; `None` = off.
+    #[serde(default)]
+    pub firewall: Option<Firewall>,
     /// What kind of instance, with its kind-specific properties.
     pub kind: Kind,
     /// Where this spec was declared.
@@ -63,6 +66,7 @@ impl InstanceSpec {
             user_script: None,
             user_data: None,
             ssh_keys: Vec::new(),
+            firewall: None,
             kind: Kind::Zone(ZoneSpec {
                 cpu_cap: defaults::CPU_CAP,
                 pids: defaults::PIDS,
@@ -161,6 +165,90 @@ pub struct Nic {
     pub mtu: Option<u32>,
     /// MAC address, if pinned (`aa:bb:cc:dd:ee:ff`).
     pub mac: Option<MacAddr>,
+    /// VLAN on the nic tag's network (`vlan=N`, SmartOS `vlan_id`); 0 = untagged.
+    #[serde(default)]
+    pub vlan: u16,
+    /// Relaxations of the antispoof rules on this nic; none by default.
+    #[serde(default)]
+    pub allow: NicAllow,
+}
+
+/// Largest VLAN id a nic may name (4095 is reserved by 802.1Q).
+pub const MAX_VLAN: u16 = 4094;
+
+/// Per-nic switches that turn off parts of the antispoof rules enforced on the host
+/// side of every instance port (SmartOS's `allow_*` nic properties). All `false` by
+/// default: an instance may only send as its own MAC and addresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicAllow {
+    /// `allow-ip-spoofing`: any IPv4/IPv6/ARP source address.
+    #[serde(default)]
+    pub ip_spoofing: bool,
+    /// `allow-mac-spoofing`: any source MAC.
+    #[serde(default)]
+    pub mac_spoofing: bool,
+    /// `allow-dhcp-spoofing`: DHCP server replies and IPv6 router advertisements.
+    #[serde(default)]
+    pub dhcp_spoofing: bool,
+    /// `allow-restricted-traffic`: ethertypes other than IPv4, IPv6 and ARP.
+    #[serde(default)]
+    pub restricted_traffic: bool,
+}
+
+/// An instance firewall (`firewall { ... }`, SmartOS `firewall_enabled`): inbound
+/// traffic is dropped unless a rule allows it; outbound is open; replies to allowed
+/// or outbound connections pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firewall {
+    /// The `allow` rules, in declaration order.
+    pub rules: Vec<FirewallRule>,
+}
+
+/// One `allow PROTO [port=N|"A-B"] [from="ADDR[/PREFIX]"]` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRule {
+    /// The protocol.
+    pub proto: FirewallProto,
+    /// Destination ports, inclusive (`tcp`/`udp` only); `None` = every port.
+    pub ports: Option<(u16, u16)>,
+    /// Source network; `None` = from anywhere.
+    pub from: Option<(IpAddr, u8)>,
+}
+
+/// The protocols a firewall rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6 (every type).
+    Icmp,
+}
+
+impl FirewallProto {
+    /// Every protocol, as manifests write them.
+    pub const ALL: &'static [&'static str] = &["tcp", "udp", "icmp"];
+
+    /// The manifest word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirewallProto::Tcp => "tcp",
+            FirewallProto::Udp => "udp",
+            FirewallProto::Icmp => "icmp",
+        }
+    }
+
+    /// The protocol a manifest word names.
+    pub fn from_word(word: &str) -> Option<FirewallProto> {
+        match word {
+            "tcp" => Some(FirewallProto::Tcp),
+            "udp" => Some(FirewallProto::Udp),
+            "icmp" => Some(FirewallProto::Icmp),
+            _ => None,
+        }
+    }
 }
 
 /// How a nic gets its address.

@@ -109,6 +109,27 @@ fn rejects_bad_manifests_at_the_right_line() {
 }
 
 #[test]
+fn refuses_bad_vlans_and_firewall_rules_at_their_place() {
+    let s = Scratch::new("iso");
+    let bad = s.write(
+        "iso.kdl",
+        "hvm h {\n    image \"x\"\n    nic net0 tag=\"admin\" vlan=5000\n    firewall {\n        \
+         allow \"gre\"\n        allow \"tcp\" port=70000\n        allow \"udp\" port=\"1-x\"\n    }\n}\n",
+    );
+    let out = vmadm(&["validate", &bad], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        format!("{bad}:3:26: `vlan` is 5000; it must be 0 to 4094"),
+        format!("{bad}:5:15: unknown protocol `gre`"),
+        format!("{bad}:6:21: port outside 1-65535"),
+        format!("{bad}:7:21: `1-x` is not a port range"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+}
+
+#[test]
 fn names_must_be_unique_across_files() {
     let s = Scratch::new("dup");
     let a = s.write("a.kdl", "zone web01 { image \"busybox@1.36\"; }\n");

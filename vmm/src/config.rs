@@ -24,6 +24,9 @@ pub struct NetConfig {
     pub mac: [u8; 6],
     /// Bridge to plug the tap into (created if missing).
     pub bridge: Option<String>,
+    /// VLAN of the tap on its bridge; 0 = untagged (the bridge's default).
+    #[serde(default)]
+    pub vlan: u16,
 }
 
 /// Everything needed to boot one guest. It crosses the process boundary as data: the
@@ -134,14 +137,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
 /// A stable, locally administered MAC derived from `seed` (instance uuid + nic index,
 /// or the tap name), so a guest keeps its MAC across restarts.
 pub fn mac_from(seed: &str) -> [u8; 6] {
-    // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    [0x02, 0x5c, b[2], b[3], b[4], b[5]]
+    spec::MacAddr::derived(seed).octets()
 }
 
 #[cfg(test)]
@@ -202,6 +198,7 @@ mod tests {
                 },
             ],
             nets: vec![NetConfig {
+                vlan: 0,
                 tap: "sk0".into(),
                 mac: [0x02, 0x5c, 0, 0x11, 0x22, 0xff],
                 bridge: Some("skadmin".into()),

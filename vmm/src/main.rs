@@ -122,6 +122,7 @@ fn parse_net(s: &str) -> Result<NetConfig> {
         bail!("--net {s:?}: missing tap name");
     }
     let mut net = NetConfig {
+        vlan: 0,
         mac: config::mac_from(&tap),
         tap,
         bridge: None,

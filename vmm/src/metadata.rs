@@ -7,7 +7,7 @@
 //! Serving here, in the monitor, and not in the VMM keeps the store's file out of the
 //! jail, and one guest's traffic reaches only its own monitor.
 
-use crate::config::{mac_from, VmConfig};
+use crate::config::VmConfig;
 use mdata::{Limits, MetadataStore, SessionConfig, StoreError};
 use monitor::{self as contract, InstanceConfig};
 use spec::MacAddr;
@@ -47,9 +47,7 @@ pub struct MetadataService {
 /// The MAC of an HVM nic: its pinned one, else the one derived from the instance
 /// UUID and the nic's index (what the VMM gives the guest).
 pub fn nic_mac(uuid: &str, idx: usize, pinned: Option<MacAddr>) -> String {
-    pinned
-        .unwrap_or_else(|| MacAddr(mac_from(&format!("{uuid}/{idx}"))))
-        .to_string()
+    MacAddr::of_nic(pinned, uuid, idx).to_string()
 }
 
 /// The MAC of each of `cfg`'s nics, as the guest sees them.
@@ -252,7 +250,7 @@ mod tests {
             nic_mac("u", 0, Some("AA:BB:CC:00:11:22".parse().unwrap())),
             "aa:bb:cc:00:11:22"
         );
-        let m = mac_from("u/1");
+        let m = crate::config::mac_from("u/1");
         assert_eq!(
             nic_mac("u", 1, None),
             format!(

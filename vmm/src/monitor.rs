@@ -6,8 +6,9 @@
 //! library; the socket is served from a thread of its own.
 
 use crate::bootdisk;
-use crate::config::{mac_from, DiskConfig, NetConfig, VmConfig};
+use crate::config::{DiskConfig, NetConfig, VmConfig};
 use crate::devices::bus::lock;
+use host::isolation::PortPolicy;
 use monitor::{
     self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
     Pending, State, StatusFile, StopRequest, Supervised,
@@ -60,6 +61,10 @@ pub enum InstanceError {
     /// failed).
     #[error(transparent)]
     Monitor(#[from] contract::ProcessError),
+    /// A tap's antispoof or firewall rules could not be put in place: the guest is
+    /// not started unprotected.
+    #[error("tenant isolation: {0}")]
+    Isolation(#[from] host::isolation::IsolationError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceError {
@@ -121,16 +126,14 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
         .iter()
         .enumerate()
         .map(|(idx, nic)| {
-            let mac = match nic.mac {
-                Some(m) => m.octets(),
-                None => mac_from(&format!("{}/{idx}", cfg.uuid)),
-            };
+            let mac = spec::MacAddr::of_nic(nic.mac, &cfg.uuid, idx).octets();
             let bridge = cfg
                 .bridges
                 .get(&nic.tag)
                 .cloned()
                 .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
             NetConfig {
+                vlan: nic.vlan,
                 tap: contract::host_ifname(&cfg.uuid, idx),
                 mac,
                 bridge: Some(bridge),
@@ -359,6 +362,7 @@ impl Supervised for Guest {
             None => Err(std::io::Error::other("no guest process was started")),
         };
         crate::jail::remove_cgroup(&cgroup_name(&self.m.cfg.uuid));
+        self.m.remove_port_rules();
         let code = status.as_ref().ok().and_then(|s| s.code());
         self.exit = Some(status);
         let mut st = lock(&self.m.state);
@@ -450,8 +454,31 @@ impl Monitor {
         self.changed.notify_all();
     }
 
+    /// Every tap's rules, in place before the child opens the tap (they are keyed by
+    /// its name), so the guest's first frame is already filtered.
+    fn install_port_rules(&self) -> Result<(), InstanceError> {
+        for (idx, nic) in self.cfg.spec.nics.iter().enumerate() {
+            let port = contract::host_ifname(&self.cfg.uuid, idx);
+            let mac = spec::MacAddr::of_nic(nic.mac, &self.cfg.uuid, idx).octets();
+            let firewall = self.cfg.spec.firewall.as_ref();
+            host::isolation::install(&PortPolicy::for_nic(&port, mac, nic, firewall))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the taps' rules once the child (and with it each tap) is gone.
+    fn remove_port_rules(&self) {
+        for idx in 0..self.cfg.spec.nics.len() {
+            let port = contract::host_ifname(&self.cfg.uuid, idx);
+            if let Err(e) = host::isolation::remove(&port) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
     fn spawn_child(&self) -> Result<Child, InstanceError> {
         let mut vm = child_config(&self.cfg)?;
+        self.install_port_rules()?;
         // The guest's COM2; this end closes when spawn_child returns (the child has it).
         let _com2 = crate::metadata::MetadataService::attach(self.metadata.as_ref(), &mut vm);
         let config_file = child_config_path(&self.cfg);

@@ -651,3 +651,60 @@ fn a_flooded_monitor_log_is_cut_back() {
     let rotated = contract::rotated_monitor_log(&log);
     assert!(size(&rotated) <= contract::MONITOR_LOG_MAX);
 }
+
+/// `nft list chain FAMILY skerry CHAIN`, or `None` when there is no such chain.
+fn nft_chain(family: &str, chain: &str) -> Option<String> {
+    let out = Command::new("nft")
+        .args(["list", "chain", family, "skerry", chain])
+        .output()
+        .expect("nft (nftables)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_guests_tap_is_filtered_while_it_runs_and_its_rules_go_with_it() {
+    let tag = format!("v{:05x}", std::process::id() & 0xfffff);
+    let pool = pool_with_properties(
+        &[print(b"up\n"), HALT_FOREVER.to_vec()].concat(),
+        &format!(
+            " nic net0 tag=\"{tag}\" ip=\"10.239.0.5/24\"\n firewall {{\n  allow \"icmp\"\n }}\n"
+        ),
+    );
+    let bridge = contract::default_bridge_name(&tag);
+    struct BridgeGone(String);
+    impl Drop for BridgeGone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _bridge = BridgeGone(bridge.clone());
+    let tap = contract::host_ifname(&pool.cfg.uuid, 0);
+    let mac = spec::MacAddr::of_nic(None, &pool.cfg.uuid, 0).to_string();
+    let mut monitor = start_monitor(&pool);
+    wait_for("the guest", Duration::from_secs(10), || {
+        console_log(&pool).contains("up")
+    });
+    // The tap exists, on its bridge, with the guest's antispoof rules and firewall.
+    let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).unwrap();
+    assert!(master.ends_with(&bridge), "{}", master.display());
+    let antispoof = nft_chain("bridge", &format!("in-{tap}")).expect("the tap's rules");
+    assert!(
+        antispoof.contains(&format!("ether saddr != {mac} drop")),
+        "{antispoof}"
+    );
+    assert!(
+        antispoof.contains("ip saddr != 10.239.0.5 drop"),
+        "{antispoof}"
+    );
+    let firewall = nft_chain("inet", &format!("fw-{tap}")).expect("the firewall");
+    assert!(firewall.contains("meta l4proto icmp accept"), "{firewall}");
+
+    let _ = Client::new(contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid))
+        .stop(true, Duration::ZERO);
+    assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 0);
+    assert!(nft_chain("bridge", &format!("in-{tap}")).is_none());
+    assert!(nft_chain("inet", &format!("fw-{tap}")).is_none());
+    assert!(!Path::new(&format!("/sys/class/net/{tap}")).exists());
+}

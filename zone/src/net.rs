@@ -2,8 +2,13 @@
 //! the nic's tag (created if missing) and whose zone end is moved into the zone's
 //! network namespace, renamed to the nic name and given its address and gateway
 //! route. The netlink work is [`host::net`]'s.
+//!
+//! Before a host end exists, its antispoof rules (and the zone's firewall) are put in
+//! place by name ([`host::isolation`]): the port is never up without them, and they
+//! are enforced in the host's namespace, out of reach of the zone's own NET_ADMIN.
 
 use crate::error::{Result, ZoneError};
+use host::isolation::PortPolicy;
 use host::net::{LinkSettings, NetError, Netlink, Route};
 use spec::{IpConfig, Nic};
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,9 +22,36 @@ pub struct NicPlan {
     pub bridge: String,
     /// Host end of the veth pair (see `monitor::host_ifname`).
     pub host_if: String,
+    /// The zone end's MAC: the pinned one or one derived from the instance and nic
+    /// index, set by us so the antispoof rules know it.
+    pub mac: [u8; 6],
+    /// The zone's firewall, applied to what this nic receives.
+    pub firewall: Option<spec::Firewall>,
 }
 
 impl NicPlan {
+    /// The plan of nic number `index` of the instance `uuid` (or a run's synthetic id).
+    pub fn new(
+        uuid: &str,
+        index: usize,
+        nic: &Nic,
+        bridge: String,
+        firewall: Option<spec::Firewall>,
+    ) -> NicPlan {
+        NicPlan {
+            nic: nic.clone(),
+            bridge,
+            host_if: monitor::host_ifname(uuid, index),
+            mac: spec::MacAddr::of_nic(nic.mac, uuid, index).octets(),
+            firewall,
+        }
+    }
+
+    /// What the host end lets through: [`host::isolation`]'s rules for this nic.
+    pub fn policy(&self) -> PortPolicy {
+        PortPolicy::for_nic(&self.host_if, self.mac, &self.nic, self.firewall.as_ref())
+    }
+
     /// Name of the zone end while it still lives on the host (max 15 bytes).
     fn temp_peer(&self) -> String {
         let mut n = format!("{}z", self.host_if);
@@ -88,12 +120,27 @@ impl Plumber {
     /// nic is plugged in, at boot and live.
     fn plumb(&self, p: &NicPlan) -> Result<()> {
         let nic = format!("nic {}", p.nic.name);
+        // Rules first: the port must never carry a frame unfiltered.
+        host::isolation::install(&p.policy()).map_err(|e| ZoneError::Net {
+            what: format!("{nic}: antispoof/firewall rules"),
+            reason: e.to_string(),
+        })?;
         let peer = p.temp_peer();
         let host = self.host.blocking();
         host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
         host.move_to_netns(&peer, self.zone_ns.as_fd())
             .map_err(net_err(format!("moving {peer} into the zone")))?;
         host::link::plug_into_bridge(&p.host_if, &p.bridge).map_err(|e| net_err(&nic)(e.into()))?;
+        // The zone end is still down: nothing has crossed the port yet.
+        if p.nic.vlan != 0 {
+            host::vlan::isolate_port(&p.bridge, &p.host_if, p.nic.vlan, |port| {
+                !monitor::is_host_ifname(port)
+            })
+            .map_err(|e| ZoneError::Net {
+                what: nic.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         configure_inside(&self.inside, p)
     }
 }
@@ -121,6 +168,7 @@ pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<()> {
     let result = Plumber::open(zone_pid).and_then(|p| p.plumb(plan));
     if result.is_err() {
         let _ = remove_stale(std::slice::from_ref(plan));
+        remove_rules(plan);
     }
     result
 }
@@ -128,7 +176,17 @@ pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<()> {
 /// Unplugs one nic from a running zone (a live `remove_nics`): deleting the host end
 /// of its veth deletes the zone end with it, addresses and routes included.
 pub fn unplumb_one(plan: &NicPlan) -> Result<()> {
-    delete_links(vec![plan.host_if.clone()]).map(drop)
+    delete_links(vec![plan.host_if.clone()])?;
+    remove_rules(plan);
+    Ok(())
+}
+
+/// Removes a port's rules once the port is gone (a failure only leaves rules keyed by
+/// a name no link has; a later port of that name replaces them).
+fn remove_rules(plan: &NicPlan) {
+    if let Err(e) = host::isolation::remove(&plan.host_if) {
+        log::warn!("nic {}: removing its rules: {e}", plan.nic.name);
+    }
 }
 
 /// Inside the zone's netns: the nic renamed, addressed, up, its gateway route.
@@ -139,7 +197,7 @@ fn configure_inside(netlink: &Netlink, p: &NicPlan) -> Result<()> {
     let settings = LinkSettings {
         name: Some(name.clone()),
         mtu: p.nic.mtu,
-        mac: p.nic.mac.map(spec::MacAddr::octets),
+        mac: Some(p.mac),
     };
     nl.configure_link(&p.temp_peer(), &settings)
         .map_err(net_err(&what))?;
@@ -155,12 +213,14 @@ fn configure_inside(netlink: &Netlink, p: &NicPlan) -> Result<()> {
 }
 
 /// Removes the host ends of a zone's veths (the kernel drops the pair with its netns,
-/// but asynchronously: deleting them here means none is left when we return).
+/// but asynchronously: deleting them here means none is left when we return), then
+/// their rules.
 pub fn teardown(plans: &[NicPlan]) {
     if plans.is_empty() {
         return;
     }
     let _ = delete_links(plans.iter().map(|p| p.host_if.clone()).collect());
+    plans.iter().for_each(remove_rules);
 }
 
 /// Deletes what a runtime killed mid-flight may have left of these nics on the host:
@@ -208,18 +268,18 @@ mod tests {
 
     #[test]
     fn temp_peer_fits_ifnamsiz() {
-        let p = NicPlan {
-            nic: Nic {
-                name: "net0".into(),
-                tag: "admin".into(),
-                ip: IpConfig::None,
-                gateway: None,
-                mtu: None,
-                mac: None,
-            },
-            bridge: "sk-admin".into(),
-            host_if: monitor::host_ifname("0123abcd-0000-0000-0000-000000000000", 3),
+        let nic = Nic {
+            name: "net0".into(),
+            tag: "admin".into(),
+            ip: IpConfig::None,
+            gateway: None,
+            mtu: None,
+            mac: None,
+            vlan: 0,
+            allow: spec::NicAllow::default(),
         };
+        let uuid = "0123abcd-0000-0000-0000-000000000000";
+        let p = NicPlan::new(uuid, 3, &nic, "sk-admin".into(), None);
         assert!(p.temp_peer().len() <= 15);
         assert_ne!(p.temp_peer(), p.host_if);
     }

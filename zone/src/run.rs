@@ -70,10 +70,14 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         .nics
         .iter()
         .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: monitor::default_bridge_name(&nic.tag),
-            host_if: monitor::host_ifname(&tag_id, i),
+        .map(|(i, nic)| {
+            NicPlan::new(
+                &tag_id,
+                i,
+                nic,
+                monitor::default_bridge_name(&nic.tag),
+                None,
+            )
         })
         .collect();
     let spec = LaunchSpec {
@@ -260,39 +264,55 @@ impl Drop for RawTerminal {
     }
 }
 
-/// Parses `--net TAG=IP/PREFIX` (or `TAG=dhcp`) into nic `net<index>`.
+/// Parses `--net TAG=IP/PREFIX[,OPTION...]` (or `TAG=dhcp[,...]`) into nic
+/// `net<index>`. Options are the manifest's nic switches (`allow-ip-spoofing`,
+/// `allow-mac-spoofing`, `allow-dhcp-spoofing`, `allow-restricted-traffic`) and
+/// `vlan=N`.
 pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
-    if let Some(tag) = arg
-        .strip_suffix("=dhcp")
-        .filter(|t| !t.is_empty() && !t.contains('='))
-    {
-        return Ok(spec::Nic {
-            name: format!("net{index}"),
-            tag: tag.to_string(),
-            ip: spec::IpConfig::Dhcp,
-            gateway: None,
-            mtu: None,
-            mac: None,
-        });
-    }
     let bad = || {
         ZoneError::Invalid(format!(
-            "bad --net {arg:?}: expected TAG=IP/PREFIX, e.g. admin=10.88.0.10/24"
+            "bad --net {arg:?}: expected TAG=IP/PREFIX or TAG=dhcp, then ,OPTION...: \
+             e.g. admin=10.88.0.10/24,vlan=20,allow-dhcp-spoofing"
         ))
     };
-    let (tag, cidr) = arg.split_once('=').ok_or_else(bad)?;
-    let (addr, prefix) = spec::format::parse_cidr(cidr).map_err(|_| bad())?;
+    let mut parts = arg.split(',');
+    let (tag, addr) = parts.next().unwrap_or("").split_once('=').ok_or_else(bad)?;
     if tag.is_empty() {
         return Err(bad());
     }
-    Ok(spec::Nic {
+    let ip = match addr {
+        "dhcp" => spec::IpConfig::Dhcp,
+        cidr => {
+            let (addr, prefix) = spec::format::parse_cidr(cidr).map_err(|_| bad())?;
+            spec::IpConfig::Static { addr, prefix }
+        }
+    };
+    let mut nic = spec::Nic {
         name: format!("net{index}"),
         tag: tag.to_string(),
-        ip: spec::IpConfig::Static { addr, prefix },
+        ip,
         gateway: None,
         mtu: None,
         mac: None,
-    })
+        vlan: 0,
+        allow: spec::NicAllow::default(),
+    };
+    for option in parts {
+        match option {
+            "allow-ip-spoofing" => nic.allow.ip_spoofing = true,
+            "allow-mac-spoofing" => nic.allow.mac_spoofing = true,
+            "allow-dhcp-spoofing" => nic.allow.dhcp_spoofing = true,
+            "allow-restricted-traffic" => nic.allow.restricted_traffic = true,
+            other => {
+                nic.vlan = other
+                    .strip_prefix("vlan=")
+                    .and_then(|v| v.parse().ok())
+                    .filter(|v| *v <= spec::MAX_VLAN)
+                    .ok_or_else(bad)?
+            }
+        }
+    }
+    Ok(nic)
 }
 
 #[cfg(test)]
@@ -316,5 +336,9 @@ mod tests {
         assert!(parse_net(0, "admin").is_err());
         assert_eq!(parse_net(0, "admin=dhcp").unwrap().ip, spec::IpConfig::Dhcp);
         assert!(parse_net(0, "admin=10.0.0.1/40").is_err());
+        let n = parse_net(0, "admin=dhcp,vlan=20,allow-dhcp-spoofing").unwrap();
+        assert_eq!((n.vlan, n.allow.dhcp_spoofing), (20, true));
+        assert!(parse_net(0, "admin=dhcp,vlan=4095").is_err());
+        assert!(parse_net(0, "admin=dhcp,allow-everything").is_err());
     }
 }

@@ -259,6 +259,8 @@ fn next_monitor_cleans_what_a_killed_one_left() {
         gateway: None,
         mtu: None,
         mac: None,
+        vlan: 0,
+        allow: spec::NicAllow::default(),
     });
     let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
@@ -572,4 +574,63 @@ fn misbehaving_socket_clients_never_hold_up_the_monitor() {
     });
     assert!(resp.ok, "{resp:?}");
     assert_eq!(wait_exit(&mut child), 0);
+}
+
+#[test]
+fn a_zone_whose_port_rules_cannot_be_installed_never_starts() {
+    require_root();
+    let mut pool = Pool::new(&["/bin/sh", "-c", "sleep 600"]);
+    let tag = unique("r");
+    let _bridge = BridgeGuard(contract::default_bridge_name(&tag));
+    pool.config.spec.nics.push(spec::Nic {
+        name: "net0".into(),
+        tag,
+        ip: spec::IpConfig::None,
+        gateway: None,
+        mtu: None,
+        mac: None,
+        vlan: 0,
+        allow: spec::NicAllow::default(),
+    });
+    pool.config.spec.firewall = Some(spec::Firewall::default());
+    let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
+    spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
+    let host_if = contract::host_ifname(&pool.config.uuid, 0);
+    // Another chain already owns this port's firewall mark: the kernel refuses the
+    // port's transaction, as it would any other failure to install.
+    let mark = host::isolation::mark_of(&host_if);
+    let squatter = format!("squat-{host_if}");
+    let script = format!(
+        "add table inet skerry\nadd map inet skerry fw_ports {{ type mark : verdict; }}\n\
+         add chain inet skerry {squatter}\n\
+         add element inet skerry fw_ports {{ 0x{mark:08x} : jump {squatter} }}\n"
+    );
+    host::isolation::apply(&host_if, &script).unwrap();
+    struct Squat(String, String);
+    impl Drop for Squat {
+        fn drop(&mut self) {
+            let _ = host::isolation::apply(&self.0, &self.1);
+        }
+    }
+    let _squat = Squat(
+        host_if.clone(),
+        format!(
+            "delete element inet skerry fw_ports {{ 0x{mark:08x} }}\n\
+             delete chain inet skerry {squatter}\n"
+        ),
+    );
+    let mut child = pool.spawn();
+    let _guard = MonitorGuard(&pool);
+    let code = wait_exit(&mut child);
+    assert_eq!(code, 1);
+    let saved = pool.saved_status();
+    assert_eq!(saved.state, State::Failed);
+    assert!(
+        saved.reason.contains("nf_tables refused the rules"),
+        "{saved:?}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{host_if}")).exists(),
+        "the port of a zone that did not start is gone"
+    );
 }

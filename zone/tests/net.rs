@@ -113,7 +113,8 @@ fn dhcp_nic_runs_the_images_dhcp_client() {
 
     // Zone A serves DHCP (busybox udhcpd) on the bridge.
     let server = Command::new(ZONE)
-        .args(["run", "--rootfs", rootfs, "--net", &format!("{tag}=10.232.0.1/24"), "--"])
+        // A DHCP server answers from port 67: only a nic allowed to may (antispoof).
+        .args(["run", "--rootfs", rootfs, "--net", &format!("{tag}=10.232.0.1/24,allow-dhcp-spoofing"), "--"])
         .args([
             "/bin/sh",
             "-c",

@@ -241,6 +241,8 @@ mod tests {
             gateway: None,
             mtu: None,
             mac: None,
+            vlan: 0,
+            allow: Default::default(),
         }];
         let mut rec = InstanceRecord::provisioning(uuid.clone(), spec);
         rec.state = spec::State::Running;

@@ -5,7 +5,7 @@ use super::values::{bool_value, describe, int_value, ip_value, size_value};
 use crate::error::Collector;
 use crate::format::{check_device_name, in_subnet, parse_cidr};
 use crate::mac::MacAddr;
-use crate::model::{Disk, IpConfig, Nic};
+use crate::model::{Disk, IpConfig, Nic, NicAllow, MAX_VLAN};
 use crate::suggest::closest;
 use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
@@ -201,6 +201,28 @@ pub(super) fn nic(
         }
         None => None,
     };
+    let vlan = match props.get("vlan") {
+        Some(e) => {
+            let v = int_value(c, "vlan", e, 0, MAX_VLAN.into()).map(|v| v as u16);
+            ok &= v.is_some();
+            v.unwrap_or(0)
+        }
+        None => 0,
+    };
+    let mut switch = |key: &str| match props.get(key) {
+        Some(e) => {
+            let v = bool_value(c, key, e);
+            ok &= v.is_some();
+            v.unwrap_or(false)
+        }
+        None => false,
+    };
+    let allow = NicAllow {
+        ip_spoofing: switch("allow-ip-spoofing"),
+        mac_spoofing: switch("allow-mac-spoofing"),
+        dhcp_spoofing: switch("allow-dhcp-spoofing"),
+        restricted_traffic: switch("allow-restricted-traffic"),
+    };
     if !ok {
         return None;
     }
@@ -211,6 +233,8 @@ pub(super) fn nic(
         gateway,
         mtu,
         mac,
+        vlan,
+        allow,
     })
 }
 

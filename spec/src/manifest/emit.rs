@@ -83,6 +83,9 @@ fn instance_node(spec: &InstanceSpec) -> KdlNode {
     for key in &spec.ssh_keys {
         body.push(prop("ssh-key", key.as_str()));
     }
+    if let Some(fw) = &spec.firewall {
+        body.push(firewall_node(fw));
+    }
     if !spec.metadata.is_empty() {
         let mut md = KdlNode::new("metadata");
         let kv = md.ensure_children().nodes_mut();
@@ -113,6 +116,38 @@ fn nic_node(nic: &Nic) -> KdlNode {
     }
     if let Some(mac) = nic.mac {
         n.push(KdlEntry::new_prop("mac", mac.to_string()));
+    }
+    if nic.vlan != 0 {
+        n.push(KdlEntry::new_prop("vlan", i128::from(nic.vlan)));
+    }
+    for (key, on) in [
+        ("allow-ip-spoofing", nic.allow.ip_spoofing),
+        ("allow-mac-spoofing", nic.allow.mac_spoofing),
+        ("allow-dhcp-spoofing", nic.allow.dhcp_spoofing),
+        ("allow-restricted-traffic", nic.allow.restricted_traffic),
+    ] {
+        if on {
+            n.push(KdlEntry::new_prop(key, true));
+        }
+    }
+    n
+}
+
+fn firewall_node(fw: &Firewall) -> KdlNode {
+    let mut n = KdlNode::new("firewall");
+    let rules = n.ensure_children().nodes_mut();
+    for r in &fw.rules {
+        let mut rule = KdlNode::new("allow");
+        rule.push(KdlEntry::new(r.proto.as_str()));
+        match r.ports {
+            Some((lo, hi)) if lo == hi => rule.push(KdlEntry::new_prop("port", i128::from(lo))),
+            Some((lo, hi)) => rule.push(KdlEntry::new_prop("port", format!("{lo}-{hi}"))),
+            None => {}
+        }
+        if let Some((addr, prefix)) = r.from {
+            rule.push(KdlEntry::new_prop("from", format!("{addr}/{prefix}")));
+        }
+        rules.push(rule);
     }
     n
 }

@@ -4,6 +4,7 @@
 mod devices;
 mod dir;
 mod emit;
+mod firewall;
 pub mod limits;
 mod props;
 mod read;

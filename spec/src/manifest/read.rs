@@ -3,6 +3,7 @@
 //! file's errors are reported at once).
 
 use super::devices::{disk, hvm_disks, nic};
+use super::firewall::firewall;
 use super::props::{env_pair, image_ref, init_args, metadata, metadata_value, ssh_key};
 use super::schema::*;
 use super::values::{arg_span, bool_arg, int_arg, ip_value, size_arg, string_arg};
@@ -116,6 +117,7 @@ struct Fields {
     vcpus: Option<u32>,
     disks: Vec<(Disk, SourceSpan)>,
     cmdline: Option<String>,
+    firewall: Option<Firewall>,
     /// Every nic and disk name seen, valid or not, to report duplicates.
     device_names: Vec<(String, String)>,
 }
@@ -228,6 +230,7 @@ fn read_instance(c: &mut Collector, file: &Path, node: &KdlNode) -> Option<Insta
         user_script: f.user_script,
         user_data: f.user_data,
         ssh_keys: f.ssh_keys,
+        firewall: f.firewall,
         kind,
         origin: Origin {
             file: file.to_path_buf(),
@@ -300,7 +303,7 @@ fn unknown_property(c: &mut Collector, prop: &KdlNode, kind: &str, props: &[&str
 
 fn read_property(c: &mut Collector, prop: &KdlNode, f: &mut Fields) {
     let pname = prop.name().value();
-    if pname != "metadata" {
+    if pname != "metadata" && pname != "firewall" {
         if let Some(children) = prop.children() {
             c.push(children.span(), format!("`{pname}` takes no block"));
         }
@@ -364,6 +367,7 @@ fn read_property(c: &mut Collector, prop: &KdlNode, f: &mut Fields) {
                 f.ssh_keys.push(key);
             }
         }
+        "firewall" => f.firewall = firewall(c, prop),
         "nic" => {
             if let Some(nic) = nic(c, prop, &mut f.device_names) {
                 f.nics.push(nic);

@@ -20,6 +20,7 @@ pub const ZONE_PROPS: &[&str] = &[
     "user-script",
     "user-data",
     "ssh-key",
+    "firewall",
     "uuid",
     "ensure",
 ];
@@ -39,12 +40,24 @@ pub const HVM_PROPS: &[&str] = &[
     "user-script",
     "user-data",
     "ssh-key",
+    "firewall",
     "uuid",
     "ensure",
 ];
 
 /// Properties (`key=value`) of a `nic` node.
-pub const NIC_FIELDS: &[&str] = &["tag", "ip", "gateway", "mtu", "mac"];
+pub const NIC_FIELDS: &[&str] = &[
+    "tag",
+    "ip",
+    "gateway",
+    "mtu",
+    "mac",
+    "vlan",
+    "allow-ip-spoofing",
+    "allow-mac-spoofing",
+    "allow-dhcp-spoofing",
+    "allow-restricted-traffic",
+];
 
 /// Properties (`key=value`) of a `disk` node.
 pub const DISK_FIELDS: &[&str] = &["boot", "size"];

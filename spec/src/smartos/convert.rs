@@ -115,6 +115,12 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
         user_script: None,
         user_data: None,
         ssh_keys: Vec::new(),
+        // SmartOS keeps the rules apart (fwadm); with none, it denies all inbound.
+        firewall: p
+            .get("firewall_enabled")
+            .and_then(as_bool)
+            .unwrap_or(false)
+            .then(Firewall::default),
         kind,
         origin: Origin::default(),
     };
@@ -154,6 +160,7 @@ pub(crate) fn nics_from(
     let mut out: Vec<Nic> = Vec::new();
     for n in list.iter().filter_map(Value::as_object) {
         let s = |k: &str| n.get(k).and_then(Value::as_str);
+        let flag = |k: &str| n.get(k).and_then(as_bool).unwrap_or(false);
         let Some(tag) = s("nic_tag") else {
             errs.missing(
                 &format!("{path}.*.nic_tag"),
@@ -239,6 +246,18 @@ pub(crate) fn nics_from(
             mtu: n.get("mtu").and_then(as_int).map(|m| m as u32),
             // check_payload has already refused a `mac` that does not parse.
             mac: s("mac").and_then(|m| m.parse().ok()),
+            // check_payload has already held vlan_id to 0-4094.
+            vlan: n
+                .get("vlan_id")
+                .and_then(as_int)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(0),
+            allow: NicAllow {
+                ip_spoofing: flag("allow_ip_spoofing"),
+                mac_spoofing: flag("allow_mac_spoofing"),
+                dhcp_spoofing: flag("allow_dhcp_spoofing"),
+                restricted_traffic: flag("allow_restricted_traffic"),
+            },
         });
     }
     out

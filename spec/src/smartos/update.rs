@@ -105,6 +105,15 @@ impl Updater {
             }
         }
         self.apply_nics(p);
+        // `true` turns on an empty firewall (deny all inbound) unless one is there;
+        // `false` removes the block with its rules (SmartOS keeps them in fwadm).
+        match p.get("firewall_enabled").and_then(as_bool) {
+            Some(true) if self.spec.firewall.is_none() => {
+                self.spec.firewall = Some(Firewall::default())
+            }
+            Some(false) => self.spec.firewall = None,
+            _ => {}
+        }
         match &mut self.spec.kind {
             Kind::Zone(z) => {
                 if let Some(n) = int_of("cpu_cap") {
@@ -201,6 +210,23 @@ impl Updater {
                 }
                 if let Some(mtu) = upd.get("mtu").and_then(as_int) {
                     nic.mtu = Some(mtu as u32);
+                }
+                // check_payload has already held vlan_id to 0-4094.
+                if let Some(vlan) = upd.get("vlan_id").and_then(as_int) {
+                    nic.vlan = u16::try_from(vlan).unwrap_or(0);
+                }
+                for (key, switch) in [
+                    ("allow_ip_spoofing", &mut nic.allow.ip_spoofing),
+                    ("allow_mac_spoofing", &mut nic.allow.mac_spoofing),
+                    ("allow_dhcp_spoofing", &mut nic.allow.dhcp_spoofing),
+                    (
+                        "allow_restricted_traffic",
+                        &mut nic.allow.restricted_traffic,
+                    ),
+                ] {
+                    if let Some(on) = upd.get(key).and_then(as_bool) {
+                        *switch = on;
+                    }
                 }
             }
         }

@@ -55,6 +55,9 @@ pub enum DeviceManagerError {
         #[source]
         source: host::link::LinkError,
     },
+    /// Putting a tap on its VLAN.
+    #[error(transparent)]
+    Vlan(#[from] host::vlan::VlanError),
 }
 
 /// The buses of one guest and the devices the VMM itself talks to.

@@ -76,7 +76,15 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, Devic
     let tap = link::open_tap(&nic.tap).map_err(err)?;
     // Plugging into the bridge also sets the tap up.
     match &nic.bridge {
-        Some(bridge) => link::plug_into_bridge(&nic.tap, bridge).map_err(err)?,
+        Some(bridge) => {
+            link::plug_into_bridge(&nic.tap, bridge).map_err(err)?;
+            // Before any vCPU runs: the guest's first frame is already on its VLAN.
+            if nic.vlan != 0 {
+                host::vlan::isolate_port(bridge, &nic.tap, nic.vlan, |port| {
+                    !monitor::is_host_ifname(port)
+                })?;
+            }
+        }
         None => link::set_up(&nic.tap).map_err(err)?,
     }
     let model = Net::new(tap, nic.tap.clone(), nic.mac)?;

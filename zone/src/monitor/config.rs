@@ -22,14 +22,13 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
         .nics
         .iter()
         .enumerate()
-        .map(|(i, nic)| NicPlan {
-            nic: nic.clone(),
-            bridge: config
+        .map(|(i, nic)| {
+            let bridge = config
                 .bridges
                 .get(&nic.tag)
                 .cloned()
-                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag)),
-            host_if: contract::host_ifname(&config.uuid, i),
+                .unwrap_or_else(|| contract::default_bridge_name(&nic.tag));
+            NicPlan::new(&config.uuid, i, nic, bridge, config.spec.firewall.clone())
         })
         .collect();
     let command = if z.init.is_empty() {
@@ -78,6 +77,8 @@ mod tests {
             gateway: None,
             mtu: None,
             mac: None,
+            vlan: 0,
+            allow: spec::NicAllow::default(),
         };
         InstanceConfig {
             uuid: "0123abcd-0000-4000-8000-000000000001".into(),
@@ -99,6 +100,7 @@ mod tests {
                 user_script: None,
                 user_data: None,
                 ssh_keys: Vec::new(),
+                firewall: None,
                 kind: spec::Kind::Zone(spec::ZoneSpec {
                     cpu_cap: 50,
                     pids: 2000,

@@ -50,13 +50,16 @@ pub(super) fn nic_changes(uuid: &str, running: &[NicPlan], wanted: &[NicPlan]) -
         if keep.iter().any(|k| k.nic.name == w.nic.name) {
             continue;
         }
-        let host_if = (0..)
-            .map(|i| monitor::host_ifname(uuid, i))
-            .find(|n| !taken.contains(n))
+        let index = (0..)
+            .find(|&i| !taken.contains(&monitor::host_ifname(uuid, i)))
             .expect("an unused index");
+        let host_if = monitor::host_ifname(uuid, index);
         taken.push(host_if.clone());
+        // The derived MAC follows the port's index too, so it never repeats a kept
+        // nic's (antispoof holds each port to its own).
         out.add.push(NicPlan {
             host_if,
+            mac: spec::MacAddr::of_nic(w.nic.mac, uuid, index).octets(),
             ..w.clone()
         });
     }
@@ -174,18 +177,17 @@ mod tests {
     const UUID: &str = "0123abcd-0000-4000-8000-000000000001";
 
     fn plan(name: &str, tag: &str, index: usize) -> NicPlan {
-        NicPlan {
-            nic: spec::Nic {
-                name: name.into(),
-                tag: tag.into(),
-                ip: spec::IpConfig::None,
-                gateway: None,
-                mtu: None,
-                mac: None,
-            },
-            bridge: format!("sk-{tag}"),
-            host_if: monitor::host_ifname(UUID, index),
-        }
+        let nic = spec::Nic {
+            name: name.into(),
+            tag: tag.into(),
+            ip: spec::IpConfig::None,
+            gateway: None,
+            mtu: None,
+            mac: None,
+            vlan: 0,
+            allow: Default::default(),
+        };
+        NicPlan::new(UUID, index, &nic, format!("sk-{tag}"), None)
     }
 
     #[test]
@@ -218,6 +220,18 @@ mod tests {
             added,
             vec![("net0", "sk0123abcdn0"), ("net2", "sk0123abcdn2")]
         );
+    }
+
+    #[test]
+    fn an_added_nic_never_takes_a_kept_nics_mac() {
+        // net0 went away earlier; net1 kept its veth (index 1) and its MAC.
+        let running = [plan("net1", "admin", 1)];
+        let wanted = [plan("net1", "admin", 0), plan("net2", "admin", 1)];
+        let c = nic_changes(UUID, &running, &wanted);
+        assert_eq!(c.add.len(), 1);
+        assert_eq!(c.add[0].host_if, monitor::host_ifname(UUID, 0));
+        assert_ne!(c.add[0].mac, running[0].mac);
+        assert_eq!(c.add[0].mac, plan("x", "admin", 0).mac);
     }
 
     #[test]

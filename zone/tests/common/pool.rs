@@ -52,6 +52,7 @@ impl Pool {
             user_script: None,
             user_data: None,
             ssh_keys: Vec::new(),
+            firewall: None,
             kind: spec::Kind::Zone(spec::ZoneSpec {
                 cpu_cap: 0,
                 pids: 100,
