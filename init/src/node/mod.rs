@@ -7,11 +7,14 @@
 //! in-memory records and is only ever held for a moment, so List/Get never wait for a
 //! slow stop.
 
+mod apply;
 mod lifecycle;
 mod ops;
 mod reconcile;
 
+use crate::concurrency::{Concurrency, Limits};
 use crate::console::{self, Timeline};
+use crate::images::SharedImports;
 use crate::manifests::Manifests;
 use crate::pool::{InstanceRecord, Pool};
 use crate::runtime::{Images, Runtime};
@@ -78,6 +81,8 @@ pub struct NodeOptions {
     pub start_timeout: Duration,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// How many imports, disk preparations and starts run at once.
+    pub concurrency: Concurrency,
 }
 
 impl Default for NodeOptions {
@@ -86,6 +91,7 @@ impl Default for NodeOptions {
             stop_timeout: Duration::from_secs(10),
             start_timeout: Duration::from_secs(20),
             restart: RestartPolicy::default(),
+            concurrency: Concurrency::default(),
         }
     }
 }
@@ -109,7 +115,10 @@ struct Entry {
 pub struct Node {
     pool: Pool,
     runtime: Arc<dyn Runtime>,
-    images: Arc<dyn Images>,
+    /// The images, imports shared and bounded (`opts.concurrency.imports`).
+    images: SharedImports,
+    /// Disk preparation and start slots.
+    limits: Limits,
     manifests: Arc<dyn Manifests>,
     opts: NodeOptions,
     table: Mutex<BTreeMap<String, Entry>>,
@@ -118,7 +127,7 @@ pub struct Node {
     /// share spec::atomic's temp file name (it is per process, not per thread).
     saves: Mutex<()>,
     events: broadcast::Sender<Change>,
-    timeline: Timeline,
+    timeline: Arc<Timeline>,
     rt: tokio::runtime::Handle,
 }
 
@@ -136,14 +145,15 @@ impl Node {
         Arc::new(Node {
             pool,
             runtime,
-            images,
+            images: SharedImports::new(images, opts.concurrency.imports),
+            limits: Limits::new(opts.concurrency),
             manifests,
             opts,
             table: Mutex::new(BTreeMap::new()),
             ops: Mutex::new(()),
             saves: Mutex::new(()),
             events,
-            timeline: Timeline::default(),
+            timeline: Arc::default(),
             rt: tokio::runtime::Handle::current(),
         })
     }
@@ -393,6 +403,7 @@ mod tests {
                 max_failures: 2,
                 healthy_after: Duration::from_secs(60),
             },
+            concurrency: Default::default(),
         };
         let node = Node::new(
             pool,
