@@ -110,6 +110,7 @@ pub async fn start(
             source: e,
         })
     })?;
+    let concurrency = node_cfg.concurrency;
     let runtime = MonitorRuntime::new(
         pool.clone(),
         opts.run_dir.clone(),
@@ -124,6 +125,7 @@ pub async fn start(
         Arc::new(SpecManifests::new()),
         NodeOptions {
             stop_timeout: opts.stop_timeout,
+            concurrency,
             ..NodeOptions::default()
         },
     );
@@ -170,7 +172,7 @@ pub async fn start(
 
     let n = Arc::clone(&node);
     let t = Instant::now();
-    let _ = tokio::task::spawn_blocking(move || n.reconcile()).await;
+    let _ = tokio::task::spawn_blocking(move || n.boot_reconcile()).await;
     node.timeline().record("reconcile", t.elapsed());
     console::node_ready(node.running_count());
     Ok(Daemon {

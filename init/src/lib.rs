@@ -1,7 +1,9 @@
 //! skerry init: PID 1 of a node, and the same node daemon on an ordinary host.
 //!
 //! - [`pool`]: the pool layout and each instance's state.json;
-//! - [`plan`]: the pure reconcile planner;
+//! - [`plan`]: the pure reconcile planner; [`schedule`]: the plan as one step list per
+//!   instance, and admission (what fits in the node's memory and pool);
+//! - [`concurrency`]: the limits on imports, disk preparation and starts;
 //! - [`node`]: the instance table, reconciler and supervisor;
 //! - [`monitor`]: the real runtime, spawning `zone`/`vmm` monitors;
 //! - [`dbus`]: the `org.skerry.Node1` API;
@@ -10,6 +12,7 @@
 //! - [`metrics`]: starting and restarting the metrics server node.kdl asks for;
 //! - [`daemon`]: the daemon both modes run; [`pid1`]: booting the node as PID 1.
 
+pub mod concurrency;
 pub mod console;
 pub mod daemon;
 pub mod dbus;
@@ -24,4 +27,5 @@ pub mod pid1;
 pub mod plan;
 pub mod pool;
 pub mod runtime;
+pub mod schedule;
 pub mod update;

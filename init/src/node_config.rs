@@ -9,8 +9,10 @@
 //! source "http://images.example:8080"
 //! metrics listen="0.0.0.0:9187"         // the Prometheus endpoint (off without it)
 //! ssh-key "ssh-ed25519 AAAAC3Nza... op@desk"  // may log in as root over SSH; repeatable
+//! apply imports=2 disks=2 starts=16    // how much of a reconcile runs at once
 //! ```
 
+use crate::concurrency::{Concurrency, MAX_LIMIT};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -82,8 +84,14 @@ pub enum NodeConfigProblem {
         /// What it said.
         value: String,
     },
+    /// A limit of `apply` that is not a whole number in range.
+    #[error("apply {key}: expected a whole number from 1 to {MAX_LIMIT}")]
+    BadLimit {
+        /// `imports`, `disks` or `starts`.
+        key: String,
+    },
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key, zone-quota)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key, zone-quota, apply)")]
     Unknown(String),
 }
 
@@ -144,6 +152,8 @@ pub struct NodeConfig {
     /// `zone-quota "SIZE"`: the writable-layer quota of a zone whose manifest sets
     /// none.
     pub zone_quota: Option<u64>,
+    /// How many imports, disk preparations and starts a reconcile runs at once.
+    pub concurrency: Concurrency,
 }
 
 impl NodeConfig {
@@ -239,6 +249,7 @@ impl NodeConfig {
                             .map_err(|_| NodeConfigProblem::BadListen(listen))?,
                     );
                 }
+                "apply" => cfg.concurrency = apply_limits(node, cfg.concurrency)?,
                 other => return Err(NodeConfigProblem::Unknown(other.to_string())),
             }
         }
@@ -252,6 +263,31 @@ impl NodeConfig {
             link: None,
         })
     }
+}
+
+/// `apply imports=N disks=N starts=N`: each given limit replaces its default.
+fn apply_limits(node: &kdl::KdlNode, mut c: Concurrency) -> Result<Concurrency, NodeConfigProblem> {
+    for e in node.entries() {
+        let Some(key) = e.name().map(|n| n.value()) else {
+            return Err(NodeConfigProblem::BadLimit {
+                key: "(an argument)".into(),
+            });
+        };
+        let bad = || NodeConfigProblem::BadLimit { key: key.into() };
+        let n = e
+            .value()
+            .as_integer()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(bad)?;
+        match key {
+            "imports" => c.imports = n,
+            "disks" => c.disks = n,
+            "starts" => c.starts = n,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -315,6 +351,29 @@ pub(crate) mod tests {
         ] {
             let e = NodeConfig::parse(bad).unwrap_err();
             assert!(e.to_string().contains("is not ADDR:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn apply_limits_replace_the_defaults_and_are_bounded() {
+        let cfg = NodeConfig::parse("apply imports=1 starts=64\n").unwrap();
+        assert_eq!(
+            cfg.concurrency,
+            Concurrency {
+                imports: 1,
+                starts: 64,
+                ..Concurrency::default()
+            }
+        );
+        assert_eq!(NodeConfig::parse("").unwrap().concurrency.disks, 2);
+        for bad in [
+            "apply starts=0",
+            "apply disks=100000",
+            "apply imports=\"2\"",
+            "apply cpus=2",
+        ] {
+            let e = NodeConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("apply "), "{bad}: {e}");
         }
     }
 

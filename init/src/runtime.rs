@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors of the runtime side, already in words an operator can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     /// Preparing the instance on disk failed.
     #[error("provisioning {instance}: {message}")]
@@ -61,6 +61,13 @@ pub struct ResolvedImage {
 pub trait Images: Send + Sync {
     /// The installed image for `r`, importing it first when it is missing.
     fn ensure(&self, r: &ImageRef) -> Result<ResolvedImage, RuntimeError>;
+    /// The installed image for `r` without importing anything; `None` when it is
+    /// missing. The default knows nothing and says `None`, so callers fall back on
+    /// [`Images::ensure`].
+    fn installed(&self, r: &ImageRef) -> Result<Option<ResolvedImage>, RuntimeError> {
+        let _ = r;
+        Ok(None)
+    }
 }
 
 /// Starts, finds, and talks to per-instance monitor processes.

@@ -3,7 +3,7 @@
 use super::{Entry, Node};
 use crate::monitor::watch::{self, Exit};
 use crate::pool::InstanceRecord;
-use crate::runtime::RuntimeError;
+use crate::runtime::{Images, RuntimeError};
 use monitor::StatusFile;
 use spec::State;
 use std::sync::Arc;
@@ -85,7 +85,10 @@ impl Node {
                 e.rec.needs_restart = false;
             })
             .unwrap_or(rec);
-        self.runtime.prepare(&rec, &image)?;
+        self.prepare(&rec, &image)?;
+        // From the spawn until the monitor reports running: one of the node's start
+        // slots (an import or a disk copy above holds none).
+        let _slot = self.limits.starts.acquire();
         let pid = self.runtime.spawn(&rec)?;
         self.update_record(uuid, |e| {
             e.pid = pid;

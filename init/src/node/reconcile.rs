@@ -3,7 +3,8 @@
 use super::{Entry, Node};
 use crate::plan::{self, Action, Actual, Step};
 use crate::pool::{allocate_id_range, InstanceRecord};
-use crate::runtime::RuntimeError;
+use crate::runtime::{Images, RuntimeError};
+use crate::schedule;
 use spec::api::PlanStep;
 use spec::unix_now;
 use spec::State;
@@ -24,6 +25,13 @@ pub struct Outcome {
 impl Node {
     /// Computes the plan without applying it.
     pub fn plan(&self) -> (Vec<Step>, Vec<String>) {
+        let (steps, problems, _) = self.plan_with_specs();
+        (steps, problems)
+    }
+
+    /// The plan, the manifest problems, and the specs it was made from (in manifest
+    /// order: the executor's admission order).
+    fn plan_with_specs(&self) -> (Vec<Step>, Vec<String>, Vec<InstanceSpec>) {
         let loaded = self.manifests.load_dir(&self.pool.manifests_dir());
         let broken: Vec<PathBuf> = loaded
             .problems
@@ -39,45 +47,51 @@ impl Node {
                 running: e.pid != 0,
             })
             .collect();
-        (plan::plan(&loaded.specs, &actual, &broken), problems)
+        let steps = plan::plan(&loaded.specs, &actual, &broken);
+        (steps, problems, loaded.specs)
     }
 
     /// One reconcile pass: plan, log, apply. Idempotent: a second pass over the same
-    /// manifests plans nothing.
+    /// manifests plans nothing. Instances are applied concurrently, each as soon as
+    /// its own steps allow ([`crate::schedule`], `apply.rs`); what does not fit in the
+    /// node's memory or pool is refused in manifest order.
     pub fn reconcile(self: &Arc<Self>) -> Outcome {
+        self.reconcile_pass(false)
+    }
+
+    /// The reconcile at boot: as [`Node::reconcile`], and each import and each
+    /// instance's end (with its state) enter the boot timeline.
+    pub fn boot_reconcile(self: &Arc<Self>) -> Outcome {
+        let timeline = Arc::clone(&self.timeline);
+        self.images
+            .set_import_hook(Some(Box::new(move |image, took| {
+                timeline.record(&format!("import {image}"), took)
+            })));
+        let out = self.reconcile_pass(true);
+        self.images.set_import_hook(None);
+        out
+    }
+
+    fn reconcile_pass(self: &Arc<Self>, boot: bool) -> Outcome {
         let _ops = self.lock_ops();
         let started = Instant::now();
-        let (steps, problems) = self.plan();
+        let (steps, problems, specs) = self.plan_with_specs();
         for p in &problems {
             log::error!("{p}; instances of that file are left as they are");
         }
-        if steps.is_empty() {
+        let mut plans = schedule::per_instance(steps, &specs);
+        let room = self.room(&plans);
+        schedule::admit(&mut plans, room);
+        if plans.is_empty() {
             log::info!("reconcile: nothing to do");
         }
-        for s in &steps {
+        for s in plans.iter().flat_map(|p| &p.steps) {
             log::info!("plan: {} {}: {}", s.label(), s.name, s.reason);
         }
-        let mut out = Outcome {
-            steps: Vec::new(),
+        let out = Outcome {
+            steps: self.run_plans(plans, started, boot),
             problems,
         };
-        for s in steps {
-            let mut reason = s.reason.clone();
-            match self.apply(&s) {
-                Err(e) => {
-                    log::error!("{} {}: {e}", s.label(), s.name);
-                    reason = format!("{reason}; FAILED: {e}");
-                }
-                // The wire has no room for the label: the reason says it.
-                Ok(()) if s.live => reason.push_str("; applied live"),
-                Ok(()) => {}
-            }
-            out.steps.push(PlanStep {
-                name: s.name,
-                action: s.action,
-                reason,
-            });
-        }
         log::info!(
             "reconcile: {} steps in {:.1} ms",
             out.steps.len(),
@@ -90,7 +104,7 @@ impl Node {
         self.find(name)
     }
 
-    fn apply(self: &Arc<Self>, s: &Step) -> Result<(), RuntimeError> {
+    pub(super) fn apply(self: &Arc<Self>, s: &Step) -> Result<(), RuntimeError> {
         match s.action {
             Action::Create => {
                 let spec = s.spec.as_ref().expect("create carries its spec");
@@ -202,7 +216,7 @@ impl Node {
             if let Some(e) = self.table().get_mut(&uuid) {
                 e.rec.image_uuid = image.uuid.clone();
             }
-            self.runtime.prepare(&rec, &image)
+            self.prepare(&rec, &image)
         });
         match provisioned {
             Ok(()) => {
