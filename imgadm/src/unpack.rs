@@ -7,6 +7,7 @@
 //! follows one), hard links must name a file inside the tree, and device nodes are
 //! skipped (the zone runtime builds a minimal /dev itself).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -123,6 +124,33 @@ pub fn unpack_rootfs(
 ) -> Result<(), StoreError> {
     let reader = open_decoder(src, compression, uuid)?;
     fs::create_dir(root).map_err(StoreError::io(root))?;
+    unpack_tar(reader, root, uuid, Layering::Rootfs)
+}
+
+/// How a tarball meets what is already in the target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layering {
+    /// A whole rootfs into an empty directory: `.wh.` names are ordinary files.
+    Rootfs,
+    /// An OCI layer over the layers below it: `.wh.NAME` deletes `NAME`,
+    /// `.wh..wh..opq` empties its directory of what lower layers put there, and an
+    /// entry replaces whatever a lower layer had at its path (a directory included).
+    OciLayer,
+}
+
+/// OCI's marker for "this directory hides everything lower layers put in it".
+const OPAQUE: &str = ".wh..wh..opq";
+/// OCI's prefix for "the lower layers' file of this name is deleted".
+const WHITEOUT: &str = ".wh.";
+
+/// Unpacks the tar stream `reader` into the existing directory `root`, with the
+/// safety rules of this module, layered as `layering` says.
+pub fn unpack_tar(
+    reader: impl Read,
+    root: &Path,
+    uuid: Uuid,
+    layering: Layering,
+) -> Result<(), StoreError> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -133,6 +161,8 @@ pub fn unpack_rootfs(
     ar.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     let unpack_err = |reason: String| StoreError::Unpack { uuid, reason };
     let mut skipped_devices = 0usize;
+    // What this layer itself wrote: whiteouts hide lower layers only.
+    let mut written: HashSet<PathBuf> = HashSet::new();
     let entries = ar.entries().map_err(|e| unpack_err(e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| unpack_err(e.to_string()))?;
@@ -157,6 +187,31 @@ pub fn unpack_rootfs(
             continue;
         }
         no_symlink_on_the_way(root, &rel).map_err(|r| unsafe_entry(&r.to_string()))?;
+        if layering == Layering::OciLayer {
+            let name = rel.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                if is_symlink(&root.join(parent)) {
+                    return Err(unsafe_entry("whiteout inside a symlink"));
+                }
+                if name == OPAQUE {
+                    make_opaque(root, parent, &written)
+                        .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+                } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
+                    let gone = parent.join(hidden);
+                    if !written.contains(&gone) {
+                        remove_any(&root.join(&gone))
+                            .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+                    }
+                } else {
+                    return Err(unsafe_entry("whiteout of no name"));
+                }
+                continue;
+            }
+            replace_lower(root, &rel, kind.is_dir())
+                .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+            written.insert(rel.clone());
+        }
         if kind.is_dir() && is_symlink(&root.join(&rel)) {
             return Err(unsafe_entry("directory entry over an existing symlink"));
         }
@@ -183,6 +238,45 @@ pub fn unpack_rootfs(
         );
     }
     Ok(())
+}
+
+/// Removes whatever is at `p` (a file, a symlink, not followed, or a whole tree).
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Empties directory `dir` (relative to `root`) of what lower layers put there.
+fn make_opaque(root: &Path, dir: &Path, written: &HashSet<PathBuf>) -> std::io::Result<()> {
+    let full = root.join(dir);
+    let entries = match fs::read_dir(&full) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if !written.contains(&dir.join(e.file_name())) {
+            remove_any(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Before an OCI layer's entry lands at `rel`: a lower layer's directory gives way to
+/// a non-directory, and a lower layer's non-directory (a symlink included, which is
+/// unlinked, never followed) to anything.
+fn replace_lower(root: &Path, rel: &Path, is_dir: bool) -> std::io::Result<()> {
+    let p = root.join(rel);
+    match fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() && !is_dir => fs::remove_dir_all(&p),
+        Ok(m) if !m.is_dir() => fs::remove_file(&p),
+        _ => Ok(()),
+    }
 }
 
 /// The entry path made relative to the root (`./a/b` -> `a/b`), or why it is refused.

@@ -1,7 +1,7 @@
 //! The real [`Images`]: the pool's imgadm store, importing from the configured
 //! sources when an image is missing.
 
-use crate::runtime::{Images, ResolvedImage, RuntimeError};
+use crate::runtime::{Images, ResolvedImage, RuntimeError, ZoneDefaults};
 use imgadm::{ImageKind, ImageStore};
 use spec::ImageRef;
 
@@ -41,6 +41,14 @@ impl Images for StoreImages {
             uuid: img.uuid.to_string(),
             path: img.path,
             zvol: img.kind == ImageKind::Zvol,
+            zone_defaults: img.manifest.oci().map(|o| {
+                let env = o.config.env.iter().filter_map(|kv| kv.split_once('='));
+                let env = env.map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                ZoneDefaults {
+                    init: o.config.command(),
+                    env,
+                }
+            }),
         })
     }
 }

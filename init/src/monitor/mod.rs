@@ -94,11 +94,15 @@ impl Runtime for MonitorRuntime {
                 .map_err(|e| fail(format!("nic {} (tag {}): {e}", nic.name, nic.tag)))?;
             bridges.insert(nic.tag.clone(), tag.bridge);
         }
+        let mut spec = rec.spec.clone();
+        if let Some(d) = &image.zone_defaults {
+            d.apply(&mut spec);
+        }
         let config = InstanceConfig {
             uuid: rec.uuid.clone(),
             pool: self.pool.root().to_path_buf(),
             run_dir: self.run_dir.clone(),
-            spec: rec.spec.clone(),
+            spec,
             image_path: image.path.clone(),
             id_range_start: rec.id_range_start,
             bridges,
