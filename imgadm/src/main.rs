@@ -152,7 +152,9 @@ fn run(cli: Cli) -> Result<()> {
             let urls = store.sources()?;
             let moved = report_moved_tags(&store)?;
             if urls.is_empty() {
-                if moved > 0 {
+                // Registries (docker sources) have no listing to show; what they can
+                // say, a moved tag, is said above.
+                if moved > 0 || !imgadm::sources::load_all(store.pool())?.is_empty() {
                     return Ok(());
                 }
                 bail!(imgadm::StoreError::NoSources);

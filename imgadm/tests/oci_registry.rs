@@ -281,3 +281,60 @@ fn pulls_layers_with_whiteouts_from_a_real_registry_and_a_zone_runs_the_entrypoi
     .unwrap();
     assert_eq!(store.import_ref(&pinned).unwrap().uuid, newer.uuid);
 }
+
+fn imgadm(pool: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgadm"))
+        .arg("--pool")
+        .arg(pool)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "imgadm {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
+    let reg = start_registry();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path());
+    push(&layout, "v1", &reg.addr, "test/cli");
+    let pool = common::pool();
+    let p = pool.path();
+    let source = format!("http://{}", reg.addr);
+    let out = imgadm(p, &["sources", "-a", &source, "-t", "docker"]);
+    assert!(out.contains("docker"), "{out}");
+    assert!(imgadm(p, &["sources"]).contains(&format!("{source} docker")));
+    let r = format!("oci:{}/test/cli:v1", reg.addr);
+    assert!(imgadm(p, &["import", &r]).starts_with("Imported image"));
+    assert!(imgadm(p, &["import", &r]).contains("already installed"));
+    let list = imgadm(p, &["list"]);
+    let img = ImageStore::open(p).unwrap().list().unwrap().remove(0);
+    let digest = img.manifest.oci().unwrap().digest;
+    assert!(list.contains("REF") && list.contains("DIGEST"), "{list}");
+    assert!(list.contains(&r) && list.contains(&digest), "{list}");
+
+    // Move the tag: avail says so, update pulls it.
+    let l3 = work.path().join("layer3.tar");
+    std::fs::write(
+        &l3,
+        tarball(&[Entry::File("etc/v2", b"2\n", 0o644)], (0, 0)),
+    )
+    .unwrap();
+    run(Command::new("umoci")
+        .args(["raw", "add-layer", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&l3));
+    push(&layout, "v1", &reg.addr, "test/cli");
+    let avail = imgadm(p, &["avail"]);
+    assert!(avail.contains(&format!("{r} moved")), "{avail}");
+    let up = imgadm(p, &["update"]);
+    assert!(up.starts_with(&format!("Updated {r}")), "{up}");
+    assert_eq!(ImageStore::open(p).unwrap().list().unwrap().len(), 2);
+    assert!(!imgadm(p, &["avail"]).contains("moved"));
+}

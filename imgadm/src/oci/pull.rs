@@ -39,8 +39,6 @@ struct ConfigDoc {
     #[serde(default)]
     os: String,
     #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
     config: Option<ConfigInner>,
 }
 
@@ -261,11 +259,9 @@ fn store_manifest(
         state: "active".into(),
         disabled: false,
         public: true,
-        published_at: cfg
-            .created
-            .clone()
-            .filter(|c| c.len() <= 64)
-            .unwrap_or_default(),
+        // When it was pulled: of two pulls of one tag, the later is what the tag means
+        // here (a config's `created` may be anything, or the same for both).
+        published_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         kind: ImageKind::ZoneDataset,
         os: "linux".into(),
         description: r.to_string(),
@@ -299,6 +295,10 @@ pub fn tag_moved(store: &ImageStore, img: &Image) -> Result<Option<TagMove>, Sto
         return Ok(None);
     };
     if o.reference.digest.is_some() {
+        return Ok(None);
+    }
+    // Only the image the tag means here (its latest pull) can have moved.
+    if installed(store, &o.reference)?.is_some_and(|cur| cur.uuid != img.uuid) {
         return Ok(None);
     }
     let reg = connect(store, &o.reference)?;
