@@ -48,7 +48,34 @@ pub fn open_decoder(
     if actual != declared {
         log::warn!("image {uuid}: manifest says compression {declared:?}, file is {actual:?}");
     }
-    let r = BufReader::with_capacity(128 * 1024, f);
+    decoder(BufReader::with_capacity(128 * 1024, f), actual, uuid)
+}
+
+/// A decompressing reader over a stream (an OCI layer as it arrives): its first bytes
+/// win over `declared` when there are enough of them to tell.
+pub fn stream_decoder<'a, R: Read + 'a>(
+    inner: R,
+    declared: Compression,
+    uuid: Uuid,
+) -> Result<Box<dyn Read + 'a>, StoreError> {
+    use std::io::BufRead;
+    let mut r = BufReader::with_capacity(128 * 1024, inner);
+    let head = r.fill_buf().map_err(|e| StoreError::Unpack {
+        uuid,
+        reason: e.to_string(),
+    })?;
+    let actual = match head.len() {
+        0..6 => declared,
+        _ => sniff(head).unwrap_or(Compression::None),
+    };
+    decoder(r, actual, uuid)
+}
+
+fn decoder<'a, R: std::io::BufRead + 'a>(
+    r: R,
+    actual: Compression,
+    uuid: Uuid,
+) -> Result<Box<dyn Read + 'a>, StoreError> {
     Ok(match actual {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
@@ -61,12 +88,8 @@ pub fn open_decoder(
             })?)
         }
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
-        Compression::Bzip2 => {
-            return Err(StoreError::Unpack {
-                uuid,
-                reason: "bzip2 images are not supported (recompress with zstd, xz or gzip)".into(),
-            })
-        }
+        // SmartOS's own images are often bzip2 (libbz2-rs-sys: the pure-Rust libbz2).
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
     })
 }
 

@@ -32,6 +32,9 @@ fn ok(content_type: &str, body: Vec<u8>) -> Answer {
     }
 }
 
+/// A pseudo-header: send this answer without a Content-Length.
+const NO_LENGTH: &str = "x-test-no-length";
+
 type Routes = Arc<Mutex<HashMap<String, Answer>>>;
 
 /// A registry that answers GETs from a table; a request whose Authorization is not
@@ -93,12 +96,13 @@ fn start(token_auth: bool) -> Fake {
                         body: vec![],
                     })
                 };
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-                    answer.status,
-                    answer.body.len()
-                );
-                for (k, v) in &answer.headers {
+                // A body "until the connection closes" when the test asks for one.
+                let no_length = answer.headers.iter().any(|(k, _)| k == NO_LENGTH);
+                let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", answer.status);
+                if !no_length {
+                    head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
+                }
+                for (k, v) in answer.headers.iter().filter(|(k, _)| k != NO_LENGTH) {
                     head.push_str(&format!("{k}: {v}\r\n"));
                 }
                 head.push_str("\r\n");
@@ -231,6 +235,26 @@ fn a_layer_bigger_than_declared_is_cut() {
     assert!(err.contains(&format!("blob {}", d[0])), "{err}");
     assert!(
         err.contains(&format!("{} bytes", layer.len() - 10)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_layer_bigger_than_declared_without_a_length_is_cut_while_streaming() {
+    let f = start(false);
+    // Valid gzip, then junk past the declared size: the cut comes from the stream.
+    let layer = good_layer();
+    let mut longer = layer.clone();
+    longer.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let d = f.publish(&[(longer, Some(layer.len() as u64), None)]);
+    let path = format!("/v2/x/app/blobs/{}", d[0]);
+    let mut a = f.routes.lock().unwrap()[&path].clone();
+    a.headers.push((NO_LENGTH.into(), "1".into()));
+    f.route(&path, a);
+    let err = f.fails();
+    assert!(err.contains(&format!("blob {}", d[0])), "{err}");
+    assert!(
+        err.contains(&format!("more than the {} bytes", layer.len())),
         "{err}"
     );
 }

@@ -1,8 +1,7 @@
 //! One pull: reference -> (index ->) manifest -> config + layers -> a `zone-dataset`
 //! image in the store, or nothing at all.
 
-use std::fs::{self, File};
-use std::io::BufWriter;
+use std::fs;
 
 use serde::Deserialize;
 
@@ -14,7 +13,7 @@ use super::{
 use crate::error::StoreError;
 use crate::manifest::{Compression, ImageFile, ImageKind, ImageManifest};
 use crate::store::{Image, ImageStore, ROOT_DIR};
-use crate::unpack::{open_decoder, unpack_tar, Layering};
+use crate::unpack::{stream_decoder, unpack_tar, Layering};
 
 /// Most layers one image may have (Docker's own limit is 127).
 const MAX_LAYERS: usize = 256;
@@ -161,34 +160,19 @@ pub fn pull(store: &ImageStore, r: &OciReference) -> Result<Image, StoreError> {
         p.discard();
         return Ok(img);
     }
-    let fetched = (|| {
-        let file = p.file();
-        fs::write(&file, &chosen.bytes).map_err(StoreError::io(&file))?;
-        let blobs = p.dir.join("blobs");
-        fs::create_dir_all(&blobs).map_err(StoreError::io(&blobs))?;
-        for l in &doc.layers {
-            let path = blobs.join(l.sha256_hex().unwrap_or_default());
-            let f = File::create(&path).map_err(StoreError::io(&path))?;
-            let mut w = BufWriter::with_capacity(256 * 1024, f);
-            reg.blob(l, &mut w)?;
-            w.into_inner()
-                .map_err(|e| StoreError::io(&path)(e.into_error()))?;
-        }
-        Ok(blobs)
-    })();
-    let blobs = match fetched {
-        Ok(b) => b,
-        Err(e) => {
-            p.discard();
-            return Err(e);
-        }
-    };
+    let file = p.file();
+    if let Err(e) = fs::write(&file, &chosen.bytes) {
+        p.discard();
+        return Err(StoreError::io(&file)(e));
+    }
+    // Each layer is applied as it streams (no copy of it lands on disk), then its
+    // size and digest are checked; any failure discards the whole work area.
     crate::import::commit_with(store, &p, &m, |_, stage| {
         let root = stage.join(ROOT_DIR);
         fs::create_dir(&root).map_err(StoreError::io(&root))?;
         for (l, c) in doc.layers.iter().zip(compressions) {
-            let path = blobs.join(l.sha256_hex().unwrap_or_default());
-            let applied = open_decoder(&path, c, uuid)
+            let mut blob = reg.open_blob(l)?;
+            let applied = stream_decoder(&mut blob, c, uuid)
                 .and_then(|r| unpack_tar(r, &root, uuid, Layering::OciLayer));
             applied.map_err(|e| {
                 let reason = e.to_string();
@@ -197,8 +181,7 @@ pub fn pull(store: &ImageStore, r: &OciReference) -> Result<Image, StoreError> {
                     reason.trim_end_matches("; nothing installed"),
                 )
             })?;
-            // Applied: its space is not needed any more.
-            let _ = fs::remove_file(&path);
+            blob.verify(&reg)?;
         }
         Ok(())
     })

@@ -290,10 +290,20 @@ impl Registry {
     /// Streams blob `d` into `sink`, hashing as it goes: refused the moment it exceeds
     /// its declared size, and unless it ends at that size with the declared digest.
     pub fn blob(&self, d: &Descriptor, sink: &mut dyn Write) -> Result<(), StoreError> {
+        let mut r = self.open_blob(d)?;
+        std::io::copy(&mut r, sink).map_err(|e| self.err(Some(&d.digest), error_chain(&e)))?;
+        r.verify(self)
+    }
+
+    /// Blob `d` as a reader that hashes what passes through it and fails (with
+    /// `InvalidData`) the moment more than its declared size arrives; its
+    /// [`BlobReader::verify`] drains the rest and checks size and digest.
+    pub fn open_blob(&self, d: &Descriptor) -> Result<BlobReader, StoreError> {
         let blob = Some(d.digest.as_str());
         let hex = d
             .sha256_hex()
-            .ok_or_else(|| self.err(blob, "not a sha256 digest"))?;
+            .ok_or_else(|| self.err(blob, "not a sha256 digest"))?
+            .to_string();
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.repository, d.digest);
         let resp = self.get(&url, "*/*", blob)?;
         if resp.content_length().is_some_and(|n| n > d.size) {
@@ -307,45 +317,70 @@ impl Registry {
             ));
         }
         let until = Instant::now() + self.limits.file_time(d.size);
-        let mut body = TimeBoxed::new(resp, until).take(d.size + 1);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0u64;
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(self.err(
-                        blob,
-                        format!("{url}: {} after {got} bytes", error_chain(&e)),
-                    ))
-                }
-            };
-            got += n as u64;
-            if got > d.size {
-                return Err(self.err(
-                    blob,
-                    format!(
-                        "the registry sends more than the {} bytes the manifest declares",
-                        d.size
-                    ),
-                ));
-            }
-            hasher.update(&buf[..n]);
-            sink.write_all(&buf[..n])
-                .map_err(|e| self.err(blob, format!("writing it: {e}")))?;
+        Ok(BlobReader {
+            body: TimeBoxed::new(resp, until),
+            hasher: Sha256::new(),
+            got: 0,
+            size: d.size,
+            digest: d.digest.clone(),
+            hex,
+        })
+    }
+}
+
+/// A blob as it streams: hashed, counted, cut past its declared size.
+pub(crate) struct BlobReader {
+    body: TimeBoxed<Response>,
+    hasher: Sha256,
+    got: u64,
+    size: u64,
+    digest: String,
+    hex: String,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte past the declared size is enough to know it lies.
+        let room = (self.size + 1 - self.got).min(buf.len() as u64) as usize;
+        if room == 0 {
+            return Ok(0);
         }
-        if got != d.size {
-            return Err(self.err(
-                blob,
-                format!("the registry sent {got} of the {} bytes declared", d.size),
+        let n = self.body.read(&mut buf[..room])?;
+        self.got += n as u64;
+        if self.got > self.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the registry sends more than the {} bytes the manifest declares",
+                    self.size
+                ),
             ));
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != hex {
-            return Err(self.err(blob, format!("the bytes served hash to sha256:{actual}")));
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl BlobReader {
+    /// Reads what the consumer left (a tar's trailing padding), then checks that the
+    /// blob ended at its declared size with its declared digest.
+    pub fn verify(mut self, reg: &Registry) -> Result<(), StoreError> {
+        let blob = Some(self.digest.clone());
+        let blob = blob.as_deref();
+        std::io::copy(&mut self, &mut std::io::sink())
+            .map_err(|e| reg.err(blob, error_chain(&e)))?;
+        if self.got != self.size {
+            return Err(reg.err(
+                blob,
+                format!(
+                    "the registry sent {} of the {} bytes declared",
+                    self.got, self.size
+                ),
+            ));
+        }
+        let actual = hex::encode(self.hasher.finalize());
+        if actual != self.hex {
+            return Err(reg.err(blob, format!("the bytes served hash to sha256:{actual}")));
         }
         Ok(())
     }
