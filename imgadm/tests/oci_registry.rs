@@ -338,3 +338,61 @@ fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
     assert_eq!(ImageStore::open(p).unwrap().list().unwrap().len(), 2);
     assert!(!imgadm(p, &["avail"]).contains("moved"));
 }
+
+#[test]
+fn a_manifest_naming_an_oci_image_runs_its_entrypoint_with_its_env_under_host_mode_init() {
+    use testkit::init::{sibling_bin, HostInit, InitOptions};
+    let reg = start_registry();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path());
+    // The entrypoint leaves proof in its writable layer, then waits to be stopped.
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &format!("{}:v1", layout.display()),
+        "--config.cmd",
+        "echo \"$GREETING from $(cat /etc/hello-link)\" > /proof; \
+         trap 'exit 0' TERM; while :; do sleep 1; done",
+    ]));
+    push(&layout, "v1", &reg.addr, "test/host");
+    let pool = work.path().join("pool");
+    let run_dir = work.path().join("run");
+    std::fs::create_dir_all(pool.join("manifests")).unwrap();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    add_kind(&pool, &format!("http://{}", reg.addr), SourceKind::Docker).unwrap();
+    std::fs::write(
+        pool.join("manifests/app.kdl"),
+        format!(
+            "zone ociapp {{\n    image \"oci:{}/test/host:v1\"\n    memory \"64M\"\n}}\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let bus = testkit::Bus::permissive();
+    let log = std::fs::File::create(work.path().join("init.log")).unwrap();
+    let mut init = HostInit::start(
+        &bus,
+        InitOptions {
+            binary: sibling_bin("init"),
+            pool: &pool,
+            run_dir: &run_dir,
+            zone: sibling_bin("zone"),
+            stderr: log.into(),
+            configure: Box::new(|cmd| {
+                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+            }),
+        },
+    );
+    let proof = testkit::wait_for("the zone's /proof", Duration::from_secs(60), || {
+        std::fs::read_dir(&pool)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("upper/proof"))
+            .find(|p| p.exists())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .filter(|t| !t.is_empty())
+    });
+    let _ = init.terminate(Duration::from_secs(30));
+    // Entrypoint+Cmd ran as the zone's init, with the image's Env.
+    assert_eq!(proof, "hi from hello from layer 1\n");
+}
