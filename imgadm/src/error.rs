@@ -108,6 +108,17 @@ pub enum StoreError {
     /// The image is already installed.
     #[error("image {0} is already installed")]
     AlreadyInstalled(Uuid),
+    /// A pull from an OCI registry failed: names the reference and, when one is at
+    /// fault, the blob.
+    #[error("{reference}{}: {reason}; nothing installed", .blob.as_ref().map(|b| format!(": blob {b}")).unwrap_or_default())]
+    Oci {
+        /// The reference pulled (`oci:REGISTRY/REPO:TAG`).
+        reference: String,
+        /// The blob (manifest, config or layer digest) at fault, if any.
+        blob: Option<String>,
+        /// What went wrong.
+        reason: String,
+    },
     /// A sources change that makes no sense (bad URL, duplicate, unknown).
     #[error("sources: {0}")]
     Sources(String),

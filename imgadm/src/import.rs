@@ -93,8 +93,8 @@ impl Digests {
 /// The work area of one import, held under an exclusive lock so that two importers
 /// of one image (init and an operator) never interleave. The lock file is removed
 /// when the import ends, however it ends (see [`lock`]).
-struct Partial {
-    dir: PathBuf,
+pub(crate) struct Partial {
+    pub(crate) dir: PathBuf,
     lock_path: PathBuf,
     _lock: Flock<File>,
 }
@@ -133,19 +133,19 @@ fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
 }
 
 impl Partial {
-    fn file(&self) -> PathBuf {
+    pub(crate) fn file(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
     }
 
     /// Throws away everything of this import (the lock file stays).
-    fn discard(&self) {
+    pub(crate) fn discard(&self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Takes the import lock of `m.uuid` and prepares its partial directory. A partial
 /// download left by an earlier attempt is kept only if it was for the same file.
-fn begin(store: &ImageStore, m: &ImageManifest) -> Result<Partial, StoreError> {
+pub(crate) fn begin(store: &ImageStore, m: &ImageManifest) -> Result<Partial, StoreError> {
     let root = store.partial_root();
     fs::create_dir_all(&root).map_err(StoreError::io(&root))?;
     let lock_path = root.join(format!("{}.lock", m.uuid));
@@ -356,25 +356,39 @@ fn rehash(file: &mut File, len: u64, digests: &mut Digests) -> std::io::Result<(
 
 /// Assembles the image directory from the verified file and renames it into place.
 fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, StoreError> {
-    let stage = p.dir.join("image");
-    let result = (|| {
-        fs::create_dir_all(&stage).map_err(StoreError::io(&stage))?;
-        let file = stage.join(FILE_NAME);
-        fs::rename(p.file(), &file).map_err(StoreError::io(&file))?;
+    commit_with(store, p, m, |file, stage| {
         let compression = m.file().compression;
         let limits = store.unpack_limits();
         match m.kind {
             ImageKind::ZoneDataset => {
                 let root = stage.join(ROOT_DIR);
-                crate::unpack::unpack_rootfs(&file, compression, &root, m.uuid, &limits)?
+                crate::unpack::unpack_rootfs(file, compression, &root, m.uuid, &limits)
             }
             ImageKind::Zvol if compression != Compression::None => {
-                let disk = crate::store::payload_path(&stage, m);
+                let disk = crate::store::payload_path(stage, m);
                 let max = m.declared_disk_size().unwrap_or(limits.disk_bytes);
-                crate::unpack::decompress_to_file(&file, compression, &disk, m.uuid, max, &limits)?
+                crate::unpack::decompress_to_file(file, compression, &disk, m.uuid, max, &limits)
             }
-            ImageKind::Zvol => {}
+            ImageKind::Zvol => Ok(()),
         }
+    })
+}
+
+/// Assembles the image directory: the verified file moved in, `build(file, stage)`
+/// makes the payload beside it, then the manifest; the directory is made durable and
+/// renamed into place. On any error the work area is discarded.
+pub(crate) fn commit_with(
+    store: &ImageStore,
+    p: &Partial,
+    m: &ImageManifest,
+    build: impl FnOnce(&Path, &Path) -> Result<(), StoreError>,
+) -> Result<Image, StoreError> {
+    let stage = p.dir.join("image");
+    let result = (|| {
+        fs::create_dir_all(&stage).map_err(StoreError::io(&stage))?;
+        let file = stage.join(FILE_NAME);
+        fs::rename(p.file(), &file).map_err(StoreError::io(&file))?;
+        build(&file, &stage)?;
         let mpath = stage.join(MANIFEST_NAME);
         spec::atomic::write_json_atomic(&mpath, m).map_err(StoreError::io(&mpath))?;
         // One syncfs makes the whole unpacked tree durable before it becomes visible.

@@ -11,6 +11,7 @@
 pub mod error;
 mod import;
 pub mod manifest;
+pub mod oci;
 pub mod output;
 mod progress;
 #[cfg(feature = "server")]
@@ -22,4 +23,4 @@ pub mod unpack;
 pub use error::StoreError;
 pub use manifest::{Compression, ImageFile, ImageKind, ImageManifest};
 pub use sources::{SourceClient, SourceLimits};
-pub use store::{instances_using, parse_ref, Image, ImageStore};
+pub use store::{instances_using, parse_checked_ref, parse_ref, Image, ImageStore};

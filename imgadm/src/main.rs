@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use imgadm::{output, parse_ref, ImageManifest, ImageStore, SourceClient};
+use imgadm::{output, parse_checked_ref, ImageManifest, ImageStore, SourceClient};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,10 @@ enum Cmd {
         /// Add a source URL.
         #[arg(short = 'a', conflicts_with_all = ["delete", "edit"])]
         add: Option<String>,
+        /// The type of the source added: imgapi (default) or docker (an OCI registry;
+        /// `http://` lets `oci:` references to its host use plain HTTP).
+        #[arg(short = 't', requires = "add", default_value = "imgapi")]
+        kind: String,
         /// Delete a source URL.
         #[arg(short = 'd', conflicts_with = "edit")]
         delete: Option<String>,
@@ -62,9 +66,10 @@ enum Cmd {
         /// UUID, name@version or name.
         image: String,
     },
-    /// Import an image from the sources.
+    /// Import an image from the sources, or from an OCI registry.
     Import {
-        /// UUID, name@version or name (newest version).
+        /// UUID, name@version, name (newest version), or oci:REGISTRY/REPO:TAG
+        /// (or @sha256:DIGEST).
         image: String,
         /// Print nothing but errors.
         #[arg(short = 'q')]
@@ -84,6 +89,8 @@ enum Cmd {
     },
     /// Installed images.
     List(ListFlags),
+    /// Pull the new digest of every installed OCI image whose tag moved.
+    Update,
     /// An installed image's manifest and location (JSON).
     Get {
         /// UUID, name@version or name.
@@ -157,13 +164,20 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Sources {
             add,
+            kind,
             delete,
             edit,
             json,
-        } => sources(&store, add, delete, edit, json)?,
+        } => sources(&store, add.map(|a| (a, kind)), delete, edit, json)?,
         Cmd::Avail(f) => {
             let urls = store.sources()?;
+            let moved = report_moved_tags(&store)?;
             if urls.is_empty() {
+                // Registries (docker sources) have no listing to show; what they can
+                // say, a moved tag, is said above.
+                if moved > 0 || !imgadm::sources::load_all(store.pool())?.is_empty() {
+                    return Ok(());
+                }
                 bail!(imgadm::StoreError::NoSources);
             }
             // One source down does not hide the others' images (SmartOS does the same).
@@ -186,11 +200,11 @@ fn run(cli: Cli) -> Result<()> {
             print_list(&all, &f)?;
         }
         Cmd::Show { image } => {
-            let (_, m) = store.find_in_sources(&parse_ref(&image))?;
+            let (_, m) = store.find_in_sources(&parse_checked_ref(&image)?)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         Cmd::Import { image, quiet } => {
-            let r = parse_ref(&image);
+            let r = parse_checked_ref(&image)?;
             if let Some(img) = store.resolve(&r)? {
                 if !quiet {
                     println!(
@@ -227,13 +241,29 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::List(f) => {
+        Cmd::List(mut f) => {
             let all: Vec<ImageManifest> = store.list()?.into_iter().map(|i| i.manifest).collect();
+            // Images from registries: their reference and digest are what names them.
+            if f.fields.is_none() && all.iter().any(|m| m.oci().is_some()) {
+                f.fields = Some(output::DEFAULT_FIELDS.join(",") + ",ref,digest");
+            }
             print_list(&all, &f)?;
+        }
+        Cmd::Update => {
+            for img in store.list()? {
+                let Some(mv) = imgadm::oci::tag_moved(&store, &img)? else {
+                    continue;
+                };
+                let new = store.import_ref(&spec::ImageRef::Oci(mv.reference.clone()))?;
+                println!(
+                    "Updated {}: {} -> {} (image {})",
+                    mv.reference, mv.installed, mv.now, new.uuid
+                );
+            }
         }
         Cmd::Get { image } => {
             let img = store
-                .resolve(&parse_ref(&image))?
+                .resolve(&parse_checked_ref(&image)?)?
                 .with_context(|| format!("image {image} is not installed"))?;
             let out = serde_json::json!({
                 "manifest": img.manifest,
@@ -244,7 +274,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Delete { image } => {
             let img = store
-                .resolve(&parse_ref(&image))?
+                .resolve(&parse_checked_ref(&image)?)?
                 .with_context(|| format!("image {image} is not installed"))?;
             let used = imgadm::instances_using(store.pool())?;
             let by = used.get(&img.uuid).cloned().unwrap_or_default();
@@ -297,14 +327,43 @@ fn print_list(all: &[ImageManifest], f: &ListFlags) -> Result<()> {
     Ok(())
 }
 
+/// Says which installed OCI images' tags moved in their registry (SmartOS's `avail`
+/// shows what an update would fetch); returns how many did. A registry that cannot
+/// be asked is a warning, not an error: the IMGAPI listing still follows.
+fn report_moved_tags(store: &ImageStore) -> Result<usize> {
+    let mut moved = 0;
+    for img in store.list()? {
+        match imgadm::oci::tag_moved(store, &img) {
+            Ok(Some(mv)) => {
+                moved += 1;
+                println!(
+                    "{} moved: installed {}, the registry has {} (`imgadm update` pulls it)",
+                    mv.reference, mv.installed, mv.now
+                );
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    Ok(moved)
+}
+
 fn sources(
     store: &ImageStore,
-    add: Option<String>,
+    add: Option<(String, String)>,
     delete: Option<String>,
     edit: bool,
     json: bool,
 ) -> Result<()> {
-    if let Some(url) = add {
+    if let Some((url, kind)) = add {
+        if kind == "docker" {
+            imgadm::sources::add_kind(store.pool(), &url, imgadm::sources::SourceKind::Docker)?;
+            println!("Added \"docker\" image source \"{url}\"");
+            return Ok(());
+        }
+        if kind != "imgapi" {
+            bail!("-t {kind}: source types are imgapi and docker");
+        }
         SourceClient::new(&url)?
             .ping()
             .with_context(|| format!("{url} does not answer like an IMGAPI server; not added"))?;
@@ -337,11 +396,25 @@ fn sources(
         println!("Saved {} image source(s)", urls.len());
     } else {
         let all = store.sources()?;
+        let docker: Vec<String> = imgadm::sources::load_all(store.pool())?
+            .into_iter()
+            .filter(|s| s.kind == imgadm::sources::SourceKind::Docker)
+            .map(|s| s.url)
+            .collect();
         if json {
-            println!("{}", serde_json::to_string_pretty(&all)?);
+            let mut rows: Vec<serde_json::Value> = all.iter().map(|u| u.as_str().into()).collect();
+            rows.extend(
+                docker
+                    .iter()
+                    .map(|u| serde_json::json!({"url": u, "type": "docker"})),
+            );
+            println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
             for s in all {
                 println!("{s}");
+            }
+            for s in docker {
+                println!("{s} docker");
             }
         }
     }

@@ -31,6 +31,9 @@ pub fn field(m: &ImageManifest, name: &str) -> Option<String> {
         "owner" => m.owner.to_string(),
         "public" => m.public.to_string(),
         "disabled" => m.disabled.to_string(),
+        // Images pulled from an OCI registry: the reference and the manifest digest.
+        "ref" => m.oci().map(|o| o.reference.to_string()).unwrap_or_default(),
+        "digest" => m.oci().map(|o| o.digest).unwrap_or_default(),
         _ => return None,
     })
 }
@@ -39,7 +42,7 @@ pub fn field(m: &ImageManifest, name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FieldsError {
     /// A name that is not a field; the message lists the known ones.
-    #[error("unknown field {0:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled")]
+    #[error("unknown field {0:?}; known: uuid, name, version, os, type, pub, published_at, size, compression, sha256, sha1, state, description, owner, public, disabled, ref, digest")]
     Unknown(String),
     /// `-o ""`.
     #[error("-o needs at least one field")]

@@ -143,7 +143,14 @@ async fn manifests(store: ImageStore) -> Result<Vec<ImageManifest>, ApiError> {
     tokio::task::spawn_blocking(move || store.list())
         .await
         .map_err(internal)?
-        .map(|imgs| imgs.into_iter().map(|i| i.manifest).collect())
+        // An image pulled from a registry keeps only its OCI manifest as `file`: not
+        // a rootfs tarball another node could import, so it is not offered.
+        .map(|imgs| {
+            imgs.into_iter()
+                .map(|i| i.manifest)
+                .filter(|m| m.oci().is_none())
+                .collect()
+        })
         .map_err(internal)
 }
 

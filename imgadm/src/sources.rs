@@ -19,18 +19,29 @@ pub const PAGE_LIMIT: usize = 200;
 /// `<pool>/config/sources.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SourcesFile {
-    sources: Vec<SourceEntry>,
+    sources: Vec<Source>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SourceEntry {
-    url: String,
-    #[serde(rename = "type", default = "imgapi")]
-    kind: String,
+/// What a source speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// An IMGAPI server (`imgadm serve`, SmartOS's images.smartos.org).
+    #[default]
+    Imgapi,
+    /// An OCI distribution registry (SmartOS's `-t docker`): `oci:HOST/...` references
+    /// to its host are pulled over its URL's scheme, so `http://` allows plain HTTP.
+    Docker,
 }
 
-fn imgapi() -> String {
-    "imgapi".into()
+/// One configured source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Its base URL.
+    pub url: String,
+    /// Its protocol.
+    #[serde(rename = "type", default)]
+    pub kind: SourceKind,
 }
 
 /// Path of the sources configuration of `pool`.
@@ -38,8 +49,8 @@ pub fn config_path(pool: &Path) -> PathBuf {
     spec::pool::config_dir(pool).join("sources.json")
 }
 
-/// The configured source URLs of `pool` (none when the file does not exist).
-pub fn load(pool: &Path) -> Result<Vec<String>, StoreError> {
+/// Every configured source of `pool`, of either kind (none without the file).
+pub fn load_all(pool: &Path) -> Result<Vec<Source>, StoreError> {
     let path = config_path(pool);
     let data = match fs::read(&path) {
         Ok(d) => d,
@@ -48,54 +59,91 @@ pub fn load(pool: &Path) -> Result<Vec<String>, StoreError> {
     };
     let f: SourcesFile = serde_json::from_slice(&data).map_err(|e| {
         StoreError::Sources(format!(
-            "{}: {e} (expected {{\"sources\": [{{\"url\": \"http://...\"}}]}})",
+            "{}: {e} (expected {{\"sources\": [{{\"url\": \"http://...\", \"type\": \"imgapi\"}}]}})",
             path.display()
         ))
     })?;
-    Ok(f.sources.into_iter().map(|s| s.url).collect())
+    Ok(f.sources)
 }
 
-/// Replaces the configured source list of `pool` (validated, written atomically).
+/// The configured IMGAPI source URLs of `pool` (none when the file does not exist).
+pub fn load(pool: &Path) -> Result<Vec<String>, StoreError> {
+    Ok(load_all(pool)?
+        .into_iter()
+        .filter(|s| s.kind == SourceKind::Imgapi)
+        .map(|s| s.url)
+        .collect())
+}
+
+fn save_all(pool: &Path, sources: Vec<Source>) -> Result<(), StoreError> {
+    let path = config_path(pool);
+    let dir = path.parent().expect("config path has a parent");
+    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    spec::atomic::write_json_atomic(&path, &SourcesFile { sources }).map_err(StoreError::io(&path))
+}
+
+/// Replaces the configured IMGAPI source list of `pool` (validated, written
+/// atomically); docker sources are kept.
 pub fn save(pool: &Path, urls: &[String]) -> Result<(), StoreError> {
     for u in urls {
         normalize_url(u)?;
     }
-    let path = config_path(pool);
-    let dir = path.parent().expect("config path has a parent");
-    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
-    let f = SourcesFile {
-        sources: urls
-            .iter()
-            .map(|u| SourceEntry {
-                url: u.clone(),
-                kind: imgapi(),
-            })
-            .collect(),
-    };
-    spec::atomic::write_json_atomic(&path, &f).map_err(StoreError::io(&path))
+    let mut all: Vec<Source> = load_all(pool)?
+        .into_iter()
+        .filter(|s| s.kind == SourceKind::Docker)
+        .collect();
+    all.extend(urls.iter().map(|u| Source {
+        url: u.clone(),
+        kind: SourceKind::Imgapi,
+    }));
+    save_all(pool, all)
 }
 
-/// Adds `url` to the sources of `pool`.
+/// Adds `url` to the IMGAPI sources of `pool`.
 pub fn add(pool: &Path, url: &str) -> Result<(), StoreError> {
+    add_kind(pool, url, SourceKind::Imgapi)
+}
+
+/// Adds `url` as a source of `kind` to `pool`.
+pub fn add_kind(pool: &Path, url: &str, kind: SourceKind) -> Result<(), StoreError> {
     let url = normalize_url(url)?;
-    let mut all = load(pool)?;
-    if all.contains(&url) {
+    let mut all = load_all(pool)?;
+    if all.iter().any(|s| s.url == url) {
         return Err(StoreError::Sources(format!("{url} is already a source")));
     }
-    all.push(url);
-    save(pool, &all)
+    all.push(Source { url, kind });
+    save_all(pool, all)
 }
 
-/// Removes `url` from the sources of `pool`.
+/// Removes `url` (of either kind) from the sources of `pool`.
 pub fn remove(pool: &Path, url: &str) -> Result<(), StoreError> {
     let url = normalize_url(url)?;
-    let mut all = load(pool)?;
+    let mut all = load_all(pool)?;
     let before = all.len();
-    all.retain(|u| u != &url);
+    all.retain(|s| s.url != url);
     if all.len() == before {
         return Err(StoreError::Sources(format!("{url} is not a source")));
     }
-    save(pool, &all)
+    save_all(pool, all)
+}
+
+/// The scheme to reach registry `host[:port]` over: `http` only when a docker source
+/// names it with an `http://` URL, `https` otherwise.
+pub fn registry_scheme(pool: &Path, registry: &str) -> Result<&'static str, StoreError> {
+    let plain = load_all(pool)?.iter().any(|s| {
+        s.kind == SourceKind::Docker
+            && reqwest::Url::parse(&s.url).is_ok_and(|u| {
+                u.scheme() == "http"
+                    && u.host_str().is_some_and(|h| {
+                        let hp = match u.port() {
+                            Some(p) => format!("{h}:{p}"),
+                            None => h.to_string(),
+                        };
+                        hp == registry
+                    })
+            })
+    });
+    Ok(if plain { "http" } else { "https" })
 }
 
 /// Checks that `url` is http(s) and strips trailing slashes.

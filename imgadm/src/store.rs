@@ -192,6 +192,7 @@ impl ImageStore {
     pub fn resolve(&self, r: &ImageRef) -> Result<Option<Image>, StoreError> {
         match r {
             ImageRef::Uuid(u) => self.get(u),
+            ImageRef::Oci(o) => crate::oci::installed(self, o),
             ImageRef::Name { name, version } => Ok(self
                 .list()?
                 .into_iter()
@@ -211,6 +212,9 @@ impl ImageStore {
     /// Resolves `r` against the configured sources and imports it; returns the
     /// installed image (already installed images are returned as they are).
     pub fn import_ref(&self, r: &ImageRef) -> Result<Image, StoreError> {
+        if let ImageRef::Oci(o) = r {
+            return crate::oci::pull(self, o);
+        }
         let (client, manifest) = self.find_in_sources(r)?;
         self.import_with(&client, &manifest)
     }
@@ -229,11 +233,17 @@ impl ImageStore {
     }
 
     /// The manifest `r` resolves to in the sources (first source that has it; for a
-    /// bare name, the newest version across all sources).
+    /// bare name, the newest version across all sources). OCI references are not in
+    /// IMGAPI sources: they are pulled from their registry by [`ImageStore::import_ref`].
     pub fn find_in_sources(
         &self,
         r: &ImageRef,
     ) -> Result<(SourceClient, ImageManifest), StoreError> {
+        if let ImageRef::Oci(o) = r {
+            return Err(StoreError::NotFound(format!(
+                "{o} is in a registry, not an IMGAPI source: `imgadm import {o}` pulls it"
+            )));
+        }
         let urls = self.sources()?;
         if urls.is_empty() {
             return Err(StoreError::NoSources);
@@ -244,6 +254,7 @@ impl ImageStore {
             let client = SourceClient::new(&url)?;
             let found = match r {
                 ImageRef::Uuid(u) => client.get(u),
+                ImageRef::Oci(_) => Ok(None),
                 ImageRef::Name { name, version } => client.list().map(|all| {
                     all.into_iter()
                         .filter(|m| {
@@ -344,10 +355,26 @@ impl ImageStore {
     }
 }
 
-/// Parses `UUID`, `name@version` or `name`.
+/// Parses `UUID`, `oci:REGISTRY/REPO:TAG`, `name@version` or `name`, refusing an
+/// `oci:` text that is not a reference (with the reason).
+pub fn parse_checked_ref(s: &str) -> Result<ImageRef, StoreError> {
+    if s.starts_with(spec::oci::PREFIX) {
+        return s
+            .parse()
+            .map(ImageRef::Oci)
+            .map_err(|e: spec::oci::BadReference| StoreError::NotFound(e.to_string()));
+    }
+    Ok(parse_ref(s))
+}
+
+/// Parses `UUID`, `oci:REGISTRY/REPO:TAG`, `name@version` or `name` (an `oci:` text
+/// that is not a reference is taken as a name no image has).
 pub fn parse_ref(s: &str) -> ImageRef {
     if let Ok(u) = Uuid::parse_str(s) {
         return ImageRef::Uuid(u);
+    }
+    if let Ok(r) = s.parse() {
+        return ImageRef::Oci(r);
     }
     match s.split_once('@') {
         Some((n, v)) => ImageRef::Name {

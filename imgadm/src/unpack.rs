@@ -13,6 +13,7 @@
 //! one on its entries (inodes). A file past a bound is refused whole: the import
 //! fails and leaves nothing in the store.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -49,20 +50,38 @@ impl Default for UnpackLimits {
 
 /// A reader that fails once more than `cap` bytes came through, and remembers that it
 /// did (a tar error around it may not carry the reason).
-struct Capped<R> {
+struct Capped<'b, R> {
     inner: R,
-    left: u64,
-    tripped: std::rc::Rc<std::cell::Cell<bool>>,
+    budget: &'b Budget,
 }
 
-impl<R: Read> Read for Capped<R> {
+/// Decompressed bytes an image may still produce, shared by all its layers; `tripped`
+/// records that a read went past it (the tar reader reports only an I/O error).
+#[derive(Debug)]
+pub struct Budget {
+    left: std::cell::Cell<u64>,
+    tripped: std::cell::Cell<bool>,
+}
+
+impl Budget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Budget {
+        Budget {
+            left: std::cell::Cell::new(bytes),
+            tripped: std::cell::Cell::new(false),
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            self.tripped.set(true);
+        let left = self.budget.left.get();
+        if n as u64 > left {
+            self.budget.tripped.set(true);
             return Err(std::io::Error::other("decompressed past its bound"));
         }
-        self.left -= n as u64;
+        self.budget.left.set(left - n as u64);
         Ok(n)
     }
 }
@@ -108,7 +127,41 @@ pub fn open_decoder(
     if actual != declared {
         log::warn!("image {uuid}: manifest says compression {declared:?}, file is {actual:?}");
     }
-    let r = BufReader::with_capacity(128 * 1024, f);
+    decoder(
+        BufReader::with_capacity(128 * 1024, f),
+        actual,
+        uuid,
+        xz_memory,
+    )
+}
+
+/// A decompressing reader over a stream (an OCI layer as it arrives): its first bytes
+/// win over `declared` when there are enough of them to tell.
+fn stream_decoder<'a, R: Read + 'a>(
+    inner: R,
+    declared: Compression,
+    uuid: Uuid,
+    xz_memory: u64,
+) -> Result<Box<dyn Read + 'a>, StoreError> {
+    use std::io::BufRead;
+    let mut r = BufReader::with_capacity(128 * 1024, inner);
+    let head = r.fill_buf().map_err(|e| StoreError::Unpack {
+        uuid,
+        reason: e.to_string(),
+    })?;
+    let actual = match head.len() {
+        0..6 => declared,
+        _ => sniff(head).unwrap_or(Compression::None),
+    };
+    decoder(r, actual, uuid, xz_memory)
+}
+
+fn decoder<'a, R: std::io::BufRead + 'a>(
+    r: R,
+    actual: Compression,
+    uuid: Uuid,
+    xz_memory: u64,
+) -> Result<Box<dyn Read + 'a>, StoreError> {
     Ok(match actual {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
@@ -131,12 +184,8 @@ pub fn open_decoder(
             })?;
             Box::new(liblzma::bufread::XzDecoder::new_stream(r, stream))
         }
-        Compression::Bzip2 => {
-            return Err(StoreError::Unpack {
-                uuid,
-                reason: "bzip2 images are not supported (recompress with zstd, xz or gzip)".into(),
-            })
-        }
+        // SmartOS's own images are often bzip2 (libbz2-rs-sys: the pure-Rust libbz2).
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
     })
 }
 
@@ -199,26 +248,72 @@ pub fn unpack_rootfs(
     uuid: Uuid,
     limits: &UnpackLimits,
 ) -> Result<(), StoreError> {
-    let tripped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let budget = Budget::new(limits.rootfs_bytes);
     let reader = Capped {
         inner: open_decoder(src, compression, uuid, limits.xz_memory)?,
-        left: limits.rootfs_bytes,
-        tripped: tripped.clone(),
+        budget: &budget,
     };
     fs::create_dir(root).map_err(StoreError::io(root))?;
-    let r = unpack_entries(tar::Archive::new(reader), root, uuid, limits.rootfs_entries);
-    if tripped.get() {
+    let r = unpack_tar(reader, root, uuid, Layering::Rootfs, limits.rootfs_entries);
+    if budget.tripped.get() {
         return Err(bound_error(uuid, "a zone dataset", limits.rootfs_bytes));
     }
     r
 }
 
-fn unpack_entries<R: Read>(
-    mut ar: tar::Archive<R>,
+/// Applies one OCI layer, compressed as `declared` says (or as its first bytes say),
+/// over `root`, within the image's decompressed `budget` and the entry bound.
+pub fn apply_layer(
+    blob: impl Read,
+    declared: Compression,
     root: &Path,
     uuid: Uuid,
+    limits: &UnpackLimits,
+    budget: &Budget,
+) -> Result<(), StoreError> {
+    let reader = Capped {
+        inner: stream_decoder(blob, declared, uuid, limits.xz_memory)?,
+        budget,
+    };
+    let r = unpack_tar(
+        reader,
+        root,
+        uuid,
+        Layering::OciLayer,
+        limits.rootfs_entries,
+    );
+    if budget.tripped.get() {
+        return Err(bound_error(uuid, "a zone dataset", limits.rootfs_bytes));
+    }
+    r
+}
+
+/// How a tarball meets what is already in the target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layering {
+    /// A whole rootfs into an empty directory: `.wh.` names are ordinary files.
+    Rootfs,
+    /// An OCI layer over the layers below it: `.wh.NAME` deletes `NAME`,
+    /// `.wh..wh..opq` empties its directory of what lower layers put there, and an
+    /// entry replaces whatever a lower layer had at its path (a directory included).
+    OciLayer,
+}
+
+/// OCI's marker for "this directory hides everything lower layers put in it".
+const OPAQUE: &str = ".wh..wh..opq";
+/// OCI's prefix for "the lower layers' file of this name is deleted".
+const WHITEOUT: &str = ".wh.";
+
+/// Unpacks the tar stream `reader` into the existing directory `root`, with the
+/// safety rules of this module, layered as `layering` says.
+pub fn unpack_tar(
+    reader: impl Read,
+    root: &Path,
+    uuid: Uuid,
+    layering: Layering,
     max_entries: u64,
 ) -> Result<(), StoreError> {
+    let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
     ar.set_unpack_xattrs(true);
@@ -228,6 +323,8 @@ fn unpack_entries<R: Read>(
     ar.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     let unpack_err = |reason: String| StoreError::Unpack { uuid, reason };
     let mut skipped_devices = 0usize;
+    // What this layer itself wrote: whiteouts hide lower layers only.
+    let mut written: HashSet<PathBuf> = HashSet::new();
     let entries = ar.entries().map_err(|e| unpack_err(e.to_string()))?;
     for (n, entry) in entries.enumerate() {
         if n as u64 >= max_entries {
@@ -257,6 +354,31 @@ fn unpack_entries<R: Read>(
             continue;
         }
         no_symlink_on_the_way(root, &rel).map_err(|r| unsafe_entry(&r.to_string()))?;
+        if layering == Layering::OciLayer {
+            let name = rel.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                if is_symlink(&root.join(parent)) {
+                    return Err(unsafe_entry("whiteout inside a symlink"));
+                }
+                if name == OPAQUE {
+                    make_opaque(root, parent, &written)
+                        .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+                } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
+                    let gone = parent.join(hidden);
+                    if !written.contains(&gone) {
+                        remove_any(&root.join(&gone))
+                            .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+                    }
+                } else {
+                    return Err(unsafe_entry("whiteout of no name"));
+                }
+                continue;
+            }
+            replace_lower(root, &rel, kind.is_dir())
+                .map_err(|e| unpack_err(format!("{shown}: {e}")))?;
+            written.insert(rel.clone());
+        }
         if kind.is_dir() && is_symlink(&root.join(&rel)) {
             return Err(unsafe_entry("directory entry over an existing symlink"));
         }
@@ -283,6 +405,45 @@ fn unpack_entries<R: Read>(
         );
     }
     Ok(())
+}
+
+/// Removes whatever is at `p` (a file, a symlink, not followed, or a whole tree).
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Empties directory `dir` (relative to `root`) of what lower layers put there.
+fn make_opaque(root: &Path, dir: &Path, written: &HashSet<PathBuf>) -> std::io::Result<()> {
+    let full = root.join(dir);
+    let entries = match fs::read_dir(&full) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if !written.contains(&dir.join(e.file_name())) {
+            remove_any(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Before an OCI layer's entry lands at `rel`: a lower layer's directory gives way to
+/// a non-directory, and a lower layer's non-directory (a symlink included, which is
+/// unlinked, never followed) to anything.
+fn replace_lower(root: &Path, rel: &Path, is_dir: bool) -> std::io::Result<()> {
+    let p = root.join(rel);
+    match fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() && !is_dir => fs::remove_dir_all(&p),
+        Ok(m) if !m.is_dir() => fs::remove_file(&p),
+        _ => Ok(()),
+    }
 }
 
 /// The entry path made relative to the root (`./a/b` -> `a/b`), or why it is refused.

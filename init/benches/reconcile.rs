@@ -31,6 +31,7 @@ impl Images for OneImage {
             uuid: "00000000-0000-0000-0000-000000000001".into(),
             path: self.0.clone(),
             zvol: false,
+            zone_defaults: None,
         })
     }
 }

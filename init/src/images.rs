@@ -3,7 +3,7 @@
 //! applied at once share one import of an image and bounds how many run together.
 
 use crate::concurrency::Limit;
-use crate::runtime::{Images, ResolvedImage, RuntimeError};
+use crate::runtime::{Images, ResolvedImage, RuntimeError, ZoneDefaults};
 use imgadm::{ImageKind, ImageStore};
 use spec::ImageRef;
 use std::collections::HashMap;
@@ -27,10 +27,20 @@ fn reference(r: &ImageRef) -> String {
 }
 
 fn resolved(img: imgadm::Image) -> ResolvedImage {
+    // An OCI image's Entrypoint/Cmd and Env: a zone's defaults (docker zones on SmartOS).
+    let zone_defaults = img.manifest.oci().map(|o| {
+        let env = o.config.env.iter().filter_map(|kv| kv.split_once('='));
+        let env = env.map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ZoneDefaults {
+            init: o.config.command(),
+            env,
+        }
+    });
     ResolvedImage {
         uuid: img.uuid.to_string(),
         path: img.path,
         zvol: img.kind == ImageKind::Zvol,
+        zone_defaults,
     }
 }
 
@@ -172,6 +182,7 @@ mod tests {
                 uuid: reference(r),
                 path: "/nonexistent".into(),
                 zvol: false,
+                zone_defaults: None,
             })
         }
     }

@@ -55,7 +55,12 @@ pub struct ResolvedImage {
     pub path: PathBuf,
     /// Whether it is a raw disk (`zvol`) rather than a rootfs.
     pub zvol: bool,
+    /// An OCI image's Entrypoint+Cmd and Env: the zone's `init` and `env` where its
+    /// manifest gives none (a manifest's env entries win key by key).
+    pub zone_defaults: Option<ZoneDefaults>,
 }
+
+pub use monitor::ZoneDefaults;
 
 /// Finds images, importing missing ones from the configured sources.
 pub trait Images: Send + Sync {
@@ -97,4 +102,44 @@ pub trait Runtime: Send + Sync {
     /// applies without a restart: the customer metadata its guest reads. Returns the
     /// monitor's note on what it applied.
     fn reload(&self, rec: &InstanceRecord) -> Result<String, RuntimeError>;
+}
+
+#[cfg(test)]
+mod zone_defaults_tests {
+    use super::ZoneDefaults;
+
+    #[test]
+    fn the_manifest_wins_where_it_says_more() {
+        let d = ZoneDefaults {
+            init: vec!["/app".into(), "--serve".into()],
+            env: vec![("A".into(), "image".into()), ("B".into(), "image".into())],
+        };
+        let image = spec::ImageRef::Uuid(uuid::Uuid::nil());
+        let mut bare = spec::InstanceSpec::zone("z", image.clone());
+        if let spec::Kind::Zone(z) = &mut bare.kind {
+            z.init.clear(); // what a manifest naming an OCI image without `init` reads as
+        }
+        d.apply(&mut bare);
+        let spec::Kind::Zone(z) = &bare.kind else {
+            unreachable!()
+        };
+        assert_eq!(z.init, ["/app", "--serve"]);
+        assert_eq!(z.env, d.env);
+        let mut said = spec::InstanceSpec::zone("z", image);
+        if let spec::Kind::Zone(z) = &mut said.kind {
+            z.init = vec!["/sbin/init".into()];
+            z.env = vec![("B".into(), "manifest".into())];
+        }
+        d.apply(&mut said);
+        let spec::Kind::Zone(z) = &said.kind else {
+            unreachable!()
+        };
+        assert_eq!(z.init, ["/sbin/init"]);
+        let env: Vec<(&str, &str)> = z
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "image"), ("B", "manifest")]);
+    }
 }

@@ -273,6 +273,7 @@ impl skerry_init::runtime::Images for AnyImage {
             uuid: "img".into(),
             path: "/nonexistent".into(),
             zvol: false,
+            zone_defaults: None,
         })
     }
 }

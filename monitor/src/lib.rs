@@ -61,7 +61,7 @@ pub use lock::{LockError, MonitorLock};
 pub use logbound::{rotated_monitor_log, BoundedMonitorLog, MONITOR_LOG_CHECK, MONITOR_LOG_MAX};
 pub use paths::*;
 pub use process::{detach, read_config, Claim, ProcessError};
-pub use protocol::{InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus};
+pub use protocol::{InstanceConfig, MonitorRequest, MonitorResponse, MonitorStatus, ZoneDefaults};
 pub use server::{Connection, ConnectionError, Incoming, Reply, Server, ServerError};
 pub use server::{MAX_REQUEST_LINE, REQUEST_TIMEOUT};
 pub use spec::State;

@@ -23,6 +23,41 @@ pub struct InstanceConfig {
     pub id_range_start: u32,
     /// Node bridge for each nic tag used by this instance (tag -> bridge name).
     pub bridges: BTreeMap<String, String>,
+    /// The image's defaults for a zone (an OCI image's command and environment), kept
+    /// here so that init, rewriting this file for a live update, applies them again:
+    /// `spec` already has them applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_defaults: Option<ZoneDefaults>,
+}
+
+/// What an OCI image's config says a zone runs when its manifest does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneDefaults {
+    /// Entrypoint followed by Cmd.
+    pub init: Vec<String>,
+    /// `Env`, split at the first `=`.
+    pub env: Vec<(String, String)>,
+}
+
+impl ZoneDefaults {
+    /// Gives zone `spec` the image's command when its manifest has no `init`, and
+    /// the image's environment under the manifest's (a manifest's key wins).
+    pub fn apply(&self, spec: &mut spec::InstanceSpec) {
+        let spec::Kind::Zone(z) = &mut spec.kind else {
+            return;
+        };
+        if z.init.is_empty() {
+            z.init = self.init.clone();
+        }
+        let mut merged: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !z.env.iter().any(|(mk, _)| mk == k))
+            .cloned()
+            .collect();
+        merged.append(&mut z.env);
+        z.env = merged;
+    }
 }
 
 /// A request on the monitor socket.

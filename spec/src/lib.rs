@@ -44,6 +44,7 @@ pub mod mac;
 #[cfg(feature = "kdl")]
 pub mod manifest;
 pub mod model;
+pub mod oci;
 #[cfg(feature = "kdl")]
 pub mod payload;
 pub mod pool;

@@ -281,9 +281,12 @@ pub enum ImageRef {
         /// Exact version; `None` = newest.
         version: Option<String>,
     },
+    /// An image in an OCI registry (`oci:REGISTRY/REPO:TAG` or `@sha256:DIGEST`).
+    Oci(crate::oci::OciReference),
 }
 
-/// As a manifest writes it: `UUID`, `name@version`, or `name` (the newest).
+/// As a manifest writes it: `UUID`, `name@version`, `name` (the newest), or
+/// `oci:REGISTRY/REPO:TAG`.
 impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -296,6 +299,7 @@ impl std::fmt::Display for ImageRef {
                 name,
                 version: None,
             } => f.write_str(name),
+            ImageRef::Oci(r) => r.fmt(f),
         }
     }
 }

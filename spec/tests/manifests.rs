@@ -497,3 +497,31 @@ fn the_zone_constructor_is_a_manifest_with_only_an_image() {
     built.origin = parsed.origin.clone();
     assert_eq!(built, parsed);
 }
+
+#[test]
+fn an_oci_image_reference_parses_and_leaves_init_to_the_image() {
+    let text = "zone app { image \"oci:registry.example:5000/team/app:1.4\"; }\n";
+    let specs = spec::manifest::parse_str("app.kdl", text).unwrap();
+    let spec::ImageRef::Oci(r) = &specs[0].image else {
+        panic!("{:?}", specs[0].image)
+    };
+    assert_eq!(r.registry, "registry.example:5000");
+    assert_eq!(r.repository, "team/app");
+    let spec::Kind::Zone(z) = &specs[0].kind else {
+        panic!()
+    };
+    assert!(
+        z.init.is_empty(),
+        "the image's Entrypoint/Cmd applies: {z:?}"
+    );
+    // It writes back as it was read.
+    let again = spec::manifest::parse_str("b.kdl", &spec::manifest::to_kdl(&specs[0])).unwrap();
+    assert_eq!(again[0].image, specs[0].image);
+    let e = spec::manifest::parse_str("bad.kdl", "zone x { image \"oci:NoRegistry\"; }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.kdl:1:") && e.contains("not an OCI reference"),
+        "{e}"
+    );
+}

@@ -228,6 +228,7 @@ mod tests {
             image_path: dir.path().join("disk.raw"),
             id_range_start: 0,
             bridges: Default::default(),
+            image_defaults: None,
         };
         std::fs::create_dir_all(dir.path().join("u-2")).unwrap();
         let service = MetadataService::open(&cfg).unwrap();

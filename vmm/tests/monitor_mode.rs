@@ -88,6 +88,7 @@ fn pool_with_properties(code: &[u8], extra: &str) -> Pool {
         image_path: dir.path().join("unused"),
         id_range_start: 0,
         bridges: Default::default(),
+        image_defaults: None,
     };
     let root = dir.path().join("rootfs");
     std::fs::create_dir_all(root.join("boot")).unwrap();

@@ -128,6 +128,7 @@ fn instance_config() -> String {
         image_path: "/instance/root.raw".into(),
         id_range_start: 0,
         bridges: Default::default(),
+        image_defaults: None,
     };
     serde_json::to_string(&cfg).expect("config json")
 }

@@ -338,6 +338,23 @@ pub fn xz(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// bzip2 of `data`, by Debian's `bzip2` (as SmartOS's images are made).
+pub fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("bzip2")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bzip2 (Debian's bzip2 package)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 /// A fresh pool directory, removed when dropped.
 pub fn pool() -> tempfile::TempDir {
     tempfile::Builder::new()

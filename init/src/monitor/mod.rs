@@ -103,6 +103,10 @@ impl Runtime for MonitorRuntime {
         if let Kind::Zone(zone) = &spec.kind {
             check_quota_space(self.pool.root(), &dir, zone.quota).map_err(|m| fail(m.0))?;
         }
+        let mut spec = spec;
+        if let Some(d) = &image.zone_defaults {
+            d.apply(&mut spec);
+        }
         let bridges = self.bridges(rec).map_err(fail)?;
         let config = InstanceConfig {
             uuid: rec.uuid.clone(),
@@ -112,6 +116,7 @@ impl Runtime for MonitorRuntime {
             image_path: image.path.clone(),
             id_range_start: rec.id_range_start,
             bridges,
+            image_defaults: image.zone_defaults.clone(),
         };
         let path = contract::config_path(self.pool.root(), &rec.uuid);
         spec::atomic::write_json_atomic(&path, &config)
@@ -219,8 +224,12 @@ impl Runtime for MonitorRuntime {
         // A nic added live may bring a tag the zone had no bridge for.
         let mut bridges = before.bridges.clone();
         bridges.extend(self.bridges(rec).map_err(fail)?);
+        let mut spec = self.effective_spec(rec);
+        if let Some(d) = &before.image_defaults {
+            d.apply(&mut spec);
+        }
         let config = InstanceConfig {
-            spec: self.effective_spec(rec),
+            spec,
             bridges,
             ..before.clone()
         };
@@ -299,6 +308,7 @@ mod tests {
             image_path: "/images/busybox".into(),
             id_range_start: 7,
             bridges: BTreeMap::from([("admin".into(), "br0".into())]),
+            image_defaults: None,
         };
         spec::atomic::write_json_atomic(&config_path, &config).unwrap();
         let server = Server::bind(&contract::socket_path(&run_dir, &rec.uuid)).unwrap();

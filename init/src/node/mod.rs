@@ -421,6 +421,7 @@ mod tests {
                 uuid: "img".into(),
                 path: "/nonexistent".into(),
                 zvol: false,
+                zone_defaults: None,
             })
         }
     }

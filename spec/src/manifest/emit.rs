@@ -35,11 +35,13 @@ fn instance_node(spec: &InstanceSpec) -> KdlNode {
                 body.push(prop("quota", format_size(q)));
             }
             body.push(prop("hostname", z.hostname.as_str()));
-            let mut init = KdlNode::new("init");
-            for arg in &z.init {
-                init.push(KdlEntry::new(arg.as_str()));
+            if !z.init.is_empty() {
+                let mut init = KdlNode::new("init");
+                for arg in &z.init {
+                    init.push(KdlEntry::new(arg.as_str()));
+                }
+                body.push(init);
             }
-            body.push(init);
             for (k, v) in &z.env {
                 let mut env = KdlNode::new("env");
                 env.push(KdlEntry::new(k.as_str()));

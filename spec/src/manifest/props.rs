@@ -14,6 +14,15 @@ pub(super) fn image_ref(c: &mut Collector, node: &KdlNode, s: &str) -> Option<Im
     if let Ok(u) = Uuid::parse_str(s) {
         return Some(ImageRef::Uuid(u));
     }
+    if s.starts_with(crate::oci::PREFIX) {
+        return match s.parse() {
+            Ok(r) => Some(ImageRef::Oci(r)),
+            Err(e) => {
+                c.push(arg_span(node), format!("{e}"));
+                None
+            }
+        };
+    }
     let (name, version) = match s.split_once('@') {
         Some((n, v)) => (n, Some(v)),
         None => (s, None),
@@ -26,7 +35,7 @@ pub(super) fn image_ref(c: &mut Collector, node: &KdlNode, s: &str) -> Option<Im
     if !good(name) || version.is_some_and(|v| !good(v)) {
         c.push(arg_span(node), format!("`{s}` is not an image reference"))
             .help = Some(
-            "write name@version (\"busybox@1.36\"), a name (newest version), or an image UUID"
+            "write name@version (\"busybox@1.36\"), a name (newest version), an image UUID, or oci:REGISTRY/REPO:TAG"
                 .into(),
         );
         return None;

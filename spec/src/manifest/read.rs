@@ -206,7 +206,11 @@ fn read_instance(c: &mut Collector, file: &Path, node: &KdlNode) -> Option<Insta
             pids: f.pids.unwrap_or(defaults::PIDS),
             quota: f.quota,
             hostname: f.hostname.unwrap_or_else(|| name.clone()),
-            init: f.init.unwrap_or_else(|| vec![defaults::INIT.to_owned()]),
+            // An OCI image brings its command (Entrypoint/Cmd, given by init at start).
+            init: f.init.unwrap_or_else(|| match image {
+                crate::model::ImageRef::Oci(_) => Vec::new(),
+                _ => vec![defaults::INIT.to_owned()],
+            }),
             env: f.env,
         })
     } else {

@@ -114,6 +114,7 @@ mod tests {
             image_path: "/zones/images/x/rootfs".into(),
             id_range_start: 200_000,
             bridges: [("admin".to_string(), "br-admin".to_string())].into(),
+            image_defaults: None,
         }
     }
 

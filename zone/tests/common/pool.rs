@@ -71,6 +71,7 @@ impl Pool {
             image_path: rootfs.path().to_path_buf(),
             id_range_start: 2_000_000_000 + ((std::process::id() & 0xff) * 16 + n % 16) * 65536,
             bridges: BTreeMap::new(),
+            image_defaults: None,
         };
         std::fs::create_dir_all(dir.join(&uuid)).unwrap();
         spec::atomic::write_json_atomic(&contract::config_path(dir, &uuid), &config).unwrap();
