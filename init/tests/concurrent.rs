@@ -172,7 +172,7 @@ async fn a_slow_import_delays_only_its_own_instances_and_is_shared() {
         NodeOptions::default(),
     );
     let n = Arc::clone(&node);
-    let out = tokio::task::spawn_blocking(move || n.reconcile())
+    let out = tokio::task::spawn_blocking(move || n.boot_reconcile())
         .await
         .unwrap();
     let spawned = runtime.spawned.lock().unwrap().clone();
@@ -199,6 +199,27 @@ async fn a_slow_import_delays_only_its_own_instances_and_is_shared() {
     for slow_one in ["a1", "a2"] {
         assert!(at(slow_one) > released, "{slow_one} ran without its image");
     }
+    // The boot timeline, in the order things happened: the fast instances ran before
+    // the slow image arrived, and its instances after.
+    let phases: Vec<String> = node.timeline().phases().into_iter().map(|p| p.0).collect();
+    let at = |name: &str| {
+        phases
+            .iter()
+            .position(|p| p == name)
+            .unwrap_or_else(|| panic!("no {name:?} in {phases:?}"))
+    };
+    assert!(
+        at("instance b1 running") < at("import slow@1"),
+        "{phases:?}"
+    );
+    assert!(
+        at("instance b2 running") < at("import slow@1"),
+        "{phases:?}"
+    );
+    assert!(
+        at("import slow@1") < at("instance a1 running"),
+        "{phases:?}"
+    );
     // One import per image, however many instances asked for it at once.
     assert_eq!(seen.files.get(&format!("/images/{slow}/file")), Some(&1));
     assert_eq!(seen.files.get(&format!("/images/{fast}/file")), Some(&1));
