@@ -18,6 +18,7 @@ pub mod serve;
 pub mod sources;
 pub mod store;
 pub mod unpack;
+pub mod vacuum;
 
 pub use error::StoreError;
 pub use manifest::{Compression, ImageFile, ImageKind, ImageManifest};

@@ -43,7 +43,7 @@ pub enum Compression {
     Zstd,
     /// xz (LZMA2).
     Xz,
-    /// bzip2: recognised in manifests, refused at unpack time.
+    /// bzip2 (SmartOS's images often are).
     Bzip2,
 }
 

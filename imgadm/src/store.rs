@@ -309,16 +309,12 @@ impl ImageStore {
         crate::import::install_local(self, manifest, file)
     }
 
-    /// Removes images no instance uses, and abandoned import debris. Returns what was
+    /// Removes images no instance uses and no stored image has as its origin, and
+    /// abandoned import debris. Returns what was
     /// (or, with `dry_run`, would be) removed. Partial downloads younger than a day are
     /// kept: they are what a resumed import continues from.
     pub fn vacuum(&self, dry_run: bool) -> Result<Vec<Image>, StoreError> {
-        let used = instances_using(&self.pool)?;
-        let unused: Vec<Image> = self
-            .list()?
-            .into_iter()
-            .filter(|i| !used.contains_key(&i.uuid))
-            .collect();
+        let unused = crate::vacuum::unused(self)?;
         if dry_run {
             return Ok(unused);
         }

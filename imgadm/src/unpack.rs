@@ -60,12 +60,8 @@ pub fn open_decoder(
             })?)
         }
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
-        Compression::Bzip2 => {
-            return Err(StoreError::Unpack {
-                uuid,
-                reason: "bzip2 images are not supported (recompress with zstd, xz or gzip)".into(),
-            })
-        }
+        // Concatenated streams, as pbzip2 and lbzip2 write them.
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
     })
 }
 

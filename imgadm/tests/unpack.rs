@@ -80,12 +80,13 @@ fn unpacks_keeping_owners_modes_links_in_every_compression() {
         (Compression::Gzip, gzip(&tar)),
         (Compression::Zstd, zstd(&tar)),
         (Compression::Xz, xz(&tar)),
+        (Compression::Bzip2, bzip2(&tar)),
     ] {
         let img = install(&store, &data, c).unwrap();
         assert!(img.path.ends_with("root"));
         check_good_tree(&img.path);
     }
-    assert_eq!(store.list().unwrap().len(), 4);
+    assert_eq!(store.list().unwrap().len(), 5);
 }
 
 #[test]

@@ -338,6 +338,29 @@ pub fn xz(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// bzip2 of `data` by Debian's `bzip2` (an encoder independent of ours), as two
+/// concatenated streams the way pbzip2 and lbzip2 write them.
+pub fn bzip2(data: &[u8]) -> Vec<u8> {
+    let half = data.len() / 2;
+    let mut out = Vec::new();
+    for part in [&data[..half], &data[half..]] {
+        let mut child = std::process::Command::new("bzip2")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("bzip2 (tests/deps/imgadm.txt)");
+        let mut stdin = child.stdin.take().unwrap();
+        let part = part.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&part).unwrap());
+        let o = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(o.status.success(), "bzip2 failed");
+        out.extend(o.stdout);
+    }
+    out
+}
+
 /// A fresh pool directory, removed when dropped.
 pub fn pool() -> tempfile::TempDir {
     tempfile::Builder::new()
