@@ -370,7 +370,7 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
                 let disk = crate::store::payload_path(&stage, m);
                 crate::unpack::decompress_to_file(&file, compression, &disk, m.uuid)?
             }
-            ImageKind::Zvol => {}
+            ImageKind::Zvol => crate::qcow2::convert_if_qcow2(&file, &stage, m.uuid)?,
         }
         let mpath = stage.join(MANIFEST_NAME);
         spec::atomic::write_json_atomic(&mpath, m).map_err(StoreError::io(&mpath))?;

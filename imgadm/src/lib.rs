@@ -13,6 +13,7 @@ mod import;
 pub mod manifest;
 pub mod output;
 mod progress;
+pub mod qcow2;
 #[cfg(feature = "server")]
 pub mod serve;
 pub mod sources;

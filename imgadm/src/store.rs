@@ -52,6 +52,8 @@ impl Image {
 pub(crate) fn payload_path(dir: &Path, m: &ImageManifest) -> PathBuf {
     match (m.kind, m.file().compression) {
         (ImageKind::ZoneDataset, _) => dir.join(ROOT_DIR),
+        // A qcow2 file was converted to a raw disk at import.
+        (ImageKind::Zvol, Compression::None) if dir.join(DISK_NAME).exists() => dir.join(DISK_NAME),
         (ImageKind::Zvol, Compression::None) => dir.join(FILE_NAME),
         (ImageKind::Zvol, _) => dir.join(DISK_NAME),
     }
