@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootcheck;
 pub mod error;
 mod import;
 pub mod manifest;

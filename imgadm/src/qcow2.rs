@@ -61,8 +61,9 @@ fn be64(b: &[u8], off: usize) -> u64 {
 }
 
 /// When the uncompressed zvol file `file` is a qcow2 image, converts it into
-/// `stage`'s raw disk (the image's payload from then on; `file` stays, as
-/// downloaded and verified, for `imgadm serve`).
+/// `stage`'s raw disk (the image's payload from then on; `file` stays, as downloaded
+/// and verified, for `imgadm serve`), and refuses it unless its kernel is on an ext4
+/// `/boot`.
 pub(crate) fn convert_if_qcow2(file: &Path, stage: &Path, uuid: Uuid) -> Result<(), StoreError> {
     let mut head = [0u8; 4];
     let n = File::open(file)
@@ -71,7 +72,9 @@ pub(crate) fn convert_if_qcow2(file: &Path, stage: &Path, uuid: Uuid) -> Result<
     if !is_qcow2(&head[..n]) {
         return Ok(());
     }
-    to_raw(file, &stage.join(crate::store::DISK_NAME), uuid)
+    let disk = stage.join(crate::store::DISK_NAME);
+    to_raw(file, &disk, uuid)?;
+    crate::bootcheck::require_boot_kernel(&disk, uuid)
 }
 
 /// Converts the qcow2 image `src` into the sparse raw disk `dst` (created).

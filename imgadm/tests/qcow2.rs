@@ -13,14 +13,44 @@ use std::process::Command;
 use common::*;
 use imgadm::{Compression, ImageKind, ImageStore, StoreError};
 
-/// A 24 MiB raw disk: data in a few places, zeros elsewhere, an odd tail.
-fn raw_disk(dir: &Path) -> (PathBuf, Vec<u8>) {
+/// A 24 MiB raw disk: an MBR, an ext4 partition at 1 MiB made by `mkfs.ext4 -d` from
+/// a tree with `boot/vmlinuz-6.1` when `kernel`, data outside the partition, zeros
+/// elsewhere, an odd tail.
+fn raw_disk(dir: &Path, kernel: bool) -> (PathBuf, Vec<u8>) {
+    let tree = dir.join(format!("tree-{kernel}"));
+    fs::create_dir_all(tree.join("boot")).unwrap();
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), "cloud\n").unwrap();
+    if kernel {
+        fs::write(tree.join("boot/vmlinuz-6.1.0-cloud"), noise(100_000, 4)).unwrap();
+    }
+    let part = dir.join(format!("part-{kernel}.img"));
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&part)
+        .arg("16M")
+        .output()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fsimg = fs::read(&part).unwrap();
     let mut disk = vec![0u8; (24 << 20) + 4096];
-    disk[..65536].copy_from_slice(&noise(65536, 1));
-    disk[(5 << 20) + 512..(5 << 20) + 8192].copy_from_slice(&noise(7680, 2));
+    // MBR: one Linux partition, sectors 2048..2048+32768.
+    disk[446 + 4] = 0x83;
+    disk[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    disk[446 + 12..446 + 16].copy_from_slice(&32768u32.to_le_bytes());
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    disk[4096..65536].copy_from_slice(&noise(61440, 1));
+    disk[1 << 20..(1 << 20) + fsimg.len()].copy_from_slice(&fsimg);
+    disk[(20 << 20) + 512..(20 << 20) + 8192].copy_from_slice(&noise(7680, 2));
     let tail = disk.len() - 4096;
     disk[tail..].copy_from_slice(&noise(4096, 3));
-    let p = dir.join("disk.img");
+    let p = dir.join(format!("disk-{kernel}.img"));
     fs::write(&p, &disk).unwrap();
     (p, disk)
 }
@@ -46,7 +76,7 @@ fn install(store: &ImageStore, file: &Path) -> Result<imgadm::Image, StoreError>
 #[test]
 fn qcow2_v2_and_v3_become_sparse_raw_equal_to_the_source() {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, disk) = raw_disk(dir.path());
+    let (raw, disk) = raw_disk(dir.path(), true);
     let pool = pool();
     let store = ImageStore::open(pool.path()).unwrap().without_progress();
     for (compat, cluster) in [("0.10", "65536"), ("1.1", "4096"), ("1.1", "2M")] {
@@ -67,7 +97,7 @@ fn qcow2_v2_and_v3_become_sparse_raw_equal_to_the_source() {
         );
         let md = fs::metadata(&img.path).unwrap();
         assert!(
-            md.blocks() * 512 < 4 << 20,
+            md.blocks() * 512 < 8 << 20,
             "{compat} {cluster}: disk.raw is not sparse: {} blocks",
             md.blocks()
         );
@@ -100,7 +130,7 @@ fn patch(src: &Path, dst: &Path, at: usize, bytes: &[u8]) {
 fn hostile_qcow2_files_are_refused_and_install_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (raw, _) = raw_disk(d);
+    let (raw, _) = raw_disk(d, true);
     let good = d.join("good.qcow2");
     qemu_img(&[
         "convert",
@@ -171,4 +201,42 @@ fn hostile_qcow2_files_are_refused_and_install_nothing() {
     refused(&store, &bad, "incompatible features");
     patch(&good, &bad, 20, &40u32.to_be_bytes());
     refused(&store, &bad, "cluster_bits");
+}
+
+fn to_qcow2(raw: &Path) -> PathBuf {
+    let q = raw.with_extension("qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    q
+}
+
+#[test]
+fn a_disk_without_a_kernel_on_an_ext4_boot_is_refused_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap().without_progress();
+    let (no_kernel, _) = raw_disk(dir.path(), false);
+    let err = install(&store, &to_qcow2(&no_kernel))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no kernel on an ext4 /boot") && err.contains("ext4 at byte 1048576"),
+        "{err}"
+    );
+    assert!(err.contains("firmware boot"), "{err}");
+    let junk = dir.path().join("junk.img");
+    fs::write(&junk, noise(4 << 20, 7)).unwrap();
+    let err = install(&store, &to_qcow2(&junk)).unwrap_err().to_string();
+    assert!(err.contains("no ext4 filesystem"), "{err}");
+    assert!(store.list().unwrap().is_empty());
+    // The same tree with its kernel is taken.
+    let (with_kernel, _) = raw_disk(dir.path(), true);
+    install(&store, &to_qcow2(&with_kernel)).unwrap();
 }
