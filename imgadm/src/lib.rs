@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootcheck;
+pub mod create;
 pub mod error;
 mod import;
 pub mod manifest;
