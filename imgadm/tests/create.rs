@@ -236,3 +236,84 @@ fn zone_and_hvm_become_images_with_origin_that_list_and_serve() {
     assert_eq!(fs::read_to_string(got.path.join("changed")).unwrap(), "new");
     assert!(!got.path.join("deleted").exists());
 }
+
+/// The `zone` binary built beside this test (`cargo build -p zone`).
+fn zone_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("zone");
+    assert!(
+        bin.is_file(),
+        "{} missing: cargo build -p zone",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_zone_runs_from_an_image_made_of_a_zone() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "zones need root: run as root"
+    );
+    let tree = tempfile::tempdir().unwrap();
+    let r = tree.path();
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).expect("busybox-static");
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    fs::write(r.join("etc/motd"), "from the image\n").unwrap();
+    fs::write(r.join("etc/issue"), "deleted in the zone\n").unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", r).unwrap();
+    let tar = b.into_inner().unwrap();
+
+    let pool = pool();
+    let p = pool.path();
+    let store = ImageStore::open(p).unwrap().without_progress();
+    let m = manifest_for(&tar, "bb", "1", ImageKind::ZoneDataset, Compression::None);
+    let tf = p.join("bb.tar");
+    fs::write(&tf, &tar).unwrap();
+    let base = store.install_file(&m, &tf).unwrap().uuid;
+    let zdir = record(p, "tuned", base, spec::State::Stopped, false);
+    let upper = zdir.join("upper");
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/motd"), "tuned in the zone\n").unwrap();
+    nix::sys::stat::mknod(
+        &upper.join("etc/issue"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let tmpl = p.join("tmpl.json");
+    fs::write(&tmpl, r#"{"name": "tuned", "version": "1"}"#).unwrap();
+    ok(p, &["create", "-m", tmpl.to_str().unwrap(), "tuned"]);
+    let img = store.resolve(&imgadm::parse_ref("tuned")).unwrap().unwrap();
+
+    let out = Command::new(zone_bin())
+        .args(["run", "--rootfs"])
+        .arg(&img.path)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /etc/motd; test -e /etc/issue || echo issue gone; echo pid $$",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "zone run: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("tuned in the zone")
+            && stdout.contains("issue gone")
+            && stdout.contains("pid 1"),
+        "{stdout}"
+    );
+}
