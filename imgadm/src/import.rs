@@ -369,7 +369,7 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
                 let max = m.declared_disk_size().unwrap_or(limits.disk_bytes);
                 crate::unpack::decompress_to_file(file, compression, &disk, m.uuid, max, &limits)
             }
-            ImageKind::Zvol => Ok(()),
+            ImageKind::Zvol => crate::qcow2::convert_if_qcow2(file, stage, m.uuid),
         }
     })
 }

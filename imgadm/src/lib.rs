@@ -8,17 +8,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootcheck;
+pub mod create;
 pub mod error;
 mod import;
 pub mod manifest;
 pub mod oci;
 pub mod output;
 mod progress;
+pub mod qcow2;
 #[cfg(feature = "server")]
 pub mod serve;
 pub mod sources;
 pub mod store;
 pub mod unpack;
+pub mod vacuum;
 
 pub use error::StoreError;
 pub use manifest::{Compression, ImageFile, ImageKind, ImageManifest};

@@ -87,6 +87,14 @@ enum Cmd {
         #[arg(short = 'q')]
         quiet: bool,
     },
+    /// Make an image of a stopped instance (zone: image plus writable layer; HVM: boot disk).
+    Create {
+        /// Manifest template (JSON): name, version, description, ...
+        #[arg(short = 'm')]
+        manifest: PathBuf,
+        /// The instance's name or UUID.
+        instance: String,
+    },
     /// Installed images.
     List(ListFlags),
     /// Pull the new digest of every installed OCI image whose tag moved.
@@ -223,6 +231,19 @@ fn run(cli: Cli) -> Result<()> {
                     img.manifest.name_version()
                 );
             }
+        }
+        Cmd::Create { manifest, instance } => {
+            let data = std::fs::read(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let t: serde_json::Value = serde_json::from_slice(&data)
+                .with_context(|| format!("parsing {}", manifest.display()))?;
+            let img =
+                imgadm::create::create(&store, &instance, &t, &manifest.display().to_string())?;
+            println!(
+                "Created image {} ({}) from {instance}",
+                img.uuid,
+                img.manifest.name_version()
+            );
         }
         Cmd::Install {
             manifest,

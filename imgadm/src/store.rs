@@ -52,6 +52,8 @@ impl Image {
 pub(crate) fn payload_path(dir: &Path, m: &ImageManifest) -> PathBuf {
     match (m.kind, m.file().compression) {
         (ImageKind::ZoneDataset, _) => dir.join(ROOT_DIR),
+        // A qcow2 file was converted to a raw disk at import.
+        (ImageKind::Zvol, Compression::None) if dir.join(DISK_NAME).exists() => dir.join(DISK_NAME),
         (ImageKind::Zvol, Compression::None) => dir.join(FILE_NAME),
         (ImageKind::Zvol, _) => dir.join(DISK_NAME),
     }
@@ -334,16 +336,12 @@ impl ImageStore {
         crate::import::install_local(self, manifest, file)
     }
 
-    /// Removes images no instance uses, and abandoned import debris. Returns what was
+    /// Removes images no instance uses and no stored image has as its origin, and
+    /// abandoned import debris. Returns what was
     /// (or, with `dry_run`, would be) removed. Partial downloads younger than a day are
     /// kept: they are what a resumed import continues from.
     pub fn vacuum(&self, dry_run: bool) -> Result<Vec<Image>, StoreError> {
-        let used = instances_using(&self.pool)?;
-        let unused: Vec<Image> = self
-            .list()?
-            .into_iter()
-            .filter(|i| !used.contains_key(&i.uuid))
-            .collect();
+        let unused = crate::vacuum::unused(self)?;
         if dry_run {
             return Ok(unused);
         }

@@ -338,21 +338,27 @@ pub fn xz(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// bzip2 of `data`, by Debian's `bzip2` (as SmartOS's images are made).
+/// bzip2 of `data` by Debian's `bzip2` (an encoder independent of ours), as two
+/// concatenated streams the way pbzip2 and lbzip2 write them.
 pub fn bzip2(data: &[u8]) -> Vec<u8> {
-    let mut child = std::process::Command::new("bzip2")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("bzip2 (Debian's bzip2 package)");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(out.status.success());
-    out.stdout
+    let half = data.len() / 2;
+    let mut out = Vec::new();
+    for part in [&data[..half], &data[half..]] {
+        let mut child = std::process::Command::new("bzip2")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("bzip2 (tests/deps/imgadm.txt)");
+        let mut stdin = child.stdin.take().unwrap();
+        let part = part.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&part).unwrap());
+        let o = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(o.status.success(), "bzip2 failed");
+        out.extend(o.stdout);
+    }
+    out
 }
 
 /// A fresh pool directory, removed when dropped.
