@@ -308,7 +308,11 @@ mod tests {
             image_path: "/images/busybox".into(),
             id_range_start: 7,
             bridges: BTreeMap::from([("admin".into(), "br0".into())]),
-            image_defaults: None,
+            // An OCI image's command and environment, given at the start.
+            image_defaults: Some(monitor::ZoneDefaults {
+                init: vec!["/entry".into()],
+                env: vec![("FROM_IMAGE".into(), "1".into())],
+            }),
         };
         spec::atomic::write_json_atomic(&config_path, &config).unwrap();
         let server = Server::bind(&contract::socket_path(&run_dir, &rec.uuid)).unwrap();
@@ -329,7 +333,13 @@ mod tests {
         let note = runtime.reload(&rec).unwrap();
         assert_eq!(note, r#"{"role": "db"}"#);
         let saved = contract::read_config(&config_path).unwrap();
-        assert_eq!(saved.spec, rec.spec);
+        // The new spec, with the image's defaults applied again (a monitor restarted
+        // later must not lose the image's environment).
+        let mut expected = rec.spec.clone();
+        config.image_defaults.as_ref().unwrap().apply(&mut expected);
+        assert_ne!(expected, rec.spec);
+        assert_eq!(saved.spec, expected);
+        assert_eq!(saved.image_defaults, config.image_defaults);
         // Only the spec changed: the rest is the start's business.
         assert_eq!(
             (saved.image_path, saved.id_range_start),
