@@ -310,8 +310,11 @@ fn debian_hvm_network_comes_from_metadata_on_ttys1() {
     );
 }
 
+/// Default run (builds `images/build debian-cloudinit-hvm` when not cached): the
+/// image's own cloud-init, stage by stage, against our server; shows each result in
+/// the root filesystem (the rendered `eni` file, `authorized_keys`, the user-script's
+/// file), which the QEMU boot in `image_boot.rs` can only show on the console.
 #[test]
-#[ignore = "needs images/build debian-cloudinit-hvm (debootstrap and apt, minutes when not cached); run with --ignored"]
 fn debian_cloudinit_image_provisions_itself_from_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let root = hvm_rootfs("debian-cloudinit-hvm", dir.path());

@@ -81,8 +81,9 @@ pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
     })
 }
 
-/// The project's images (`images/build`: busybox, debian, debian-hvm), built once and
-/// cached under `$SKERRY_CACHE/images`; returns that directory.
+/// The project's images (`images/build`: busybox, debian, debian-hvm,
+/// debian-cloudinit-hvm), built once and cached under `$SKERRY_CACHE/images`; returns
+/// that directory.
 pub fn project_images() -> Result<&'static Path> {
     static IMAGES: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     match IMAGES.get_or_init(|| {
