@@ -107,7 +107,7 @@ impl Runtime for MonitorRuntime {
         if let Some(d) = &image.zone_defaults {
             d.apply(&mut spec);
         }
-        let bridges = self.bridges(rec).map_err(fail)?;
+        let bridges = self.bridges(rec)?;
         let config = InstanceConfig {
             uuid: rec.uuid.clone(),
             pool: self.pool.root().to_path_buf(),
@@ -223,7 +223,7 @@ impl Runtime for MonitorRuntime {
         let before = contract::read_config(&path).map_err(|e| fail(e.to_string()))?;
         // A nic added live may bring a tag the zone had no bridge for.
         let mut bridges = before.bridges.clone();
-        bridges.extend(self.bridges(rec).map_err(fail)?);
+        bridges.extend(self.bridges(rec)?);
         let mut spec = self.effective_spec(rec);
         if let Some(d) = &before.image_defaults {
             d.apply(&mut spec);
@@ -248,12 +248,16 @@ impl Runtime for MonitorRuntime {
 
 impl MonitorRuntime {
     /// The node bridge of each nic tag `rec` uses, each made if missing.
-    fn bridges(&self, rec: &InstanceRecord) -> Result<BTreeMap<String, String>, String> {
+    fn bridges(&self, rec: &InstanceRecord) -> Result<BTreeMap<String, String>, RuntimeError> {
         let mut bridges = BTreeMap::new();
         for nic in &rec.spec.nics {
             let tag = self.node.nic_tag(&nic.tag);
-            crate::net::ensure_bridge(&tag.bridge, tag.link.as_deref())
-                .map_err(|e| format!("nic {} (tag {}): {e}", nic.name, nic.tag))?;
+            crate::net::ensure_bridge(&tag.bridge, tag.link.as_deref()).map_err(|e| {
+                RuntimeError::Provision {
+                    instance: rec.name.clone(),
+                    message: format!("nic {} (tag {}): {e}", nic.name, nic.tag),
+                }
+            })?;
             bridges.insert(nic.tag.clone(), tag.bridge);
         }
         Ok(bridges)
