@@ -100,10 +100,19 @@ fn is_ext4(disk: &File, offset: u64) -> bool {
         && magic == [0x53, 0xef]
 }
 
+/// Why an ext4 filesystem on the disk could not be looked into.
+#[derive(Debug, thiserror::Error)]
+enum LookError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Ext4(#[from] ext4_view::Ext4Error),
+}
+
 /// Whether the ext4 filesystem at `offset` has a `vmlinuz*` in `/boot` or `/`.
-fn has_kernel(disk: &File, offset: u64) -> Result<bool, String> {
-    let f = disk.try_clone().map_err(|e| e.to_string())?;
-    let fs = Ext4::load(Box::new(AtOffset { disk: f, offset })).map_err(|e| e.to_string())?;
+fn has_kernel(disk: &File, offset: u64) -> Result<bool, LookError> {
+    let f = disk.try_clone()?;
+    let fs = Ext4::load(Box::new(AtOffset { disk: f, offset }))?;
     for dir in ["/boot", "/"] {
         let Ok(entries) = fs.read_dir(dir) else {
             continue;

@@ -85,7 +85,7 @@ pub fn to_raw(src: &Path, dst: &Path, uuid: Uuid) -> Result<(), StoreError> {
     };
     let f = File::open(src).map_err(StoreError::io(src))?;
     let file_len = f.metadata().map_err(StoreError::io(src))?.len();
-    let h = header(&f).map_err(&bad)?;
+    let h = header(&f).map_err(|e| bad(e.to_string()))?;
     let cluster = 1u64 << h.cluster_bits;
     let within = |off: u64, len: u64, what: &str| -> Result<(), StoreError> {
         match off.checked_add(len) {
@@ -145,42 +145,65 @@ pub fn to_raw(src: &Path, dst: &Path, uuid: Uuid) -> Result<(), StoreError> {
     out.sync_all().map_err(StoreError::io(dst))
 }
 
+/// Why a qcow2 header is refused.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error("cannot read its header: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a qcow2 header")]
+    NotQcow2,
+    #[error("version {0} (only 2 and 3 are read)")]
+    Version(u32),
+    #[error("has a backing file (only standalone images are imported)")]
+    BackingFile,
+    #[error("cluster_bits {0} is outside 9..=21")]
+    ClusterBits(u32),
+    #[error("virtual size {0} bytes (accepted: 1 to {MAX_DISK_BYTES})")]
+    Size(u64),
+    #[error("is encrypted")]
+    Encrypted,
+    #[error("v3 header shorter than 104 bytes")]
+    ShortV3,
+    #[error("incompatible features {0:#x} (corrupt, external data file, non-zlib compression or extended L2 entries)")]
+    Incompatible(u64),
+    #[error("L1 table of {entries} entries cannot map {size} bytes")]
+    L1TooSmall { entries: u64, size: u64 },
+    #[error("L1 table of {0} entries is larger than {MAX_L1_BYTES} bytes")]
+    L1TooLarge(u64),
+}
+
 /// Reads and checks the header.
-fn header(mut f: &File) -> Result<Header, String> {
+fn header(mut f: &File) -> Result<Header, HeaderError> {
     let mut b = [0u8; 104];
-    let n = f.read(&mut b).map_err(|e| e.to_string())?;
+    let n = f.read(&mut b)?;
     if n < 72 || !is_qcow2(&b) {
-        return Err("not a qcow2 header".into());
+        return Err(HeaderError::NotQcow2);
     }
     let version = be32(&b, 4);
     if version != 2 && version != 3 {
-        return Err(format!("version {version} (only 2 and 3 are read)"));
+        return Err(HeaderError::Version(version));
     }
     if be64(&b, 8) != 0 || be32(&b, 16) != 0 {
-        return Err("has a backing file (only standalone images are imported)".into());
+        return Err(HeaderError::BackingFile);
     }
     let cluster_bits = be32(&b, 20);
     if !(9..=21).contains(&cluster_bits) {
-        return Err(format!("cluster_bits {cluster_bits} is outside 9..=21"));
+        return Err(HeaderError::ClusterBits(cluster_bits));
     }
     let size = be64(&b, 24);
     if size == 0 || size > MAX_DISK_BYTES {
-        return Err(format!(
-            "virtual size {size} bytes (accepted: 1 to {MAX_DISK_BYTES})"
-        ));
+        return Err(HeaderError::Size(size));
     }
     if be32(&b, 32) != 0 {
-        return Err("is encrypted".into());
+        return Err(HeaderError::Encrypted);
     }
     if version == 3 {
         if n < 104 {
-            return Err("v3 header shorter than 104 bytes".into());
+            return Err(HeaderError::ShortV3);
         }
         let incompatible = be64(&b, 72) & !DIRTY;
         if incompatible != 0 {
-            return Err(format!(
-                "incompatible features {incompatible:#x} (corrupt, external data file, non-zlib compression or extended L2 entries)"
-            ));
+            return Err(HeaderError::Incompatible(incompatible));
         }
     }
     let cluster = 1u64 << cluster_bits;
@@ -188,14 +211,13 @@ fn header(mut f: &File) -> Result<Header, String> {
     let needed = size.div_ceil(per_l1);
     let l1_size = u64::from(be32(&b, 36));
     if l1_size < needed {
-        return Err(format!(
-            "L1 table of {l1_size} entries cannot map {size} bytes"
-        ));
+        return Err(HeaderError::L1TooSmall {
+            entries: l1_size,
+            size,
+        });
     }
     if needed * 8 > MAX_L1_BYTES {
-        return Err(format!(
-            "L1 table of {needed} entries is larger than {MAX_L1_BYTES} bytes"
-        ));
+        return Err(HeaderError::L1TooLarge(needed));
     }
     Ok(Header {
         cluster_bits,
