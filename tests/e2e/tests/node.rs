@@ -87,6 +87,82 @@ fn add_to_example(dir: &Path, name: &str, lines: &str) {
     .unwrap();
 }
 
+/// The metrics endpoint's port, set in node.kdl.
+const METRICS_PORT: u16 = 9187;
+
+/// A shell command scraping the node's own metrics endpoint with busybox wget (the
+/// server starts beside init, so it may take a moment to listen).
+fn scrape(port: u16) -> String {
+    format!(
+        "i=0; until wget -q -O /tmp/e2e-metrics http://127.0.0.1:{port}/metrics; do \
+         i=$((i+1)); [ $i -lt 30 ] || exit 1; sleep 1; done; cat /tmp/e2e-metrics"
+    )
+}
+
+/// The scraped text passes Prometheus's own `promtool check metrics` (lint included)
+/// and says zone `hello` is running.
+fn check_metrics(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package, tests/deps/vmadm.txt)");
+    let mut stdin = promtool.stdin.take().expect("piped");
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics rejects the node's metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = regex::Regex::new(
+        r#"(?m)^skerry_instance_state\{[^}]*name="hello"[^}]*state="running"[^}]*\} 1$"#,
+    )
+    .unwrap();
+    assert!(
+        running.is_match(text),
+        "the metrics do not say hello is running:\n{text}"
+    );
+    println!(
+        "metrics: {} lines pass promtool check metrics",
+        text.lines().count()
+    );
+}
+
+/// Seconds since boot of the first console line matching `pattern` (init's lines carry
+/// the kernel's clock), with its first capture group.
+fn console_time(console: &str, pattern: &str) -> (f64, String) {
+    let re = regex::Regex::new(&format!(r"(?m)^\[ *([0-9]+\.[0-9]+)\] {pattern}")).unwrap();
+    let caps = re
+        .captures(console)
+        .unwrap_or_else(|| panic!("no console line matches {pattern}"));
+    let group = caps.get(2).map_or("", |m| m.as_str()).to_string();
+    (caps[1].parse().unwrap(), group)
+}
+
+/// Issue 17's target: the zone does not wait for the HVM's image. The HVM's import
+/// (its end and duration from its timeline line) must span the moment hello runs:
+/// a sequential reconcile (by name: hello, then tiny01; or the HVM first) puts
+/// hello's start before the import began or after it ended.
+fn zone_ran_during_the_hvm_import(console: &str) {
+    let (end, ms) = console_time(
+        console,
+        r"init: info: phase import \S*debian-hvm\S*: ([0-9.]+) ms",
+    );
+    let begin = end - ms.parse::<f64>().unwrap() / 1000.0;
+    let (hello, _) = console_time(console, r"skerry: instance hello zone running");
+    println!("debian-hvm@12 imported {begin:.1}s..{end:.1}s; hello running at {hello:.1}s");
+    assert!(
+        begin < hello && hello < end,
+        "hello ran at {hello:.1}s, not while tiny01's image was imported ({begin:.1}s..{end:.1}s)"
+    );
+}
+
 /// Also: SSH into the node (a key from the command line at the first boot, from
 /// node.kdl at the second; a wrong key refused and logged; the host key kept), and the
 /// guests configure themselves from their metadata: static addresses on one nic tag
@@ -153,6 +229,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .expect("hvm tiny01 runs");
     node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
         .expect("node ready, 2 running");
+    zone_ran_during_the_hvm_import(&node.console());
 
     // SSH with the command line's key: the login shell has vmadm, imgadm, zlogin.
     let over_ssh = ssh
@@ -168,6 +245,20 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
             "`vmadm list && imgadm list && command -v zlogin` over SSH lacks {name}:\n{over_ssh}"
         );
     }
+    // `vmadm timeline` enters each end as it happens: hello's before the import's.
+    let timeline = ssh
+        .ok(&admin_key, "vmadm timeline -H -p", false)
+        .expect("vmadm timeline over SSH");
+    let at = |what: &str| {
+        timeline
+            .lines()
+            .position(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("`vmadm timeline` has no {what}:\n{timeline}"))
+    };
+    assert!(
+        at("instance hello running") < at("import debian-hvm"),
+        "hello ran after tiny01's image was imported:\n{timeline}"
+    );
     let refused = ssh.run(&other_key, "true", "", false).expect("ssh runs");
     assert!(
         refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
@@ -180,7 +271,10 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .run(
             &admin_key,
             "cat > /zones/config/node.kdl",
-            &format!("ssh-key \"{}\"\n", other_key.public),
+            &format!(
+                "ssh-key \"{}\"\nmetrics listen=\"0.0.0.0:{METRICS_PORT}\"\n",
+                other_key.public
+            ),
             false,
         )
         .expect("ssh runs");
@@ -315,6 +409,23 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
         "boot 1's command line key still logs in: {refused:?}"
     );
+    // node.kdl's `metrics listen=` serves Prometheus text that promtool accepts.
+    let metrics = ssh
+        .ok(&other_key, &scrape(METRICS_PORT), true)
+        .expect("scraping the node's metrics endpoint from inside it");
+    check_metrics(&metrics);
+    let sysinfo = ssh
+        .ok(&other_key, "sysinfo", true)
+        .expect("sysinfo on the node");
+    for field in [
+        r#""UUID": *"[0-9a-f-]{36}""#,
+        r#""CPU Total Cores": *[1-9]"#,
+    ] {
+        assert!(
+            regex::Regex::new(field).unwrap().is_match(&sysinfo),
+            "sysinfo's JSON lacks {field}:\n{sysinfo}"
+        );
+    }
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list -p -o alias,ram,state", SHELL);
     assert!(
