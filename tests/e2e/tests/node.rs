@@ -163,6 +163,50 @@ fn zone_ran_during_the_hvm_import(console: &str) {
     );
 }
 
+/// Issue 14, HVM side: antispoof on tiny01's tap (chain `in-TAP` in the node's
+/// `bridge skerry` table, holding it to 10.88.0.31). Root in the guest moves its nic to
+/// 10.88.0.99 on its console; the zone, which reached 10.88.0.31 before, gets no answer
+/// from the new address (the guest's ARP and replies carry an address not its own).
+fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
+    let tap: String = tiny01
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    let tap = format!("sk{tap}n0");
+    let table = sh(node, "nft list table bridge skerry", SHELL);
+    assert!(
+        table.contains(&format!("chain in-{tap}")) && table.contains("10.88.0.31"),
+        "no antispoof chain for tiny01's tap {tap} holding it to 10.88.0.31:\n{table}"
+    );
+    node.send("vmadm console tiny01\n").unwrap();
+    node.send("\r").unwrap();
+    node.wait_for(r"tiny01 login:", SHELL)
+        .expect("tiny01's console offers a login");
+    node.send("root\r").unwrap();
+    node.wait_for(r"root@tiny01[^#\n]*# ", SHELL)
+        .expect("root logs in on tiny01's console");
+    node.send(
+        "dev=$(ip -o -4 addr show | awk '/10.88.0.31/ {print $2}'); \
+         ip addr del 10.88.0.31/24 dev $dev && ip addr add 10.88.0.99/24 dev $dev && \
+         echo E2E''MOVED $dev\r",
+    )
+    .unwrap();
+    node.wait_for(r"E2EMOVED \S+", SHELL)
+        .expect("tiny01 moves to 10.88.0.99");
+    // Ctrl-] detaches; vmadm drops what was typed after it, so wait until it is gone.
+    node.send("\x1d").unwrap();
+    node.wait_for(r"detached from tiny01", SHELL)
+        .expect("vmadm console detaches on Ctrl-]");
+    let (ping, rc) = node
+        .shell("zlogin hello ping -c 3 -W 2 10.88.0.99", SHELL)
+        .expect("the node's shell answers after the console detaches");
+    assert!(
+        rc != 0 && ping.contains("0 packets received"),
+        "tiny01 answered from an address not its own (exit {rc}):\n{ping}"
+    );
+}
+
 /// Also: SSH into the node (a key from the command line at the first boot, from
 /// node.kdl at the second; a wrong key refused and logged; the host key kept), and the
 /// guests configure themselves from their metadata: static addresses on one nic tag
@@ -358,6 +402,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         zone_marks.contains("E2E-ZONE-USER-SCRIPT on hello"),
         "hello's user-script left no marker on its console:\n{zone_marks}"
     );
+    guest_cannot_take_another_address(&mut node, &tiny01);
     shut_down(node);
 
     // Edit the manifests: hello gets 128M, zone `extra` is added, tiny01's manifest
