@@ -87,6 +87,126 @@ fn add_to_example(dir: &Path, name: &str, lines: &str) {
     .unwrap();
 }
 
+/// The metrics endpoint's port, set in node.kdl.
+const METRICS_PORT: u16 = 9187;
+
+/// A shell command scraping the node's own metrics endpoint with busybox wget (the
+/// server starts beside init, so it may take a moment to listen).
+fn scrape(port: u16) -> String {
+    format!(
+        "i=0; until wget -q -O /tmp/e2e-metrics http://127.0.0.1:{port}/metrics; do \
+         i=$((i+1)); [ $i -lt 30 ] || exit 1; sleep 1; done; cat /tmp/e2e-metrics"
+    )
+}
+
+/// The scraped text passes Prometheus's own `promtool check metrics` (lint included)
+/// and says zone `hello` is running.
+fn check_metrics(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package, tests/deps/vmadm.txt)");
+    let mut stdin = promtool.stdin.take().expect("piped");
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics rejects the node's metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = regex::Regex::new(
+        r#"(?m)^skerry_instance_state\{[^}]*name="hello"[^}]*state="running"[^}]*\} 1$"#,
+    )
+    .unwrap();
+    assert!(
+        running.is_match(text),
+        "the metrics do not say hello is running:\n{text}"
+    );
+    println!(
+        "metrics: {} lines pass promtool check metrics",
+        text.lines().count()
+    );
+}
+
+/// Seconds since boot of the first console line matching `pattern` (init's lines carry
+/// the kernel's clock), with its first capture group.
+fn console_time(console: &str, pattern: &str) -> (f64, String) {
+    let re = regex::Regex::new(&format!(r"(?m)^\[ *([0-9]+\.[0-9]+)\] {pattern}")).unwrap();
+    let caps = re
+        .captures(console)
+        .unwrap_or_else(|| panic!("no console line matches {pattern}"));
+    let group = caps.get(2).map_or("", |m| m.as_str()).to_string();
+    (caps[1].parse().unwrap(), group)
+}
+
+/// Issue 17's target: the zone does not wait for the HVM's image. The HVM's import
+/// (its end and duration from its timeline line) must span the moment hello runs:
+/// a sequential reconcile (by name: hello, then tiny01; or the HVM first) puts
+/// hello's start before the import began or after it ended.
+fn zone_ran_during_the_hvm_import(console: &str) {
+    let (end, ms) = console_time(
+        console,
+        r"init: info: phase import \S*debian-hvm\S*: ([0-9.]+) ms",
+    );
+    let begin = end - ms.parse::<f64>().unwrap() / 1000.0;
+    let (hello, _) = console_time(console, r"skerry: instance hello zone running");
+    println!("debian-hvm@12 imported {begin:.1}s..{end:.1}s; hello running at {hello:.1}s");
+    assert!(
+        begin < hello && hello < end,
+        "hello ran at {hello:.1}s, not while tiny01's image was imported ({begin:.1}s..{end:.1}s)"
+    );
+}
+
+/// Issue 14, HVM side: antispoof on tiny01's tap (chain `in-TAP` in the node's
+/// `bridge skerry` table, holding it to 10.88.0.31). Root in the guest moves its nic to
+/// 10.88.0.99 on its console; the zone, which reached 10.88.0.31 before, gets no answer
+/// from the new address (the guest's ARP and replies carry an address not its own).
+fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
+    let tap: String = tiny01
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    let tap = format!("sk{tap}n0");
+    let table = sh(node, "nft list table bridge skerry", SHELL);
+    assert!(
+        table.contains(&format!("chain in-{tap}")) && table.contains("10.88.0.31"),
+        "no antispoof chain for tiny01's tap {tap} holding it to 10.88.0.31:\n{table}"
+    );
+    node.send("vmadm console tiny01\n").unwrap();
+    node.send("\r").unwrap();
+    node.wait_for(r"tiny01 login:", SHELL)
+        .expect("tiny01's console offers a login");
+    node.send("root\r").unwrap();
+    node.wait_for(r"root@tiny01[^#\n]*# ", SHELL)
+        .expect("root logs in on tiny01's console");
+    node.send(
+        "dev=$(ip -o -4 addr show | awk '/10.88.0.31/ {print $2}'); \
+         ip addr del 10.88.0.31/24 dev $dev && ip addr add 10.88.0.99/24 dev $dev && \
+         echo E2E''MOVED $dev\r",
+    )
+    .unwrap();
+    node.wait_for(r"E2EMOVED \S+", SHELL)
+        .expect("tiny01 moves to 10.88.0.99");
+    // Ctrl-] detaches; vmadm drops what was typed after it, so wait until it is gone.
+    node.send("\x1d").unwrap();
+    node.wait_for(r"detached from tiny01", SHELL)
+        .expect("vmadm console detaches on Ctrl-]");
+    let (ping, rc) = node
+        .shell("zlogin hello ping -c 3 -W 2 10.88.0.99", SHELL)
+        .expect("the node's shell answers after the console detaches");
+    assert!(
+        rc != 0 && ping.contains("0 packets received"),
+        "tiny01 answered from an address not its own (exit {rc}):\n{ping}"
+    );
+}
+
 /// Also: SSH into the node (a key from the command line at the first boot, from
 /// node.kdl at the second; a wrong key refused and logged; the host key kept), and the
 /// guests configure themselves from their metadata: static addresses on one nic tag
@@ -153,6 +273,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .expect("hvm tiny01 runs");
     node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
         .expect("node ready, 2 running");
+    zone_ran_during_the_hvm_import(&node.console());
 
     // SSH with the command line's key: the login shell has vmadm, imgadm, zlogin.
     let over_ssh = ssh
@@ -168,6 +289,20 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
             "`vmadm list && imgadm list && command -v zlogin` over SSH lacks {name}:\n{over_ssh}"
         );
     }
+    // `vmadm timeline` enters each end as it happens: hello's before the import's.
+    let timeline = ssh
+        .ok(&admin_key, "vmadm timeline -H -p", false)
+        .expect("vmadm timeline over SSH");
+    let at = |what: &str| {
+        timeline
+            .lines()
+            .position(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("`vmadm timeline` has no {what}:\n{timeline}"))
+    };
+    assert!(
+        at("instance hello running") < at("import debian-hvm"),
+        "hello ran after tiny01's image was imported:\n{timeline}"
+    );
     let refused = ssh.run(&other_key, "true", "", false).expect("ssh runs");
     assert!(
         refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
@@ -180,7 +315,10 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .run(
             &admin_key,
             "cat > /zones/config/node.kdl",
-            &format!("ssh-key \"{}\"\n", other_key.public),
+            &format!(
+                "ssh-key \"{}\"\nmetrics listen=\"0.0.0.0:{METRICS_PORT}\"\n",
+                other_key.public
+            ),
             false,
         )
         .expect("ssh runs");
@@ -264,6 +402,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         zone_marks.contains("E2E-ZONE-USER-SCRIPT on hello"),
         "hello's user-script left no marker on its console:\n{zone_marks}"
     );
+    guest_cannot_take_another_address(&mut node, &tiny01);
     shut_down(node);
 
     // Edit the manifests: hello gets 128M, zone `extra` is added, tiny01's manifest
@@ -315,6 +454,23 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         refused.status == 255 && refused.stderr.contains("Permission denied (publickey)"),
         "boot 1's command line key still logs in: {refused:?}"
     );
+    // node.kdl's `metrics listen=` serves Prometheus text that promtool accepts.
+    let metrics = ssh
+        .ok(&other_key, &scrape(METRICS_PORT), true)
+        .expect("scraping the node's metrics endpoint from inside it");
+    check_metrics(&metrics);
+    let sysinfo = ssh
+        .ok(&other_key, "sysinfo", true)
+        .expect("sysinfo on the node");
+    for field in [
+        r#""UUID": *"[0-9a-f-]{36}""#,
+        r#""CPU Total Cores": *[1-9]"#,
+    ] {
+        assert!(
+            regex::Regex::new(field).unwrap().is_match(&sysinfo),
+            "sysinfo's JSON lacks {field}:\n{sysinfo}"
+        );
+    }
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list -p -o alias,ram,state", SHELL);
     assert!(
