@@ -6,6 +6,7 @@
 
 pub mod cmdline;
 pub mod error;
+pub mod identity;
 pub mod modules;
 pub mod mounts;
 pub mod rootfs;
@@ -149,6 +150,12 @@ pub fn main() -> ! {
         .phase("network", false, || network(&cmdline))
         .unwrap_or_default();
     let pool_ok = boot.phase("pool", true, || mount_pool(&cmdline)).is_some();
+    boot.phase("machine-id", false, || {
+        let config = pool_ok.then(|| spec::pool::config_dir(Path::new(POOL_MOUNT)));
+        let id = identity::ensure_machine_id(config.as_deref(), Path::new("/etc/machine-id"))?;
+        log::info!("machine id {id}");
+        Ok(())
+    });
     if pool_ok {
         if let Some(url) = &cmdline.manifests_url {
             boot.phase("manifests-url", false, || {
