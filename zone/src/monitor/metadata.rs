@@ -41,6 +41,18 @@ pub const READ_CHUNK: usize = 64 << 10;
 
 /// The customer metadata the manifest gives `spec`'s guest: its `metadata` block and
 /// the `user-script`, `user-data` and `ssh-key` properties under SmartOS's key names.
+/// The `sdc:` facts of the zone: its spec, with the MAC of each nic as the zone is
+/// plumbed with it (the launch's own plans, so `sdc:nics` and the veths never
+/// disagree, pinned or derived).
+fn instance_info(config: &InstanceConfig) -> Result<InstanceInfo> {
+    let plans = super::config::launch_spec(config)?.nics;
+    let macs: Vec<String> = plans
+        .iter()
+        .map(|p| spec::MacAddr(p.mac).to_string())
+        .collect();
+    Ok(InstanceInfo::from_spec(&config.spec, &config.uuid, &macs))
+}
+
 fn manifest_metadata(spec: &spec::InstanceSpec) -> BTreeMap<String, String> {
     spec.customer_metadata()
 }
@@ -176,7 +188,7 @@ impl MetadataService {
         hostname: &str,
         owner: u32,
     ) -> Result<MetadataService> {
-        let mut info = InstanceInfo::from_spec(&config.spec, &config.uuid, &[]);
+        let mut info = instance_info(config)?;
         info.hostname = Some(hostname.to_string());
         let path = contract::metadata_path(&config.pool, &config.uuid);
         let store = MetadataStore::open(
@@ -362,4 +374,47 @@ fn listen(dir: &Path, owner: u32) -> Result<UnixListener> {
         .set_nonblocking(true)
         .ctx(|| format!("{}: O_NONBLOCK", path.display()))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdc_nics_carry_the_macs_the_zone_is_plumbed_with() {
+        let uuid = "0123abcd-0000-4000-8000-000000000001";
+        let image = spec::ImageRef::Name {
+            name: "busybox".into(),
+            version: None,
+        };
+        let mut spec = spec::InstanceSpec::zone("web01", image);
+        let nic = |name: &str, mac: Option<spec::MacAddr>| spec::Nic {
+            name: name.into(),
+            tag: "admin".into(),
+            ip: spec::IpConfig::None,
+            gateway: None,
+            mtu: None,
+            mac,
+            vlan: 0,
+            allow: Default::default(),
+        };
+        let pinned = spec::MacAddr([2, 0, 0, 0, 0, 0x77]);
+        spec.nics = vec![nic("net0", None), nic("net1", Some(pinned))];
+        let config = InstanceConfig {
+            uuid: uuid.into(),
+            pool: "/zones".into(),
+            run_dir: "/run/skerry".into(),
+            spec,
+            image_path: "/images/x".into(),
+            id_range_start: 200_000,
+            bridges: BTreeMap::new(),
+            image_defaults: None,
+        };
+        let info = instance_info(&config).unwrap();
+        let nics: serde_json::Value = serde_json::from_str(&info.get("nics").unwrap()).unwrap();
+        // A derived MAC for net0 (the veth's), the pinned one for net1.
+        let derived = spec::MacAddr::of_nic(None, uuid, 0).to_string();
+        assert_eq!(nics[0]["mac"], serde_json::json!(derived));
+        assert_eq!(nics[1]["mac"], serde_json::json!("02:00:00:00:00:77"));
+    }
 }
