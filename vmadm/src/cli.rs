@@ -199,11 +199,16 @@ pub enum Command {
     Man,
 }
 
+/// A `-i` value that is not a sampling interval.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a number of seconds from 0 to 60")]
+struct BadInterval(String);
+
 /// A sampling interval: 0 to 60 seconds.
-fn parse_interval(s: &str) -> Result<f64, String> {
+fn parse_interval(s: &str) -> Result<f64, BadInterval> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=60.0).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a number of seconds from 0 to 60")),
+        _ => Err(BadInterval(s.to_string())),
     }
 }
 
