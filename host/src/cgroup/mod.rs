@@ -278,19 +278,6 @@ pub(super) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
     })
 }
 
-/// Reads a control file holding one number (`memory.current`), naming it on failure.
-pub(super) fn read_number(dir: &Path, file: &str) -> Result<u64> {
-    let fail = |reason: String| CgroupError {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    let text =
-        fs::read_to_string(dir.join(file)).map_err(|e| fail(format!("reading {file}: {e}")))?;
-    text.trim()
-        .parse()
-        .map_err(|_| fail(format!("{file} is not a number: {:?}", text.trim())))
-}
-
 /// Reads the pids listed in a `cgroup.procs` file.
 pub(super) fn read_procs(dir: &Path) -> Result<Vec<i32>> {
     let path = dir.join("cgroup.procs");

@@ -116,7 +116,7 @@ impl Cgroup for V1Cgroup {
     }
 
     fn memory_usage(&self) -> Result<u64> {
-        super::read_number(self.dir("memory")?, "memory.usage_in_bytes")
+        read_counter(self.dir("memory")?, "memory.usage_in_bytes")
     }
 
     fn cpu_usage_usec(&self) -> Result<u64> {

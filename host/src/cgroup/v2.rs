@@ -83,7 +83,7 @@ impl Cgroup for V2Cgroup {
     }
 
     fn memory_usage(&self) -> Result<u64> {
-        super::read_number(&self.dir, "memory.current")
+        read_counter(&self.dir, "memory.current")
     }
 
     fn cpu_usage_usec(&self) -> Result<u64> {
