@@ -20,6 +20,7 @@
 
 use crate::error::{Context, Result, ZoneError};
 use crate::launch::MetadataEnds;
+use crate::net::NicPlan;
 use mdata::{InstanceInfo, Limits, MetadataStore, Session, SessionConfig};
 use monitor::{self as contract, InstanceConfig};
 use nix::errno::Errno;
@@ -42,15 +43,14 @@ pub const READ_CHUNK: usize = 64 << 10;
 /// The customer metadata the manifest gives `spec`'s guest: its `metadata` block and
 /// the `user-script`, `user-data` and `ssh-key` properties under SmartOS's key names.
 /// The `sdc:` facts of the zone: its spec, with the MAC of each nic as the zone is
-/// plumbed with it (the launch's own plans, so `sdc:nics` and the veths never
+/// plumbed with it (`nics`, the launch's own plans, so `sdc:nics` and the veths never
 /// disagree, pinned or derived).
-fn instance_info(config: &InstanceConfig) -> Result<InstanceInfo> {
-    let plans = super::config::launch_spec(config)?.nics;
-    let macs: Vec<String> = plans
+fn instance_info(config: &InstanceConfig, nics: &[NicPlan]) -> InstanceInfo {
+    let macs: Vec<String> = nics
         .iter()
         .map(|p| spec::MacAddr(p.mac).to_string())
         .collect();
-    Ok(InstanceInfo::from_spec(&config.spec, &config.uuid, &macs))
+    InstanceInfo::from_spec(&config.spec, &config.uuid, &macs)
 }
 
 fn manifest_metadata(spec: &spec::InstanceSpec) -> BTreeMap<String, String> {
@@ -181,14 +181,15 @@ pub(super) struct MetadataService {
 
 impl MetadataService {
     /// Opens the zone's store (`<pool>/<uuid>/metadata.json`) and listens on its
-    /// socket. `hostname` is the zone's (the spec's, defaulted); `owner`, zone root's
-    /// host id.
+    /// socket. `nics` are the zone's as plumbed; `hostname` is the zone's (the spec's,
+    /// defaulted); `owner`, zone root's host id.
     pub(super) fn start(
         config: &InstanceConfig,
+        nics: &[NicPlan],
         hostname: &str,
         owner: u32,
     ) -> Result<MetadataService> {
-        let mut info = instance_info(config)?;
+        let mut info = instance_info(config, nics);
         info.hostname = Some(hostname.to_string());
         let path = contract::metadata_path(&config.pool, &config.uuid);
         let store = MetadataStore::open(
@@ -410,7 +411,8 @@ mod tests {
             bridges: BTreeMap::new(),
             image_defaults: None,
         };
-        let info = instance_info(&config).unwrap();
+        let plans = crate::monitor::config::launch_spec(&config).unwrap().nics;
+        let info = instance_info(&config, &plans);
         let nics: serde_json::Value = serde_json::from_str(&info.get("nics").unwrap()).unwrap();
         // A derived MAC for net0 (the veth's), the pinned one for net1.
         let derived = spec::MacAddr::of_nic(None, uuid, 0).to_string();

@@ -116,7 +116,8 @@ impl Monitor {
             eprintln!("zone monitor {}: {line}", config.uuid);
         }
         let stage = Stage::new(dir.join("root"))?;
-        let metadata = MetadataService::start(&config, &spec.hostname, spec.idmap.host_id(0))?;
+        let metadata =
+            MetadataService::start(&config, &spec.nics, &spec.hostname, spec.idmap.host_id(0))?;
         let log = ConsoleLog::open(
             &contract::console_log_path(&config.pool, &config.uuid),
             LOG_LIMIT,
