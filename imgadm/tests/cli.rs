@@ -6,33 +6,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use imgadm::{Compression, ImageKind};
-
-fn imgadm(pool: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgadm"))
-        .arg("--pool")
-        .arg(pool)
-        .args(args)
-        .env_remove("SKERRY_SOURCES")
-        .env_remove("SKERRY_POOL")
-        .output()
-        .unwrap()
-}
-
-fn ok(pool: &Path, args: &[&str]) -> String {
-    let o = imgadm(pool, args);
-    assert!(
-        o.status.success(),
-        "imgadm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 fn fails(pool: &Path, args: &[&str]) -> String {
     let o = imgadm(pool, args);

@@ -15,28 +15,6 @@ use common::*;
 use imgadm::{Compression, ImageKind, ImageStore};
 use uuid::Uuid;
 
-fn imgadm(pool: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_imgadm"))
-        .arg("--pool")
-        .arg(pool)
-        .args(args)
-        .env_remove("SKERRY_SOURCES")
-        .env_remove("SKERRY_POOL")
-        .output()
-        .unwrap()
-}
-
-fn ok(pool: &Path, args: &[&str]) -> String {
-    let o = imgadm(pool, args);
-    assert!(
-        o.status.success(),
-        "imgadm {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 const SHIFT: u32 = 200_000;
 
 /// Records instance `name` of `image` in state `state`; returns its directory.

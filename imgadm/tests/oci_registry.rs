@@ -282,22 +282,6 @@ fn pulls_layers_with_whiteouts_from_a_real_registry_and_a_zone_runs_the_entrypoi
     assert_eq!(store.import_ref(&pinned).unwrap().uuid, newer.uuid);
 }
 
-fn imgadm(pool: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_imgadm"))
-        .arg("--pool")
-        .arg(pool)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "imgadm {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 #[test]
 fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
     let reg = start_registry();
@@ -307,13 +291,13 @@ fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
     let pool = common::pool();
     let p = pool.path();
     let source = format!("http://{}", reg.addr);
-    let out = imgadm(p, &["sources", "-a", &source, "-t", "docker"]);
+    let out = common::ok(p, &["sources", "-a", &source, "-t", "docker"]);
     assert!(out.contains("docker"), "{out}");
-    assert!(imgadm(p, &["sources"]).contains(&format!("{source} docker")));
+    assert!(common::ok(p, &["sources"]).contains(&format!("{source} docker")));
     let r = format!("oci:{}/test/cli:v1", reg.addr);
-    assert!(imgadm(p, &["import", &r]).starts_with("Imported image"));
-    assert!(imgadm(p, &["import", &r]).contains("already installed"));
-    let list = imgadm(p, &["list"]);
+    assert!(common::ok(p, &["import", &r]).starts_with("Imported image"));
+    assert!(common::ok(p, &["import", &r]).contains("already installed"));
+    let list = common::ok(p, &["list"]);
     let img = ImageStore::open(p).unwrap().list().unwrap().remove(0);
     let digest = img.manifest.oci().unwrap().digest;
     assert!(list.contains("REF") && list.contains("DIGEST"), "{list}");
@@ -331,12 +315,12 @@ fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
         .arg(format!("{}:v1", layout.display()))
         .arg(&l3));
     push(&layout, "v1", &reg.addr, "test/cli");
-    let avail = imgadm(p, &["avail"]);
+    let avail = common::ok(p, &["avail"]);
     assert!(avail.contains(&format!("{r} moved")), "{avail}");
-    let up = imgadm(p, &["update"]);
+    let up = common::ok(p, &["update"]);
     assert!(up.starts_with(&format!("Updated {r}")), "{up}");
     assert_eq!(ImageStore::open(p).unwrap().list().unwrap().len(), 2);
-    assert!(!imgadm(p, &["avail"]).contains("moved"));
+    assert!(!common::ok(p, &["avail"]).contains("moved"));
 }
 
 #[test]

@@ -368,3 +368,27 @@ pub fn pool() -> tempfile::TempDir {
         .tempdir()
         .unwrap()
 }
+
+/// Runs the `imgadm` binary on `pool` (the environment's pool and sources ignored).
+pub fn imgadm(pool: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_imgadm"))
+        .arg("--pool")
+        .arg(pool)
+        .args(args)
+        .env_remove("SKERRY_SOURCES")
+        .env_remove("SKERRY_POOL")
+        .output()
+        .unwrap()
+}
+
+/// [`imgadm`], which must succeed; its stdout.
+pub fn ok(pool: &std::path::Path, args: &[&str]) -> String {
+    let o = imgadm(pool, args);
+    assert!(
+        o.status.success(),
+        "imgadm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
