@@ -170,6 +170,15 @@ fn request(pool: &Pool, req: &MonitorRequest) -> (MonitorResponse, Option<OwnedF
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Waits until the monitor behind `client` reports its guest running.
+fn wait_running(client: &Client, timeout: Duration) {
+    wait_for("the guest runs", timeout, || {
+        client
+            .request(&MonitorRequest::Status)
+            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == State::Running))
+    });
+}
+
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -384,11 +393,7 @@ fn a_second_monitor_of_the_same_instance_is_refused() {
     // Running, not only locked: the last check asks the first monitor again, and a
     // loaded host may take seconds from its pidfile to its guest.
     let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
-    wait_for("the first guest runs", Duration::from_secs(30), || {
-        client
-            .request(&MonitorRequest::Status)
-            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == State::Running))
-    });
+    wait_running(&client, Duration::from_secs(30));
     let mut second = start_monitor(&pool);
     let code = wait_exit(&mut second, Duration::from_secs(10));
     assert_ne!(code, 0, "a second monitor of a live instance started");
@@ -530,11 +535,7 @@ fn a_reload_applies_edited_metadata_to_a_running_guest() {
     let pool = pool_with_properties(HALT_FOREVER, " user-data \"before\"\n");
     let _monitor = start_monitor(&pool);
     let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
-    wait_for("the guest runs", Duration::from_secs(15), || {
-        client
-            .request(&MonitorRequest::Status)
-            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == spec::State::Running))
-    });
+    wait_running(&client, Duration::from_secs(15));
     let pid = request(&pool, &MonitorRequest::Status)
         .0
         .status
@@ -582,11 +583,7 @@ fn a_reload_changes_the_cpu_cap_of_the_running_vmm() {
     let pool = pool_with_properties(HALT_FOREVER, " cpu-cap 50\n");
     let _monitor = start_monitor(&pool);
     let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
-    wait_for("the guest runs", Duration::from_secs(15), || {
-        client
-            .request(&MonitorRequest::Status)
-            .is_ok_and(|(r, _)| r.status.is_some_and(|s| s.state == spec::State::Running))
-    });
+    wait_running(&client, Duration::from_secs(15));
     let pid = request(&pool, &MonitorRequest::Status)
         .0
         .status
