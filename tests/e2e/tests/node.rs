@@ -10,6 +10,9 @@ use e2e::ssh::{free_port, SshKey, SshTarget};
 use std::path::Path;
 use std::time::Duration;
 
+#[path = "node/vlan.rs"]
+mod vlan;
+
 /// Ceiling for one boot (run-node stops QEMU after it).
 const LIMIT: Duration = Duration::from_secs(900);
 /// Boot to `node ready`, including image imports.
@@ -423,6 +426,8 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
     )
     .unwrap();
     std::fs::remove_file(manifests.join("hvm-minimal.kdl")).unwrap();
+    // Zones on VLANs of nic tag `admin` (the cheap boot: zones only).
+    vlan::write_manifests(&manifests);
 
     // Boot 2: same pool disk, no key on the command line.
     let mut node = NodeBuilder::new(image, LIMIT)
@@ -438,8 +443,12 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .expect("hello runs");
     node.wait_seen(r"skerry: instance extra zone running", BOOT)
         .expect("extra runs");
-    node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
-        .expect("node ready, 2 running");
+    for (alias, _, _) in vlan::ZONES {
+        node.wait_seen(&format!(r"skerry: instance {alias} zone running"), BOOT)
+            .unwrap_or_else(|e| panic!("{alias} runs: {e}"));
+    }
+    node.wait_for(r"skerry: node ready \(5 running\)", BOOT)
+        .expect("node ready, 5 running");
     // node.kdl's key logs in, and the node is the same host (strict host key check
     // against boot 1's known_hosts); the command line's key of boot 1 no longer does.
     let over_ssh = ssh
@@ -488,6 +497,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
             .any(|l| l.starts_with("tiny01:") && l.ends_with(":running")),
         "tiny01 still runs without a manifest:\n{list}"
     );
+    vlan::vlans_separate_zones_on_one_tag(&mut node);
     shut_down(node);
 
     let pool = PoolDisk::new(&disk);
