@@ -17,6 +17,15 @@
 //!   chain fw-PORT                        ct established/related, allow rules, drop
 //! ```
 //!
+//! Installing a port needs only nft's table cache: chains are filled with the block
+//! form (`add chain T C { rule; ... }`) and map elements added with the map's block
+//! (`add map T M { ...; elements = { ... } }`), both of which nft evaluates without
+//! listing the node's chains and sets; `add rule` and `add element` would make it list
+//! every chain of every table first (host/README.md, "Measured"). Every port has both
+//! chains and all three elements (an empty `fw-PORT` without a firewall), so
+//! installing never deletes (deleting makes nft list the chains too); removing a port
+//! does, and its cost grows with the node's ports.
+//!
 //! The firewall lives in the inet family because connection tracking of bridged
 //! traffic comes from br_netfilter (which hands bridged IPv4/IPv6 to the inet hooks
 //! with their conntrack entry); the bridge family's own conntrack needs
@@ -43,50 +52,79 @@ pub fn mark_of(port: &str) -> u32 {
     h.max(1)
 }
 
+/// The maps' types, by name.
+const IN_PORTS: &str = "in_ports { type ifname : verdict;";
+const OUT_MARKS: &str = "out_marks { type ifname : mark;";
+const FW_PORTS: &str = "fw_ports { type mark : verdict;";
+
 /// The shared tables, maps and base chains: idempotent (`add` of what exists is a
 /// no-op; each base chain is flushed and refilled in the same transaction, so it is
 /// never seen empty).
 fn skeleton(s: &mut String) {
     let t = TABLE;
     let _ = writeln!(s, "add table bridge {t}");
-    let _ = writeln!(
-        s,
-        "add map bridge {t} in_ports {{ type ifname : verdict; }}"
-    );
-    let _ = writeln!(s, "add map bridge {t} out_marks {{ type ifname : mark; }}");
+    let _ = writeln!(s, "add map bridge {t} {IN_PORTS} }}");
+    let _ = writeln!(s, "add map bridge {t} {OUT_MARKS} }}");
     // Before br_netfilter (priority 0) hands the frame to the inet hooks.
     let _ = writeln!(
         s,
         "add chain bridge {t} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"
     );
-    let _ = writeln!(s, "flush chain bridge {t} prerouting");
-    let _ = writeln!(s, "add rule bridge {t} prerouting iifname vmap @in_ports");
+    fill_chain(s, "bridge", "prerouting", ["iifname vmap @in_ports"]);
     let _ = writeln!(
         s,
         "add chain bridge {t} forward {{ type filter hook forward priority -300; policy accept; }}"
     );
-    let _ = writeln!(s, "flush chain bridge {t} forward");
-    // A mark from elsewhere must not select some port's firewall.
-    let _ = writeln!(s, "add rule bridge {t} forward meta mark set 0");
-    // A port that is not in the map leaves the mark 0: no firewall.
-    let _ = writeln!(
+    // A mark from elsewhere must not select some port's firewall; a port that is not
+    // in the map leaves the mark 0: no firewall.
+    fill_chain(
         s,
-        "add rule bridge {t} forward meta mark set oifname map @out_marks"
+        "bridge",
+        "forward",
+        ["meta mark set 0", "meta mark set oifname map @out_marks"],
     );
     let _ = writeln!(s, "add table inet {t}");
-    let _ = writeln!(s, "add map inet {t} fw_ports {{ type mark : verdict; }}");
+    let _ = writeln!(s, "add map inet {t} {FW_PORTS} }}");
     let _ = writeln!(
         s,
         "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}"
     );
-    let _ = writeln!(s, "flush chain inet {t} forward");
-    let _ = writeln!(s, "add rule inet {t} forward meta mark vmap @fw_ports");
+    fill_chain(s, "inet", "forward", ["meta mark vmap @fw_ports"]);
 }
 
-/// Makes sure `chain` exists and is empty, in one transaction with what follows.
-fn fresh_chain(s: &mut String, family: &str, chain: &str) {
+/// Makes sure `chain` exists and holds exactly `rules`, in one transaction with what
+/// follows (the block form: no `add rule`, so nft needs no chain cache).
+fn fill_chain<R: AsRef<str>>(
+    s: &mut String,
+    family: &str,
+    chain: &str,
+    rules: impl IntoIterator<Item = R>,
+) {
     let _ = writeln!(s, "add chain {family} {TABLE} {chain}");
     let _ = writeln!(s, "flush chain {family} {TABLE} {chain}");
+    let mut rules = rules.into_iter().peekable();
+    if rules.peek().is_some() {
+        let _ = writeln!(s, "add chain {family} {TABLE} {chain} {{");
+        for r in rules {
+            let _ = writeln!(s, "    {}", r.as_ref());
+        }
+        let _ = writeln!(s, "}}");
+    }
+}
+
+/// Adds `element` to map `map` (its name and type, one of the consts above) with the
+/// map's block form (no `add element`, so nft needs no chain cache). Adding an
+/// element that is there with the same value is no error.
+fn add_element(s: &mut String, family: &str, map: &str, element: &str) {
+    let _ = writeln!(
+        s,
+        "add map {family} {TABLE} {map} elements = {{ {element} }} }}"
+    );
+}
+
+/// Makes sure `chain` exists, for the deletes of [`drop_chain`].
+fn fresh_chain(s: &mut String, family: &str, chain: &str) {
+    let _ = writeln!(s, "add chain {family} {TABLE} {chain}");
 }
 
 /// Deletes `chain` and its map element whether or not they exist: adding them first
@@ -156,10 +194,9 @@ fn none_of<T: ToString>(key: &str, values: impl IntoIterator<Item = T>) -> Strin
 }
 
 /// The antispoof rules of frames the instance sends.
-fn antispoof(s: &mut String, p: &PortPolicy, chain: &str) {
-    let mut rule = |r: String| {
-        let _ = writeln!(s, "add rule bridge {TABLE} {chain} {r}");
-    };
+fn antispoof(p: &PortPolicy) -> Vec<String> {
+    let mut rules = vec![];
+    let mut rule = |r: String| rules.push(r);
     let mac = mac_text(p.mac);
     if !p.allow.mac_spoofing {
         rule(format!("ether saddr != {mac} drop"));
@@ -202,6 +239,7 @@ fn antispoof(s: &mut String, p: &PortPolicy, chain: &str) {
             none_of("@th,64,128", targets)
         ));
     }
+    rules
 }
 
 /// One allow rule as nft rules.
@@ -234,10 +272,9 @@ fn allow(r: &FirewallRule) -> Vec<String> {
 }
 
 /// The firewall chain: replies and allowed traffic in, the rest dropped.
-fn firewall(s: &mut String, p: &PortPolicy, rules: &[FirewallRule], chain: &str) {
-    let mut rule = |r: &str| {
-        let _ = writeln!(s, "add rule inet {TABLE} {chain} {r}");
-    };
+fn firewall(p: &PortPolicy, rules: &[FirewallRule]) -> Vec<String> {
+    let mut out = vec![];
+    let mut rule = |r: &str| out.push(r.to_owned());
     rule("ct state established,related accept");
     // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family.
     for nd in [
@@ -258,42 +295,35 @@ fn firewall(s: &mut String, p: &PortPolicy, rules: &[FirewallRule], chain: &str)
         }
     }
     rule("drop");
+    out
 }
 
 /// The whole transaction that puts `p` in place, replacing whatever `p.port` had
-/// before (chains flushed and refilled: no instant without rules).
+/// before (chains flushed and refilled: no instant without rules). Without a
+/// firewall, `fw-PORT` is empty (frames to the port pass); its elements stay, so
+/// nothing is deleted (see the module's doc for why).
 pub fn install_script(p: &PortPolicy) -> String {
     let mut s = String::new();
     skeleton(&mut s);
     let port = &p.port;
     let quoted = format!("\"{port}\"");
     let inc = format!("in-{port}");
-    fresh_chain(&mut s, "bridge", &inc);
-    antispoof(&mut s, p, &inc);
-    let _ = writeln!(
-        s,
-        "add element bridge {TABLE} in_ports {{ {quoted} : jump {inc} }}"
+    fill_chain(&mut s, "bridge", &inc, antispoof(p));
+    add_element(
+        &mut s,
+        "bridge",
+        IN_PORTS,
+        &format!("{quoted} : jump {inc}"),
     );
     let fwc = format!("fw-{port}");
     let mark = format!("0x{:08x}", mark_of(port));
-    match &p.firewall {
-        Some(fw) => {
-            fresh_chain(&mut s, "inet", &fwc);
-            firewall(&mut s, p, &fw.rules, &fwc);
-            let _ = writeln!(
-                s,
-                "add element inet {TABLE} fw_ports {{ {mark} : jump {fwc} }}"
-            );
-            let _ = writeln!(
-                s,
-                "add element bridge {TABLE} out_marks {{ {quoted} : {mark} }}"
-            );
-        }
-        None => {
-            drop_mark(&mut s, &quoted, &mark);
-            drop_chain(&mut s, "inet", "fw_ports", &mark, &fwc);
-        }
-    }
+    let fw = match &p.firewall {
+        Some(fw) => firewall(p, &fw.rules),
+        None => vec![],
+    };
+    fill_chain(&mut s, "inet", &fwc, fw);
+    add_element(&mut s, "inet", FW_PORTS, &format!("{mark} : jump {fwc}"));
+    add_element(&mut s, "bridge", OUT_MARKS, &format!("{quoted} : {mark}"));
     s
 }
 
@@ -314,6 +344,18 @@ mod tests {
     use super::*;
     use spec::{Firewall, NicAllow};
 
+    /// The rules `script` puts in `chain` of `family` (its block's lines).
+    fn chain_rules<'a>(script: &'a str, family: &str, chain: &str) -> Vec<&'a str> {
+        let open = format!("add chain {family} skerry {chain} {{");
+        script
+            .lines()
+            .skip_while(|l| *l != open)
+            .skip(1)
+            .take_while(|l| *l != "}")
+            .map(str::trim)
+            .collect()
+    }
+
     fn policy() -> PortPolicy {
         PortPolicy {
             port: "sk0123abcdn0".into(),
@@ -328,8 +370,9 @@ mod tests {
     #[test]
     fn antispoof_pins_mac_addresses_and_servers() {
         let s = install_script(&policy());
+        let rules = chain_rules(&s, "bridge", "in-sk0123abcdn0");
+        assert_eq!(rules[0], "ether saddr != 02:5c:01:02:03:04 drop");
         for want in [
-            "add rule bridge skerry in-sk0123abcdn0 ether saddr != 02:5c:01:02:03:04 drop",
             "arp saddr ether != 02:5c:01:02:03:04 drop",
             "ether type != ip ether type != ip6 ether type != arp drop",
             "udp sport 67 drop",
@@ -339,10 +382,41 @@ mod tests {
             "ip6 saddr != :: ip6 saddr != fd00::10 ip6 saddr != fe80::5c:1ff:fe02:304 drop",
             "nd-neighbor-advert @th,64,128 != 0xfd000000000000000000000000000010 \
              @th,64,128 != 0xfe80000000000000005c01fffe020304 drop",
-            "add element bridge skerry in_ports { \"sk0123abcdn0\" : jump in-sk0123abcdn0 }",
-            "delete chain inet skerry fw-sk0123abcdn0",
+        ] {
+            assert!(
+                rules.iter().any(|r| r.contains(want)),
+                "missing {want:?} in\n{s}"
+            );
+        }
+        for want in [
+            "add map bridge skerry in_ports { type ifname : verdict; \
+             elements = { \"sk0123abcdn0\" : jump in-sk0123abcdn0 } }",
+            // No firewall: an empty chain (nothing is deleted when installing).
+            "flush chain inet skerry fw-sk0123abcdn0\nadd map inet",
         ] {
             assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+        assert!(chain_rules(&s, "inet", "fw-sk0123abcdn0").is_empty(), "{s}");
+    }
+
+    /// What keeps installing from growing with the node: nft evaluates these without
+    /// listing the node's chains and sets (`add rule`, `add element` and any delete
+    /// make it list them; host/README.md, "Measured").
+    #[test]
+    fn installing_needs_no_chain_cache() {
+        let mut p = policy();
+        p.firewall = Some(Firewall { rules: vec![] });
+        for p in [policy(), p] {
+            let s = install_script(&p);
+            let listing: Vec<&str> = s
+                .lines()
+                .filter(|l| {
+                    l.starts_with("add rule")
+                        || l.starts_with("add element")
+                        || l.starts_with("delete")
+                })
+                .collect();
+            assert!(listing.is_empty(), "{listing:#?}");
         }
     }
 
@@ -356,10 +430,7 @@ mod tests {
             restricted_traffic: true,
         };
         let s = install_script(&p);
-        let port_rules: Vec<&str> = s
-            .lines()
-            .filter(|l| l.starts_with("add rule bridge skerry in-"))
-            .collect();
+        let port_rules = chain_rules(&s, "bridge", "in-sk0123abcdn0");
         assert!(port_rules.is_empty(), "{port_rules:?}");
         // A DHCP nic keeps MAC and server rules but no address pins.
         let mut p = policy();
@@ -394,10 +465,7 @@ mod tests {
             ],
         });
         let s = install_script(&p);
-        let fw: Vec<&str> = s
-            .lines()
-            .filter_map(|l| l.strip_prefix("add rule inet skerry fw-sk0123abcdn0 "))
-            .collect();
+        let fw = chain_rules(&s, "inet", "fw-sk0123abcdn0");
         assert_eq!(
             fw,
             vec![
@@ -414,8 +482,8 @@ mod tests {
             ]
         );
         let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
-        assert!(s.contains(&format!("out_marks {{ \"sk0123abcdn0\" : {mark} }}")));
-        assert!(s.contains(&format!("fw_ports {{ {mark} : jump fw-sk0123abcdn0 }}")));
+        assert!(s.contains(&format!("elements = {{ \"sk0123abcdn0\" : {mark} }}")));
+        assert!(s.contains(&format!("elements = {{ {mark} : jump fw-sk0123abcdn0 }}")));
     }
 
     #[test]
@@ -429,10 +497,10 @@ mod tests {
             }],
         });
         let s = install_script(&p);
-        let sets: Vec<&str> = s
-            .lines()
-            .filter(|l| l.starts_with("add rule") && l.contains("sk0123abcdn0 ") && l.contains('{'))
-            .collect();
+        let mut sets = chain_rules(&s, "bridge", "in-sk0123abcdn0");
+        sets.extend(chain_rules(&s, "inet", "fw-sk0123abcdn0"));
+        assert!(sets.len() > 10, "{s}");
+        sets.retain(|r| r.contains('{'));
         assert!(sets.is_empty(), "{sets:#?}");
     }
 
