@@ -410,19 +410,37 @@ fn vlans_separate_instances_of_one_tag_and_the_uplink_carries_them_tagged() {
     let pa = plan(10, &on_vlan("10.236.0.1/24", 10), &bridge, None);
     let pb = plan(11, &on_vlan("10.236.0.2/24", 20), &bridge, None);
     let (a_mac, b_mac) = (mac_text(pa.mac), mac_text(pb.mac));
-    if let Err(e) = a.try_plug(pa) {
-        // A kernel without CONFIG_BRIDGE_VLAN_FILTERING (this test host's; the node's
-        // Debian kernel has it) cannot separate VLANs: the instance must then not
-        // start at all, and its port must be gone.
-        eprintln!("VLAN nic refused ({e}): checking that it was not plugged");
+    // The kernel has bridge VLAN filtering when the bridge has the switch for it.
+    let filtering = std::path::Path::new("/sys/class/net")
+        .join(&bridge)
+        .join("bridge/vlan_filtering");
+    if !filtering.exists() {
+        // A kernel without CONFIG_BRIDGE_VLAN_FILTERING (this development host's; the
+        // node's Debian kernel has it) cannot separate VLANs: the instance must then
+        // not start at all, and its port must be gone. That is all this host can show.
+        let e = a
+            .try_plug(pa)
+            .expect_err("a VLAN nic plugged without VLAN filtering");
         assert!(
             e.to_string()
                 .contains("VLAN filtering: Operation not supported"),
             "{e}"
         );
         assert!(!bridge_ports(&bridge).iter().any(|p| p.starts_with("sk")));
+        // Straight to fd 2, which libtest does not capture (eprintln! it does, and
+        // would hide the line from a passing run).
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** VLAN SEPARATION NOT TESTED HERE: this kernel has no bridge VLAN \
+             filtering ({} is missing). Checked only that a VLAN nic is refused ({e}) \
+             and left unplugged. The separation itself is tested on a booted node: \
+             tests/e2e/tests/node/vlan.rs. ***\n",
+            filtering.display()
+        );
         return;
     }
+    a.plug(pa);
     b.plug(pb);
     c.plug(plan(12, &on_vlan("10.236.0.3/24", 20), &bridge, None));
     let from_a = serde_json::json!([
