@@ -3,9 +3,12 @@
 //! 1. TCP throughput (iperf3) and round-trip latency (ping) between two network
 //!    namespaces plugged by the zone runtime's nic code on one bridge, with antispoof
 //!    on both ports and a 20-rule firewall on the server, against the same two ports
-//!    with their rules removed; rounds interleaved, medians and ratios printed.
+//!    with their rules removed; rounds interleaved, medians and ratios printed. The
+//!    round trip is the median of every ping of every round (one ping a sample),
+//!    the throughput the median of the rounds' iperf3 runs.
 //! 2. The time to install one instance port's rules (antispoof + a 20-rule firewall)
-//!    on an empty node and with 500 ports already installed.
+//!    on an empty node, with 500 ports already installed, and on the empty node
+//!    again (so drift of the machine's load shows), and the time to remove one.
 
 use host::isolation::{self, PortPolicy};
 use spec::{Firewall, FirewallProto, FirewallRule, IpConfig, Nic, NicAllow};
@@ -13,9 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zone::net::NicPlan;
 
-const ROUNDS: usize = 3;
+/// Rounds of each kind (filtered, unfiltered), interleaved.
+const ROUNDS: usize = 8;
+/// Pings per round (each a sample of the round trip).
+const PINGS: usize = 200;
 const PORTS_PRESENT: usize = 500;
-const INSTALLS: usize = 15;
+const INSTALLS: usize = 25;
 
 fn main() {
     assert!(nix::unistd::geteuid().is_root(), "run as root");
@@ -40,31 +46,40 @@ fn main() {
     );
     server.plug(&sp);
     client.plug(&cp);
-    let mut filtered = vec![];
-    let mut open = vec![];
-    for _ in 0..ROUNDS {
-        isolation::install(&sp.policy()).unwrap();
-        isolation::install(&cp.policy()).unwrap();
-        filtered.push(measure(&server, &client));
-        isolation::remove(&sp.host_if).unwrap();
-        isolation::remove(&cp.host_if).unwrap();
-        open.push(measure(&server, &client));
+    let (mut filtered, mut open) = (Samples::default(), Samples::default());
+    for round in 0..ROUNDS {
+        // Alternate which kind goes first, so neither always follows the other.
+        for filter in [round % 2 == 0, round % 2 == 1] {
+            if filter {
+                isolation::install(&sp.policy()).unwrap();
+                isolation::install(&cp.policy()).unwrap();
+                measure(&server, &client, &mut filtered);
+            } else {
+                isolation::remove(&sp.host_if).unwrap();
+                isolation::remove(&cp.host_if).unwrap();
+                measure(&server, &client, &mut open);
+            }
+        }
     }
     zone::net::teardown(&[sp, cp]);
     drop((server, client));
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-    let (fg, fl) = medians(&filtered);
-    let (og, ol) = medians(&open);
-    println!("throughput, TCP (iperf3, median of {ROUNDS}):");
+    let (fg, fl) = (median(filtered.gbits), median(filtered.rtt_us));
+    let (og, ol) = (median(open.gbits), median(open.rtt_us));
+    println!("throughput, TCP (iperf3, 3 s, median of {ROUNDS} interleaved rounds):");
     println!("  antispoof + 20-rule firewall  {fg:8.2} Gbit/s");
     println!("  no filtering                  {og:8.2} Gbit/s");
     println!("  filtered / unfiltered         {:8.3}", fg / og);
-    println!("round trip (ping, median of {ROUNDS} runs of 300):");
+    println!(
+        "round trip (ping, median of {} pings each, {ROUNDS} interleaved rounds):",
+        ROUNDS * PINGS
+    );
     println!("  antispoof + 20-rule firewall  {fl:8.1} us");
     println!("  no filtering                  {ol:8.1} us");
     println!("  filtered / unfiltered         {:8.3}", fl / ol);
 
     let empty = install_times(id, "e");
+    let empty_remove = remove_times(id, "r");
     let names: Vec<String> = (0..PORTS_PRESENT)
         .map(|i| format!("skf{:04x}{i:04x}n0", id))
         .collect();
@@ -72,40 +87,86 @@ fn main() {
         isolation::install(&policy(name)).unwrap();
     }
     let full = install_times(id, "f");
+    let full_remove = remove_times(id, "s");
     for name in &names {
         isolation::remove(name).unwrap();
     }
-    println!("installing one port's rules (median of {INSTALLS}):");
-    println!("  on an empty node              {:8.2} ms", ms(empty));
+    let empty_after = install_times(id, "a");
+    println!("installing one port's rules (wall: median of {INSTALLS}; nft's CPU: mean):");
+    for (what, (wall, cpu)) in [
+        ("on an empty node        ", empty),
+        ("with 500 ports installed", full),
+        ("on the empty node again ", empty_after),
+    ] {
+        println!("  {what}  {:8.2} ms wall {:8.2} ms CPU", ms(wall), ms(cpu));
+    }
+    // Against the mean of the two empty-node figures taken before and after.
+    let base = |a: Duration, b: Duration| (ms(a) + ms(b)) / 2.0;
+    println!(
+        "  {PORTS_PRESENT} ports / empty (mean)     {:8.3} wall  {:8.3} CPU",
+        ms(full.0) / base(empty.0, empty_after.0),
+        ms(full.1) / base(empty.1, empty_after.1)
+    );
+    println!("removing one port's rules (median of {INSTALLS}):");
+    println!(
+        "  on an empty node              {:8.2} ms",
+        ms(empty_remove)
+    );
     println!(
         "  with {PORTS_PRESENT} ports installed      {:8.2} ms",
-        ms(full)
+        ms(full_remove)
     );
-    println!(
-        "  {PORTS_PRESENT} ports / empty               {:8.3}",
-        ms(full) / ms(empty)
-    );
+}
+
+/// Median time to remove a freshly installed (untimed) port's rules.
+fn remove_times(id: u32, kind: &str) -> Duration {
+    let mut times: Vec<Duration> = (0..INSTALLS)
+        .map(|i| {
+            let name = format!("sk{kind}{id:04x}{i:03x}n0");
+            isolation::install(&policy(&name)).unwrap();
+            let t = Instant::now();
+            isolation::remove(&name).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Median time to install (then remove, untimed) a fresh port's rules.
-fn install_times(id: u32, kind: &str) -> Duration {
+/// CPU time (user + system) of the children waited for so far: `nft`'s, which
+/// includes the kernel's work on its transaction. Unlike the wall time, it does not
+/// count the time the machine's other load kept nft waiting for a core.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    micros(u.user_time()) + micros(u.system_time())
+}
+
+/// Median wall time to install (then remove, untimed) a fresh port's rules, and the
+/// mean CPU time of the installs' nft runs.
+fn install_times(id: u32, kind: &str) -> (Duration, Duration) {
+    let mut cpu = Duration::ZERO;
     let mut times: Vec<Duration> = (0..INSTALLS)
         .map(|i| {
             let name = format!("sk{kind}{id:04x}{i:03x}n0");
             let p = policy(&name);
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), children_cpu());
             isolation::install(&p).unwrap();
             let took = t.elapsed();
+            cpu += children_cpu() - c;
             isolation::remove(&name).unwrap();
             took
         })
         .collect();
     times.sort();
-    times[times.len() / 2]
+    (times[times.len() / 2], cpu / INSTALLS as u32)
 }
 
 fn policy(port: &str) -> PortPolicy {
@@ -145,8 +206,15 @@ fn firewall_of_20() -> Firewall {
     Firewall { rules }
 }
 
-/// (Gbit/s, round trip in us) of one iperf3 run and one ping run.
-fn measure(server: &Netns, client: &Netns) -> (f64, f64) {
+/// Throughput runs and round-trip samples of one kind.
+#[derive(Default)]
+struct Samples {
+    gbits: Vec<f64>,
+    rtt_us: Vec<f64>,
+}
+
+/// One iperf3 run and [`PINGS`] pings into `into`.
+fn measure(server: &Netns, client: &Netns, into: &mut Samples) {
     let mut iperf = server
         .cmd("iperf3", &["-s", "-1"])
         .stdout(Stdio::null())
@@ -154,7 +222,7 @@ fn measure(server: &Netns, client: &Netns) -> (f64, f64) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = client
-        .cmd("iperf3", &["-c", "10.237.0.1", "-t", "4", "-J"])
+        .cmd("iperf3", &["-c", "10.237.0.1", "-t", "3", "-J"])
         .output()
         .unwrap();
     let _ = iperf.wait();
@@ -162,30 +230,26 @@ fn measure(server: &Netns, client: &Netns) -> (f64, f64) {
     let bps = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("iperf3: {}", String::from_utf8_lossy(&out.stdout)));
+    into.gbits.push(bps / 1e9);
+    let count = PINGS.to_string();
     let ping = client
-        .cmd("ping", &["-q", "-c", "300", "-i", "0.002", "10.237.0.1"])
+        .cmd("ping", &["-c", &count, "-i", "0.002", "10.237.0.1"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&ping.stdout);
-    // rtt min/avg/max/mdev = 0.031/0.045/0.120/0.010 ms
-    let avg: f64 = text
-        .lines()
-        .find_map(|l| l.split(" = ").nth(1))
-        .and_then(|v| v.split('/').nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("ping: {text}"));
-    (bps / 1e9, avg * 1e3)
+    // 64 bytes from 10.237.0.1: icmp_seq=1 ttl=64 time=0.045 ms
+    let before = into.rtt_us.len();
+    into.rtt_us.extend(
+        text.lines()
+            .filter_map(|l| l.split_once(" time=")?.1.strip_suffix(" ms")?.parse().ok())
+            .map(|ms: f64| ms * 1e3),
+    );
+    assert!(into.rtt_us.len() > before + PINGS / 2, "ping: {text}");
 }
 
-fn medians(runs: &[(f64, f64)]) -> (f64, f64) {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (
-        median(runs.iter().map(|r| r.0).collect()),
-        median(runs.iter().map(|r| r.1).collect()),
-    )
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn uuid(id: u32, n: u32) -> String {

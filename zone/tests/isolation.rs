@@ -252,6 +252,49 @@ fn the_switches_lift_their_rules() {
     );
 }
 
+/// An `ip="dhcp"` nic: its DHCP client's discover (from 0.0.0.0) gets out, while
+/// a foreign MAC and a server's offer from it do not. Its IPv4 sources are not held
+/// to the lease (host/README.md, "DHCP nics"), so a foreign source is not checked here.
+#[test]
+fn a_dhcp_nic_can_ask_for_a_lease_but_not_serve_one_or_change_its_mac() {
+    require_root();
+    let tag = unique("d");
+    let bridge = monitor::default_bridge_name(&tag);
+    let _guard = BridgeGuard(bridge.clone());
+    let (mut client, mut probe) = (Netns::new(), Netns::new());
+    let mut dhcp = nic(&tag, "10.234.0.1/24");
+    dhcp.ip = IpConfig::Dhcp;
+    let c = plan(6, &dhcp, &bridge, None);
+    let c_mac = mac_text(c.mac);
+    client.plug(c);
+    let mut lax = nic(&tag, "10.234.0.3/24");
+    lax.allow = NicAllow {
+        ip_spoofing: true,
+        mac_spoofing: true,
+        dhcp_spoofing: true,
+        restricted_traffic: true,
+    };
+    probe.plug(plan(7, &lax, &bridge, None));
+    let frames = serde_json::json!([
+        {"kind": "dhcp-discover", "marker": "discover", "mac": c_mac},
+        {"kind": "dhcp-discover", "marker": "foreign-mac", "mac": "02:00:de:ad:be:ef"},
+        {"kind": "dhcp-offer", "marker": "dhcp-offer", "mac": c_mac, "src": "10.234.0.1"},
+    ]);
+    let seen = captured(
+        &client,
+        &probe,
+        &frames,
+        &["discover", "foreign-mac", "dhcp-offer"],
+    );
+    let has = |m: &str| seen.split(' ').any(|s| s == m);
+    assert!(
+        has("discover"),
+        "the DHCP client's discover never arrived: {seen}"
+    );
+    assert!(!has("foreign-mac"), "a foreign MAC got through: {seen}");
+    assert!(!has("dhcp-offer"), "a DHCP offer got through: {seen}");
+}
+
 #[test]
 fn the_firewall_admits_allowed_ports_and_replies_only() {
     require_root();

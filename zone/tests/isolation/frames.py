@@ -40,6 +40,11 @@ def frame(spec):
         return (eth / IP(src=spec["src"], dst="255.255.255.255") / UDP(sport=67, dport=68)
                 / BOOTP(op=2, yiaddr="10.0.0.77", chaddr=b"\x02" * 6)
                 / DHCP(options=[("message-type", "offer"), "end"]) / Raw(marker))
+    if kind == "dhcp-discover":
+        # A DHCP client before it has an address: from 0.0.0.0 to the broadcast address.
+        return (eth / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67)
+                / BOOTP(op=1, chaddr=bytes.fromhex(spec["mac"].replace(":", "")))
+                / DHCP(options=[("message-type", "discover"), "end"]) / Raw(marker))
     if kind == "ra":
         return (Ether(src=spec["mac"], dst="33:33:00:00:00:01")
                 / IPv6(src=spec["src"], dst="ff02::1") / ICMPv6ND_RA() / Raw(marker))
