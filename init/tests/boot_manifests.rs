@@ -122,11 +122,14 @@ impl Node {
         std::fs::read_to_string(self.pool.join("manifests/boot-url.kdl")).ok()
     }
 
-    /// Installs GOOD from a signed URL, as the last good copy.
-    fn install_good(&self, server: &str, key: &Key) {
-        self.serve("good.kdl", GOOD, Some(key));
+    /// Installs GOOD from `server` (signed by `key`, if given) as the last good copy.
+    fn install_good(&self, server: &str, key: Option<&Key>) {
+        self.serve("good.kdl", GOOD, key);
         let r = self.refresh(&format!("{server}/good.kdl"), &Limits::default());
-        assert!(matches!(r, Ok(Installed::Signed(_))), "{r:?}");
+        match key {
+            Some(_) => assert!(matches!(r, Ok(Installed::Signed(_))), "{r:?}"),
+            None => assert!(matches!(r, Ok(Installed::Unsigned)), "{r:?}"),
+        }
         assert_eq!(self.copy().as_deref(), Some(GOOD));
     }
 
@@ -281,9 +284,9 @@ fn https_server(dir: &Path, cert: &Path, key: &Path) -> Server {
 enum Misbehave {
     /// Announces 4096 bytes, sends 100, closes.
     CutBody,
-    /// No Content-Length, sends forever.
+    /// No Content-Length, sends 4 MiB (far past the limit) and closes.
     Endless,
-    /// Sends one byte every 50 ms, forever.
+    /// Sends one byte every 50 ms for 30 s (a client that waits that long has lost).
     SlowDrip,
 }
 
@@ -308,8 +311,7 @@ fn raw_server(how: Misbehave) -> String {
                     Misbehave::Endless => {
                         let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
                         let chunk = [b'#'; 64 << 10];
-                        // Bounded, so a broken client cannot keep the test running.
-                        while started.elapsed() < Duration::from_secs(30) {
+                        for _ in 0..64 {
                             if s.write_all(&chunk).is_err() {
                                 break;
                             }
@@ -342,7 +344,7 @@ fn signed_body_over_https_is_installed_and_tampering_is_refused() {
     let (ca, cert, tls_key) = make_ca(node.www.parent().unwrap(), "boot");
     std::fs::copy(&ca, node.image.join("manifests-ca.pem")).unwrap();
     let server = https_server(&node.www, &cert, &tls_key);
-    node.install_good(&server.base, &key);
+    node.install_good(&server.base, Some(&key));
     assert!(node.pool.join("manifests/boot-url.kdl.minisig").exists());
 
     // The body changed under its signature: refused, the good copy stays.
@@ -362,7 +364,7 @@ fn a_server_the_images_ca_did_not_sign_is_refused() {
     // First a good copy from a server our CA signed, then the impostor.
     std::fs::copy(&ca, node.image.join("manifests-ca.pem")).unwrap();
     let ours = https_server(&node.www, &our_cert, &our_key);
-    node.install_good(&ours.base, &key);
+    node.install_good(&ours.base, Some(&key));
     let theirs = https_server(&node.www, &cert, &tls_key);
     // Even a body signed by the trusted key: TLS fails first.
     node.serve("node.kdl", GOOD, Some(&key));
@@ -384,7 +386,7 @@ fn missing_unknown_and_replayed_signatures_are_refused() {
     let stranger = Key::new(&dir, "stranger");
     node.trust(&key, false);
     let server = http_server(&node.www);
-    node.install_good(&server.base, &key);
+    node.install_good(&server.base, Some(&key));
     let url = format!("{}/node.kdl", server.base);
 
     node.serve("node.kdl", EVIL, None);
@@ -406,13 +408,13 @@ fn missing_unknown_and_replayed_signatures_are_refused() {
     );
 }
 
+/// Without keys (unsigned bodies taken), so nothing but these checks stands between
+/// a misbehaving server and the pool's copy.
 #[test]
 fn cut_oversized_and_slow_bodies_are_refused() {
     let node = Node::new();
-    let key = Key::new(node.www.parent().unwrap(), "ops");
-    node.trust(&key, false);
     let server = http_server(&node.www);
-    node.install_good(&server.base, &key);
+    node.install_good(&server.base, None);
 
     let cut = raw_server(Misbehave::CutBody);
     let e = node
@@ -432,7 +434,7 @@ fn cut_oversized_and_slow_bodies_are_refused() {
     );
 
     // Announced too large (python sends Content-Length), and sent too large.
-    node.serve("big.kdl", &"// padding\n".repeat(100_000), Some(&key));
+    node.serve("big.kdl", &"// padding\n".repeat(100_000), None);
     node.assert_refused(
         &format!("{}/big.kdl", server.base),
         &Limits::default(),
