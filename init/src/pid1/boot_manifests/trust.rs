@@ -138,6 +138,7 @@ impl Trust {
     ) -> Result<reqwest::blocking::Client, BootManifestError> {
         let mut b = reqwest::blocking::Client::builder()
             .user_agent("skerry-init")
+            .no_proxy()
             .connect_timeout(limits.stall)
             .timeout(limits.stall)
             .https_only(url.starts_with("https://"))
