@@ -259,7 +259,7 @@ pub fn refresh(
     let verified = trust.verify(&body, &sig, &sig_url)?;
     if let (Some(new), Some(old)) = (
         trust::signed_timestamp(&verified.trusted_comment),
-        last_good_timestamp(&sig_file),
+        last_good_timestamp(&sig_file, limits.max_signature),
     ) {
         if new < old {
             return Err(BootManifestError::Rollback {
@@ -275,8 +275,14 @@ pub fn refresh(
 }
 
 /// The signed timestamp of the last good copy's signature, if it has one.
-fn last_good_timestamp(sig_file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(sig_file).ok()?;
+fn last_good_timestamp(sig_file: &Path, limit: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(sig_file)
+        .ok()?
+        .take(limit)
+        .read_to_string(&mut text)
+        .ok()?;
     let sig = minisign_verify::Signature::decode(&text).ok()?;
     trust::signed_timestamp(sig.trusted_comment())
 }
