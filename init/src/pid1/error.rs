@@ -49,14 +49,9 @@ pub enum BootError {
     /// udhcpc reported a lease without an address.
     #[error("DHCP lease on {0} has no address")]
     LeaseWithoutAddress(String),
-    /// A download at boot failed; the reason is the server's or the socket's.
-    #[error("{url}: {reason}")]
-    Fetch {
-        /// The URL.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
+    /// The boot manifests were refused (the last good copy stays).
+    #[error("{0}")]
+    BootManifests(#[from] super::boot_manifests::BootManifestError),
     /// The command line asks for networking and there is no interface.
     #[error("{0} but the node has no network interface")]
     NoInterface(&'static str),

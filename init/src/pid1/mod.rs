@@ -4,6 +4,7 @@
 //! exits panics the kernel, and a node that comes up halfway (with a rescue shell) is
 //! better than none.
 
+pub mod boot_manifests;
 pub mod cmdline;
 pub mod error;
 pub mod identity;
@@ -163,11 +164,12 @@ pub fn main() -> ! {
                     .first()
                     .and_then(|i| crate::net::mac_of(i));
                 let url = cmdline::substitute(url, mac.as_deref(), hostname.as_deref());
-                let dest = spec::pool::manifests_dir(Path::new(POOL_MOUNT)).join("boot-url.kdl");
-                let dir = dest.parent().expect("has a parent");
-                std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
-                services::fetch(&url, &dest)?;
-                log::info!("fetched {url} into {}", dest.display());
+                boot_manifests::refresh_at_boot(
+                    &url,
+                    Path::new(POOL_MOUNT),
+                    Path::new(boot_manifests::IMAGE_TRUST_ROOT),
+                    &boot_manifests::Limits::default(),
+                )?;
                 Ok(())
             });
         }

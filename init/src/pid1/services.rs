@@ -1,5 +1,5 @@
-//! What PID 1 starts or runs besides the node daemon: the system bus, DHCP, the boot
-//! manifests download, the rescue shell, and the orphan reaper.
+//! What PID 1 starts or runs besides the node daemon: the system bus, DHCP, the rescue
+//! shell, and the orphan reaper (the boot manifests are `boot_manifests`'s).
 
 use super::error::{io, BootError};
 use crate::monitor::watch;
@@ -170,58 +170,6 @@ pub fn write_resolv_conf(servers: &[String]) {
     }
 }
 
-/// Downloads `url` (plain `http://`, as boot servers like matchbox serve) into `dest`,
-/// atomically. A small HTTP/1.0 client of our own: the image's static busybox wget
-/// crashes resolving names through glibc's NSS, and init needs nothing more.
-pub fn fetch(url: &str, dest: &Path) -> Result<(), BootError> {
-    use std::io::{Read, Write};
-    let failed = |reason: String| BootError::Fetch {
-        url: url.to_string(),
-        reason,
-    };
-    let io_failed = |e: std::io::Error| failed(e.to_string());
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| failed("only http:// URLs are supported at boot".into()))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    let host = hostport.split(':').next().unwrap_or(hostport);
-    let timeout = Duration::from_secs(20);
-    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .map_err(io_failed)?
-        .next()
-        .ok_or_else(|| failed(format!("{host} has no address")))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&sock, timeout).map_err(io_failed)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_failed)?;
-    // One write: a server may answer and close as soon as it has the request line.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: skerry-init\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(io_failed)?;
-    let mut response = Vec::new();
-    stream
-        .take(16 << 20)
-        .read_to_end(&mut response)
-        .map_err(io_failed)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| failed("malformed HTTP response".into()))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(failed(status.to_string()));
-    }
-    let tmp = dest.with_extension("download");
-    std::fs::write(&tmp, &response[split + 4..]).map_err(io(tmp.display()))?;
-    std::fs::rename(&tmp, dest).map_err(io(dest.display()))
-}
-
 /// Opens `/bin/sh` on the console in its own session with the console as its
 /// controlling terminal, so an operator can repair what failed.
 pub fn rescue_shell(why: &str) {
@@ -282,43 +230,6 @@ mod tests {
         assert_eq!(l.addr.gateway, Some("10.0.2.2".parse().unwrap()));
         assert_eq!(l.dns, vec!["10.0.2.3", "1.1.1.1"]);
         assert!(parse_lease("eth0", "interface=eth0\n").is_err());
-    }
-
-    #[test]
-    fn fetch_gets_a_body_and_reports_http_errors() {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            for answer in [
-                "HTTP/1.0 200 OK\r\n\r\nzone a {}\n",
-                "HTTP/1.0 404 Not Found\r\n\r\n",
-            ] {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut r = BufReader::new(&s);
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                assert!(line.starts_with("GET /node-x.kdl HTTP/1.0"), "{line}");
-                // Read the whole request before answering.
-                let mut h = String::new();
-                while r.read_line(&mut h).unwrap() > 0 && h != "\r\n" {
-                    h.clear();
-                }
-                s.write_all(answer.as_bytes()).unwrap();
-            }
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("boot.kdl");
-        let url = format!("http://127.0.0.1:{port}/node-x.kdl");
-        fetch(&url, &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "zone a {}\n");
-        let e = fetch(&url, &dest).unwrap_err();
-        assert!(e.to_string().contains("404"), "{e}");
-        assert!(fetch("https://x/y", &dest)
-            .unwrap_err()
-            .to_string()
-            .contains("http://"));
-        server.join().unwrap();
     }
 
     #[test]

@@ -61,6 +61,15 @@ pub fn node_image() -> Result<&'static BootImage> {
 /// Assembles another image from the binaries [`node_image`] built (`--no-cargo`),
 /// into `out`, optionally with a test `/init` (only for testing the pipeline itself).
 pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
+    assemble_with(out, init, &[])
+}
+
+/// [`assemble`] with more `build-image/build` arguments (`--manifest-key FILE`...).
+pub fn assemble_with(
+    out: &Path,
+    init: Option<&Path>,
+    extra: &[&std::ffi::OsStr],
+) -> Result<BootImage> {
     node_image()?;
     let mut cmd = script("build-image/build");
     cmd.args([
@@ -75,6 +84,7 @@ pub fn assemble(out: &Path, init: Option<&Path>) -> Result<BootImage> {
     if let Some(init) = init {
         cmd.arg("--init").arg(init);
     }
+    cmd.args(extra);
     run(&mut cmd)?;
     Ok(BootImage {
         dir: out.to_path_buf(),
