@@ -10,6 +10,9 @@ use e2e::ssh::{free_port, SshKey, SshTarget};
 use std::path::Path;
 use std::time::Duration;
 
+#[path = "node/limits.rs"]
+mod limits;
+
 /// Ceiling for one boot (run-node stops QEMU after it).
 const LIMIT: Duration = Duration::from_secs(900);
 /// Boot to `node ready`, including image imports.
@@ -517,15 +520,25 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         "zone good01 {\n    image \"busybox@1.36\"\n}\n",
     )
     .unwrap();
-    // 2 MiB fit in capped's 8M quota, 32 MiB more do not.
+    // 2 MiB fit in capped's 8M quota, 32 MiB more do not. Its memory, pids and cpu-cap
+    // are checked by `limits::enforced`; its init waits without forking, so the fork
+    // test there cannot end it.
     std::fs::write(
         manifests.join("capped.kdl"),
-        r#"zone capped {
+        format!(
+            r#"zone capped {{
     image "busybox@1.36"
     quota "8M"
-    init "/bin/sh" "-c" "mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs && echo +pids > /sys/fs/cgroup/cgroup.subtree_control && echo delegated-pids.max=$(cat /sys/fs/cgroup/init.scope/pids.max); dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 1; done"
-}
+    memory "{}M"
+    pids {}
+    cpu-cap {}
+    init "/bin/sh" "-c" "mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs && echo +pids > /sys/fs/cgroup/cgroup.subtree_control && echo delegated-pids.max=$(cat /sys/fs/cgroup/init.scope/pids.max); dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+}}
 "#,
+            limits::MEMORY_BYTES >> 20,
+            limits::PIDS,
+            limits::CPU_CAP
+        ),
     )
     .unwrap();
     // Line 2: an unknown size suffix; line 3: an unclosed block.
@@ -576,5 +589,6 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         console.contains("delegated-pids.max=max"),
         "capped could not use its delegated cgroup:\n{console}"
     );
+    limits::enforced(&mut node, "capped", uuid.trim());
     shut_down(node);
 }
