@@ -521,7 +521,7 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
     )
     .unwrap();
     // 2 MiB fit in capped's 8M quota, 32 MiB more do not. Its memory, pids and cpu-cap
-    // are checked by `limits::enforced`; its init waits without forking, so the fork
+    // are checked by `limits::check`; its init waits without forking, so the fork
     // test there cannot end it.
     std::fs::write(
         manifests.join("capped.kdl"),
@@ -541,6 +541,8 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         ),
     )
     .unwrap();
+    // The same probes in a zone with the default limits must all pass.
+    std::fs::write(manifests.join("roomy.kdl"), limits::ROOMY).unwrap();
     // Line 2: an unknown size suffix; line 3: an unclosed block.
     std::fs::write(
         manifests.join("broken.kdl"),
@@ -559,11 +561,12 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         .expect("good01 runs");
     node.wait_seen(r"skerry: instance capped zone running", BOOT)
         .expect("capped runs");
-    node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
-        .expect("node ready, 2 running");
+    node.wait_for(r"skerry: node ready \(3 running\)", BOOT)
+        .expect("node ready, 3 running");
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list -p -o alias,state", SHELL);
     assert!(list.lines().any(|l| l.trim() == "good01:running"), "{list}");
+    assert!(list.lines().any(|l| l.trim() == "roomy:running"), "{list}");
     assert!(list.lines().any(|l| l.trim() == "capped:running"), "{list}");
     assert!(!list.contains("bad01"), "{list}");
 
@@ -589,6 +592,8 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         console.contains("delegated-pids.max=max"),
         "capped could not use its delegated cgroup:\n{console}"
     );
-    limits::enforced(&mut node, "capped", uuid.trim());
+    limits::check(&mut node, &limits::Probed::new("capped", &uuid, true));
+    let roomy = sh(&mut node, "vmadm list -H -p -o uuid alias=roomy", SHELL);
+    limits::check(&mut node, &limits::Probed::new("roomy", &roomy, false));
     shut_down(node);
 }
