@@ -111,6 +111,7 @@ pub async fn start(
         })
     })?;
     let concurrency = node_cfg.concurrency;
+    let zone_quota = node_cfg.zone_quota;
     let runtime = MonitorRuntime::new(
         pool.clone(),
         opts.run_dir.clone(),
@@ -126,6 +127,7 @@ pub async fn start(
         NodeOptions {
             stop_timeout: opts.stop_timeout,
             concurrency,
+            zone_quota,
             ..NodeOptions::default()
         },
     );

@@ -37,10 +37,11 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// What `spec` takes.
-    pub fn of(spec: &InstanceSpec) -> Needs {
+    /// What `spec` takes on a node whose default zone quota (node.kdl `zone-quota`)
+    /// is `zone_quota`: the pool space is the effective spec's (see [`effective_spec`]).
+    pub fn of(spec: &InstanceSpec, zone_quota: Option<u64>) -> Needs {
         let pool = match &spec.kind {
-            Kind::Zone(z) => z.quota.unwrap_or(0),
+            Kind::Zone(z) => z.quota.or(zone_quota).unwrap_or(0),
             Kind::Hvm(h) => h.disks.iter().filter_map(|d| d.size).sum(),
         };
         Needs {
@@ -48,6 +49,17 @@ impl Needs {
             pool,
         }
     }
+}
+
+/// The spec an instance runs with on a node whose default zone quota is `zone_quota`:
+/// a zone without a quota of its own gets the node's. Admission counts this spec's
+/// pool space and the monitor is given this spec, so what is checked is what runs.
+pub fn effective_spec(spec: &InstanceSpec, zone_quota: Option<u64>) -> InstanceSpec {
+    let mut spec = spec.clone();
+    if let Kind::Zone(zone) = &mut spec.kind {
+        zone.quota = zone.quota.or(zone_quota);
+    }
+    spec
 }
 
 /// What the node has left for the instances of this plan.
@@ -61,8 +73,13 @@ pub struct Room {
 
 /// Groups `steps` by instance. Declared instances come in manifest order (the order
 /// of `desired`), then the others (stops of instances no manifest declares) by name;
-/// each instance keeps its steps in the planner's order.
-pub fn per_instance(steps: Vec<Step>, desired: &[InstanceSpec]) -> Vec<InstancePlan> {
+/// each instance keeps its steps in the planner's order. `zone_quota` is the node's
+/// default zone quota, counted in [`Needs`] for a zone that sets none.
+pub fn per_instance(
+    steps: Vec<Step>,
+    desired: &[InstanceSpec],
+    zone_quota: Option<u64>,
+) -> Vec<InstancePlan> {
     let position: HashMap<&str, usize> = desired
         .iter()
         .enumerate()
@@ -74,7 +91,7 @@ pub fn per_instance(steps: Vec<Step>, desired: &[InstanceSpec]) -> Vec<InstanceP
         let at = *index.entry(step.name.clone()).or_insert_with(|| {
             let needs = position
                 .get(step.name.as_str())
-                .map(|&i| Needs::of(&desired[i]))
+                .map(|&i| Needs::of(&desired[i], zone_quota))
                 .unwrap_or_default();
             plans.push(InstancePlan {
                 name: step.name.clone(),
@@ -206,7 +223,7 @@ mod tests {
         // Declared z, a, m: the planner sorts by name, the executor's lists follow
         // the manifests.
         let desired = [zone("z", MIB), zone("a", MIB), zone("m", MIB)];
-        let plans = per_instance(plan(&desired, &[], &[]), &desired);
+        let plans = per_instance(plan(&desired, &[], &[]), &desired, None);
         assert_eq!(
             shape(&plans),
             vec![
@@ -225,7 +242,7 @@ mod tests {
             zone("big", 600 * MIB),
             zone("small", 300 * MIB),
         ];
-        let mut plans = per_instance(plan(&desired, &[], &[]), &desired);
+        let mut plans = per_instance(plan(&desired, &[], &[]), &desired, None);
         admit(
             &mut plans,
             Room {
@@ -258,7 +275,7 @@ mod tests {
             hvm("huge", 100 << 30),
             hvm("web", 1 << 30),
         ];
-        let mut plans = per_instance(plan(&desired, &[], &[]), &desired);
+        let mut plans = per_instance(plan(&desired, &[], &[]), &desired, None);
         admit(
             &mut plans,
             Room {
@@ -282,5 +299,35 @@ mod tests {
             plans[1].steps[0].reason
         );
         assert!(plans[1].held.is_none(), "nothing exists to mark");
+    }
+
+    #[test]
+    fn the_nodes_default_zone_quota_counts_for_a_zone_without_one() {
+        let mut own = zone("own", MIB);
+        if let Kind::Zone(z) = &mut own.kind {
+            z.quota = Some(MIB);
+        }
+        let desired = [zone("plain", MIB), own];
+        let mut plans = per_instance(plan(&desired, &[], &[]), &desired, Some(64 * MIB));
+        assert_eq!(plans[0].needs.pool, 64 * MIB);
+        assert_eq!(plans[1].needs.pool, MIB, "its own quota wins");
+        admit(
+            &mut plans,
+            Room {
+                memory: u64::MAX,
+                pool: 8 * MIB,
+            },
+        );
+        assert_eq!(
+            shape(&plans),
+            vec![
+                ("plain".into(), vec!["refuse"]),
+                ("own".into(), vec!["create", "start"]),
+            ]
+        );
+        assert!(plans[0].steps[0].reason.contains("needs 64M of pool space"));
+        // What the monitor is given is what admission counted.
+        let run = effective_spec(&desired[0], Some(64 * MIB));
+        assert!(matches!(run.kind, Kind::Zone(ref z) if z.quota == Some(64 * MIB)));
     }
 }

@@ -148,7 +148,8 @@ fn real_main(started: Instant) -> Result<i32> {
     };
     if let Some(name) = &cli.cgroup {
         let limits = vmm::jail::vmm_limits(cfg.memory, cfg.vcpus, cfg.nets.len(), cli.cpu_cap);
-        vmm::jail::enter_cgroup(name, &limits)?;
+        let devices = vmm::jail::device_rules(cfg.disks.iter().map(|d| d.path.as_path()));
+        vmm::jail::enter_cgroup(name, &limits, &devices)?;
     }
     if cli.jail {
         // Still single-threaded here, as the fork requires.

@@ -8,53 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const LOAD: u64 = 0x10_0000;
+mod common;
+use common::{print, tiny_elf, HALT_FOREVER, POWER_OFF};
 
-/// An ELF64 executable with one PT_LOAD segment of `code` at 1 MiB.
-fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    e.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&LOAD.to_le_bytes()); // entry
-    e.extend_from_slice(&64u64.to_le_bytes()); // phoff
-    e.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    e.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 1, 64, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    let offset = 0x1000u64;
-    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    for v in [
-        offset,
-        LOAD,
-        LOAD,
-        code.len() as u64,
-        code.len() as u64,
-        0x1000,
-    ] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    e.resize(offset as usize, 0);
-    e.extend_from_slice(code);
-    e
-}
-
-fn print(s: &[u8]) -> Vec<u8> {
-    let mut code = vec![0x66, 0xba, 0xf8, 0x03];
-    for c in s {
-        code.extend_from_slice(&[0xb0, *c, 0xee]);
-    }
-    code
-}
-
-const HALT_FOREVER: &[u8] = &[0xfa, 0xf4, 0xeb, 0xfd]; // cli; hlt; jmp back to hlt
 const RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xfa, 0xf4];
-// mov ax, SLP_TYP=5|SLP_EN; mov dx, 0x604; out dx, ax; jmp $
-const POWER_OFF: &[u8] = &[
-    0x66, 0xb8, 0x00, 0x34, 0x66, 0xba, 0x04, 0x06, 0x66, 0xef, 0xeb, 0xfe,
-];
 
 struct Pool {
     _dir: tempfile::TempDir,

@@ -88,21 +88,13 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
-/// Refuses disks whose new apparent size (created, or grown) exceeds the pool's free
-/// space: a sparse disk costs nothing now, but a guest filling it later would fill the
-/// pool. Each instance is checked against the free space of its creation; the
-/// unwritten part of earlier sparse disks is not reserved.
+/// Refuses what admission (`schedule::admit`, the one check of declared sizes) could
+/// not see and would not fit in the pool's free space: a boot disk copied from an
+/// image larger than its declared size (or with none), and an existing disk grown by
+/// an update. A sparse disk costs nothing now, but a guest filling it later would fill
+/// the pool. Checked, not reserved: the unwritten part of earlier disks is not counted.
 fn check_space(pool: &Path, uuid: &str, hvm: &HvmSpec, image: &Path) -> Result<(), DiskError> {
-    let mut needed = 0u64;
-    for disk in &hvm.disks {
-        let current = fs::metadata(disk_path(pool, uuid, &disk.name)).map_or(0, |m| m.len());
-        let base = match (current, disk.boot) {
-            (0, true) => fs::metadata(image).map_or(0, |m| m.len()),
-            _ => current,
-        };
-        let target = disk.size.unwrap_or(0).max(base);
-        needed = needed.saturating_add(target - current);
-    }
+    let needed = unadmitted_growth(pool, uuid, hvm, image);
     if needed == 0 {
         return Ok(());
     }
@@ -115,6 +107,27 @@ fn check_space(pool: &Path, uuid: &str, hvm: &HvmSpec, image: &Path) -> Result<(
         return Err(DiskError::NoSpace { needed, free });
     }
     Ok(())
+}
+
+/// Bytes the disks of `hvm` grow by beyond what admission counted for them: a new
+/// disk's declared size was counted, an existing disk's growth was not.
+fn unadmitted_growth(pool: &Path, uuid: &str, hvm: &HvmSpec, image: &Path) -> u64 {
+    let mut needed = 0u64;
+    for disk in &hvm.disks {
+        let current = fs::metadata(disk_path(pool, uuid, &disk.name)).map_or(0, |m| m.len());
+        let base = match (current, disk.boot) {
+            (0, true) => fs::metadata(image).map_or(0, |m| m.len()),
+            _ => current,
+        };
+        let target = disk.size.unwrap_or(0).max(base);
+        let admitted = if current == 0 {
+            disk.size.unwrap_or(0)
+        } else {
+            0
+        };
+        needed = needed.saturating_add(target.saturating_sub(current.max(admitted)));
+    }
+    needed
 }
 
 fn check_sizes(hvm: &HvmSpec) -> Result<(), DiskError> {
@@ -215,5 +228,47 @@ mod tests {
         };
         let e = provision(Path::new("/nonexistent"), "u", &hvm, Path::new("/x")).unwrap_err();
         assert!(e.to_string().contains("disk data"), "{e}");
+    }
+
+    #[test]
+    fn provisioning_counts_only_what_admission_did_not() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image.raw");
+        fs::write(&image, vec![0u8; 4 << 20]).unwrap();
+        let disk = |name: &str, boot, size| Disk {
+            name: name.into(),
+            boot,
+            size,
+        };
+        let hvm = |disks| HvmSpec {
+            vcpus: 1,
+            cpu_cap: 0,
+            disks,
+            cmdline: None,
+        };
+        let growth = |h: &HvmSpec| unadmitted_growth(dir.path(), "u1", h, &image);
+        // New disks with a declared size: admission counted them, whatever the size.
+        let declared = hvm(vec![
+            disk("root", true, Some(64 * MIB)),
+            disk("data", false, Some(1 << 46)),
+        ]);
+        assert_eq!(growth(&declared), 0);
+        // A boot disk without a size is its image; one smaller than its image, the rest.
+        assert_eq!(growth(&hvm(vec![disk("root", true, None)])), 4 * MIB);
+        assert_eq!(growth(&hvm(vec![disk("root", true, Some(MIB))])), 3 * MIB);
+        // An existing disk grown by an update: the growth.
+        let root = disk_path(dir.path(), "u1", "root");
+        fs::create_dir_all(root.parent().unwrap()).unwrap();
+        fs::write(&root, vec![0u8; 4 << 20]).unwrap();
+        assert_eq!(
+            growth(&hvm(vec![disk("root", true, Some(10 * MIB))])),
+            6 * MIB
+        );
+        assert_eq!(
+            growth(&hvm(vec![disk("root", true, Some(MIB))])),
+            0,
+            "never shrunk"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -59,14 +59,10 @@ fn monitor_error(rec: &InstanceRecord) -> impl FnOnce(ClientError) -> RuntimeErr
 }
 
 impl MonitorRuntime {
-    /// The spec its monitor runs `rec` with: a zone without a quota of its own gets
-    /// the node's default (node.kdl `zone-quota`).
+    /// The spec its monitor runs `rec` with: the one admission counted
+    /// (`schedule::effective_spec`, the node's default zone quota included).
     fn effective_spec(&self, rec: &InstanceRecord) -> spec::InstanceSpec {
-        let mut spec = rec.spec.clone();
-        if let Kind::Zone(zone) = &mut spec.kind {
-            zone.quota = zone.quota.or(self.node.zone_quota);
-        }
-        spec
+        crate::schedule::effective_spec(&rec.spec, self.node.zone_quota)
     }
 }
 
@@ -99,11 +95,8 @@ impl Runtime for MonitorRuntime {
             disks::provision(self.pool.root(), &rec.uuid, hvm, &image.path)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        let spec = self.effective_spec(rec);
-        if let Kind::Zone(zone) = &spec.kind {
-            check_quota_space(self.pool.root(), &dir, zone.quota).map_err(|m| fail(m.0))?;
-        }
-        let mut spec = spec;
+        // The pool space of its quota was checked by admission (schedule::admit).
+        let mut spec = self.effective_spec(rec);
         if let Some(d) = &image.zone_defaults {
             d.apply(&mut spec);
         }
@@ -357,33 +350,3 @@ mod tests {
         assert!(err.contains("monitor of web"), "{err}");
     }
 }
-
-/// A zone's quota is checked against the pool's free space before its writable layer
-/// first exists (at creation): a quota the pool cannot hold is refused with both
-/// numbers. Later starts are not checked (the layer holds what it holds); quotas are
-/// limits, not reservations, so zones created one after another may together promise
-/// more than the pool has.
-fn check_quota_space(
-    pool: &Path,
-    instance_dir: &Path,
-    quota: Option<u64>,
-) -> Result<(), QuotaRefused> {
-    let Some(quota) = quota else { return Ok(()) };
-    if instance_dir.join("upper").exists() {
-        return Ok(());
-    }
-    let free =
-        disks::free_bytes(pool).map_err(|e| QuotaRefused(format!("{}: {e}", pool.display())))?;
-    if quota > free {
-        return Err(QuotaRefused(format!(
-            "quota {} exceeds the pool's free space ({}): free space or lower the quota",
-            spec::format::format_size(quota),
-            spec::format::format_size(free)
-        )));
-    }
-    Ok(())
-}
-
-/// Why a zone's quota was refused, in words for its provisioning error.
-#[derive(Debug)]
-struct QuotaRefused(String);

@@ -95,6 +95,9 @@ pub struct NodeOptions {
     pub restart: RestartPolicy,
     /// How many imports, disk preparations and starts run at once.
     pub concurrency: Concurrency,
+    /// The node's default zone quota (node.kdl `zone-quota`), which admission counts
+    /// for a zone that sets none.
+    pub zone_quota: Option<u64>,
 }
 
 impl Default for NodeOptions {
@@ -104,6 +107,7 @@ impl Default for NodeOptions {
             start_timeout: Duration::from_secs(20),
             restart: RestartPolicy::default(),
             concurrency: Concurrency::default(),
+            zone_quota: None,
         }
     }
 }
@@ -456,6 +460,7 @@ mod tests {
                 healthy_after: Duration::from_secs(60),
             },
             concurrency: Default::default(),
+            zone_quota: None,
         };
         let node = Node::new(
             pool,

@@ -151,6 +151,14 @@ impl Node {
             .map(|p| format!("{} {}: {}", p.action, p.name, p.reason))
             .collect();
         if !failed.is_empty() {
+            // One refused by admission (it would not fit in the pool) was not made:
+            // its manifest goes too, so no later reconcile tries it again.
+            for name in names.iter().filter(|n| self.find(n).is_none()) {
+                let path = self.manifest_path(name);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::error!("{}: {e}", path.display());
+                }
+            }
             return Err(NodeError::Failed(failed.join("\n")));
         }
         Ok(names)

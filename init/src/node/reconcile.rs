@@ -79,7 +79,7 @@ impl Node {
         for p in &problems {
             log::error!("{p}; instances of that file are left as they are");
         }
-        let mut plans = schedule::per_instance(steps, &specs);
+        let mut plans = schedule::per_instance(steps, &specs, self.opts.zone_quota);
         let room = self.room(&plans);
         schedule::admit(&mut plans, room);
         if plans.is_empty() {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 #[path = "node/vlan.rs"]
 mod vlan;
+#[path = "node/limits.rs"]
+mod limits;
 
 /// Ceiling for one boot (run-node stops QEMU after it).
 const LIMIT: Duration = Duration::from_secs(900);
@@ -527,17 +529,29 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         "zone good01 {\n    image \"busybox@1.36\"\n}\n",
     )
     .unwrap();
-    // 2 MiB fit in capped's 8M quota, 32 MiB more do not.
+    // 2 MiB fit in capped's 8M quota, 32 MiB more do not. Its memory, pids and cpu-cap
+    // are checked by `limits::check`; its init waits without forking, so the fork
+    // test there cannot end it.
     std::fs::write(
         manifests.join("capped.kdl"),
-        r#"zone capped {
+        format!(
+            r#"zone capped {{
     image "busybox@1.36"
     quota "8M"
-    init "/bin/sh" "-c" "mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs && echo +pids > /sys/fs/cgroup/cgroup.subtree_control && echo delegated-pids.max=$(cat /sys/fs/cgroup/init.scope/pids.max); dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 1; done"
-}
+    memory "{}M"
+    pids {}
+    cpu-cap {}
+    init "/bin/sh" "-c" "mkdir /sys/fs/cgroup/init.scope && echo $$ > /sys/fs/cgroup/init.scope/cgroup.procs && echo +pids > /sys/fs/cgroup/cgroup.subtree_control && echo delegated-pids.max=$(cat /sys/fs/cgroup/init.scope/pids.max); dd if=/dev/zero of=/small bs=1M count=2 && echo small-write-ok; dd if=/dev/zero of=/big bs=1M count=32; echo big-write-exit=$?; trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+}}
 "#,
+            limits::MEMORY_BYTES >> 20,
+            limits::PIDS,
+            limits::CPU_CAP
+        ),
     )
     .unwrap();
+    // The same probes in a zone with the default limits must all pass.
+    std::fs::write(manifests.join("roomy.kdl"), limits::ROOMY).unwrap();
     // Line 2: an unknown size suffix; line 3: an unclosed block.
     std::fs::write(
         manifests.join("broken.kdl"),
@@ -556,11 +570,12 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         .expect("good01 runs");
     node.wait_seen(r"skerry: instance capped zone running", BOOT)
         .expect("capped runs");
-    node.wait_for(r"skerry: node ready \(2 running\)", BOOT)
-        .expect("node ready, 2 running");
+    node.wait_for(r"skerry: node ready \(3 running\)", BOOT)
+        .expect("node ready, 3 running");
     open_shell(&mut node);
     let list = sh(&mut node, "vmadm list -p -o alias,state", SHELL);
     assert!(list.lines().any(|l| l.trim() == "good01:running"), "{list}");
+    assert!(list.lines().any(|l| l.trim() == "roomy:running"), "{list}");
     assert!(list.lines().any(|l| l.trim() == "capped:running"), "{list}");
     assert!(!list.contains("bad01"), "{list}");
 
@@ -586,5 +601,8 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         console.contains("delegated-pids.max=max"),
         "capped could not use its delegated cgroup:\n{console}"
     );
+    limits::check(&mut node, &limits::Probed::new("capped", &uuid, true));
+    let roomy = sh(&mut node, "vmadm list -H -p -o uuid alias=roomy", SHELL);
+    limits::check(&mut node, &limits::Probed::new("roomy", &roomy, false));
     shut_down(node);
 }

@@ -2,7 +2,9 @@
 //! Firecracker's jailer:
 //!
 //! 1. at process start: a cgroup (through the `host` crate, v2 or v1) capping memory
-//!    at the guest plus overhead and tasks at [`pids_max`], and a new PID namespace
+//!    at the guest plus overhead and tasks at [`pids_max`], open to the devices of
+//!    [`device_rules`] only (/dev/kvm, /dev/net/tun, its disks' block devices, null
+//!    and the like; like the zones' device cgroup), and a new PID namespace
 //!    (the VMM forks once and runs as PID 1 there; the outer process only forwards
 //!    stop signals and the exit code);
 //! 2. once every file the guest needs is open (disks, taps, /dev/kvm, kernel loaded):
@@ -18,6 +20,7 @@
 //! disks, signal another instance's VMM (another uid, another PID namespace), reach
 //! the network, and may only make the system calls the VMM itself makes.
 
+use host::cgroup::{DeviceKind, DeviceRule};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
@@ -86,12 +89,61 @@ fn cgroup_err(e: host::cgroup::CgroupError) -> JailError {
     }
 }
 
-/// Creates cgroup `skerry/<name>` with `limits` and moves this process into it.
-pub fn enter_cgroup(name: &str, limits: &host::cgroup::Limits) -> Result<String, JailError> {
+const fn char_dev(major: u32, minor: u32) -> DeviceRule {
+    DeviceRule {
+        kind: DeviceKind::Char,
+        major,
+        minor: Some(minor),
+    }
+}
+
+/// The character devices a VMM may open: `/dev/kvm` (10:232) and `/dev/net/tun`
+/// (10:200), which it opens itself, and null, zero, full, random and urandom, which a
+/// library may. Everything else (another disk, /dev/mem, /dev/kmsg, a host tty) is
+/// refused at open, even to root: the VMM opens the paths its config names as root,
+/// before [`lock_down`] hides them, and the device cgroup bounds that window too.
+pub const VMM_DEVICES: [DeviceRule; 7] = [
+    char_dev(10, 232),
+    char_dev(10, 200),
+    char_dev(1, 3),
+    char_dev(1, 5),
+    char_dev(1, 7),
+    char_dev(1, 8),
+    char_dev(1, 9),
+];
+
+/// [`VMM_DEVICES`] and the block device of each disk that is one (a disk that is a
+/// plain file needs no rule). A disk that cannot be stat'ed adds nothing: its open
+/// fails later with the error that names it.
+pub fn device_rules<'a>(disks: impl IntoIterator<Item = &'a Path>) -> Vec<DeviceRule> {
+    let mut rules = VMM_DEVICES.to_vec();
+    for disk in disks {
+        let Ok(st) = nix::sys::stat::stat(disk) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
+            rules.push(DeviceRule {
+                kind: DeviceKind::Block,
+                major: nix::sys::stat::major(st.st_rdev) as u32,
+                minor: Some(nix::sys::stat::minor(st.st_rdev) as u32),
+            });
+        }
+    }
+    rules
+}
+
+/// Creates cgroup `skerry/<name>` with `limits`, open to the `devices` only, and moves
+/// this process into it.
+pub fn enter_cgroup(
+    name: &str,
+    limits: &host::cgroup::Limits,
+    devices: &[DeviceRule],
+) -> Result<String, JailError> {
     let cg = host::cgroup::Hierarchy::detect()
         .and_then(|h| h.create(name))
         .map_err(cgroup_err)?;
     cg.set_limits(limits).map_err(cgroup_err)?;
+    cg.restrict_devices(devices).map_err(cgroup_err)?;
     cg.add_process(std::process::id() as i32)
         .map_err(cgroup_err)?;
     Ok(cg.describe())

@@ -2,7 +2,9 @@
 //!
 //! - ext4 and xfs: project quota ([`project`]). The project id of a zone is its id range
 //!   start / 65536 ([`project_id`]): ranges are 65536 wide and never overlap, so the id
-//!   is unique per zone and stable for its life. Both upper and work carry it.
+//!   is unique per zone and stable for its life. Both upper and work carry it. xfs
+//!   shares ext4's path but has never run against a kernel with `CONFIG_XFS_QUOTA`,
+//!   and node pools are ext4: it is not a supported pool (zone/README.md).
 //! - btrfs: a qgroup limit on the zone's layer subvolume ([`btrfs`]), when quotas are
 //!   already enabled on the filesystem (skerry does not flip that fs-wide switch).
 //! - anything else: the quota is reported as unenforced, with the reason.
