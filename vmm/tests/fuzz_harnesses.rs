@@ -1,9 +1,9 @@
-//! The stable side of vmm/fuzz: every fuzz harness runs over its seeds
-//! (vmm/fuzz/seeds/<target>/) and a few thousand deterministic pseudo-random inputs,
-//! half of them mutated seeds. A panic is a bug; the seeds must reach the deep paths
+//! The stable side of the VMM's fuzz targets (fuzz/ at the repository root): every
+//! harness (fuzz/harness/vmm/) runs over its seeds (fuzz/seeds-<target>/) and a few
+//! thousand deterministic pseudo-random inputs, half of them mutated seeds. A panic is a bug; the seeds must reach the deep paths
 //! (a kernel out of each disk image seed).
 
-#[path = "../fuzz/harness/mod.rs"]
+#[path = "../../fuzz/harness/vmm/mod.rs"]
 mod harness;
 
 use std::path::PathBuf;
@@ -23,9 +23,7 @@ impl Rng {
 }
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
-        .join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../fuzz/seeds-{target}"));
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -81,6 +79,23 @@ fn virtio_net_harness_never_panics_and_its_seeds_move_frames() {
     }
     for d in inputs(0x7e7_0001, 2000, 4096, &seeds) {
         harness::virtio_net::run(&d);
+    }
+}
+
+#[test]
+fn virtio_queue_harness_never_panics_and_its_seed_completes_three_requests() {
+    let seeds = seeds("virtio_queue");
+    for (path, s) in &seeds {
+        // A read, a write and a flush: all three used, each with status OK.
+        assert_eq!(
+            harness::virtio_queue::run(s),
+            (3, [0; 3]),
+            "{}",
+            path.display()
+        );
+    }
+    for d in inputs(0xb1c_0004, 2000, 8192, &seeds) {
+        harness::virtio_queue::run(&d);
     }
 }
 

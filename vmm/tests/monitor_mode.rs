@@ -263,6 +263,28 @@ fn status_console_and_forced_stop() {
             .trim(),
         vmm::jail::pids_max(1, 0).to_string()
     );
+    // The vCPU thread, which ran the guest's first lines, stacks its ioctl filter
+    // (KVM_RUN and what it needs) on the process's: one filter more than the others.
+    let filters = |task: &str| {
+        let st = std::fs::read_to_string(format!("/proc/{inner}/task/{task}/status")).unwrap();
+        st.lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no Seccomp_filters in {st}"))
+    };
+    let vcpu = std::fs::read_dir(format!("/proc/{inner}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|t| {
+            std::fs::read_to_string(format!("/proc/{inner}/task/{t}/comm"))
+                .is_ok_and(|c| c.trim() == "vcpu0")
+        })
+        .expect("a vcpu0 thread in the jailed vmm");
+    assert_eq!(
+        filters(&vcpu),
+        filters(&inner.to_string()) + 1,
+        "the vCPU thread's seccomp filters"
+    );
 
     let (resp, fd) = request(&pool, &MonitorRequest::Console);
     assert!(resp.ok);

@@ -85,6 +85,9 @@ pub const INITRD_MAX: u64 = 512 << 20;
 pub const EXTRACT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Directory entries looked at in `/boot` (or `/`).
 pub const MAX_DIR_ENTRIES: usize = 4096;
+/// Block groups a boot filesystem may have (16 MiB of descriptors in the reader):
+/// 128 TiB with 4 KiB blocks, 8 TiB with 1 KiB ones, at mkfs's default group sizes.
+pub const MAX_BLOCK_GROUPS: u64 = 1 << 20;
 
 impl Default for Limits {
     fn default() -> Self {

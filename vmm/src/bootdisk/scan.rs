@@ -5,12 +5,14 @@
 //!
 //! `ext4-view` already guards its own parsing (checked arithmetic, checksums, at most
 //! 40 symlinks per lookup, names without `/` or NUL). It does not guard the size an
-//! inode declares (`Ext4::read` allocates it whole) nor the length of a directory, so
-//! this module reads files in chunks up to the caps and looks at a bounded number of
-//! directory entries.
+//! inode declares (`Ext4::read` allocates it whole), the length of a directory, nor
+//! the number of block groups a superblock declares (`Ext4::load` allocates a
+//! descriptor for each up front: 3 GB for a 2 KB disk the fuzzer made), so this
+//! module reads files in chunks up to the caps, looks at a bounded number of
+//! directory entries and refuses more than [`MAX_BLOCK_GROUPS`] block groups.
 
 use super::frames::{self, Tag};
-use super::{pick_kernel, Limits, Partition, MAX_DIR_ENTRIES};
+use super::{pick_kernel, Limits, Partition, MAX_BLOCK_GROUPS, MAX_DIR_ENTRIES};
 use ext4_view::{Ext4, Ext4Read};
 use std::fs::File;
 use std::io::{self, Write};
@@ -141,6 +143,18 @@ fn is_ext4(disk: &dyn Disk, offset: u64) -> bool {
         && magic == [0x53, 0xef]
 }
 
+/// How many block groups the superblock at `offset` declares, counted as
+/// `Ext4::load` counts them (it allocates a descriptor for each before reading one);
+/// `None` when the superblock cannot be read or the count makes no sense, which
+/// `Ext4::load` then reports itself.
+fn block_groups(disk: &dyn Disk, offset: u64) -> Option<u64> {
+    let sb = read_vec(disk, offset.checked_add(1024)?, 1024).ok()?;
+    let blocks = u64::from(le32(&sb, 0x4)) | (u64::from(le32(&sb, 0x150)) << 32);
+    let data_blocks = blocks.checked_sub(u64::from(le32(&sb, 0x14)))?;
+    let per_group = std::num::NonZeroU64::new(u64::from(le32(&sb, 0x20)))?;
+    Some(data_blocks.div_ceil(per_group.get()))
+}
+
 /// Why a disk yields no kernel: the words the sandboxed reader sends its parent in a
 /// [`Tag::NoKernel`] frame.
 #[derive(Debug)]
@@ -215,6 +229,14 @@ fn find_and_stream(
     let mut looked = Vec::new();
     for part in parts {
         if !is_ext4(&*disk, part.offset) {
+            continue;
+        }
+        if let Some(groups) = block_groups(&*disk, part.offset).filter(|g| *g > MAX_BLOCK_GROUPS) {
+            looked.push(format!(
+                "partition {}: the superblock declares {groups} block groups, more than \
+                 the {MAX_BLOCK_GROUPS} read",
+                part.number
+            ));
             continue;
         }
         let reader = OffsetReader {

@@ -178,6 +178,30 @@ fn a_huge_declared_kernel_size_is_refused_without_reading_it() {
 }
 
 #[test]
+fn a_superblock_declaring_billions_of_block_groups_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = ext4_image(dir.path(), &[("boot/vmlinuz-1.0", b"tiny".to_vec())]);
+    let mut disk = std::fs::read(&image).unwrap();
+    // The superblock (at 1 KiB): 2^32 - 1 blocks, one per group, and no metadata
+    // checksum, so nothing objects before Ext4::load allocates a 16-byte descriptor
+    // per group (64 GiB; the fuzzer found 3 GB in a 2 KB disk).
+    let sb = 1024;
+    disk[sb + 0x4..sb + 0x8].copy_from_slice(&u32::MAX.to_le_bytes());
+    disk[sb + 0x20..sb + 0x24].copy_from_slice(&1u32.to_le_bytes());
+    let ro_compat = u32::from_le_bytes(disk[sb + 0x64..sb + 0x68].try_into().unwrap());
+    disk[sb + 0x64..sb + 0x68].copy_from_slice(&(ro_compat & !0x400).to_le_bytes());
+    std::fs::write(&image, &disk).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let err = extract(&image, &out).unwrap_err();
+    assert!(
+        matches!(&err, BootDiskError::NoKernel { reason, .. }
+            if reason.contains(&format!("block groups, more than the {MAX_BLOCK_GROUPS} read"))),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_kernel_or_initrd_over_its_cap_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let image = ext4_image(

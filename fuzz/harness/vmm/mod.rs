@@ -9,6 +9,7 @@
 pub mod boot_disk;
 pub mod pci_config;
 pub mod virtio_net;
+pub mod virtio_queue;
 
 use std::sync::Arc;
 use vmm::devices::interrupt::{MsiMessage, MsiSender};

@@ -13,6 +13,9 @@ use vmm::devices::BusDevice;
 
 const MEM: usize = 64 << 10;
 const NOTIFY: u64 = 0x3000;
+/// The largest frame virtio-net writes to its tap (64 KiB plus an Ethernet header
+/// and a VLAN tag: `MAX_FRAME` in vmm/src/devices/virtio/net.rs).
+const MAX_FRAME: usize = 65562;
 
 type Dev = Arc<Mutex<VirtioPciDevice<Net>>>;
 
@@ -102,6 +105,12 @@ pub fn run(data: &[u8]) -> (u16, u16) {
             let idx: u16 = mem.read_obj(at).unwrap_or(0);
             let _ = mem.write_obj(idx.wrapping_add(round), at);
         }
+    }
+    // What TX put on the wire: whole frames without their virtio header, never more
+    // than the largest frame a tap takes, whatever the descriptors said.
+    let mut frame = vec![0u8; 2 * MAX_FRAME];
+    while let Ok(n) = nix::unistd::read(&peer, &mut frame) {
+        assert!(n <= MAX_FRAME, "a {n}-byte frame reached the tap");
     }
     drop(peer);
     let used = |q: u64| mem.read_obj(GuestAddress(0x4000 * q + 0x2002)).unwrap_or(0);
