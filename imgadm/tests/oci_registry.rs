@@ -5,114 +5,32 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{tarball, Entry};
 use imgadm::sources::{add_kind, SourceKind};
 use imgadm::{ImageKind, ImageStore};
-
-/// A `docker-registry` on a free loopback port, killed when dropped.
-pub struct Registry {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a registry with its own config and storage; waits until `/v2/` answers.
-pub fn start_registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (Debian's docker-registry package: bash tests/setup)");
-    let reg = Registry {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = reqwest::blocking::get(format!("http://{}/v2/", reg.addr))
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return reg;
-        }
-        assert!(Instant::now() < until, "docker-registry did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use testkit::registry::{push, run, start as start_registry};
 
 /// An OCI layout `dir:v1` with two layers: the first made by `umoci repack` from a
 /// rootfs (busybox, a symlink, a hard link, a file and a directory the second layer
 /// hides), the second a hand-made layer with a whiteout and an opaque directory.
 pub fn build_image(dir: &Path) -> PathBuf {
-    let layout = dir.join("layout");
+    let layout = testkit::registry::busybox_layout(dir, |rootfs| {
+        for d in ["etc", "opq", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/cat")).unwrap();
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/ls")).unwrap();
+        std::fs::write(rootfs.join("etc/hello.txt"), "hello from layer 1\n").unwrap();
+        std::fs::hard_link(rootfs.join("etc/hello.txt"), rootfs.join("etc/hello-link")).unwrap();
+        std::fs::write(rootfs.join("gone.txt"), "deleted by layer 2\n").unwrap();
+        std::fs::write(rootfs.join("opq/old.txt"), "hidden by layer 2\n").unwrap();
+    });
     let image = format!("{}:v1", layout.display());
-    run(Command::new("umoci")
-        .args(["init", "--layout"])
-        .arg(&layout));
-    run(Command::new("umoci").args(["new", "--image", &image]));
-    let bundle = dir.join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image", &image])
-        .arg(&bundle));
-    let rootfs = bundle.join("rootfs");
-    for d in ["bin", "etc", "opq", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/cat")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/ls")).unwrap();
-    std::fs::write(rootfs.join("etc/hello.txt"), "hello from layer 1\n").unwrap();
-    std::fs::hard_link(rootfs.join("etc/hello.txt"), rootfs.join("etc/hello-link")).unwrap();
-    std::fs::write(rootfs.join("gone.txt"), "deleted by layer 2\n").unwrap();
-    std::fs::write(rootfs.join("opq/old.txt"), "hidden by layer 2\n").unwrap();
-    run(Command::new("umoci")
-        .args(["repack", "--image", &image])
-        .arg(&bundle));
     let layer2 = tarball(
         &[
             Entry::File(".wh.gone.txt", b"", 0o644),
@@ -143,14 +61,6 @@ pub fn build_image(dir: &Path) -> PathBuf {
         "/opq",
     ]));
     layout
-}
-
-/// Pushes `layout:tag` to `registry/repo:tag` with skopeo.
-pub fn push(layout: &Path, tag: &str, registry: &str, repo: &str) {
-    run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{registry}/{repo}:{tag}")));
 }
 
 fn zone_binary() -> PathBuf {
@@ -379,4 +289,103 @@ fn a_manifest_naming_an_oci_image_runs_its_entrypoint_with_its_env_under_host_mo
     let _ = init.terminate(Duration::from_secs(30));
     // Entrypoint+Cmd ran as the zone's init, with the image's Env.
     assert_eq!(proof, "hi from hello from layer 1\n");
+}
+
+#[test]
+fn an_images_working_directory_and_user_are_where_and_as_whom_its_entrypoint_runs() {
+    use testkit::init::{sibling_bin, HostInit, InitOptions};
+    let reg = start_registry();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path());
+    let image = format!("{}:v1", layout.display());
+    // The image's own users: `app` (1000, primary group 1001) is also in `staff`.
+    let users = work.path().join("users.tar");
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n";
+    let group = b"root:x:0:\napp:x:1001:\nstaff:x:50:app\n";
+    std::fs::write(
+        &users,
+        tarball(
+            &[
+                Entry::File("etc/passwd", passwd, 0o644),
+                Entry::File("etc/group", group, 0o644),
+            ],
+            (0, 0),
+        ),
+    )
+    .unwrap();
+    run(Command::new("umoci")
+        .args(["raw", "add-layer", "--image", &image])
+        .arg(&users));
+    // WorkingDir is not in the image: the zone makes it, for its user. The proof
+    // lands there, which only that user may write.
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.workingdir",
+        "/srv/app",
+        "--config.user",
+        "app:staff",
+        "--config.cmd",
+        "echo \"$(pwd) $(busybox id -u) $(busybox id -g) $(busybox id -G) $HOME\" > proof; \
+         trap 'exit 0' TERM; while :; do sleep 1; done",
+    ]));
+    push(&layout, "v1", &reg.addr, "test/user");
+    // The same image whose User names nobody in it.
+    run(Command::new("umoci").args(["config", "--image", &image, "--config.user", "ghost"]));
+    push(&layout, "v1", &reg.addr, "test/ghost");
+    let pool = work.path().join("pool");
+    let run_dir = work.path().join("run");
+    std::fs::create_dir_all(pool.join("manifests")).unwrap();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    add_kind(&pool, &format!("http://{}", reg.addr), SourceKind::Docker).unwrap();
+    let zone = |name: &str, repo: &str| {
+        format!(
+            "zone {name} {{\n    image \"oci:{}/{repo}:v1\"\n    memory \"64M\"\n}}\n",
+            reg.addr
+        )
+    };
+    std::fs::write(pool.join("manifests/app.kdl"), zone("userapp", "test/user")).unwrap();
+    std::fs::write(
+        pool.join("manifests/ghost.kdl"),
+        zone("ghostapp", "test/ghost"),
+    )
+    .unwrap();
+    let bus = testkit::Bus::permissive();
+    let log = std::fs::File::create(work.path().join("init.log")).unwrap();
+    let mut init = HostInit::start(
+        &bus,
+        InitOptions {
+            binary: sibling_bin("init"),
+            pool: &pool,
+            run_dir: &run_dir,
+            zone: sibling_bin("zone"),
+            stderr: log.into(),
+            configure: Box::new(|cmd| {
+                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+            }),
+        },
+    );
+    let proof = testkit::wait_for("the zone's proof", Duration::from_secs(60), || {
+        std::fs::read_dir(&pool)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("upper/srv/app/proof"))
+            .find(|p| p.exists())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .filter(|t| !t.is_empty())
+    });
+    // uid, gid (the named group), groups (the named one, then those listing app).
+    assert_eq!(proof, "/srv/app 1000 50 50 /home/app\n");
+    // The zone whose user is not in its image fails, and its status says why.
+    let ghost = init.wait_line(
+        "instance ghostapp zone failed (zone ghostapp",
+        Duration::from_secs(60),
+    );
+    let _ = init.terminate(Duration::from_secs(30));
+    assert!(ghost.contains("ghostapp"), "{ghost}");
+    assert!(
+        ghost.contains("user \"ghost\" is not in the image's /etc/passwd"),
+        "{ghost}"
+    );
 }

@@ -27,13 +27,17 @@ fn reference(r: &ImageRef) -> String {
 }
 
 fn resolved(img: imgadm::Image) -> ResolvedImage {
-    // An OCI image's Entrypoint/Cmd and Env: a zone's defaults (docker zones on SmartOS).
+    // An OCI image's Entrypoint/Cmd, Env, WorkingDir and User: a zone's defaults
+    // (docker zones on SmartOS).
     let zone_defaults = img.manifest.oci().map(|o| {
         let env = o.config.env.iter().filter_map(|kv| kv.split_once('='));
         let env = env.map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let said = |s: &str| (!s.is_empty()).then(|| s.to_string());
         ZoneDefaults {
             init: o.config.command(),
             env,
+            workdir: said(&o.config.working_dir),
+            user: said(&o.config.user),
         }
     });
     ResolvedImage {

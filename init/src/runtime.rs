@@ -113,6 +113,8 @@ mod zone_defaults_tests {
         let d = ZoneDefaults {
             init: vec!["/app".into(), "--serve".into()],
             env: vec![("A".into(), "image".into()), ("B".into(), "image".into())],
+            workdir: Some("/srv".into()),
+            user: Some("app:staff".into()),
         };
         let image = spec::ImageRef::Uuid(uuid::Uuid::nil());
         let mut bare = spec::InstanceSpec::zone("z", image.clone());
@@ -125,6 +127,8 @@ mod zone_defaults_tests {
         };
         assert_eq!(z.init, ["/app", "--serve"]);
         assert_eq!(z.env, d.env);
+        assert_eq!(z.workdir.as_deref(), Some("/srv"));
+        assert_eq!(z.user.as_deref(), Some("app:staff"));
         let mut said = spec::InstanceSpec::zone("z", image);
         if let spec::Kind::Zone(z) = &mut said.kind {
             z.init = vec!["/sbin/init".into()];
@@ -135,6 +139,9 @@ mod zone_defaults_tests {
             unreachable!()
         };
         assert_eq!(z.init, ["/sbin/init"]);
+        // The image's directory and user go with its command: the manifest's init
+        // runs as root in /.
+        assert_eq!((z.workdir.as_deref(), z.user.as_deref()), (None, None));
         let env: Vec<(&str, &str)> = z
             .env
             .iter()

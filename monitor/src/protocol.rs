@@ -37,17 +37,27 @@ pub struct ZoneDefaults {
     pub init: Vec<String>,
     /// `Env`, split at the first `=`.
     pub env: Vec<(String, String)>,
+    /// `WorkingDir`, when it says one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `User`, when it says one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl ZoneDefaults {
-    /// Gives zone `spec` the image's command when its manifest has no `init`, and
-    /// the image's environment under the manifest's (a manifest's key wins).
+    /// Gives zone `spec` the image's command when its manifest has no `init`, with
+    /// the image's working directory and user (they belong to that command: a
+    /// manifest's `init` replaces all three, and runs as root in `/`), and the image's
+    /// environment under the manifest's (a manifest's key wins).
     pub fn apply(&self, spec: &mut spec::InstanceSpec) {
         let spec::Kind::Zone(z) = &mut spec.kind else {
             return;
         };
         if z.init.is_empty() {
             z.init = self.init.clone();
+            z.workdir = self.workdir.clone();
+            z.user = self.user.clone();
         }
         let mut merged: Vec<(String, String)> = self
             .env

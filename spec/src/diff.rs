@@ -199,6 +199,18 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
                 format!("{:?}", b.env),
                 Effect::Restart,
             );
+            cmp(
+                "workdir",
+                opt(a.workdir.clone()),
+                opt(b.workdir.clone()),
+                Effect::Restart,
+            );
+            cmp(
+                "user",
+                opt(a.user.clone()),
+                opt(b.user.clone()),
+                Effect::Restart,
+            );
         }
         (Kind::Hvm(a), Kind::Hvm(b)) => {
             // The VMM's cgroup, which its monitor rewrites.

@@ -74,6 +74,8 @@ impl InstanceSpec {
                 hostname: name.to_string(),
                 init: vec![defaults::INIT.to_string()],
                 env: vec![],
+                workdir: None,
+                user: None,
             }),
             origin: Origin::default(),
         }
@@ -122,6 +124,16 @@ pub struct ZoneSpec {
     pub init: Vec<String>,
     /// Environment for the zone's init, in declaration order.
     pub env: Vec<(String, String)>,
+    /// Directory the zone's init starts in (created when missing); `None`: `/`. Only
+    /// an OCI image's `WorkingDir` sets it, together with its command: no manifest
+    /// property does, and a manifest's `init` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Who the zone's init runs as (`name`, `uid`, `uid:gid`, `name:group`, looked up
+    /// in the image's /etc/passwd and /etc/group); `None`: root. Only an OCI image's
+    /// `User` sets it, together with its command; a manifest's `init` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// HVM-only properties.

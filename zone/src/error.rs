@@ -22,6 +22,16 @@ pub enum ZoneError {
         /// The zone rootfs.
         rootfs: PathBuf,
     },
+    /// The image's `User` names nobody the image knows, or cannot be read.
+    #[error("zone {instance}: user {user:?} of its image: {source}")]
+    User {
+        /// The instance's name and UUID.
+        instance: String,
+        /// The `User` as the image says it.
+        user: String,
+        /// Why it did not resolve.
+        source: crate::user::UserError,
+    },
     /// A step of the zone's setup failed inside the new namespaces.
     #[error("zone setup failed: {0}")]
     Setup(String),

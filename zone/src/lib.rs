@@ -9,7 +9,7 @@
 //! - [`monitor`] is `zone monitor`, the per-zone process init spawns;
 //! - [`zlogin`] runs a command inside a running zone (SmartOS's `zlogin`);
 //! - [`rootfs`], [`cgroups`], [`idmap`], [`security`], [`net`], [`console`], [`quota`],
-//!   [`halt`] are the pieces.
+//!   [`halt`], [`user`] are the pieces.
 
 pub mod cgroups;
 pub mod console;
@@ -25,6 +25,7 @@ pub mod run;
 pub mod security;
 pub mod sys;
 pub mod timing;
+pub mod user;
 pub mod zlogin;
 
 pub use error::{Result, ZoneError};

@@ -88,6 +88,8 @@ pub fn run(opts: &RunOptions) -> Result<i32> {
         hostname: opts.hostname.clone().unwrap_or_else(|| "zone".into()),
         command: opts.command.clone(),
         env: vec![],
+        workdir: None,
+        user: None,
         limits: Limits {
             memory: opts.memory,
             cpu_cap: opts.cpu_cap,

@@ -10,6 +10,7 @@
 //! `<pool>/config/auth.json` (`auth.rs`), never from manifests.
 
 mod auth;
+mod fetch;
 mod pull;
 mod registry;
 

@@ -165,8 +165,9 @@ pub fn pull(store: &ImageStore, r: &OciReference) -> Result<Image, StoreError> {
         p.discard();
         return Err(StoreError::io(&file)(e));
     }
-    // Each layer is applied as it streams (no copy of it lands on disk), then its
-    // size and digest are checked; any failure discards the whole work area.
+    // Each layer is applied as it streams (no copy of it lands on disk), downloaded
+    // and hashed on a second thread (`fetch.rs`), then its size and digest are
+    // checked; any failure discards the whole work area.
     crate::import::commit_with(store, &p, &m, |_, stage| {
         let root = stage.join(ROOT_DIR);
         fs::create_dir(&root).map_err(StoreError::io(&root))?;
@@ -174,19 +175,23 @@ pub fn pull(store: &ImageStore, r: &OciReference) -> Result<Image, StoreError> {
         // One bound for the whole image, as for a zone-dataset file: a layer that
         // is small on the wire may still inflate without end.
         let budget = Budget::new(limits.rootfs_bytes);
-        for (l, c) in doc.layers.iter().zip(compressions) {
-            let mut blob = reg.open_blob(l)?;
-            let applied = apply_layer(&mut blob, c, &root, uuid, &limits, &budget);
-            applied.map_err(|e| {
-                let reason = e.to_string();
-                reg.err(
-                    Some(&l.digest),
-                    reason.trim_end_matches("; nothing installed"),
-                )
-            })?;
-            blob.verify(&reg)?;
-        }
-        Ok(())
+        super::fetch::with_layers(&reg, &doc.layers, |layers| {
+            for (l, c) in doc.layers.iter().zip(compressions) {
+                let applied = apply_layer(&mut *layers, c, &root, uuid, &limits, &budget);
+                if let Err(e) = applied {
+                    if let Some(download) = layers.failure() {
+                        return Err(download);
+                    }
+                    let reason = e.to_string();
+                    return Err(reg.err(
+                        Some(&l.digest),
+                        reason.trim_end_matches("; nothing installed"),
+                    ));
+                }
+                layers.finish()?;
+            }
+            Ok(())
+        })
     })
 }
 

@@ -7,8 +7,8 @@
 //! anyway to verify digests and bound sizes while they stream; the two endpoints and
 //! the token dance are ~300 lines here (see imgadm/README.md).
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use reqwest::blocking::{Client, Response};
@@ -40,7 +40,8 @@ pub(crate) struct Registry {
     http: Client,
     creds: Option<Credentials>,
     /// The `Authorization` value that worked (or was issued) last.
-    auth: RefCell<Option<String>>,
+    /// A mutex, not a cell: a pull's downloader thread shares the client.
+    auth: Mutex<Option<String>>,
     limits: SourceLimits,
 }
 
@@ -65,7 +66,7 @@ impl Registry {
                 blob: None,
                 reason: e.to_string(),
             })?;
-        let auth = RefCell::new(match &creds {
+        let auth = Mutex::new(match &creds {
             Some(Credentials::Bearer(t)) => Some(format!("Bearer {t}")),
             _ => None,
         });
@@ -94,7 +95,7 @@ impl Registry {
     fn get(&self, url: &str, accept: &str, blob: Option<&str>) -> Result<Response, StoreError> {
         for attempt in 0..2 {
             let mut req = self.http.get(url).header(ACCEPT, accept);
-            if let Some(a) = self.auth.borrow().as_ref() {
+            if let Some(a) = self.auth.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 req = req.header(AUTHORIZATION, a);
             }
             let resp = req
@@ -131,7 +132,8 @@ impl Registry {
         match challenge {
             Some(Challenge::Basic) => match &self.creds {
                 Some(Credentials::Basic(b)) => {
-                    *self.auth.borrow_mut() = Some(format!("Basic {b}"));
+                    *self.auth.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("Basic {b}"));
                     Ok(())
                 }
                 _ => Err(self.err(
@@ -145,7 +147,8 @@ impl Registry {
                 scope,
             }) => {
                 let token = self.token(&realm, service.as_deref(), scope.as_deref(), blob)?;
-                *self.auth.borrow_mut() = Some(format!("Bearer {token}"));
+                *self.auth.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("Bearer {token}"));
                 Ok(())
             }
             None => Err(self.err(blob, "HTTP 401 without a usable WWW-Authenticate challenge")),

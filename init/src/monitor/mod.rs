@@ -309,6 +309,8 @@ mod tests {
             image_defaults: Some(monitor::ZoneDefaults {
                 init: vec!["/entry".into()],
                 env: vec![("FROM_IMAGE".into(), "1".into())],
+                workdir: None,
+                user: None,
             }),
         };
         spec::atomic::write_json_atomic(&config_path, &config).unwrap();

@@ -212,6 +212,8 @@ fn read_instance(c: &mut Collector, file: &Path, node: &KdlNode) -> Option<Insta
                 _ => vec![defaults::INIT.to_owned()],
             }),
             env: f.env,
+            workdir: None,
+            user: None,
         })
     } else {
         Kind::Hvm(HvmSpec {

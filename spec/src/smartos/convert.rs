@@ -69,6 +69,8 @@ pub(crate) fn to_spec(p: &Map<String, Value>, fam: Family) -> Result<InstanceSpe
                 hostname: hostname.unwrap_or_else(|| name.clone()),
                 init: vec![defaults::INIT.to_owned()],
                 env: Vec::new(),
+                workdir: None,
+                user: None,
             });
             (image, kind)
         }

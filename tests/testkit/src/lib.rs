@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod init;
+pub mod registry;
 
 pub use init::{sibling_bin, HostInit, InitOptions};
 

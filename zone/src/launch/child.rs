@@ -36,6 +36,8 @@ pub(super) struct ChildPlan {
     hostname: String,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    workdir: Option<PathBuf>,
+    user: Option<crate::user::ZoneUser>,
     console: Option<(i32, PathBuf)>,
     /// The metadata pty slave's path and a detached read-only mount of the socket's
     /// directory, made here by the runtime (the zone could not reach the host path).
@@ -58,7 +60,14 @@ impl ChildPlan {
             .collect::<Result<Vec<_>>>()?;
         let mut env = vec![
             ("PATH".to_string(), ZONE_PATH.to_string()),
-            ("HOME".to_string(), "/root".to_string()),
+            (
+                "HOME".to_string(),
+                // The image's user's home, as Docker gives it.
+                spec.user
+                    .as_ref()
+                    .and_then(|u| u.home.clone())
+                    .unwrap_or_else(|| "/root".to_string()),
+            ),
             ("container".to_string(), "skerry".to_string()),
         ];
         if pty.is_some() || nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
@@ -86,6 +95,9 @@ impl ChildPlan {
             hostname: spec.hostname.clone(),
             argv,
             envp,
+            // Relative to the zone's root, whatever it says.
+            workdir: spec.workdir.as_ref().map(|w| Path::new("/").join(w)),
+            user: spec.user.clone(),
             console: pty.map(|p| (p.slave.as_raw_fd(), p.slave_path.clone())),
             metadata: match &spec.metadata {
                 Some(m) => Some((m.tty.clone(), sealed_clone(&m.control_dir)?)),
@@ -324,6 +336,9 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
         std::fs::write("/etc/hostname", format!("{}\n", plan.hostname))
             .ctx(|| "writing /etc/hostname".into())?;
     }
+    if let Some(dir) = &plan.workdir {
+        enter_workdir(dir, plan.user.as_ref())?;
+    }
     if plan.die_with_runtime {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
     }
@@ -340,7 +355,35 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible> {
     for nic in &plan.dhcp_nics {
         start_dhcp_client(nic, &plan.envp);
     }
+    // Last: the DHCP clients above still needed root's capabilities.
+    if let Some(u) = &plan.user {
+        become_user(u)?;
+    }
     exec(&plan.argv, &plan.envp)
+}
+
+/// Changes into the image's working directory, making it (owned by the zone's user)
+/// when the image does not have it, as runc does.
+fn enter_workdir(dir: &Path, user: Option<&crate::user::ZoneUser>) -> Result<()> {
+    let what = || format!("working directory {}", dir.display());
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).ctx(what)?;
+        if let Some(u) = user {
+            std::os::unix::fs::chown(dir, Some(u.uid), Some(u.gid)).ctx(what)?;
+        }
+    }
+    nix::unistd::chdir(dir).ctx(what)
+}
+
+/// Takes the image's user's ids: groups first, while we may still change them.
+fn become_user(u: &crate::user::ZoneUser) -> Result<()> {
+    use nix::unistd::{Gid, Uid};
+    let groups: Vec<Gid> = u.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).ctx(|| format!("setgroups {:?}", u.groups))?;
+    let gid = Gid::from_raw(u.gid);
+    nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("setresgid {}", u.gid))?;
+    let uid = Uid::from_raw(u.uid);
+    nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("setresuid {}", u.uid))
 }
 
 /// Searches `argv[0]` on the zone's PATH (unless it has a slash) and execs it.
@@ -436,6 +479,8 @@ mod tests {
             hostname: hostname.into(),
             command: command.iter().map(|s| s.to_string()).collect(),
             env: vec![("PATH".into(), "/custom".into()), ("A".into(), "b".into())],
+            workdir: None,
+            user: None,
             limits: Limits::default(),
             nics: vec![],
             resolvers: vec![],

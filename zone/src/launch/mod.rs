@@ -59,6 +59,10 @@ pub struct LaunchSpec {
     pub command: Vec<String>,
     /// Environment of the zone init, on top of PATH, HOME and `container=skerry`.
     pub env: Vec<(String, String)>,
+    /// Directory the zone init starts in, made when missing; `None`: `/`.
+    pub workdir: Option<String>,
+    /// Ids the zone init runs as; `None`: the zone's root.
+    pub user: Option<crate::user::ZoneUser>,
     /// cgroup limits.
     pub limits: Limits,
     /// Network interfaces.

@@ -52,6 +52,18 @@ pub fn launch_spec(config: &InstanceConfig) -> Result<LaunchSpec> {
         },
         command,
         env: z.env.clone(),
+        workdir: z.workdir.clone(),
+        user: z
+            .user
+            .as_ref()
+            .map(|u| {
+                crate::user::resolve(&config.image_path, u).map_err(|source| ZoneError::User {
+                    instance: format!("{} ({})", config.spec.name, config.uuid),
+                    user: u.clone(),
+                    source,
+                })
+            })
+            .transpose()?,
         limits: Limits {
             memory: Some(config.spec.memory),
             cpu_cap: z.cpu_cap,
@@ -108,6 +120,8 @@ mod tests {
                     hostname: hostname.into(),
                     init,
                     env: vec![],
+                    workdir: None,
+                    user: None,
                 }),
                 origin: spec::Origin::default(),
             },

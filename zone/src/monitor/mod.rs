@@ -92,10 +92,16 @@ struct Monitor {
 
 impl Monitor {
     fn new(config: InstanceConfig) -> Result<Monitor> {
-        let spec = launch_spec(&config)?;
         let dir = spec::pool::instance_dir(&config.pool, &config.uuid);
         // First of all: a live monitor of this zone keeps it, and is never disturbed.
         let (claim, server) = Claim::take(&config.run_dir, &config.uuid)?;
+        // A config no zone can start from (an image's `User` nobody in it has) is the
+        // zone's failure: its status says why, for init and `vmadm` to show.
+        let spec = launch_spec(&config).inspect_err(|e| {
+            let mut failed = MonitorStatus::provisioning(std::process::id());
+            failed.set(State::Failed, e.to_string());
+            let _ = StatusFile::of(&config.pool, &config.uuid).write(&failed);
+        })?;
         let mut sigs = SigSet::empty();
         for s in [
             Signal::SIGTERM,

@@ -60,6 +60,8 @@ impl Pool {
                 hostname: String::new(),
                 init: init.iter().map(|s| s.to_string()).collect(),
                 env: vec![("ZONE_TEST".into(), "1".into())],
+                workdir: None,
+                user: None,
             }),
             origin: spec::Origin::default(),
         };
