@@ -10,10 +10,12 @@ use e2e::ssh::{free_port, SshKey, SshTarget};
 use std::path::Path;
 use std::time::Duration;
 
-#[path = "node/vlan.rs"]
-mod vlan;
 #[path = "node/limits.rs"]
 mod limits;
+#[path = "node/oci.rs"]
+mod oci;
+#[path = "node/vlan.rs"]
+mod vlan;
 
 /// Ceiling for one boot (run-node stops QEMU after it).
 const LIMIT: Duration = Duration::from_secs(900);
@@ -558,20 +560,7 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
         "zone bad01 {\n    memory \"12Q\"\n",
     )
     .unwrap();
-    // An OCI image in a registry on the host, which the node reaches through QEMU's
-    // user network as 10.0.2.2 (host loopback).
-    let registry = testkit::registry::start();
-    let layout = testkit::registry::busybox_layout(tmp.path(), |_| {});
-    testkit::registry::configure(
-        &layout,
-        &[
-            "--config.entrypoint=/bin/sh",
-            "--config.entrypoint=-c",
-            "--config.cmd=echo oci-entrypoint-ran-$MARK; trap 'exit 0' TERM; while :; do sleep 1; done",
-            "--config.env=MARK=e2e",
-        ],
-    );
-    testkit::registry::push(&layout, "v1", &registry.addr, "skerry/e2e");
+    let registry = oci::registry_with_an_image(tmp.path());
     let mut node = NodeBuilder::new(image, LIMIT)
         .images(images)
         .manifests(&manifests)
@@ -619,43 +608,6 @@ fn a_broken_manifest_is_reported_and_the_rest_runs() {
     let roomy = sh(&mut node, "vmadm list -H -p -o uuid alias=roomy", SHELL);
     limits::check(&mut node, &limits::Probed::new("roomy", &roomy, false));
 
-    // The operator adds the registry as a plain-HTTP docker source (kept in the
-    // pool's config/sources.json) and creates a zone whose manifest names the image:
-    // init pulls it and the zone runs the image's entrypoint with its Env.
-    let source = format!("http://10.0.2.2:{}", registry.port());
-    sh(
-        &mut node,
-        &format!("imgadm sources -a {source} -t docker"),
-        SHELL,
-    );
-    sh(
-        &mut node,
-        &format!(
-            "printf 'zone ociapp {{\\n    image \"oci:10.0.2.2:{}/skerry/e2e:v1\"\\n    \
-             memory \"64M\"\\n}}\\n' > /tmp/oci.kdl && vmadm create -f /tmp/oci.kdl",
-            registry.port()
-        ),
-        Duration::from_secs(300),
-    );
-    // (vmadm create answers once the zone started: its console lines went by with
-    // the command's output.)
-    let uuid = sh(&mut node, "vmadm list -H -p -o uuid alias=ociapp", SHELL);
-    let console = sh(
-        &mut node,
-        &format!(
-            "i=0; until grep -q oci-entrypoint-ran /zones/{0}/console.log; do \
-             i=$((i+1)); [ $i -lt 60 ] || break; sleep 1; done; cat /zones/{0}/console.log",
-            uuid.trim()
-        ),
-        Duration::from_secs(90),
-    );
-    assert!(
-        console.contains("oci-entrypoint-ran-e2e"),
-        "the OCI zone's entrypoint did not run:\n{console}"
-    );
-    let list = sh(&mut node, "vmadm list -p -o alias,state", SHELL);
-    assert!(list.lines().any(|l| l.trim() == "ociapp:running"), "{list}");
-    let list = sh(&mut node, "imgadm list", SHELL);
-    assert!(list.contains("oci:10.0.2.2:"), "{list}");
+    oci::zone_runs_its_entrypoint(&mut node, &registry);
     shut_down(node);
 }
