@@ -113,6 +113,12 @@ pub async fn start(
         })
     })?;
     let concurrency = node_cfg.concurrency;
+    let import_limits = crate::import_child::ChildLimits {
+        memory: node_cfg
+            .import_memory
+            .unwrap_or(crate::import_child::ChildLimits::default().memory),
+        ..Default::default()
+    };
     let runtime = MonitorRuntime::new(
         pool.clone(),
         opts.run_dir.clone(),
@@ -123,7 +129,9 @@ pub async fn start(
     let node = Node::new(
         pool,
         Arc::new(runtime),
-        Arc::new(ChildImports::new(store, opts.imgadm_bin.clone(), sources)),
+        Arc::new(
+            ChildImports::new(store, opts.imgadm_bin.clone(), sources).with_limits(import_limits),
+        ),
         Arc::new(SpecManifests::new()),
         NodeOptions {
             stop_timeout: opts.stop_timeout,

@@ -1,7 +1,8 @@
 //! Imports run in `imgadm` children (`import_child.rs`), against image servers written
 //! here that misbehave on purpose: init in host mode (private bus, real zones) fails
-//! each hostile image's instance with a message naming the image, leaves nothing in
-//! the store and runs the other instance; a child killed at its memory cap, one run
+//! each hostile image's instance with a message naming the image (a decompression
+//! that outgrows node.kdl's `import-memory` among them), leaves nothing in the store
+//! and runs the other instance; a child killed at its memory cap, one run
 //! out of time and one that crashes are each reported as such.
 //!
 //! Root (cgroups, zones). Build `imgadm`, `init` and `zone` first.
@@ -94,7 +95,25 @@ fn store_entries(pool: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
     let (huge, bad_sum, range) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let bomb = Uuid::new_v4();
     let data = vec![7u8; 64 << 10];
+    // 200 MiB of zeros whose xz decoder needs a 192 MiB dictionary (within imgadm's
+    // 256 MiB xz bound), all of it touched, against children capped at 160 MiB below.
+    let work = tempfile::tempdir().unwrap();
+    let xz = work.path().join("bomb.xz");
+    let sh = format!(
+        "head -c {} /dev/zero | xz --lzma2=dict=192MiB > {}",
+        200 << 20,
+        xz.display()
+    );
+    assert!(std::process::Command::new("sh")
+        .args(["-c", &sh])
+        .status()
+        .unwrap()
+        .success());
+    let bomb_file = std::fs::read(&xz).unwrap();
+    let mut bomb_manifest = manifest(bomb, "bomb", &bomb_file, "xz");
+    bomb_manifest["image_size"] = 200.into();
     let range_manifest = manifest(range, "range", &data, "none");
     let m2 = range_manifest.clone();
     let head_of_file = data[..1000].to_vec();
@@ -113,6 +132,11 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
         } else if path == format!("/images/{bad_sum}/file") {
             head(out, 200, Some(data.len()))?;
             out.write_all(&vec![8u8; data.len()])
+        } else if path == format!("/images/{bomb}") {
+            json(out, &bomb_manifest)
+        } else if path == format!("/images/{bomb}/file") {
+            head(out, 200, Some(bomb_file.len()))?;
+            out.write_all(&bomb_file)
         } else if path == format!("/images/{range}") {
             json(out, &m2)
         } else if path == format!("/images/{range}/file") {
@@ -160,7 +184,18 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
         ("badsum", bad_sum.to_string(), "sha256"),
         ("range", range.to_string(), "416"),
         ("endless", "endless@1".to_string(), "past 500 pages"),
+        // Only a child can be killed at a cap: imported in init, this one would run.
+        (
+            "bomb",
+            bomb.to_string(),
+            "killed by the kernel at its memory cap of 160 MiB",
+        ),
     ];
+    std::fs::write(
+        pool.path().join("config/node.kdl"),
+        "import-memory \"160M\"\n",
+    )
+    .unwrap();
     for (name, image, _) in &hostile_images {
         pool.manifest(
             &format!("{name}.kdl"),
