@@ -95,7 +95,7 @@ fn store_entries(pool: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
     let (huge, bad_sum, range) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let bomb = Uuid::new_v4();
+    let (bomb, drip) = (Uuid::new_v4(), Uuid::new_v4());
     let data = vec![7u8; 64 << 10];
     // 200 MiB of zeros whose xz decoder needs a 192 MiB dictionary (within imgadm's
     // 256 MiB xz bound), all of it touched, against children capped at 160 MiB below.
@@ -137,6 +137,15 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
         } else if path == format!("/images/{bomb}/file") {
             head(out, 200, Some(bomb_file.len()))?;
             out.write_all(&bomb_file)
+        } else if path == format!("/images/{drip}") {
+            // A manifest a byte every 400 ms: cut at imgadm's 60 s for a JSON answer.
+            let body = manifest(drip, "drip", &data, "none").to_string();
+            head(out, 200, Some(body.len()))?;
+            for b in body.as_bytes() {
+                out.write_all(std::slice::from_ref(b))?;
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            Ok(())
         } else if path == format!("/images/{range}") {
             json(out, &m2)
         } else if path == format!("/images/{range}/file") {
@@ -184,6 +193,7 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
         ("badsum", bad_sum.to_string(), "sha256"),
         ("range", range.to_string(), "416"),
         ("endless", "endless@1".to_string(), "past 500 pages"),
+        ("drip", drip.to_string(), "did not arrive within 60 s"),
         // Only a child can be killed at a cap: imported in init, this one would run.
         (
             "bomb",
@@ -191,11 +201,9 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
             "killed by the kernel at its memory cap of 160 MiB",
         ),
     ];
-    std::fs::write(
-        pool.path().join("config/node.kdl"),
-        "import-memory \"160M\"\n",
-    )
-    .unwrap();
+    // Every import at once: the slow ones (the drip's 60 s) overlap.
+    let node_kdl = "import-memory \"160M\"\napply imports=8\n";
+    std::fs::write(pool.path().join("config/node.kdl"), node_kdl).unwrap();
     for (name, image, _) in &hostile_images {
         pool.manifest(
             &format!("{name}.kdl"),
