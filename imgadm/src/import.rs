@@ -202,7 +202,16 @@ pub(crate) fn import_from_source(
         rehash(&mut file, have, &mut digests).map_err(StoreError::io(&path))?;
         log::info!("image {}: resuming download at byte {have}", m.uuid);
     }
-    let resp = client.open_file(&m.uuid, have)?;
+    let resp = match client.open_file(&m.uuid, have) {
+        Ok(r) => r,
+        // A refusal (a 4xx/5xx, a 416 even from byte 0, a bad answer) makes the partial
+        // download worthless; a network failure keeps it to resume.
+        Err(e @ StoreError::Network { .. }) => return Err(e),
+        Err(e) => {
+            p.discard();
+            return Err(e);
+        }
+    };
     if resp.offset != have {
         // The server ignored the Range request: start from scratch.
         have = 0;
@@ -444,4 +453,45 @@ pub(crate) fn clean_partials(store: &ImageStore, max_age: Duration) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Removes what imports that died left in `.partial` (a killed importer cannot clean
+/// up after itself): every work area and lock file that no running import holds.
+/// Returns the UUIDs of the images whose leftovers were removed.
+pub(crate) fn clean_abandoned(store: &ImageStore) -> Result<Vec<Uuid>, StoreError> {
+    let root = store.partial_root();
+    let mut uuids: Vec<Uuid> = fs::read_dir(&root)
+        .map_err(StoreError::io(&root))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Uuid::parse_str(name.strip_suffix(".lock").unwrap_or(&name)).ok()
+        })
+        .collect();
+    uuids.sort_unstable();
+    uuids.dedup();
+    let mut cleaned = Vec::new();
+    for uuid in uuids {
+        let lock_path = root.join(format!("{uuid}.lock"));
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        else {
+            continue;
+        };
+        // Held: an import of it runs right now. Won: remove the file while holding it,
+        // so an importer waiting on it takes a fresh one (see [`lock`]).
+        let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        let dir = root.join(uuid.to_string());
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        }
+        fs::remove_file(&lock_path).map_err(StoreError::io(&lock_path))?;
+        cleaned.push(uuid);
+    }
+    Ok(cleaned)
 }

@@ -74,6 +74,9 @@ enum Cmd {
         /// Print nothing but errors.
         #[arg(short = 'q')]
         quiet: bool,
+        /// Print one JSON line: `{"uuid", "name", "version"}`, or `{"error"}` (and exit 1).
+        #[arg(short = 'j')]
+        json: bool,
     },
     /// Install an image from a local manifest and file.
     Install {
@@ -211,26 +214,24 @@ fn run(cli: Cli) -> Result<()> {
             let (_, m) = store.find_in_sources(&parse_checked_ref(&image)?)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
-        Cmd::Import { image, quiet } => {
-            let r = parse_checked_ref(&image)?;
-            if let Some(img) = store.resolve(&r)? {
-                if !quiet {
-                    println!(
-                        "Image {} ({}) is already installed",
-                        img.uuid,
-                        img.manifest.name_version()
-                    );
+        Cmd::Import { image, quiet, json } => {
+            let imported = import(&store, &image, quiet || json);
+            if json {
+                // One line a parent (init) reads, bounded, instead of our prose.
+                let line = match &imported {
+                    Ok(img) => serde_json::json!({
+                        "uuid": img.uuid,
+                        "name": img.name,
+                        "version": img.version,
+                    }),
+                    Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+                };
+                println!("{line}");
+                if imported.is_err() {
+                    std::process::exit(1);
                 }
-                return Ok(());
             }
-            let img = store.import_ref(&r)?;
-            if !quiet {
-                println!(
-                    "Imported image {} ({})",
-                    img.uuid,
-                    img.manifest.name_version()
-                );
-            }
+            imported?;
         }
         Cmd::Create { manifest, instance } => {
             let data = std::fs::read(&manifest)
@@ -333,6 +334,30 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Completions { .. } | Cmd::Man => {}
     }
     Ok(())
+}
+
+/// `imgadm import`: the installed image `image` names, imported when missing.
+fn import(store: &ImageStore, image: &str, quiet: bool) -> Result<imgadm::Image> {
+    let r = parse_checked_ref(image)?;
+    if let Some(img) = store.resolve(&r)? {
+        if !quiet {
+            println!(
+                "Image {} ({}) is already installed",
+                img.uuid,
+                img.manifest.name_version()
+            );
+        }
+        return Ok(img);
+    }
+    let img = store.import_ref(&r)?;
+    if !quiet {
+        println!(
+            "Imported image {} ({})",
+            img.uuid,
+            img.manifest.name_version()
+        );
+    }
+    Ok(img)
 }
 
 fn print_list(all: &[ImageManifest], f: &ListFlags) -> Result<()> {

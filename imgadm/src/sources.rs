@@ -16,6 +16,9 @@ use crate::manifest::ImageManifest;
 /// Page size asked of sources for `GET /images`.
 pub const PAGE_LIMIT: usize = 200;
 
+/// Redirects followed for one request to a source.
+pub const MAX_REDIRECTS: usize = 5;
+
 /// `<pool>/config/sources.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SourcesFile {
@@ -253,6 +256,8 @@ impl SourceClient {
             // each body read, not to the whole transfer: a large image may take long,
             // a stalled one fails after a minute (and resumes on the next try).
             .timeout(Duration::from_secs(60))
+            // A redirect loop is an error after this many hops, as for registries.
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .user_agent(concat!("skerry-imgadm/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StoreError::Network {

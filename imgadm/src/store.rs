@@ -310,6 +310,13 @@ impl ImageStore {
         fs::remove_dir_all(&trash).map_err(StoreError::io(&trash))
     }
 
+    /// Removes the work areas and lock files of imports that died without cleaning
+    /// up (a killed `imgadm` child); imports running now keep theirs. Returns the
+    /// UUIDs whose leftovers went.
+    pub fn clean_abandoned(&self) -> Result<Vec<Uuid>, StoreError> {
+        crate::import::clean_abandoned(self)
+    }
+
     /// The source URLs: the pool's `config/sources.json`, then the extra ones.
     pub fn sources(&self) -> Result<Vec<String>, StoreError> {
         let mut all = sources::load(&self.pool)?;

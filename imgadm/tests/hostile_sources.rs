@@ -236,3 +236,84 @@ fn a_file_dripping_past_its_time_is_cut_and_kept_to_resume() {
     );
     assert!(store.get(&m.uuid).unwrap().is_none());
 }
+
+#[test]
+fn a_redirect_loop_is_an_error_after_a_few_hops() {
+    let (url, requests) = hostile(|path, out| {
+        write!(
+            out,
+            "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    });
+    let client = SourceClient::new(&url).unwrap();
+    let err = client.get(&Uuid::new_v4()).unwrap_err().to_string();
+    assert!(err.contains("redirect"), "{err}");
+    // The first request and MAX_REDIRECTS hops, then the client gives up.
+    let n = requests.load(Ordering::SeqCst);
+    assert_eq!(n, imgadm::sources::MAX_REDIRECTS + 1, "{n} requests");
+}
+
+#[test]
+fn a_416_to_a_resumed_import_leaves_nothing_in_the_store() {
+    let data = noise(64 << 10, 9);
+    let m = manifest_for(&data, "range", "1", ImageKind::Zvol, Compression::None);
+    let body = serde_json::to_vec(&m).unwrap();
+    let uuid = m.uuid;
+    let (url, _) = hostile(move |path, out| {
+        if path == format!("/images/{uuid}") {
+            head(out, 200, Some(body.len()))?;
+            out.write_all(&body)
+        } else {
+            head(out, 416, Some(0))
+        }
+    });
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    store.add_source(&url).unwrap();
+    // An earlier attempt's partial download of this very file: the import resumes it.
+    let partial = store.images_dir().join(".partial").join(uuid.to_string());
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(
+        partial.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(partial.join("file"), &data[..1000]).unwrap();
+    let err = store
+        .import_ref(&imgadm::parse_ref(&uuid.to_string()))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::HttpStatus { status: 416, .. }),
+        "{err}"
+    );
+    let left: Vec<String> = std::fs::read_dir(store.images_dir().join(".partial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}
+
+#[test]
+fn what_a_killed_import_left_is_cleaned_and_a_running_one_is_not() {
+    use nix::fcntl::{Flock, FlockArg};
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    let root = store.images_dir().join(".partial");
+    let (dead, running) = (Uuid::new_v4(), Uuid::new_v4());
+    for u in [dead, running] {
+        std::fs::create_dir_all(root.join(u.to_string())).unwrap();
+        std::fs::write(root.join(u.to_string()).join("file"), b"part").unwrap();
+    }
+    std::fs::write(root.join(format!("{dead}.lock")), b"").unwrap();
+    let held = std::fs::File::create(root.join(format!("{running}.lock"))).unwrap();
+    let _held = Flock::lock(held, FlockArg::LockExclusive).unwrap();
+    assert_eq!(store.clean_abandoned().unwrap(), vec![dead]);
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut want = vec![running.to_string(), format!("{running}.lock")];
+    want.sort();
+    assert_eq!(left, want);
+}

@@ -2,7 +2,7 @@
 //! serve the API, reconcile, then supervise until asked to shut down.
 
 use crate::console;
-use crate::images::StoreImages;
+use crate::import_child::ChildImports;
 use crate::manifests::SpecManifests;
 use crate::monitor::MonitorRuntime;
 use crate::node::{Node, NodeOptions};
@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub zone_bin: PathBuf,
     /// The `vmm` binary.
     pub vmm_bin: PathBuf,
+    /// The `imgadm` binary image imports run in.
+    pub imgadm_bin: PathBuf,
     /// The `skerry-metrics` binary, started when node.kdl has `metrics listen=...`.
     pub metrics_bin: PathBuf,
     /// Extra image sources (`skerry.sources=`, `--sources`).
@@ -100,7 +102,7 @@ pub async fn start(
     let metrics_listen = node_cfg.metrics;
     let mut sources = opts.sources.clone();
     sources.extend(node_cfg.sources.iter().cloned());
-    // init's stderr is the node console: imports are logged, not drawn as a bar.
+    // init only reads the store: imports run in imgadm children (import_child.rs).
     let store = imgadm::ImageStore::open_with_sources(pool.root(), &sources)
         .map_err(|e| DaemonError::Images(e.to_string()))?
         .without_progress();
@@ -112,6 +114,12 @@ pub async fn start(
     })?;
     let concurrency = node_cfg.concurrency;
     let zone_quota = node_cfg.zone_quota;
+    let import_limits = crate::import_child::ChildLimits {
+        memory: node_cfg
+            .import_memory
+            .unwrap_or(crate::import_child::ChildLimits::default().memory),
+        ..Default::default()
+    };
     let runtime = MonitorRuntime::new(
         pool.clone(),
         opts.run_dir.clone(),
@@ -122,7 +130,9 @@ pub async fn start(
     let node = Node::new(
         pool,
         Arc::new(runtime),
-        Arc::new(StoreImages::new(store)),
+        Arc::new(
+            ChildImports::new(store, opts.imgadm_bin.clone(), sources).with_limits(import_limits),
+        ),
         Arc::new(SpecManifests::new()),
         NodeOptions {
             stop_timeout: opts.stop_timeout,

@@ -22,11 +22,13 @@ impl StoreImages {
     }
 }
 
-fn reference(r: &ImageRef) -> String {
+/// How `r` is written in a manifest (names it in messages).
+pub(crate) fn reference(r: &ImageRef) -> String {
     spec::manifest::image_text(r)
 }
 
-fn resolved(img: imgadm::Image) -> ResolvedImage {
+/// What the node needs of an installed image.
+pub(crate) fn resolved(img: imgadm::Image) -> ResolvedImage {
     // An OCI image's Entrypoint/Cmd, Env, WorkingDir and User: a zone's defaults
     // (docker zones on SmartOS).
     let zone_defaults = img.manifest.oci().map(|o| {

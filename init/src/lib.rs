@@ -4,6 +4,7 @@
 //! - [`plan`]: the pure reconcile planner; [`schedule`]: the plan as one step list per
 //!   instance, and admission (what fits in the node's memory and pool);
 //! - [`concurrency`]: the limits on imports, disk preparation and starts;
+//! - [`images`], [`import_child`]: the image store; imports run in `imgadm` children;
 //! - [`node`]: the instance table, reconciler and supervisor;
 //! - [`monitor`]: the real runtime, spawning `zone`/`vmm` monitors;
 //! - [`dbus`]: the `org.skerry.Node1` API;
@@ -17,6 +18,7 @@ pub mod console;
 pub mod daemon;
 pub mod dbus;
 pub mod images;
+pub mod import_child;
 pub mod manifests;
 pub mod metrics;
 pub mod monitor;

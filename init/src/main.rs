@@ -27,6 +27,10 @@ struct Args {
     /// The `vmm` binary (default: $SKERRY_VMM_BIN, else beside init).
     #[arg(long)]
     vmm_bin: Option<PathBuf>,
+    /// The `imgadm` binary image imports run in (default: $SKERRY_IMGADM_BIN, else
+    /// beside init).
+    #[arg(long)]
+    imgadm_bin: Option<PathBuf>,
     /// The `skerry-metrics` binary (default: $SKERRY_METRICS_BIN, else beside init).
     #[arg(long)]
     metrics_bin: Option<PathBuf>,
@@ -54,6 +58,7 @@ fn main() {
         bus_address: args.bus_address,
         zone_bin: daemon::sibling_binary(args.zone_bin, "SKERRY_ZONE_BIN", "zone"),
         vmm_bin: daemon::sibling_binary(args.vmm_bin, "SKERRY_VMM_BIN", "vmm"),
+        imgadm_bin: daemon::sibling_binary(args.imgadm_bin, "SKERRY_IMGADM_BIN", "imgadm"),
         metrics_bin: daemon::sibling_binary(
             args.metrics_bin,
             "SKERRY_METRICS_BIN",

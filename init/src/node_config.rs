@@ -10,6 +10,7 @@
 //! metrics listen="0.0.0.0:9187"         // the Prometheus endpoint (off without it)
 //! ssh-key "ssh-ed25519 AAAAC3Nza... op@desk"  // may log in as root over SSH; repeatable
 //! apply imports=2 disks=2 starts=16    // how much of a reconcile runs at once
+//! import-memory "512M"                 // the memory cap of each imgadm import child
 //! ```
 
 use crate::concurrency::{Concurrency, MAX_LIMIT};
@@ -91,7 +92,7 @@ pub enum NodeConfigProblem {
         key: String,
     },
     /// A setting we do not know.
-    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key, zone-quota, apply)")]
+    #[error("unknown setting `{0}` (known: hostname, nic-tag, resolver, source, metrics, ssh-key, zone-quota, apply, import-memory)")]
     Unknown(String),
 }
 
@@ -154,6 +155,9 @@ pub struct NodeConfig {
     pub zone_quota: Option<u64>,
     /// How many imports, disk preparations and starts a reconcile runs at once.
     pub concurrency: Concurrency,
+    /// `import-memory "SIZE"`: the memory cap of each import child, when not the
+    /// default (`import_child::ChildLimits`).
+    pub import_memory: Option<u64>,
 }
 
 impl NodeConfig {
@@ -216,7 +220,7 @@ impl NodeConfig {
                     })?;
                     cfg.ssh_keys.push(key);
                 }
-                "zone-quota" => {
+                "zone-quota" | "import-memory" => {
                     let value = arg()?;
                     let size = spec::format::parse_size(&value).map_err(|_| {
                         NodeConfigProblem::BadSize {
@@ -224,7 +228,11 @@ impl NodeConfig {
                             value: value.clone(),
                         }
                     })?;
-                    cfg.zone_quota = Some(size);
+                    if name == "zone-quota" {
+                        cfg.zone_quota = Some(size);
+                    } else {
+                        cfg.import_memory = Some(size);
+                    }
                 }
                 "nic-tag" => {
                     let tag = arg()?;
@@ -375,6 +383,15 @@ pub(crate) mod tests {
             let e = NodeConfig::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with("apply "), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn import_memory_is_a_size() {
+        let cfg = NodeConfig::parse("import-memory \"160M\"\n").unwrap();
+        assert_eq!(cfg.import_memory, Some(160 << 20));
+        assert_eq!(NodeConfig::parse("").unwrap().import_memory, None);
+        let e = NodeConfig::parse("import-memory \"lots\"\n").unwrap_err();
+        assert!(e.to_string().contains("import-memory"), "{e}");
     }
 
     #[test]

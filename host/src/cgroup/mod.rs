@@ -74,6 +74,13 @@ pub trait Cgroup: std::fmt::Debug + Send {
     fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<()>;
     /// A short description for status output (`v1:/sys/fs/cgroup/memory/...`).
     fn describe(&self) -> String;
+    /// The `cgroup.procs` files a process writes `0` to to join the cgroup (one per v1
+    /// hierarchy): a child opens them before `exec`, so it runs no code of its own
+    /// outside the cgroup (`add_process` after `spawn` leaves that window open).
+    fn procs_files(&self) -> Vec<PathBuf>;
+    /// How many tasks the kernel's OOM killer killed in the cgroup at its memory cap
+    /// (`oom_kill` of v2 `memory.events`, v1 `memory.oom_control`).
+    fn oom_kills(&self) -> Result<u64>;
     /// Delegates the cgroup to the instance's root (`uid`/`gid` on the host), as cgroup v2
     /// delegation is done: the directory and its `cgroup.procs`, `cgroup.threads` and
     /// `cgroup.subtree_control` change owner, the limit files stay host root's. Returns

@@ -61,6 +61,16 @@ pub(super) fn read_text(dir: &Path, file: &str) -> Result<String> {
     Ok(text)
 }
 
+/// The `oom_kill` count of a flat keyed file (`memory.events`, `memory.oom_control`);
+/// 0 when the kernel is too old to count.
+pub(super) fn read_oom_kills(dir: &Path, file: &str) -> Result<u64> {
+    let text = read_text(dir, file)?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! cgroup v1 (hybrid hosts): one directory per controller hierarchy, each
 //! `<own cgroup>/skerry/<name>`.
 
-use super::usage::{read_counter, read_limit};
+use super::usage::{read_counter, read_limit, read_oom_kills};
 use super::{kill_and_remove, kill_listed, make_dir, read_procs, write_file, Cgroup, Limits};
 use super::{CgroupError, CgroupUsage, Result};
 use std::collections::BTreeMap;
@@ -163,6 +163,17 @@ impl Cgroup for V1Cgroup {
             Some(d) => format!("v1:{}", d.display()),
             None => "v1".into(),
         }
+    }
+
+    fn procs_files(&self) -> Vec<PathBuf> {
+        self.unique_dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn oom_kills(&self) -> Result<u64> {
+        read_oom_kills(self.dir("memory")?, "memory.oom_control")
     }
 }
 

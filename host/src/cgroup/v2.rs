@@ -1,6 +1,6 @@
 //! cgroup v2: one directory `<root>/skerry/<name>` with memory, cpu and pids enabled.
 
-use super::usage::{read_counter, read_limit};
+use super::usage::{read_counter, read_limit, read_oom_kills};
 use super::{kill_and_remove, kill_listed, make_dir, read_procs, write_file, Cgroup, Limits};
 use super::{CgroupError, CgroupUsage, Result};
 use std::fs;
@@ -129,6 +129,14 @@ impl Cgroup for V2Cgroup {
         format!("v2:{}", self.dir.display())
     }
 
+    fn procs_files(&self) -> Vec<PathBuf> {
+        vec![self.dir.join("cgroup.procs")]
+    }
+
+    fn oom_kills(&self) -> Result<u64> {
+        read_oom_kills(&self.dir, "memory.events")
+    }
+
     fn delegate(&self, uid: u32, gid: u32) -> Result<bool> {
         for f in [
             "",
@@ -195,6 +203,13 @@ mod tests {
         assert_eq!(read("pids.max"), "10");
         fs::write(cg.dir().join("memory.current"), "8192\n").unwrap();
         assert_eq!(cg.memory_usage().unwrap(), 8192);
+        fs::write(
+            cg.dir().join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills().unwrap(), 1);
+        assert_eq!(cg.procs_files(), vec![cg.dir().join("cgroup.procs")]);
         fs::write(cg.dir().join("memory.current"), "lots\n").unwrap();
         let err = cg.memory_usage().unwrap_err().to_string();
         assert!(err.contains("memory.current is not a number"), "{err}");

@@ -68,7 +68,8 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+/// A pidfd for `pid` (readable once it exits).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory
     // is shared with the kernel.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -111,7 +112,8 @@ async fn poll_exit(pid: u32) -> Exit {
     take_reaped(pid).unwrap_or(Exit::Unknown)
 }
 
-fn take_reaped(pid: u32) -> Option<Exit> {
+/// The status the PID 1 reaper noted for `pid`, taken.
+pub(crate) fn take_reaped(pid: u32) -> Option<Exit> {
     reaped().lock().ok()?.remove(&pid)
 }
 

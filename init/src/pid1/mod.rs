@@ -216,6 +216,7 @@ pub fn main() -> ! {
                 bus_address: None,
                 zone_bin: PathBuf::from("/bin/zone"),
                 vmm_bin: PathBuf::from("/bin/vmm"),
+                imgadm_bin: PathBuf::from("/bin/imgadm"),
                 metrics_bin: PathBuf::from("/bin/skerry-metrics"),
                 sources: cmdline.sources.clone(),
                 bus_required: false,
