@@ -327,7 +327,8 @@ fn plan_modules(
     for e in &errs {
         log::warn!("module {e}");
     }
-    Ok((idx, plan, modules::loaders()))
+    let threads = cmdline.module_loaders.unwrap_or_else(modules::loaders);
+    Ok((idx, plan, threads))
 }
 
 /// Logs what loading a part of the modules came to: each failure, then the count
