@@ -83,11 +83,25 @@ pub struct Daemon {
     pub stop_timeout: Duration,
 }
 
+/// Work the boot reconcile must wait for (PID 1: the kernel modules instances need,
+/// still loading); returns the phases it adds to the timeline.
+pub type BeforeReconcile = Box<dyn FnOnce() -> Vec<(String, Duration)> + Send>;
+
 /// Starts the daemon: pool, re-adoption, API, boot reconcile. `timeline` phases are
 /// recorded in the node's timeline after `earlier` (PID 1's boot phases).
 pub async fn start(
     opts: &DaemonOptions,
     earlier: Vec<(String, Duration)>,
+) -> Result<Daemon, DaemonError> {
+    start_with(opts, earlier, None).await
+}
+
+/// [`start`], running `before_reconcile` (on a blocking thread) after the API is up
+/// and before the boot reconcile.
+pub async fn start_with(
+    opts: &DaemonOptions,
+    earlier: Vec<(String, Duration)>,
+    before_reconcile: Option<BeforeReconcile>,
 ) -> Result<Daemon, DaemonError> {
     let t0 = Instant::now();
     let pool = Pool::open(&opts.pool)?;
@@ -182,6 +196,12 @@ pub async fn start(
         crate::metrics::supervise(opts.metrics_bin.clone(), listen);
     }
 
+    if let Some(wait) = before_reconcile {
+        let phases = tokio::task::spawn_blocking(wait).await.unwrap_or_default();
+        for (name, d) in phases {
+            node.timeline().record(&name, d);
+        }
+    }
     let n = Arc::clone(&node);
     let t = Instant::now();
     let _ = tokio::task::spawn_blocking(move || n.boot_reconcile()).await;

@@ -119,9 +119,12 @@ pub struct Node {
 impl Node {
     /// Connects to the system bus (honouring `DBUS_SYSTEM_BUS_ADDRESS`).
     pub async fn connect() -> Result<Self> {
-        let conn = Connection::system()
-            .await
-            .map_err(|e| ClientError::NoBus(Box::new(e)))?;
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
+        let conn = match plain_unix_path(address.as_deref()) {
+            Some(path) => connect_unix(&path).await,
+            None => Connection::system().await,
+        }
+        .map_err(|e| ClientError::NoBus(Box::new(e)))?;
         let proxy = Node1Proxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -301,9 +304,73 @@ pub fn classify(err: zbus::Error) -> ClientError {
     }
 }
 
+/// The socket path of a system bus address that is one plain `unix:path=` (a `guid=`
+/// beside it is allowed), or zbus's default when none is set; `None` for anything
+/// else (several addresses, escapes, abstract sockets, tcp), which zbus connects to.
+fn plain_unix_path(address: Option<&str>) -> Option<std::path::PathBuf> {
+    let Some(address) = address else {
+        return Some("/var/run/dbus/system_bus_socket".into());
+    };
+    let keys = address.strip_prefix("unix:")?;
+    if address.contains([';', '%']) {
+        return None;
+    }
+    let mut path = None;
+    for kv in keys.split(',') {
+        match kv.split_once('=')? {
+            ("path", p) if path.is_none() && !p.is_empty() => path = Some(p.into()),
+            ("guid", _) => {}
+            _ => return None,
+        }
+    }
+    path
+}
+
+/// Connects to the bus socket at `path` on this thread. zbus would connect on a
+/// blocking-pool thread it first starts: a thread and its context switches in every
+/// vmadm run, which a loaded node makes `vmadm list` wait for (init/README.md).
+async fn connect_unix(path: &std::path::Path) -> zbus::Result<Connection> {
+    let failed = |e: std::io::Error| {
+        let address = format!("unix:path={}", path.display());
+        match address.parse() {
+            Ok(a) => zbus::Error::Connection(std::sync::Arc::new(e), a),
+            Err(_) => zbus::Error::InputOutput(std::sync::Arc::new(e)),
+        }
+    };
+    // A unix stream connect does not block on a listening socket (the kernel queues
+    // it), so nothing waits here that a thread would spare.
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+    stream.set_nonblocking(true).map_err(failed)?;
+    let stream = tokio::net::UnixStream::from_std(stream).map_err(failed)?;
+    zbus::connection::Builder::unix_stream(stream).build().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_unix_addresses_are_connected_here_the_rest_by_zbus() {
+        let p = |a| plain_unix_path(a).map(|p| p.display().to_string());
+        assert_eq!(p(None).as_deref(), Some("/var/run/dbus/system_bus_socket"));
+        assert_eq!(p(Some("unix:path=/run/b")).as_deref(), Some("/run/b"));
+        assert_eq!(
+            p(Some("unix:path=/tmp/x/bus.sock,guid=0123abcd")).as_deref(),
+            Some("/tmp/x/bus.sock")
+        );
+        for other in [
+            "unix:abstract=/tmp/dbus-x",
+            "unix:path=/a;unix:path=/b",
+            "unix:path=/with%20space",
+            "unix:path=",
+            "unix:path=/a,path=/b",
+            "unix:tmpdir=/tmp",
+            "tcp:host=127.0.0.1,port=1",
+            "",
+        ] {
+            assert_eq!(p(Some(other)), None, "{other}");
+        }
+    }
 
     #[test]
     fn messages_say_what_to_do() {

@@ -47,6 +47,10 @@ pub struct Cmdline {
     pub ip: IpMode,
     /// `skerry.modules=a,b`: modules to load beyond the default set.
     pub modules: Vec<String>,
+    /// `skerry.module-loaders=N` (1 to 16): how many modules load at once; the
+    /// default is one per CPU (at least 2). 1 loads them one after the other, for a
+    /// VM whose vCPUs its host deschedules (build-image/README.md measures both).
+    pub module_loaders: Option<usize>,
     /// `skerry.shell`: open a shell on the console even when boot succeeded.
     pub shell: bool,
     /// `skerry.ssh-key=` (repeatable): keys allowed to log in as root over SSH, for a
@@ -66,6 +70,9 @@ pub enum CmdlineError {
     /// `skerry.pool.format=` other than ext4.
     #[error("skerry.pool.format={0}: only ext4 is supported")]
     PoolFormat(String),
+    /// `skerry.module-loaders=` that is not a number from 1 to 16.
+    #[error("skerry.module-loaders={0}: expected a number from 1 to 16")]
+    ModuleLoaders(String),
     /// A malformed `ip=`; says which field.
     #[error("ip={value}: {problem}")]
     Ip {
@@ -94,6 +101,7 @@ impl Cmdline {
             sources: Vec::new(),
             ip: IpMode::Auto,
             modules: Vec::new(),
+            module_loaders: None,
             shell: false,
             ssh_keys: Vec::new(),
             ignored: Vec::new(),
@@ -126,6 +134,12 @@ impl Cmdline {
                         .filter(|s| !s.is_empty())
                         .map(str::to_string),
                 ),
+                "skerry.module-loaders" => match value.parse::<usize>() {
+                    Ok(n @ 1..=16) => c.module_loaders = Some(n),
+                    _ => c
+                        .ignored
+                        .push(CmdlineError::ModuleLoaders(value.to_string())),
+                },
                 "skerry.shell" => c.shell = true,
                 "skerry.ssh-key" => match ssh_key_value(value) {
                     Ok(key) => c.ssh_keys.push(key),
@@ -332,6 +346,23 @@ mod tests {
         assert_eq!(c.ignored.len(), 3, "{:?}", c.ignored);
         let e = c.ignored[0].to_string();
         assert!(e.contains("skerry.ssh-key=ssh-ed25519:"), "{e}");
+    }
+
+    #[test]
+    fn module_loaders_from_1_to_16() {
+        assert_eq!(Cmdline::parse("ip=off").unwrap().module_loaders, None);
+        let c = Cmdline::parse("skerry.module-loaders=1 ip=off").unwrap();
+        assert_eq!(c.module_loaders, Some(1));
+        for bad in ["0", "17", "two", ""] {
+            let c = Cmdline::parse(&format!("skerry.module-loaders={bad} ip=off")).unwrap();
+            assert_eq!(c.module_loaders, None, "{bad}");
+            assert_eq!(c.ip, IpMode::Off, "the rest still counts");
+            let e = c.ignored[0].to_string();
+            assert!(
+                e.starts_with(&format!("skerry.module-loaders={bad}:")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub enum BootError {
     /// A module the node wants is not in modules.dep.
     #[error("module {0} is not in modules.dep (built in, or missing)")]
     UnknownModule(String),
+    /// modules.dep makes `0` depend on itself, through others.
+    #[error("module {0} depends on itself in modules.dep (a cycle): not loaded")]
+    ModuleCycle(String),
     /// finit_module refused a module.
     #[error("{module}: {source}")]
     Module {
@@ -101,6 +104,9 @@ pub enum ModuleLoadError {
     /// ENODEV: kvm_intel on an AMD machine and the like.
     #[error("no such hardware")]
     NoSuchHardware,
+    /// A module it depends on was not loaded, so it was not tried.
+    #[error("not tried: {0} was not loaded")]
+    Dependency(String),
     /// Anything else.
     #[error("{0}")]
     Os(#[from] std::io::Error),

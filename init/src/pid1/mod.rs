@@ -33,6 +33,23 @@ struct Boot {
     essential_failure: Option<String>,
 }
 
+/// A phase's outcome and how long it took, measured where it ran (maybe on another
+/// thread), settled into the [`Boot`] by [`Boot::settle`].
+struct Timed<T> {
+    took: Duration,
+    outcome: std::thread::Result<Result<T, BootError>>,
+}
+
+/// Runs `f`, timing it and catching a panic.
+fn timed<T>(f: impl FnOnce() -> Result<T, BootError>) -> Timed<T> {
+    let t = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    Timed {
+        took: t.elapsed(),
+        outcome,
+    }
+}
+
 impl Boot {
     /// Runs a phase; a panic or error is logged, and recorded as essential when
     /// `essential`.
@@ -42,12 +59,35 @@ impl Boot {
         essential: bool,
         f: impl FnOnce() -> Result<T, BootError>,
     ) -> Option<T> {
-        let t = Instant::now();
-        let r = catch_unwind(AssertUnwindSafe(f));
-        let d = t.elapsed();
-        log::info!("phase {name}: {:.1} ms", d.as_secs_f64() * 1000.0);
-        self.phases.push((name.to_string(), d));
-        let err = match r {
+        self.settle(name, essential, timed(f))
+    }
+
+    /// Runs two independent phases at once, `a` on another thread; each is recorded
+    /// like [`Boot::phase`], `b` first (it ran here) then `a`.
+    fn phases_alongside<A: Send, B>(
+        &mut self,
+        (a_name, a_essential, a): (&str, bool, impl FnOnce() -> Result<A, BootError> + Send),
+        (b_name, b_essential, b): (&str, bool, impl FnOnce() -> Result<B, BootError>),
+    ) -> (Option<A>, Option<B>) {
+        let (ta, tb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| timed(a));
+            let tb = timed(b);
+            // `timed` catches the phase's panic; a failed join is the thread's own.
+            let ta = ta.join().unwrap_or_else(|p| Timed {
+                took: Duration::ZERO,
+                outcome: Err(p),
+            });
+            (ta, tb)
+        });
+        let b = self.settle(b_name, b_essential, tb);
+        (self.settle(a_name, a_essential, ta), b)
+    }
+
+    /// Records a phase that ran: its duration, and its failure (essential or not).
+    fn settle<T>(&mut self, name: &str, essential: bool, t: Timed<T>) -> Option<T> {
+        log::info!("phase {name}: {:.1} ms", t.took.as_secs_f64() * 1000.0);
+        self.phases.push((name.to_string(), t.took));
+        let err = match t.outcome {
             Ok(Ok(v)) => return Some(v),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "panicked".to_string(),
@@ -112,45 +152,37 @@ pub fn main() -> ! {
     for e in &cmdline.ignored {
         log::error!("kernel command line: {e}; left out");
     }
-    boot.phase("modules", false, || {
-        let release = nix::sys::utsname::uname()
-            .map_err(sys("uname"))?
-            .release()
-            .to_string_lossy()
-            .into_owned();
-        let idx = modules::ModuleIndex::open(&Path::new("/lib/modules").join(release))?;
-        // The image's modules.dep lists what this node needs; a full module tree (a
-        // hand-made image) gets the node's core set instead of everything.
-        let mut wanted = idx.names();
-        if wanted.len() > 300 {
-            wanted = modules::NODE_MODULES
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        }
-        wanted.extend(cmdline.modules.iter().cloned());
-        let errs = idx.load_all(&wanted);
-        for e in &errs {
-            // kvm_intel on AMD and the like: expected, not a fault.
-            if matches!(
-                e,
-                BootError::Module {
-                    source: ModuleLoadError::NoSuchHardware,
-                    ..
-                }
-            ) {
-                log::info!("module {e}");
-            } else {
-                log::warn!("module {e}");
+    // The modules the boot waits for (disks, nic) now; the rest (what instances
+    // need) on a thread of their own while the network and the pool come up.
+    let late_modules = boot.phase("modules", false, || {
+        let (idx, plan, threads) = plan_modules(&cmdline)?;
+        let wanted_first: Vec<String> = cmdline
+            .modules
+            .iter()
+            .map(|m| modules::module_name(m))
+            .collect();
+        let (first, rest) = plan
+            .split(|m| modules::BOOT_MODULES.contains(&m) || wanted_first.iter().any(|w| w == m));
+        log_modules("modules", &idx.load(&first, threads), threads);
+        Ok(std::thread::spawn(move || {
+            let t = Instant::now();
+            // A panic here costs the instances their modules, never PID 1.
+            match catch_unwind(AssertUnwindSafe(|| idx.load(&rest, threads))) {
+                Ok(report) => log_modules("modules for instances", &report, threads),
+                Err(_) => log::error!("modules for instances: panicked"),
             }
-        }
-        log::info!("{} modules loaded", wanted.len().saturating_sub(errs.len()));
-        Ok(())
+            t.elapsed()
+        }))
     });
-    let (hostname, admin_addr) = boot
-        .phase("network", false, || network(&cmdline))
-        .unwrap_or_default();
-    let pool_ok = boot.phase("pool", true, || mount_pool(&cmdline)).is_some();
+    // The node's address and its pool need nothing of each other: the nic comes up
+    // (hundreds of milliseconds under emulation) while the pool disk is found and
+    // mounted.
+    let (net, pool) = boot.phases_alongside(
+        ("network", false, || network(&cmdline)),
+        ("pool", true, || mount_pool(&cmdline)),
+    );
+    let (hostname, admin_addr) = net.unwrap_or_default();
+    let pool_ok = pool.is_some();
     boot.phase("machine-id", false, || {
         let config = pool_ok.then(|| spec::pool::config_dir(Path::new(POOL_MOUNT)));
         let id = identity::ensure_machine_id(config.as_deref(), Path::new("/etc/machine-id"))?;
@@ -174,27 +206,30 @@ pub fn main() -> ! {
             });
         }
     }
-    boot.phase("dbus", true, || {
-        services::start_dbus("/usr/bin/dbus-daemon").map(|_| ())
-    });
-    // Before the daemon: SSH is also the way in when the daemon cannot start.
-    boot.phase("ssh", false, || {
-        let Some(addr) = admin_addr else {
-            log::warn!("ssh: the node has no address (ip=off, or no lease): not started");
-            return Ok(());
-        };
-        let pool = pool_ok.then_some(Path::new(POOL_MOUNT));
-        let mut keys = cmdline.ssh_keys.clone();
-        if let Some(p) = pool {
-            let file = spec::pool::config_dir(p).join("node.kdl");
-            // The daemon reads it again and reports a bad file; here only the keys count.
-            match crate::node_config::NodeConfig::load(&file) {
-                Ok(cfg) => keys.extend(cfg.ssh_keys),
-                Err(e) => log::error!("ssh: keys of node.kdl not used: {e}"),
+    // The system bus and the SSH server are independent: start both at once (SSH
+    // comes before the daemon: it is also the way in when the daemon cannot start).
+    boot.phases_alongside(
+        ("ssh", false, || {
+            let Some(addr) = admin_addr else {
+                log::warn!("ssh: the node has no address (ip=off, or no lease): not started");
+                return Ok(());
+            };
+            let pool = pool_ok.then_some(Path::new(POOL_MOUNT));
+            let mut keys = cmdline.ssh_keys.clone();
+            if let Some(p) = pool {
+                let file = spec::pool::config_dir(p).join("node.kdl");
+                // The daemon reads it again and reports a bad file; here only the keys count.
+                match crate::node_config::NodeConfig::load(&file) {
+                    Ok(cfg) => keys.extend(cfg.ssh_keys),
+                    Err(e) => log::error!("ssh: keys of node.kdl not used: {e}"),
+                }
             }
-        }
-        ssh::start(pool, addr, &keys).map(|_| ())
-    });
+            ssh::start(pool, addr, &keys).map(|_| ())
+        }),
+        ("dbus", true, || {
+            services::start_dbus("/usr/bin/dbus-daemon").map(|_| ())
+        }),
+    );
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -224,7 +259,19 @@ pub fn main() -> ! {
                 set_hostname: true,
             };
             let phases = boot.phases.clone();
-            match daemon::start(&opts, phases).await {
+            // Instances need the rest of the modules (bridges, overlay, KVM): the
+            // reconcile waits for them, after the API is up.
+            let wait = late_modules.map(|loading| -> daemon::BeforeReconcile {
+                Box::new(move || {
+                    let waited = Instant::now();
+                    let took = loading.join().unwrap_or_default();
+                    vec![
+                        ("modules-for-instances".to_string(), took),
+                        ("modules-for-instances-wait".to_string(), waited.elapsed()),
+                    ]
+                })
+            });
+            match daemon::start_with(&opts, phases, wait).await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     boot.essential_failure
@@ -246,6 +293,74 @@ pub fn main() -> ! {
         }
     });
     shutdown_and_reboot();
+}
+
+/// The plan of every module this node loads: the image's modules.dep (or the node's
+/// core set from a full tree), only this CPU's KVM module, and `skerry.modules=`.
+fn plan_modules(
+    cmdline: &Cmdline,
+) -> Result<(modules::ModuleIndex, modules::plan::LoadPlan, usize), BootError> {
+    let release = nix::sys::utsname::uname()
+        .map_err(sys("uname"))?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let idx = modules::ModuleIndex::open(&Path::new("/lib/modules").join(release))?;
+    // The image's modules.dep lists what this node needs; a full module tree (a
+    // hand-made image) gets the node's core set instead of everything.
+    let mut wanted = idx.names();
+    if wanted.len() > 300 {
+        wanted = modules::NODE_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    // Only the KVM module of this CPU's vendor: the other is refused anyway.
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = modules::plan::cpu_flags(&cpuinfo);
+    wanted.retain(|m| match modules::plan::not_for_this_cpu(m, &flags) {
+        Some(why) => {
+            log::info!("module {m} not loaded: {why}");
+            false
+        }
+        None => true,
+    });
+    wanted.extend(cmdline.modules.iter().cloned());
+    let (plan, errs) = idx.plan(&wanted);
+    for e in &errs {
+        log::warn!("module {e}");
+    }
+    let threads = cmdline.module_loaders.unwrap_or_else(modules::loaders);
+    Ok((idx, plan, threads))
+}
+
+/// Logs what loading a part of the modules came to: each failure, then the count
+/// and the slowest loads.
+fn log_modules(what: &str, report: &modules::LoadReport, threads: usize) {
+    for e in &report.errors {
+        // kvm_intel on AMD and the like: expected, not a fault.
+        if matches!(
+            e,
+            BootError::Module {
+                source: ModuleLoadError::NoSuchHardware,
+                ..
+            }
+        ) {
+            log::info!("module {e}");
+        } else {
+            log::warn!("module {e}");
+        }
+    }
+    let slowest: Vec<String> = report
+        .slowest(4)
+        .iter()
+        .map(|(m, d)| format!("{m} {:.0} ms", d.as_secs_f64() * 1000.0))
+        .collect();
+    log::info!(
+        "{what}: {} loaded, {threads} at a time; slowest: {}",
+        report.loaded.len(),
+        slowest.join(", ")
+    );
 }
 
 /// Brings up lo and the node's interface; returns the hostname learnt, if any, and
