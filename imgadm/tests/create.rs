@@ -178,7 +178,7 @@ fn zone_and_hvm_become_images_with_origin_that_list_and_serve() {
     assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("kept"));
 
     // An HVM's boot disk.
-    let disk = noise(3 << 20, 5);
+    let (disk, _) = boot_disk_then(&noise(3 << 20, 5));
     let dm = manifest_for(&disk, "vm", "1", ImageKind::Zvol, Compression::None);
     let df = p.join("vm.raw");
     fs::write(&df, &disk).unwrap();
