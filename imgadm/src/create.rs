@@ -6,7 +6,8 @@
 //! deletes it, an opaque directory hides the lower directory's contents), owners
 //! shifted back from the zone's host id range, as one uncompressed tarball. An HVM
 //! becomes a `zvol` of its boot disk. Either way the new image gets a new UUID and
-//! `origin` naming the source image, and is installed (verified) like any file.
+//! `origin` naming the source image, and is installed (verified) like any file, so
+//! a boot disk without a kernel on an ext4 `/boot` is refused as an import is.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read};

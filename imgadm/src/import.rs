@@ -376,9 +376,14 @@ fn commit(store: &ImageStore, p: &Partial, m: &ImageManifest) -> Result<Image, S
             ImageKind::Zvol if compression != Compression::None => {
                 let disk = crate::store::payload_path(stage, m);
                 let max = m.declared_disk_size().unwrap_or(limits.disk_bytes);
-                crate::unpack::decompress_to_file(file, compression, &disk, m.uuid, max, &limits)
+                crate::unpack::decompress_to_file(file, compression, &disk, m.uuid, max, &limits)?;
+                crate::bootcheck::require_boot_kernel(&disk, m.uuid)
             }
-            ImageKind::Zvol => crate::qcow2::convert_if_qcow2(file, stage, m.uuid),
+            // A qcow2 file is checked once converted; a raw one as it is.
+            ImageKind::Zvol if !crate::qcow2::convert_if_qcow2(file, stage, m.uuid)? => {
+                crate::bootcheck::require_boot_kernel(file, m.uuid)
+            }
+            ImageKind::Zvol => Ok(()),
         }
     })
 }

@@ -63,18 +63,19 @@ fn be64(b: &[u8], off: usize) -> u64 {
 /// When the uncompressed zvol file `file` is a qcow2 image, converts it into
 /// `stage`'s raw disk (the image's payload from then on; `file` stays, as downloaded
 /// and verified, for `imgadm serve`), and refuses it unless its kernel is on an ext4
-/// `/boot`.
-pub(crate) fn convert_if_qcow2(file: &Path, stage: &Path, uuid: Uuid) -> Result<(), StoreError> {
+/// `/boot`. Returns whether `file` was qcow2 (a raw one is left for the caller).
+pub(crate) fn convert_if_qcow2(file: &Path, stage: &Path, uuid: Uuid) -> Result<bool, StoreError> {
     let mut head = [0u8; 4];
     let n = File::open(file)
         .and_then(|mut f| f.read(&mut head))
         .map_err(StoreError::io(file))?;
     if !is_qcow2(&head[..n]) {
-        return Ok(());
+        return Ok(false);
     }
     let disk = stage.join(crate::store::DISK_NAME);
     to_raw(file, &disk, uuid)?;
-    crate::bootcheck::require_boot_kernel(&disk, uuid)
+    crate::bootcheck::require_boot_kernel(&disk, uuid)?;
+    Ok(true)
 }
 
 /// Converts the qcow2 image `src` into the sparse raw disk `dst` (created).

@@ -121,7 +121,10 @@ fn a_zone_dataset_with_too_many_entries_is_refused() {
 
 #[test]
 fn a_zvol_stops_at_its_declared_size_or_the_bound() {
-    let disk = xz(&vec![0u8; 32 << 20]);
+    // A boot filesystem (8 MiB) and zeros: 32 MiB.
+    let (disk, _) = boot_disk_then(&vec![0u8; 24 << 20]);
+    assert_eq!(disk.len(), 32 << 20);
+    let disk = xz(&disk);
     let first = pool();
     let store = ImageStore::open(first.path())
         .unwrap()

@@ -178,7 +178,7 @@ fn zone_and_hvm_become_images_with_origin_that_list_and_serve() {
     assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("kept"));
 
     // An HVM's boot disk.
-    let disk = noise(3 << 20, 5);
+    let (disk, _) = boot_disk_then(&noise(3 << 20, 5));
     let dm = manifest_for(&disk, "vm", "1", ImageKind::Zvol, Compression::None);
     let df = p.join("vm.raw");
     fs::write(&df, &disk).unwrap();
@@ -197,6 +197,21 @@ fn zone_and_hvm_become_images_with_origin_that_list_and_serve() {
     assert_eq!(vimg.kind, ImageKind::Zvol);
     assert_eq!(vimg.manifest.extra["origin"], vm_base.to_string());
     assert_eq!(fs::read(&vimg.path).unwrap(), grown);
+    // A boot disk without a kernel on an ext4 /boot (zeroed) makes no image.
+    let wiped = record(p, "vm02", vm_base, spec::State::Stopped, true);
+    fs::create_dir(wiped.join("disks")).unwrap();
+    fs::write(wiped.join("disks/root.raw"), vec![0u8; 1 << 20]).unwrap();
+    fs::write(&tmpl, r#"{"name": "vm-wiped", "version": "1"}"#).unwrap();
+    let o = imgadm(p, &["create", "-m", tmpl.to_str().unwrap(), "vm02"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no kernel on an ext4 /boot"),
+        "{err}"
+    );
+    assert!(store
+        .resolve(&imgadm::parse_ref("vm-wiped"))
+        .unwrap()
+        .is_none());
 
     let listed = ok(p, &["list", "-H", "-o", "name"]);
     assert!(

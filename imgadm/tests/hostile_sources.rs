@@ -177,7 +177,7 @@ fn a_server_dripping_its_answer_runs_out_of_time() {
 
 #[test]
 fn a_failed_import_leaves_nothing_not_even_its_lock() {
-    let data = noise(1 << 20, 7);
+    let (data, _) = boot_disk_then(&noise(1 << 20, 7));
     let m = manifest_for(&data, "bad", "1", ImageKind::Zvol, Compression::None);
     let corrupt = Behaviour {
         corrupt: true,

@@ -27,7 +27,7 @@ fn partial_entries(store: &ImageStore) -> Vec<String> {
 
 #[test]
 fn imports_zvol_by_name_and_version_and_verifies() {
-    let data = noise(3 << 20, 1);
+    let (data, _) = boot_disk_then(&noise(3 << 20, 1));
     let m = manifest_for(&data, "disk", "1.0", ImageKind::Zvol, Compression::None);
     let srv = TestServer::start(vec![(m.clone(), data.clone())], Behaviour::default());
     let pool = pool();
@@ -103,7 +103,7 @@ fn wrong_size_installs_nothing_and_names_both_sizes() {
 
 #[test]
 fn dropped_connection_leaves_nothing_listed_then_resumes_with_range() {
-    let data = noise(4 << 20, 4);
+    let (data, _) = boot_disk_then(&noise(4 << 20, 4));
     let m = manifest_for(&data, "big", "2", ImageKind::Zvol, Compression::None);
     let cut = 1_500_000;
     let b = Behaviour {
@@ -141,7 +141,7 @@ fn dropped_connection_leaves_nothing_listed_then_resumes_with_range() {
 
 #[test]
 fn resume_against_a_server_ignoring_range_starts_over() {
-    let data = noise(2 << 20, 5);
+    let (data, _) = boot_disk_then(&noise(2 << 20, 5));
     let m = manifest_for(&data, "norange", "1", ImageKind::Zvol, Compression::None);
     let b = Behaviour {
         drop_after: Some(700_000),
@@ -209,7 +209,7 @@ fn unreachable_source_is_a_network_error_naming_the_url() {
 #[test]
 fn sha1_only_manifests_are_verified_with_sha1() {
     use sha1::{Digest, Sha1};
-    let data = noise(300_000, 7);
+    let (data, _) = boot_disk_then(&noise(300_000, 7));
     let mut m = manifest_for(&data, "old", "1", ImageKind::Zvol, Compression::None);
     m.files[0].sha256 = None;
     m.files[0].sha1 = Some(hex::encode(Sha1::digest(&data)));
@@ -229,7 +229,7 @@ fn sha1_only_manifests_are_verified_with_sha1() {
 
 #[test]
 fn concurrent_imports_of_one_image_install_it_once() {
-    let data = noise(2 << 20, 8);
+    let (data, _) = boot_disk_then(&noise(2 << 20, 8));
     let m = manifest_for(&data, "shared", "1", ImageKind::Zvol, Compression::None);
     let srv = TestServer::start(vec![(m.clone(), data.clone())], Behaviour::default());
     let pool = pool();
@@ -257,8 +257,8 @@ fn concurrent_imports_of_one_image_install_it_once() {
 
 #[test]
 fn compressed_zvol_is_decompressed_sparse() {
-    let mut disk = vec![0u8; 8 << 20];
-    disk[4096..8192].copy_from_slice(&noise(4096, 9));
+    let (mut disk, at) = boot_disk_then(&vec![0u8; 8 << 20]);
+    disk[at + 4096..at + 8192].copy_from_slice(&noise(4096, 9));
     let packed = zstd(&disk);
     let m = manifest_for(&packed, "zdisk", "1", ImageKind::Zvol, Compression::Zstd);
     let srv = TestServer::start(vec![(m, packed)], Behaviour::default());
@@ -277,13 +277,15 @@ fn compressed_zvol_is_decompressed_sparse() {
 
 #[test]
 fn raw_zvol_zeros_become_holes_and_a_cut_in_them_resumes_exactly() {
-    // 6 MiB: data, 4 MiB of zeros, data. The cut falls inside the zeros.
-    let mut disk = noise(1 << 20, 12);
-    disk.extend(vec![0u8; 4 << 20]);
-    disk.extend(noise(1 << 20, 13));
+    // The boot filesystem, then 6 MiB: data, 4 MiB of zeros, data. The cut falls
+    // inside the zeros.
+    let mut tail = noise(1 << 20, 12);
+    tail.extend(vec![0u8; 4 << 20]);
+    tail.extend(noise(1 << 20, 13));
+    let (disk, at) = boot_disk_then(&tail);
     let m = manifest_for(&disk, "sparse", "1", ImageKind::Zvol, Compression::None);
     let b = Behaviour {
-        drop_after: Some(3 << 20),
+        drop_after: Some(at + (3 << 20)),
         drops: AtomicUsize::new(1),
         ..Default::default()
     };
@@ -305,4 +307,56 @@ fn raw_zvol_zeros_become_holes_and_a_cut_in_them_resumes_exactly() {
         ranges[1].starts_with("bytes=") && ranges[1] != "bytes=0-",
         "{ranges:?}"
     );
+}
+
+#[test]
+fn a_raw_zvol_without_a_kernel_on_an_ext4_boot_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_kernel = testkit::disk::ext4_disk(&dir.path().join("nokernel.img"), false);
+    let zeros = vec![0u8; 4 << 20];
+    let cases = [
+        (
+            "zeros",
+            zeros.clone(),
+            Compression::None,
+            "no ext4 filesystem",
+        ),
+        (
+            "empty-boot",
+            no_kernel.clone(),
+            Compression::None,
+            "no /boot/vmlinuz",
+        ),
+        (
+            "zeros-zst",
+            zstd(&zeros),
+            Compression::Zstd,
+            "no ext4 filesystem",
+        ),
+        (
+            "empty-boot-xz",
+            xz(&no_kernel),
+            Compression::Xz,
+            "no /boot/vmlinuz",
+        ),
+    ];
+    let pool = pool();
+    let store = ImageStore::open(pool.path()).unwrap();
+    for (name, data, compression, seen) in cases {
+        let m = manifest_for(&data, name, "1", ImageKind::Zvol, compression);
+        let file = dir.path().join(name);
+        fs::write(&file, &data).unwrap();
+        let err = store.install_file(&m, &file).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Unpack { .. }), "{name}: {msg}");
+        assert!(
+            msg.contains("no kernel on an ext4 /boot")
+                && msg.contains(seen)
+                && msg.contains(&m.uuid.to_string()),
+            "{name}: {msg}"
+        );
+        assert!(store.get(&m.uuid).unwrap().is_none(), "{name} was stored");
+    }
+    assert!(store.list().unwrap().is_empty());
+    assert!(partial_entries(&store).is_empty());
 }

@@ -392,3 +392,14 @@ pub fn ok(pool: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// A zvol disk imgadm accepts: a real whole-disk ext4 with `/boot/vmlinuz-test`
+/// ([`testkit::boot_disk`]) followed by `tail` (beyond the filesystem, which ignores
+/// it). Returns the disk and the offset where `tail` starts.
+pub fn boot_disk_then(tail: &[u8]) -> (Vec<u8>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = testkit::boot_disk(&dir.path().join("boot.img"));
+    let at = disk.len();
+    disk.extend_from_slice(tail);
+    (disk, at)
+}

@@ -108,18 +108,18 @@ fn install(pool: &Path, file: &Path, name: &str, version: &str, kind: &str) {
         .unwrap_or_else(|e| panic!("install {name}@{version}: {e}"));
 }
 
-/// Installs a small raw disk image (`tiny-hvm@1`, zvol) whose first bytes are
-/// `BOOTDISK`, for provisioning tests.
-pub fn install_zvol_image(pool: &Path) {
+/// Installs a small real boot disk ([`testkit::boot_disk`]: ext4 with
+/// `/boot/vmlinuz-test`) as the image `tiny-hvm@1` (zvol), for provisioning tests.
+/// Returns the disk's bytes.
+pub fn install_zvol_image(pool: &Path) -> Vec<u8> {
     let work = tempfile::Builder::new()
         .prefix("init-zvol")
         .tempdir()
         .unwrap();
     let file = work.path().join("disk.raw");
-    let mut data = vec![0u8; 4 << 20];
-    data[..8].copy_from_slice(b"BOOTDISK");
-    std::fs::write(&file, &data).unwrap();
+    let data = testkit::boot_disk(&file);
     install(pool, &file, "tiny-hvm", "1", "zvol");
+    data
 }
 
 /// init in host mode, its console lines collected ([`testkit::HostInit`]).

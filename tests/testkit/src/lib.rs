@@ -6,9 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod disk;
 pub mod init;
 pub mod registry;
 
+pub use disk::boot_disk;
 pub use init::{sibling_bin, HostInit, InitOptions};
 
 use std::io::{BufRead, BufReader};

@@ -323,11 +323,12 @@ pub fn install_busybox_image(work: &Path, pool: &Path) -> String {
     install_image(pool, &tarball, "busybox", "1.36", "zone-dataset")
 }
 
-/// Installs a tiny raw disk as the `zvol` image `tiny-hvm@1` into `pool` (enough to
+/// Installs a small real boot disk ([`testkit::boot_disk`]: ext4 with
+/// `/boot/vmlinuz-test`) as the `zvol` image `tiny-hvm@1` into `pool` (enough to
 /// provision HVM instances; nothing boots from it). Returns the image UUID.
 pub fn install_tiny_hvm_image(work: &Path, pool: &Path) -> String {
     let disk = work.join("tiny-hvm.raw");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    testkit::boot_disk(&disk);
     install_image(pool, &disk, "tiny-hvm", "1", "zvol")
 }
 
