@@ -210,6 +210,12 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         ),
     );
     let disk = tmp.path().join("pool.img");
+    // Three images to import at the first boot (busybox, debian-hvm, and
+    // debian-cloudinit-hvm): with the default `apply imports=2` busybox's import may
+    // queue behind both HVM images (a run here saw hello start after them), and the
+    // zone would wait for an HVM's image after all. One import slot per image.
+    let node_kdl = tmp.path().join("node.kdl");
+    std::fs::write(&node_kdl, "apply imports=3\n").unwrap();
     let ssh = SshTarget {
         port: free_port().expect("a free port"),
         known_hosts: keys.join("known_hosts"),
@@ -222,6 +228,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         .images(images)
         .manifests(&manifests)
         .pool_disk(&disk)
+        .node_config(&node_kdl)
         .ssh_port(ssh.port)
         .cmdline(&format!(
             "skerry.shell skerry.ssh-key={}",
