@@ -316,7 +316,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
     };
     let (hello, tiny01, cloud01) = (uuid_of("hello"), uuid_of("tiny01"), uuid_of("cloud01"));
     // Both HVM guests (stock Debian kernel, nested KVM) boot at once: tiny01 reaches
-    // its login prompt, cloud01's cloud-init runs its user-script to the end.
+    // its login prompt, cloud01's cloud-init finishes (its last stage runs the user-script).
     guests::wait_ready(
         &mut node,
         &[

@@ -136,8 +136,10 @@ df -m / | awk 'NR == 2 { print "E2E-CLOUD-ROOT-MIB", $2 }'
 dev=$(ip -o -4 addr show | awk '/10.88.0.32/ { print $2 }')
 ip addr del 10.88.0.32/24 dev "$dev" && ip addr add 10.88.0.98/24 dev "$dev" && echo "E2E-CLOUD-""MOVED $dev""#;
 
-/// What cloud01 must show once its user-script is done ([`wait_ready`]).
-pub const CLOUD01_READY: &str = "E2E-CLOUD-MOVED";
+/// What cloud01 shows when cloud-init is done, its user-script run or not ([`wait_ready`]):
+/// the last line of cloud-final names the datasource. A cloud-init that failed on the
+/// way is then reported at once by [`cloud01_provisioned_itself`], not after the limit.
+pub const CLOUD01_READY: &str = "Datasource DataSourceSmartOS";
 
 /// The debian-cloudinit-hvm image's disk (MiB, `image_size`); cloud01's `disk root
 /// size="2G"` is twice that. A root filesystem bigger than this can only come from the
@@ -154,6 +156,14 @@ pub fn cloud01_provisioned_itself(node: &mut Node, cloud01: &str, ssh_key: &str)
         SHELL,
     );
     let mut wrong = Vec::new();
+    let console = sh(
+        node,
+        &format!("grep -a -c 'failed run of stage' /zones/{cloud01}/console.log || true"),
+        SHELL,
+    );
+    if console.trim() != "0" {
+        wrong.push("cloud-init failed a stage (`failed run of stage` on the console)");
+    }
     if marks.matches("E2E-CLOUD-USER-SCRIPT on cloud01").count() != 1 {
         wrong.push("the user-script did not run once, in a guest whose hostname is cloud01");
     }
@@ -172,6 +182,9 @@ pub fn cloud01_provisioned_itself(node: &mut Node, cloud01: &str, ssh_key: &str)
     if !marks.contains(&format!("E2E-CLOUD-KEY {ssh_key}")) {
         wrong.push("root's authorized_keys lacks the instance's ssh-key");
     }
+    if !marks.contains("E2E-CLOUD-MOVED") {
+        wrong.push("the user-script did not move the nic to 10.88.0.98");
+    }
     let root_mib = marks
         .lines()
         .find_map(|l| l.split_once("E2E-CLOUD-ROOT-MIB ").map(|(_, n)| n.trim()))
@@ -189,9 +202,12 @@ pub fn cloud01_provisioned_itself(node: &mut Node, cloud01: &str, ssh_key: &str)
     if rc != 0 || !ping.contains("3 packets received") {
         wrong.push("the zone gets no answer from cloud01's new address 10.88.0.98");
     }
-    assert!(
-        wrong.is_empty(),
-        "cloud01 (cloud-init): {}\nits markers:\n{marks}\nzlogin hello ping 10.88.0.98 (exit {rc}):\n{ping}",
-        wrong.join("; ")
-    );
+    if !wrong.is_empty() {
+        let tail = node.shell(&format!("tail -n 60 /zones/{cloud01}/console.log"), SHELL);
+        panic!(
+            "cloud01 (cloud-init): {}\nits markers:\n{marks}\nzlogin hello ping 10.88.0.98 \
+             (exit {rc}):\n{ping}\nits console:\n{tail:?}",
+            wrong.join("; ")
+        );
+    }
 }
