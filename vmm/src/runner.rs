@@ -11,9 +11,10 @@ use crate::devices::{ExitSignal, GuestExit};
 use crate::machine::{Machine, MachineError, RunningMachine};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Why a guest could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -181,17 +182,22 @@ impl Write for DropWhenBusy {
 }
 
 /// Starts a thread (named `name`) feeding what arrives on `input` to `serial`'s
-/// receive FIFO, as fast as the guest drains it, until `input` ends.
+/// receive FIFO, as fast as the guest drains it, until `input` ends. While the FIFO is
+/// full it sleeps on the device's room event, signalled when the guest empties it.
 pub fn spawn_input(name: &str, input: OwnedFd, serial: Arc<Mutex<SerialDevice>>) {
+    let room_event = lock(&serial).room_event();
     let _ = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             let mut file = std::fs::File::from(input);
             let mut buf = [0u8; 64];
             loop {
+                // Reset before looking at the FIFO, so an emptying after the look is
+                // not lost.
+                let _ = room_event.read();
                 let room = lock(&serial).input_room().min(buf.len());
                 if room == 0 {
-                    std::thread::sleep(Duration::from_millis(5));
+                    wait_room(&room_event);
                     continue;
                 }
                 match file.read(&mut buf[..room]) {
@@ -210,6 +216,16 @@ pub fn spawn_input(name: &str, input: OwnedFd, serial: Arc<Mutex<SerialDevice>>)
                 }
             }
         });
+}
+
+/// Waits until the guest empties the FIFO; the timeout only bounds a wait on a guest
+/// that has stopped reading.
+fn wait_room(room: &EventFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: the eventfd outlives this call, which only polls it.
+    let fd = unsafe { BorrowedFd::borrow_raw(room.as_raw_fd()) };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(1000u16));
 }
 
 fn wait_readable(file: &std::fs::File) {
@@ -265,4 +281,45 @@ pub fn request_power_off(
             log::warn!("the guest did not power off within {grace:?}; stopping it");
             exit.exit(GuestExit::Stopped);
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::BusDevice;
+
+    /// The input thread refills the FIFO as soon as the guest empties it: a 640-byte
+    /// answer needs ten refills, and each would wait out the one-second fallback if
+    /// the emptying did not wake the thread.
+    #[test]
+    fn input_resumes_when_the_guest_empties_the_fifo() {
+        let serial = SerialDevice::new(EventFd::new(0).unwrap(), Box::new(std::io::sink()));
+        let serial = Arc::new(Mutex::new(serial.unwrap()));
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        spawn_input("test-in", rx, serial.clone());
+        let answer: Vec<u8> = (0..640).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::File::from(tx).write_all(&answer).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < answer.len() && started.elapsed() < Duration::from_secs(5) {
+            let mut s = lock(&serial);
+            let mut b = [0u8];
+            loop {
+                s.read(5, &mut b);
+                if b[0] & 1 == 0 {
+                    break;
+                }
+                s.read(0, &mut b);
+                got.push(b[0]);
+            }
+            drop(s);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, answer);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -58,6 +58,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The new pool's `config/node.kdl` (run-node refuses it for an existing pool disk).
+    pub fn node_config(mut self, file: &Path) -> Self {
+        self.arg("--node-config").arg(file);
+        self
+    }
+
     /// Append to the node's kernel command line.
     pub fn cmdline(mut self, extra: &str) -> Self {
         self.arg("--cmdline").arg(extra);

@@ -79,7 +79,11 @@ fn attach_serial(
             what: "register serial irqfd",
             source,
         })?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(irq_fd, out)));
+    let serial = SerialDevice::new(irq_fd, out).map_err(|source| DeviceManagerError::Os {
+        what: "serial room eventfd",
+        source,
+    })?;
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(serial.clone(), u64::from(port), 8)?;
     Ok(serial)
 }
