@@ -280,12 +280,16 @@ fn image(s: &str) -> spec::ImageRef {
 fn a_child_killed_at_its_memory_cap_is_reported_as_such() {
     let source = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    // 128 MiB of zeros by `xz -9`: a few KiB whose decoder needs a 64 MiB dictionary,
-    // all of it touched as the disk comes out.
+    // A boot disk (imgadm imports only disks with a kernel on an ext4 /boot) padded
+    // with zeros to 128 MiB, by `xz -9`: a few KiB whose decoder needs a 64 MiB
+    // dictionary, all of it touched as the disk comes out.
+    let boot = work.path().join("boot.raw");
+    testkit::boot_disk(&boot);
     let file = work.path().join("disk.xz");
     let sh = format!(
-        "head -c {} /dev/zero | xz -9 > {}",
-        128 << 20,
+        "{{ cat {}; head -c {} /dev/zero; }} | xz -9 > {}",
+        boot.display(),
+        (128 << 20) - std::fs::metadata(&boot).unwrap().len(),
         file.display()
     );
     assert!(std::process::Command::new("sh")
@@ -385,8 +389,8 @@ fn import_overhead_of_a_child_process() {
     let source = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("disk.raw");
-    std::fs::write(&file, vec![5u8; 1 << 20]).unwrap();
-    install(source.path(), &file, "small", "none", 1);
+    testkit::boot_disk(&file);
+    install(source.path(), &file, "small", "none", 8);
     let url = serve(source.path());
     let runs = 5;
     let mut inproc = Duration::ZERO;
@@ -406,7 +410,7 @@ fn import_overhead_of_a_child_process() {
     }
     let (a, b) = (inproc / runs, child / runs);
     eprintln!(
-        "import of a 1 MiB image, mean of {runs}: in-process {:.1} ms, imgadm child {:.1} ms \
+        "import of an 8 MiB image, mean of {runs}: in-process {:.1} ms, imgadm child {:.1} ms \
          (ratio {:.2}x, +{:.1} ms)",
         a.as_secs_f64() * 1e3,
         b.as_secs_f64() * 1e3,

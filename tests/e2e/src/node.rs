@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How to boot a node: the options of `build-image/run-node`.
@@ -76,8 +76,12 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts QEMU. The console is captured from here on.
+    /// Starts QEMU. The console is captured from here on. Waits first until no other
+    /// node of this test binary runs (see [`ONE_NODE`]).
     pub fn boot(self) -> Result<Node> {
+        let one_at_a_time = ONE_NODE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log = console_log_path();
         let file = std::fs::create_dir_all(log.parent().expect("has a parent"))
             .and_then(|_| std::fs::File::create(&log))
@@ -109,6 +113,7 @@ impl NodeBuilder {
             stderr,
             cursor: 0,
             commands: 0,
+            _one_at_a_time: one_at_a_time,
         })
     }
 }
@@ -158,7 +163,16 @@ pub struct Node {
     /// Console offset up to which earlier waits consumed output.
     cursor: usize,
     commands: u32,
+    /// Held while this node runs; dropped last, after QEMU is gone.
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
+
+/// One node at a time per test binary. A node is QEMU TCG with 2 vCPUs, and the HVM
+/// tests run nested guests inside it; two such nodes on a 2-core CI machine starve
+/// each other's vCPU threads for minutes (the node kernels then report RCU stalls
+/// and soft lockups and miss every deadline), so the tests of one file (which cargo
+/// runs in parallel) take turns to boot.
+static ONE_NODE: Mutex<()> = Mutex::new(());
 
 impl Node {
     /// Everything the console showed so far.
