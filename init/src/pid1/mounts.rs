@@ -100,6 +100,20 @@ pub fn cgroup2() -> Result<Vec<String>, BootError> {
             Err(e) => log::warn!("cgroup2: cannot enable {c}: {e}"),
         }
     }
+    // The parent of every instance's and import's cgroup, made now, while PID 1 is
+    // the only thread: the kernel's first non-root memory cgroup turns on slab
+    // accounting by live-patching a static branch inside the slab allocator. Done
+    // later, amid several threads forking import children, a TCG-emulated node was
+    // seen with both vCPUs stuck for minutes on a static-branch site of
+    // kmem_cache_alloc_node (soft lockups, RCU stalls), likely that one; the patch is
+    // best made while nothing else runs. host::cgroup finds the directory there and
+    // enables its controllers.
+    let parent = root.join("skerry");
+    if let Err(e) = fs::create_dir(&parent) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            log::warn!("cgroup2: cannot make {}: {e}", parent.display());
+        }
+    }
     Ok(enabled)
 }
 
