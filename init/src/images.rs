@@ -66,14 +66,22 @@ impl Images for StoreImages {
     }
 
     fn installed(&self, r: &ImageRef) -> Result<Option<ResolvedImage>, RuntimeError> {
-        self.store
-            .resolve(r)
-            .map(|i| i.map(resolved))
-            .map_err(|e| RuntimeError::Image {
-                image: reference(r),
-                message: e.to_string(),
-            })
+        installed_in(&self.store, r)
     }
+}
+
+/// `r` as installed in `store`, if it is (both importers answer `installed` so).
+pub(crate) fn installed_in(
+    store: &ImageStore,
+    r: &ImageRef,
+) -> Result<Option<ResolvedImage>, RuntimeError> {
+    store
+        .resolve(r)
+        .map(|i| i.map(resolved))
+        .map_err(|e| RuntimeError::Image {
+            image: reference(r),
+            message: e.to_string(),
+        })
 }
 
 /// One import under way, which later askers for the same image wait on.

@@ -297,13 +297,7 @@ impl Images for ChildImports {
     }
 
     fn installed(&self, r: &ImageRef) -> Result<Option<ResolvedImage>, RuntimeError> {
-        self.store
-            .resolve(r)
-            .map(|i| i.map(resolved))
-            .map_err(|e| RuntimeError::Image {
-                image: reference(r),
-                message: e.to_string(),
-            })
+        crate::images::installed_in(&self.store, r)
     }
 }
 
