@@ -596,14 +596,13 @@ fn a_zone_whose_port_rules_cannot_be_installed_never_starts() {
     let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
     let host_if = contract::host_ifname(&pool.config.uuid, 0);
-    // Another chain already owns this port's firewall mark: the kernel refuses the
-    // port's transaction, as it would any other failure to install.
+    // Another port already owns this port's firewall mark (as a hash collision
+    // would): the kernel refuses the port's transaction, as it would any other
+    // failure to install.
     let mark = host::isolation::mark_of(&host_if);
-    let squatter = format!("squat-{host_if}");
     let script = format!(
-        "add table inet skerry\nadd map inet skerry fw_ports {{ type mark : verdict; }}\n\
-         add chain inet skerry {squatter}\n\
-         add element inet skerry fw_ports {{ 0x{mark:08x} : jump {squatter} }}\n"
+        "add table bridge skerry\nadd map bridge skerry mark_ports {{ type mark : ifname; }}\n\
+         add element bridge skerry mark_ports {{ 0x{mark:08x} : \"squatter\" }}\n"
     );
     host::isolation::apply(&host_if, &script).unwrap();
     struct Squat(String, String);
@@ -614,10 +613,7 @@ fn a_zone_whose_port_rules_cannot_be_installed_never_starts() {
     }
     let _squat = Squat(
         host_if.clone(),
-        format!(
-            "delete element inet skerry fw_ports {{ 0x{mark:08x} }}\n\
-             delete chain inet skerry {squatter}\n"
-        ),
+        format!("delete element bridge skerry mark_ports {{ 0x{mark:08x} }}\n"),
     );
     let mut child = pool.spawn();
     let _guard = MonitorGuard(&pool);

@@ -3,16 +3,20 @@
 //! with the `nft` tool (one `nft -f -` run is one kernel transaction; see
 //! host/README.md for why the tool and not a netlink crate).
 //!
-//! Rules are keyed by the port's name, not its index, so they are installed *before*
-//! the port exists (a tap the vmm opens later, a veth about to be made) and the port
-//! is never up without them. Installing replaces a port's chains in one transaction,
-//! so reinstalling (an instance restarted, its monitor re-run) never opens a window;
-//! the rules live in the kernel, not in any process, so an init restart leaves them
-//! as they are.
+//! The rules are fixed; a port is a set of elements keyed by its name, not its index,
+//! so they are installed *before* the port exists (a tap the vmm opens later, a veth
+//! about to be made) and the port is never up without them. Installing replaces a
+//! port's elements in one transaction, so reinstalling (an instance restarted, its
+//! monitor re-run) never opens a window; the rules live in the kernel, not in any
+//! process, so an init restart leaves them as they are.
 
+mod record;
 mod rules;
 
-pub use rules::{install_script, link_local, mark_of, remove_script, TABLE};
+pub use record::{netns_cookie, ROOT as RECORDS};
+pub use rules::{
+    elements, install_script, link_local, mark_of, remove_script, Element, Form, SHARDS, TABLE,
+};
 
 use spec::{Firewall, IpConfig, Nic, NicAllow};
 use std::io::{Read, Write};
@@ -84,6 +88,24 @@ pub enum IsolationError {
         port: String,
         /// nft's message, cut to a bounded size.
         stderr: String,
+    },
+    /// The port's name is not one skerry makes.
+    #[error("port {port:?}: not an interface name (1-15 of A-Z a-z 0-9 _ - .)")]
+    BadName {
+        /// The name.
+        port: String,
+    },
+    /// The record of the port's elements could not be read or written.
+    #[error(
+        "port {port}: the record of its rules (under {}): {source}",
+        record::ROOT
+    )]
+    Record {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// Bridged traffic cannot be connection-tracked (br_netfilter missing).
     #[error("port {port}: a firewall needs br_netfilter (writing {path}: {source})")]
@@ -168,15 +190,122 @@ fn bridge_netfilter_on(port: &str) -> Result<(), IsolationError> {
     Ok(())
 }
 
+/// Whether `port` is an interface name skerry makes (it is put in scripts and used as
+/// a file name).
+fn check_name(port: &str) -> Result<(), IsolationError> {
+    let ok = (1..=15).contains(&port.len())
+        && !port.starts_with('.')
+        && port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    match ok {
+        true => Ok(()),
+        false => Err(IsolationError::BadName {
+            port: port.chars().take(32).collect(),
+        }),
+    }
+}
+
+/// The orders in which to delete what the record says the kernel may hold for a
+/// port, each with whether it is exact: one candidate is; of several, the kernel holds
+/// one, and its elements must go before any other candidate's are added (they may
+/// overlap), so each candidate is tried first in turn, followed by the others.
+fn deletion_orders(candidates: &[Vec<Element>]) -> Vec<(Vec<Element>, bool)> {
+    match candidates {
+        [] => vec![(vec![], true)],
+        [one] => vec![(one.clone(), true)],
+        _ => (0..candidates.len())
+            .map(|first| {
+                let mut order: Vec<Element> = vec![];
+                let rest = candidates.iter().enumerate().filter(|(i, _)| *i != first);
+                for e in candidates[first].iter().chain(rest.flat_map(|(_, c)| c)) {
+                    if !order.contains(e) {
+                        order.push(e.clone());
+                    }
+                }
+                (order, false)
+            })
+            .collect(),
+    }
+}
+
+/// Runs the script `script_for` makes for each of `orders` until one applies (a
+/// wrong order fails as a whole: the kernel refuses an element overlapping one it
+/// holds); the error of the first when none does. Each is tried in
+/// [`Form::Elements`], then, if that is refused, in [`Form::Full`] (the tables are not
+/// there yet, or not all of them).
+fn apply_first(
+    port: &str,
+    orders: &[(Vec<Element>, bool)],
+    script_for: impl Fn(&[Element], bool, Form) -> String,
+) -> Result<(), IsolationError> {
+    let mut first_err = None;
+    for (old, exact) in orders {
+        let applied = apply(port, &script_for(old, *exact, Form::Elements))
+            .or_else(|_| apply(port, &script_for(old, *exact, Form::Full)));
+        match applied {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.expect("at least one order"))
+}
+
 /// Puts `p`'s rules in place (replacing any the port had), in one transaction.
 pub fn install(p: &PortPolicy) -> Result<(), IsolationError> {
+    check_name(&p.port)?;
     if p.firewall.is_some() {
         bridge_netfilter_on(&p.port)?;
     }
-    apply(&p.port, &install_script(p))
+    let port = &p.port;
+    let rec = |source| IsolationError::Record {
+        port: port.clone(),
+        source,
+    };
+    let records = record::Records::lock().map_err(rec)?;
+    let olds = records.read(port).map_err(rec)?;
+    let new = elements(p);
+    // The mark's claim goes into the record only once the kernel has taken it: until
+    // then the claim may be another port's (a hash collision), not this port's to
+    // delete.
+    let unclaimed: Vec<Element> = new.iter().filter(|e| !e.is_mark_claim()).cloned().collect();
+    let mut pending: Vec<&[Element]> = olds.iter().map(Vec::as_slice).collect();
+    pending.push(&unclaimed);
+    records.write(port, &pending).map_err(rec)?;
+    let orders = deletion_orders(&olds);
+    match apply_first(port, &orders, |old, exact, form| {
+        install_script(&new, old, exact, form)
+    }) {
+        Ok(_) => records.write(port, &[&new]).map_err(rec),
+        // Nothing of it applied: the kernel holds what it held.
+        Err(e) if olds.is_empty() => {
+            records.forget(port).map_err(rec)?;
+            Err(e)
+        }
+        Err(e) => {
+            let olds: Vec<&[Element]> = olds.iter().map(Vec::as_slice).collect();
+            records.write(port, &olds).map_err(rec)?;
+            Err(e)
+        }
+    }
 }
 
 /// Removes every rule of `port`; a port without rules is no error.
 pub fn remove(port: &str) -> Result<(), IsolationError> {
-    apply(port, &remove_script(port))
+    check_name(port)?;
+    let rec = |source| IsolationError::Record {
+        port: port.to_owned(),
+        source,
+    };
+    let records = record::Records::lock().map_err(rec)?;
+    let olds = records.read(port).map_err(rec)?;
+    if olds.iter().all(Vec::is_empty) {
+        return records.forget(port).map_err(rec);
+    }
+    apply_first(port, &deletion_orders(&olds), |old, _, form| {
+        remove_script(old, form)
+    })?;
+    records.forget(port).map_err(rec)
 }

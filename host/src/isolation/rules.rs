@@ -1,48 +1,62 @@
-//! The nf_tables script of one port: pure text, so every rule is unit-tested without
-//! root. [`super::apply`] feeds a script to `nft -f -`, one kernel transaction.
+//! The nf_tables side of port isolation as pure text, so every rule is unit-tested
+//! without root. [`super::apply`] feeds a script to `nft -f -`, one kernel transaction.
 //!
-//! Layout (both tables are shared by every port; each port owns only its chains and
-//! one element per map, so installing or removing a port touches nothing else):
+//! The rules are fixed: a few chains, the same for every port and every node. What
+//! differs per port is data: elements of named sets and maps, each keyed by the
+//! port's name (or its firewall mark), e.g. `"sk0123abcdn0" . 10.88.0.10` in `addr4`.
+//! Installing a port adds its elements; nothing else changes.
 //!
 //! ```text
-//! table bridge skerry
-//!   map in_ports  { ifname : verdict }   port -> jump in-PORT   (frames FROM the instance)
-//!   map out_marks { ifname : mark }      port -> MARK  (firewalled ports only)
-//!   chain prerouting (hook prerouting)   iifname vmap @in_ports
-//!   chain forward    (hook forward)      meta mark set 0; meta mark set oifname map @out_marks
-//!   chain in-PORT                        antispoof
-//! table inet skerry
-//!   map fw_ports { mark : verdict }      MARK -> jump fw-PORT
-//!   chain forward (hook forward)         meta mark vmap @fw_ports
-//!   chain fw-PORT                        ct established/related, allow rules, drop
+//! table bridge skerry                        frames FROM instance ports
+//!   map port_class { ifname : verdict }      port -> jump class_N (N: its switches)
+//!   set macs  { ifname . ether_addr }    set addr4 { ifname . ipv4_addr }
+//!   set addr6 { ifname . ipv6_addr }     set na6   { ifname . 128-bit ND target }
+//!   map out_marks  { ifname : mark }     every port's firewall mark
+//!   map mark_ports { mark : ifname }     who owns a mark (a hash collision is refused)
+//!   chain prerouting (hook prerouting)   iifname vmap @port_class
+//!   chain class_0 .. class_15            iifname . ether saddr != @macs drop, ...
+//!   chain forward    (hook forward)      meta mark set oifname map @out_marks
+//! table inet skerry                          packets TO firewalled ports
+//!   set fw_on, fw_dhcp { mark }
+//!   set fw4_S  { mark . l4proto . ipv4_addr . port, interval }  (fw6_S likewise)
+//!   set fwp4_S { mark . l4proto . ipv4_addr, interval }         (rules without ports)
+//!   chain forward (hook forward)         ct established, ND, meta mark & 63 vmap -> fw_S; drop
+//!   chain fw_0 .. fw_63                  @fw4_S, @fw6_S, @fwp4_S, @fwp6_S accept
 //! ```
 //!
-//! Installing a port needs only nft's table cache: chains are filled with the block
-//! form (`add chain T C { rule; ... }`) and map elements added with the map's block
-//! (`add map T M { ...; elements = { ... } }`), both of which nft evaluates without
-//! listing the node's chains and sets; `add rule` and `add element` would make it list
-//! every chain of every table first (host/README.md, "Measured"). Every port has both
-//! chains and all three elements (an empty `fw-PORT` without a firewall), so
-//! installing never deletes (deleting makes nft list the chains too); removing a port
-//! does, and its cost grows with the node's ports.
+//! Why data and not a chain per port (as this module first did): every transaction
+//! that adds a rule or a jump makes the kernel re-validate the table's whole jump
+//! graph from its base chains, so with a chain per port the cost of installing one
+//! port grew with the ports on the node. Here the graph is fixed (16 class chains, 64
+//! shard chains), so its validation costs the same on any node, and elements of sets
+//! without verdicts are not validated at all. A port's script is `add element`s only,
+//! for which nft lists the tables' sets (a fixed number) and not their elements;
+//! deleting elements (a port's removal, or a reinstall that drops some) costs more
+//! (host/README.md, "Measured").
+//!
+//! Replacing or removing a port's elements needs to know them: the install records
+//! them (see [`super::record`]), and a port's script is built from the policy and
+//! that record.
 //!
 //! The firewall lives in the inet family because connection tracking of bridged
 //! traffic comes from br_netfilter (which hands bridged IPv4/IPv6 to the inet hooks
 //! with their conntrack entry); the bridge family's own conntrack needs
-//! nf_conntrack_bridge, which not every kernel has. The bridge-family forward
-//! chain marks frames with the destination port's mark so the inet chain knows which
-//! port a packet is leaving by.
+//! nf_conntrack_bridge, which not every kernel has. The bridge-family forward chain
+//! marks frames with the destination port's mark so the inet chain knows which port
+//! a packet is leaving by.
 
 use super::PortPolicy;
 use spec::{FirewallProto, FirewallRule};
+use std::collections::BTreeSet;
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The tables' name in both families.
 pub const TABLE: &str = "skerry";
 
 /// The mark that stands for `port` between the bridge and inet tables: a 32-bit hash
-/// of the name (FNV-1a), never 0 (0 is "no firewalled port").
+/// of the name (FNV-1a), never 0 (0 is "no port"). Two ports with one mark are
+/// refused by `mark_ports` (the second port's install fails).
 pub fn mark_of(port: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in port.bytes() {
@@ -52,105 +66,347 @@ pub fn mark_of(port: &str) -> u32 {
     h.max(1)
 }
 
-/// The maps' types, by name.
-const IN_PORTS: &str = "in_ports { type ifname : verdict;";
-const OUT_MARKS: &str = "out_marks { type ifname : mark;";
-const FW_PORTS: &str = "fw_ports { type mark : verdict;";
-
-/// The shared tables, maps and base chains: idempotent (`add` of what exists is a
-/// no-op; each base chain is flushed and refilled in the same transaction, so it is
-/// never seen empty).
-fn skeleton(s: &mut String) {
-    let t = TABLE;
-    let _ = writeln!(s, "add table bridge {t}");
-    let _ = writeln!(s, "add map bridge {t} {IN_PORTS} }}");
-    let _ = writeln!(s, "add map bridge {t} {OUT_MARKS} }}");
-    // Before br_netfilter (priority 0) hands the frame to the inet hooks.
-    let _ = writeln!(
-        s,
-        "add chain bridge {t} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"
-    );
-    fill_chain(s, "bridge", "prerouting", ["iifname vmap @in_ports"]);
-    let _ = writeln!(
-        s,
-        "add chain bridge {t} forward {{ type filter hook forward priority -300; policy accept; }}"
-    );
-    // A mark from elsewhere must not select some port's firewall; a port that is not
-    // in the map leaves the mark 0: no firewall.
-    fill_chain(
-        s,
-        "bridge",
-        "forward",
-        ["meta mark set 0", "meta mark set oifname map @out_marks"],
-    );
-    let _ = writeln!(s, "add table inet {t}");
-    let _ = writeln!(s, "add map inet {t} {FW_PORTS} }}");
-    let _ = writeln!(
-        s,
-        "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}"
-    );
-    fill_chain(s, "inet", "forward", ["meta mark vmap @fw_ports"]);
+/// A named set or map of the two tables: its family, name and declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Set {
+    /// `bridge` or `inet`.
+    pub family: &'static str,
+    /// The set's name, or its stem when it is sharded.
+    base: &'static str,
+    /// Which of [`SHARDS`] copies, for the firewall's range sets.
+    shard: Option<u32>,
+    /// `set` or `map`.
+    kind: &'static str,
+    /// What goes between the braces before `elements`.
+    decl: &'static str,
 }
 
-/// Makes sure `chain` exists and holds exactly `rules`, in one transaction with what
-/// follows (the block form: no `add rule`, so nft needs no chain cache).
-fn fill_chain<R: AsRef<str>>(
-    s: &mut String,
-    family: &str,
-    chain: &str,
-    rules: impl IntoIterator<Item = R>,
-) {
-    let _ = writeln!(s, "add chain {family} {TABLE} {chain}");
-    let _ = writeln!(s, "flush chain {family} {TABLE} {chain}");
-    let mut rules = rules.into_iter().peekable();
-    if rules.peek().is_some() {
-        let _ = writeln!(s, "add chain {family} {TABLE} {chain} {{");
-        for r in rules {
-            let _ = writeln!(s, "    {}", r.as_ref());
+impl Set {
+    /// The set's name in the table.
+    pub fn name(&self) -> String {
+        match self.shard {
+            Some(i) => format!("{}_{i}", self.base),
+            None => self.base.to_owned(),
         }
-        let _ = writeln!(s, "}}");
+    }
+
+    fn shard(self, i: u32) -> Set {
+        Set {
+            shard: Some(i),
+            ..self
+        }
     }
 }
 
-/// Adds `element` to map `map` (its name and type, one of the consts above) with the
-/// map's block form (no `add element`, so nft needs no chain cache). Adding an
-/// element that is there with the same value is no error.
-fn add_element(s: &mut String, family: &str, map: &str, element: &str) {
-    let _ = writeln!(
-        s,
-        "add map {family} {TABLE} {map} elements = {{ {element} }} }}"
-    );
+const fn set(family: &'static str, name: &'static str, decl: &'static str) -> Set {
+    Set {
+        family,
+        base: name,
+        shard: None,
+        kind: "set",
+        decl,
+    }
 }
 
-/// Makes sure `chain` exists, for the deletes of [`drop_chain`].
-fn fresh_chain(s: &mut String, family: &str, chain: &str) {
+const fn map(family: &'static str, name: &'static str, decl: &'static str) -> Set {
+    Set {
+        kind: "map",
+        ..set(family, name, decl)
+    }
+}
+
+/// Every instance port, to the chain of its class (the checks its switches leave
+/// on: [`class_rules`]). Frames from other ports of the bridge (an uplink, the bridge
+/// itself) match nothing and pass.
+const PORT_CLASS: Set = map("bridge", "port_class", "type ifname : verdict;");
+/// Each port's MAC.
+const MACS: Set = set("bridge", "macs", "typeof iifname . ether saddr;");
+/// Each port's IPv4 addresses.
+const ADDR4: Set = set("bridge", "addr4", "typeof iifname . ip saddr;");
+/// Each port's IPv6 addresses, its MAC's link-local address among them.
+const ADDR6: Set = set("bridge", "addr6", "typeof iifname . ip6 saddr;");
+/// The same IPv6 addresses as 128-bit integers: the neighbour-advertisement targets
+/// a port may name (nft 1.0.6 has no `icmpv6 taddr`; the raw field is an integer).
+const NA6: Set = set("bridge", "na6", "typeof iifname . @th,64,128;");
+/// Every port's firewall mark.
+const OUT_MARKS: Set = map("bridge", "out_marks", "type ifname : mark;");
+/// The port that owns each mark.
+const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
+/// The marks of firewalled ports.
+const FW_ON: Set = set("inet", "fw_on", "type mark;");
+/// The marks of firewalled DHCP nics (their server's offers pass).
+const FW_DHCP: Set = set("inet", "fw_dhcp", "type mark;");
+/// Allowed protocol, IPv4 source network and destination ports, per mark.
+const FW4: Set = set(
+    "inet",
+    "fw4",
+    "typeof meta mark . meta l4proto . ip saddr . th dport; flags interval;",
+);
+/// The same for IPv6.
+const FW6: Set = set(
+    "inet",
+    "fw6",
+    "typeof meta mark . meta l4proto . ip6 saddr . th dport; flags interval;",
+);
+/// Allowed protocol and IPv4 source network, every port (and ICMP), per mark.
+const FWP4: Set = set(
+    "inet",
+    "fwp4",
+    "typeof meta mark . meta l4proto . ip saddr; flags interval;",
+);
+/// The same for IPv6.
+const FWP6: Set = set(
+    "inet",
+    "fwp6",
+    "typeof meta mark . meta l4proto . ip6 saddr; flags interval;",
+);
+
+/// The sets that are one per table, in the order a script declares them.
+const SINGLE: &[Set] = &[
+    PORT_CLASS, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, MARK_PORTS, FW_ON, FW_DHCP,
+];
+
+/// The firewall's range sets, each in [`SHARDS`] copies (`fw4_0` ... `fw4_63`).
+const SHARDED: &[Set] = &[FW4, FW6, FWP4, FWP6];
+
+/// How many copies of each range set, picked by a mark's low bits. The kernel's
+/// set of concatenated ranges copies its whole lookup table for each element it
+/// deletes, so a port's removal costs in proportion to the elements of the sets it
+/// deletes from: shards divide that by their number.
+pub const SHARDS: u32 = 64;
+
+/// Every set.
+fn all_sets() -> impl Iterator<Item = Set> {
+    SINGLE.iter().copied().chain(
+        SHARDED
+            .iter()
+            .flat_map(|s| (0..SHARDS).map(move |i| s.shard(i))),
+    )
+}
+
+/// The set called `family name`, if there is one.
+pub fn set_named(family: &str, name: &str) -> Option<Set> {
+    if let Some(set) = SINGLE.iter().find(|s| s.family == family && s.base == name) {
+        return Some(*set);
+    }
+    let (base, i) = name.rsplit_once('_')?;
+    let i: u32 = i.parse().ok().filter(|i| *i < SHARDS)?;
+    (i.to_string() == name[base.len() + 1..])
+        .then_some(())
+        .and_then(|()| {
+            SHARDED
+                .iter()
+                .find(|s| s.family == family && s.base == base)
+        })
+        .map(|s| s.shard(i))
+}
+
+/// The range sets' shard of `mark`.
+fn shard_of(mark: u32) -> u32 {
+    mark % SHARDS
+}
+
+/// The checks a port's switches leave on, as bits of its class.
+const PIN_MAC: u32 = 1;
+/// Only IPv4, IPv6 and ARP (not `allow-restricted-traffic`).
+const ONLY_IP: u32 = 2;
+/// No DHCP server replies or router advertisements (not `allow-dhcp-spoofing`).
+const NO_SERVERS: u32 = 4;
+/// Sources held to the nic's addresses (not `allow-ip-spoofing`, not DHCP).
+const PIN_IP: u32 = 8;
+/// Classes: every combination of the four.
+const CLASSES: u32 = 16;
+
+/// The class of `p`: which checks apply to what it sends.
+fn class_of(p: &PortPolicy) -> u32 {
+    let mut class = 0;
+    if !p.allow.mac_spoofing {
+        class |= PIN_MAC;
+    }
+    if !p.allow.restricted_traffic {
+        class |= ONLY_IP;
+    }
+    if !p.allow.dhcp_spoofing {
+        class |= NO_SERVERS;
+    }
+    // A DHCP nic's address is the server's to choose and is not known here: its
+    // sources are not pinned (host/README.md, "DHCP nics").
+    if !p.allow.ip_spoofing && !p.dhcp {
+        class |= PIN_IP;
+    }
+    class
+}
+
+/// The checks of chain `class_N` on frames a port of class N sends (`bridge
+/// prerouting` jumps there through `port_class`). A class per combination of
+/// switches keeps the checks free of per-port membership tests: a frame meets one
+/// map lookup, then only the checks that apply to its port, each testing the frame's
+/// type before any set lookup.
+fn class_rules(class: u32) -> Vec<&'static str> {
+    let mut rules = vec![];
+    if class & PIN_MAC != 0 {
+        rules.push("iifname . ether saddr != @macs drop");
+        rules.push("ether type arp iifname . arp saddr ether != @macs drop");
+    }
+    if class & ONLY_IP != 0 {
+        // A conjunction, not an anonymous set: no set is made on each refill.
+        rules.push("ether type != ip ether type != ip6 ether type != arp drop");
+    }
+    if class & NO_SERVERS != 0 {
+        rules.push("udp sport 67 drop");
+        rules.push("udp sport 547 drop");
+        rules.push("icmpv6 type nd-router-advert drop");
+    }
+    if class & PIN_IP != 0 {
+        // ARP probes (RFC 5227) and DAD (RFC 4862) send from the unspecified address.
+        rules.push("ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addr4 drop");
+        rules.push("ether type ip iifname . ip saddr != @addr4 drop");
+        rules.push("ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @addr6 drop");
+        // The target of a neighbour advertisement: 128 bits after the ICMPv6 header.
+        rules.push("icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @na6 drop");
+    }
+    rules
+}
+
+/// The checks on frames instance ports send.
+const PREROUTING: &[&str] = &["iifname vmap @port_class"];
+
+/// Frames leaving by a port carry its mark into the inet forward hook; a mark from
+/// elsewhere must not select some port's firewall.
+const BRIDGE_FORWARD: &[&str] = &["meta mark set 0", "meta mark set oifname map @out_marks"];
+
+/// The firewall of packets to firewalled ports (`inet forward`): replies, neighbour
+/// discovery and allowed traffic pass, the rest is dropped.
+const INET_FORWARD: &[&str] = &[
+    "meta mark != @fw_on accept",
+    "ct state established,related accept",
+    // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family.
+    "icmpv6 type nd-neighbor-solicit accept",
+    "icmpv6 type nd-neighbor-advert accept",
+    "icmpv6 type nd-router-advert accept",
+    // A DHCP server's offer is not a reply conntrack can match (the client asked
+    // from 0.0.0.0 to the broadcast address).
+    "meta mark @fw_dhcp udp sport 67 udp dport 68 accept",
+    // Then the allow rules, in the mark's shard chain ([`shard_rules`]).
+];
+
+/// The allow rules of shard `i`'s chain `fw_i`: what it does not accept falls back to
+/// `inet forward` and its final drop.
+fn shard_rules(i: u32) -> Vec<String> {
+    vec![
+        format!("meta mark . meta l4proto . ip saddr . th dport @fw4_{i} accept"),
+        format!("meta mark . meta l4proto . ip6 saddr . th dport @fw6_{i} accept"),
+        format!("meta mark . meta l4proto . ip saddr @fwp4_{i} accept"),
+        format!("meta mark . meta l4proto . ip6 saddr @fwp6_{i} accept"),
+    ]
+}
+
+/// `inet forward`'s whole chain: [`INET_FORWARD`], the jump to the mark's shard
+/// chain, and the drop of the rest.
+fn inet_forward() -> Vec<String> {
+    let shards: Vec<String> = (0..SHARDS).map(|i| format!("{i} : jump fw_{i}")).collect();
+    let mut rules: Vec<String> = INET_FORWARD.iter().map(|r| r.to_string()).collect();
+    rules.push(format!(
+        "meta mark & 0x{:x} vmap {{ {} }}",
+        SHARDS - 1,
+        shards.join(", ")
+    ));
+    rules.push("drop".into());
+    rules
+}
+
+/// The tables and sets (`add` of what exists is a no-op).
+fn declarations(s: &mut String) {
+    for family in ["bridge", "inet"] {
+        let _ = writeln!(s, "add table {family} {TABLE}");
+        for set in all_sets().filter(|set| set.family == family) {
+            let _ = writeln!(
+                s,
+                "add {} {family} {TABLE} {} {{ {} }}",
+                set.kind,
+                set.name(),
+                set.decl
+            );
+        }
+    }
+}
+
+/// Makes sure base chain `chain` exists with `hook` and holds exactly `rules`: flushed
+/// and refilled in the same transaction, so it is never seen empty, and a node whose
+/// chains an older skerry wrote gets these.
+fn base_chain<R: AsRef<str>>(s: &mut String, family: &str, chain: &str, hook: &str, rules: &[R]) {
+    let _ = writeln!(
+        s,
+        "add chain {family} {TABLE} {chain} {{ type filter hook {hook}; policy accept; }}"
+    );
+    fill_chain(s, family, chain, rules);
+}
+
+/// Makes sure `chain` exists and holds exactly `rules` (flushed and refilled).
+fn fill_chain<R: AsRef<str>>(s: &mut String, family: &str, chain: &str, rules: &[R]) {
     let _ = writeln!(s, "add chain {family} {TABLE} {chain}");
+    let _ = writeln!(s, "flush chain {family} {TABLE} {chain}");
+    let _ = writeln!(s, "add chain {family} {TABLE} {chain} {{");
+    for r in rules {
+        let _ = writeln!(s, "    {}", r.as_ref());
+    }
+    let _ = writeln!(s, "}}");
 }
 
-/// Deletes `chain` and its map element whether or not they exist: adding them first
-/// in the same transaction makes the deletes always valid.
-fn drop_chain(s: &mut String, family: &str, map: &str, key: &str, chain: &str) {
-    fresh_chain(s, family, chain);
-    let _ = writeln!(
+/// The tables, sets and the fixed chains.
+fn skeleton(s: &mut String) {
+    declarations(s);
+    // Before br_netfilter (priority 0) hands the frame to the inet hooks.
+    for class in 0..CLASSES {
+        fill_chain(s, "bridge", &format!("class_{class}"), &class_rules(class));
+    }
+    base_chain(
         s,
-        "add element {family} {TABLE} {map} {{ {key} : jump {chain} }}"
+        "bridge",
+        "prerouting",
+        "prerouting priority -300",
+        PREROUTING,
     );
-    let _ = writeln!(s, "delete element {family} {TABLE} {map} {{ {key} }}");
-    let _ = writeln!(s, "delete chain {family} {TABLE} {chain}");
+    base_chain(
+        s,
+        "bridge",
+        "forward",
+        "forward priority -300",
+        BRIDGE_FORWARD,
+    );
+    for i in 0..SHARDS {
+        fill_chain(s, "inet", &format!("fw_{i}"), &shard_rules(i));
+    }
+    base_chain(s, "inet", "forward", "forward priority 0", &inet_forward());
 }
 
-/// Deletes `port`'s element of the mark map whether or not it exists (added first,
-/// as in [`drop_chain`], with the value it has if it exists: adding an existing key
-/// with another value is an error).
-fn drop_mark(s: &mut String, quoted_port: &str, mark: &str) {
-    let _ = writeln!(
-        s,
-        "add element bridge {TABLE} out_marks {{ {quoted_port} : {mark} }}"
-    );
-    let _ = writeln!(
-        s,
-        "delete element bridge {TABLE} out_marks {{ {quoted_port} }}"
-    );
+/// One element of one of [`SETS`], as nft writes it (`KEY` or `KEY : VALUE`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Element {
+    /// Its set.
+    pub set: Set,
+    /// The element's text.
+    pub text: String,
+}
+
+impl Element {
+    fn new(set: Set, text: String) -> Self {
+        Element { set, text }
+    }
+
+    /// The key alone (what `delete element` takes from a map).
+    fn key(&self) -> &str {
+        match self.set.kind {
+            "map" => self.text.split(" : ").next().unwrap_or(&self.text),
+            _ => &self.text,
+        }
+    }
+
+    /// Whether it is the mark's claim in `mark_ports` (recorded only once the kernel
+    /// took it: another port's claim on a colliding mark is not this port's to delete).
+    pub fn is_mark_claim(&self) -> bool {
+        self.set == MARK_PORTS
+    }
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -181,161 +437,281 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     ])
 }
 
-/// `KEY != A KEY != B ...`: true when the field is none of `values`. Written as a
-/// conjunction rather than an anonymous set, because nft reads every set of the table
-/// before each transaction: sets per port would make installing one port's rules grow
-/// with the number of ports on the node.
-fn none_of<T: ToString>(key: &str, values: impl IntoIterator<Item = T>) -> String {
-    values
-        .into_iter()
-        .map(|v| format!("{key} != {}", v.to_string()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The antispoof rules of frames the instance sends.
-fn antispoof(p: &PortPolicy) -> Vec<String> {
-    let mut rules = vec![];
-    let mut rule = |r: String| rules.push(r);
-    let mac = mac_text(p.mac);
-    if !p.allow.mac_spoofing {
-        rule(format!("ether saddr != {mac} drop"));
-        rule(format!("arp saddr ether != {mac} drop"));
+/// Every element `p` puts in the sets, sorted and without repeats.
+pub fn elements(p: &PortPolicy) -> Vec<Element> {
+    let mut out = BTreeSet::new();
+    let port = format!("\"{}\"", p.port);
+    let mark = format!("0x{:08x}", mark_of(&p.port));
+    let mut add = |set: Set, text: String| out.insert(Element::new(set, text));
+    let class = class_of(p);
+    add(PORT_CLASS, format!("{port} : jump class_{class}"));
+    add(OUT_MARKS, format!("{port} : {mark}"));
+    add(MARK_PORTS, format!("{mark} : {port}"));
+    if class & PIN_MAC != 0 {
+        add(MACS, format!("{port} . {}", mac_text(p.mac)));
     }
-    if !p.allow.restricted_traffic {
-        rule(format!(
-            "{} drop",
-            none_of("ether type", ["ip", "ip6", "arp"])
-        ));
-    }
-    if !p.allow.dhcp_spoofing {
-        rule("udp sport 67 drop".into());
-        rule("udp sport 547 drop".into());
-        rule("icmpv6 type nd-router-advert drop".into());
-    }
-    // A DHCP nic's address is the server's to choose and is not known here: its
-    // sources are not pinned (host/README.md, "DHCP nics").
-    if !p.allow.ip_spoofing && !p.dhcp {
-        let v4: Vec<IpAddr> = p.addrs.iter().copied().filter(IpAddr::is_ipv4).collect();
-        let mut v6: Vec<IpAddr> = p.addrs.iter().copied().filter(IpAddr::is_ipv6).collect();
-        v6.push(IpAddr::V6(link_local(p.mac)));
-        // ARP probes (RFC 5227) and DAD (RFC 4862) send from the unspecified address.
-        let arp = std::iter::once("0.0.0.0".to_string()).chain(v4.iter().map(|a| a.to_string()));
-        rule(format!("{} drop", none_of("arp saddr ip", arp)));
-        if v4.is_empty() {
-            rule("ether type ip drop".into());
-        } else {
-            rule(format!("{} drop", none_of("ip saddr", &v4)));
+    if class & PIN_IP != 0 {
+        let v6 = p
+            .addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .chain([link_local(p.mac)]);
+        for a in v6 {
+            add(ADDR6, format!("{port} . {a}"));
+            add(NA6, format!("{port} . 0x{:032x}", u128::from(a)));
         }
-        let src = std::iter::once("::".to_string()).chain(v6.iter().map(|a| a.to_string()));
-        rule(format!("{} drop", none_of("ip6 saddr", src)));
-        // The target of a neighbour advertisement (128 bits after the ICMPv6 header).
-        let targets = v6.iter().map(|a| match a {
-            IpAddr::V6(a) => format!("0x{:032x}", u128::from(*a)),
-            IpAddr::V4(_) => unreachable!("v6 holds IPv6 addresses only"),
-        });
-        rule(format!(
-            "icmpv6 type nd-neighbor-advert {} drop",
-            none_of("@th,64,128", targets)
-        ));
+        for a in p.addrs.iter().filter(|a| a.is_ipv4()) {
+            add(ADDR4, format!("{port} . {a}"));
+        }
     }
-    rules
+    if let Some(fw) = &p.firewall {
+        add(FW_ON, mark.clone());
+        if p.dhcp {
+            add(FW_DHCP, mark.clone());
+        }
+        let shard = shard_of(mark_of(&p.port));
+        for (set, text) in firewall_elements(&fw.rules) {
+            add(set.shard(shard), format!("{mark} . {text}"));
+        }
+    }
+    out.into_iter().collect()
 }
 
-/// One allow rule as nft rules.
-fn allow(r: &FirewallRule) -> Vec<String> {
-    let mut out = String::new();
-    if let Some((addr, prefix)) = r.from {
-        let fam = if addr.is_ipv4() { "ip" } else { "ip6" };
-        let _ = write!(out, "{fam} saddr {addr}/{prefix} ");
-    }
-    match r.proto {
-        FirewallProto::Tcp | FirewallProto::Udp => {
-            let l4 = r.proto.as_str();
-            let _ = write!(out, "meta l4proto {l4} ");
-            if let Some((lo, hi)) = r.ports {
-                if lo == hi {
-                    let _ = write!(out, "{l4} dport {lo} ");
-                } else {
-                    let _ = write!(out, "{l4} dport {lo}-{hi} ");
-                }
+/// A source network with its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    fn new(addr: IpAddr, prefix: u8) -> Net {
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let prefix = prefix.min(32);
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
-        }
-        FirewallProto::Icmp => {
-            // Two rules (see `none_of` for why not a set).
-            let v4 = format!("{out}meta l4proto icmp accept");
-            return vec![v4, format!("{out}meta l4proto ipv6-icmp accept")];
+            IpAddr::V6(a) => {
+                let prefix = prefix.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        Net { addr, prefix }
+    }
+
+    fn any(v6: bool) -> Net {
+        match v6 {
+            false => Net::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+            true => Net::new(Ipv6Addr::UNSPECIFIED.into(), 0),
         }
     }
-    out.push_str("accept");
-    vec![out]
+
+    /// Whether every address of `other` is in `self`.
+    fn contains(&self, other: &Net) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && self.prefix <= other.prefix
+            && Net::new(other.addr, self.prefix).addr == self.addr
+    }
+
+    fn text(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix)
+    }
 }
 
-/// The firewall chain: replies and allowed traffic in, the rest dropped.
-fn firewall(p: &PortPolicy, rules: &[FirewallRule]) -> Vec<String> {
+/// One allowed protocol, source network and destination-port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Allow {
+    l4: &'static str,
+    from: Net,
+    ports: Option<(u16, u16)>,
+}
+
+/// `(lo, hi)` with `cut` taken out: up to two ranges.
+fn minus(lo: u16, hi: u16, cut: (u16, u16)) -> Vec<(u16, u16)> {
+    let (clo, chi) = cut;
+    if chi < lo || clo > hi {
+        return vec![(lo, hi)];
+    }
     let mut out = vec![];
-    let mut rule = |r: &str| out.push(r.to_owned());
-    rule("ct state established,related accept");
-    // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family.
-    for nd in [
-        "nd-neighbor-solicit",
-        "nd-neighbor-advert",
-        "nd-router-advert",
-    ] {
-        rule(&format!("icmpv6 type {nd} accept"));
+    if clo > lo {
+        out.push((lo, clo - 1));
     }
-    if p.dhcp {
-        // The server's offer is not a reply conntrack can match (the client asked
-        // from 0.0.0.0 to the broadcast address).
-        rule("udp sport 67 udp dport 68 accept");
+    if chi < hi {
+        out.push((chi + 1, hi));
     }
-    for r in rules {
-        for text in allow(r) {
-            rule(&text);
-        }
-    }
-    rule("drop");
     out
 }
 
-/// The whole transaction that puts `p` in place, replacing whatever `p.port` had
-/// before (chains flushed and refilled: no instant without rules). Without a
-/// firewall, `fw-PORT` is empty (frames to the port pass); its elements stay, so
-/// nothing is deleted (see the module's doc for why).
-pub fn install_script(p: &PortPolicy) -> String {
+/// The firewall's rules as elements of the four firewall sets (without the mark),
+/// none overlapping another of its set: the kernel's set of concatenated ranges
+/// refuses an element one of whose ends lies inside another element, and rules such
+/// as `port=22` beside `port="20-30"` do overlap. Source networks are either nested
+/// or apart, so taking every wider network's ports out of a narrower one's ranges
+/// leaves the same union of allowed traffic with no overlaps.
+fn firewall_elements(rules: &[FirewallRule]) -> Vec<(Set, String)> {
+    let mut allows: Vec<Allow> = vec![];
+    for r in rules {
+        let nets = match r.from {
+            Some((addr, prefix)) => vec![Net::new(addr, prefix)],
+            None => vec![Net::any(false), Net::any(true)],
+        };
+        for from in nets {
+            let l4 = match (r.proto, from.addr.is_ipv6()) {
+                (FirewallProto::Tcp, _) => "tcp",
+                (FirewallProto::Udp, _) => "udp",
+                (FirewallProto::Icmp, false) => "icmp",
+                (FirewallProto::Icmp, true) => "ipv6-icmp",
+            };
+            let ports = match r.proto {
+                FirewallProto::Icmp => None,
+                _ => r.ports,
+            };
+            allows.push(Allow { l4, from, ports });
+        }
+    }
+    // Wider networks first, so each allow is cut by every one that contains it.
+    allows.sort_by_key(|a| a.from.prefix);
+    let mut placed: Vec<Allow> = vec![];
+    for a in allows {
+        let covering = || {
+            placed
+                .iter()
+                .filter(move |p| p.l4 == a.l4 && p.from.contains(&a.from))
+        };
+        // Every port of its network and protocol already allowed: nothing to add.
+        if covering().any(|p| p.ports.is_none()) {
+            continue;
+        }
+        let Some((lo, hi)) = a.ports else {
+            // An every-port allow lives in its own set (fwp*), apart from ranges.
+            placed.push(a);
+            continue;
+        };
+        let mut pieces = vec![(lo, hi)];
+        for p in covering() {
+            let cut = p.ports.expect("every-port coverers were handled above");
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(lo, hi)| minus(lo, hi, cut))
+                .collect();
+        }
+        let pieces: Vec<Allow> = pieces
+            .into_iter()
+            .map(|ports| Allow {
+                ports: Some(ports),
+                ..a
+            })
+            .collect();
+        placed.extend(pieces);
+    }
+    // An every-port allow added after narrower ranges of its network makes them
+    // redundant; they may stay (fw* and fwp* are different sets, so nothing overlaps).
+    placed
+        .into_iter()
+        .map(|a| {
+            let v6 = a.from.addr.is_ipv6();
+            match a.ports {
+                Some((lo, hi)) => {
+                    let set = if v6 { FW6 } else { FW4 };
+                    let ports = if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    };
+                    (set, format!("{} . {} . {ports}", a.l4, a.from.text()))
+                }
+                None => {
+                    let set = if v6 { FWP6 } else { FWP4 };
+                    (set, format!("{} . {}", a.l4, a.from.text()))
+                }
+            }
+        })
+        .collect()
+}
+
+/// Adds `els`, one command per set that gets any (`add element` fails when the set
+/// is not there: see [`install_script`]).
+fn add_elements<'a>(s: &mut String, els: impl IntoIterator<Item = &'a Element>) {
+    let mut by_set: Vec<(Set, Vec<&str>)> = vec![];
+    for e in els {
+        match by_set.iter_mut().find(|(set, _)| *set == e.set) {
+            Some((_, texts)) => texts.push(&e.text),
+            None => by_set.push((e.set, vec![&e.text])),
+        }
+    }
+    for (set, texts) in by_set {
+        let _ = writeln!(
+            s,
+            "add element {} {TABLE} {} {{ {} }}",
+            set.family,
+            set.name(),
+            texts.join(", ")
+        );
+    }
+}
+
+/// Deletes `els` whether or not the kernel has them: each is added first in the same
+/// transaction (a no-op when it is there), which makes its delete always valid. One
+/// at a time, so two recorded elements that overlap (from two different installs)
+/// never meet.
+fn delete_elements<'a>(s: &mut String, els: impl IntoIterator<Item = &'a Element>) {
+    for e in els {
+        let (family, name) = (e.set.family, e.set.name());
+        let _ = writeln!(s, "add element {family} {TABLE} {name} {{ {} }}", e.text);
+        let _ = writeln!(
+            s,
+            "delete element {family} {TABLE} {name} {{ {} }}",
+            e.key()
+        );
+    }
+}
+
+/// Whether a script makes the tables, sets and chains before its elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Elements only: for a node whose tables are in place (the usual case). Refused
+    /// as a whole when they are not (a set is missing), and then the full form runs.
+    /// Cheap: redeclaring a base chain costs the kernel a wait of some 15 ms.
+    Elements,
+    /// The tables, sets and fixed chains (made if missing, refilled), then the
+    /// elements.
+    Full,
+}
+
+/// The transaction that gives the port `new` (the elements of its policy) when the
+/// kernel holds `old` for it: the elements of `old` are deleted before `new` is
+/// added, in one transaction, so there is no instant without rules and none with
+/// both. When `exact` (the kernel holds `old`, or less of it), elements of both are
+/// kept rather than deleted and added again; otherwise (`old` is several candidates
+/// of what the kernel holds, see [`super::record`]) everything in it goes first, since
+/// a candidate's element may overlap a held one that `new` keeps.
+///
+/// That the sets are there means the chains are: only [`Form::Full`] makes them,
+/// together, and the chains' rules name the sets (the kernel does not delete a set
+/// a rule uses).
+pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
-    skeleton(&mut s);
-    let port = &p.port;
-    let quoted = format!("\"{port}\"");
-    let inc = format!("in-{port}");
-    fill_chain(&mut s, "bridge", &inc, antispoof(p));
-    add_element(
-        &mut s,
-        "bridge",
-        IN_PORTS,
-        &format!("{quoted} : jump {inc}"),
-    );
-    let fwc = format!("fw-{port}");
-    let mark = format!("0x{:08x}", mark_of(port));
-    let fw = match &p.firewall {
-        Some(fw) => firewall(p, &fw.rules),
-        None => vec![],
-    };
-    fill_chain(&mut s, "inet", &fwc, fw);
-    add_element(&mut s, "inet", FW_PORTS, &format!("{mark} : jump {fwc}"));
-    add_element(&mut s, "bridge", OUT_MARKS, &format!("{quoted} : {mark}"));
+    if form == Form::Full {
+        skeleton(&mut s);
+    }
+    delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
+    add_elements(&mut s, new);
     s
 }
 
-/// The transaction that removes every rule of `port` (valid whether or not it has any).
-pub fn remove_script(port: &str) -> String {
+/// The transaction that deletes `old` (what the record says the port has), in that
+/// order.
+pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
-    skeleton(&mut s);
-    let quoted = format!("\"{port}\"");
-    let mark = format!("0x{:08x}", mark_of(port));
-    drop_chain(&mut s, "bridge", "in_ports", &quoted, &format!("in-{port}"));
-    drop_mark(&mut s, &quoted, &mark);
-    drop_chain(&mut s, "inet", "fw_ports", &mark, &format!("fw-{port}"));
+    if form == Form::Full {
+        declarations(&mut s);
+    }
+    delete_elements(&mut s, old);
     s
 }
 
@@ -343,18 +719,6 @@ pub fn remove_script(port: &str) -> String {
 mod tests {
     use super::*;
     use spec::{Firewall, NicAllow};
-
-    /// The rules `script` puts in `chain` of `family` (its block's lines).
-    fn chain_rules<'a>(script: &'a str, family: &str, chain: &str) -> Vec<&'a str> {
-        let open = format!("add chain {family} skerry {chain} {{");
-        script
-            .lines()
-            .skip_while(|l| *l != open)
-            .skip(1)
-            .take_while(|l| *l != "}")
-            .map(str::trim)
-            .collect()
-    }
 
     fn policy() -> PortPolicy {
         PortPolicy {
@@ -367,57 +731,131 @@ mod tests {
         }
     }
 
-    #[test]
-    fn antispoof_pins_mac_addresses_and_servers() {
-        let s = install_script(&policy());
-        let rules = chain_rules(&s, "bridge", "in-sk0123abcdn0");
-        assert_eq!(rules[0], "ether saddr != 02:5c:01:02:03:04 drop");
-        for want in [
-            "arp saddr ether != 02:5c:01:02:03:04 drop",
-            "ether type != ip ether type != ip6 ether type != arp drop",
-            "udp sport 67 drop",
-            "icmpv6 type nd-router-advert drop",
-            "arp saddr ip != 0.0.0.0 arp saddr ip != 10.88.0.10 drop",
-            "ip saddr != 10.88.0.10 drop",
-            "ip6 saddr != :: ip6 saddr != fd00::10 ip6 saddr != fe80::5c:1ff:fe02:304 drop",
-            "nd-neighbor-advert @th,64,128 != 0xfd000000000000000000000000000010 \
-             @th,64,128 != 0xfe80000000000000005c01fffe020304 drop",
-        ] {
-            assert!(
-                rules.iter().any(|r| r.contains(want)),
-                "missing {want:?} in\n{s}"
-            );
-        }
-        for want in [
-            "add map bridge skerry in_ports { type ifname : verdict; \
-             elements = { \"sk0123abcdn0\" : jump in-sk0123abcdn0 } }",
-            // No firewall: an empty chain (nothing is deleted when installing).
-            "flush chain inet skerry fw-sk0123abcdn0\nadd map inet",
-        ] {
-            assert!(s.contains(want), "missing {want:?} in\n{s}");
-        }
-        assert!(chain_rules(&s, "inet", "fw-sk0123abcdn0").is_empty(), "{s}");
+    fn texts(p: &PortPolicy, set: Set) -> Vec<String> {
+        elements(p)
+            .into_iter()
+            .filter(|e| e.set.family == set.family && e.set.base == set.base)
+            .map(|e| e.text)
+            .collect()
     }
 
-    /// What keeps installing from growing with the node: nft evaluates these without
-    /// listing the node's chains and sets (`add rule`, `add element` and any delete
-    /// make it list them; host/README.md, "Measured").
-    #[test]
-    fn installing_needs_no_chain_cache() {
-        let mut p = policy();
-        p.firewall = Some(Firewall { rules: vec![] });
-        for p in [policy(), p] {
-            let s = install_script(&p);
-            let listing: Vec<&str> = s
-                .lines()
-                .filter(|l| {
-                    l.starts_with("add rule")
-                        || l.starts_with("add element")
-                        || l.starts_with("delete")
-                })
-                .collect();
-            assert!(listing.is_empty(), "{listing:#?}");
+    fn rule(proto: FirewallProto, ports: Option<(u16, u16)>, from: Option<&str>) -> FirewallRule {
+        FirewallRule {
+            proto,
+            ports,
+            from: from.map(|f| {
+                let (a, p) = f.split_once('/').unwrap();
+                (a.parse().unwrap(), p.parse().unwrap())
+            }),
         }
+    }
+
+    #[test]
+    fn antispoof_pins_mac_addresses_and_servers() {
+        let p = policy();
+        let port = "\"sk0123abcdn0\"";
+        assert_eq!(texts(&p, PORT_CLASS), [format!("{port} : jump class_15")]);
+        assert_eq!(texts(&p, MACS), [format!("{port} . 02:5c:01:02:03:04")]);
+        assert_eq!(texts(&p, ADDR4), [format!("{port} . 10.88.0.10")]);
+        assert_eq!(
+            texts(&p, ADDR6),
+            [
+                format!("{port} . fd00::10"),
+                format!("{port} . fe80::5c:1ff:fe02:304")
+            ]
+        );
+        assert_eq!(
+            texts(&p, NA6),
+            [
+                format!("{port} . 0xfd000000000000000000000000000010"),
+                format!("{port} . 0xfe80000000000000005c01fffe020304")
+            ]
+        );
+        let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
+        assert_eq!(texts(&p, OUT_MARKS), [format!("{port} : {mark}")]);
+        assert_eq!(texts(&p, MARK_PORTS), [format!("{mark} : {port}")]);
+        assert!(texts(&p, FW_ON).is_empty());
+        // The checks themselves are fixed and name the sets.
+        let s = install_script(&elements(&p), &[], true, Form::Full);
+        let fixed = PREROUTING.iter().chain(INET_FORWARD).map(|r| r.to_string());
+        let classes = class_rules(15).into_iter().map(String::from);
+        for want in fixed.chain(classes).chain(shard_rules(3)) {
+            assert!(s.contains(&format!("\n    {want}\n")), "{want}\n{s}");
+        }
+        assert!(
+            s.contains("\n    meta mark & 0x3f vmap { 0 : jump fw_0, 1 : jump fw_1,"),
+            "{s}"
+        );
+        assert!(s.contains("vmap { 0 : jump fw_0, 1 : jump fw_1,"), "{s}");
+        assert!(s.contains(&format!(
+            "add element bridge skerry addr4 {{ {port} . 10.88.0.10 }}"
+        )));
+    }
+
+    #[test]
+    fn a_nic_without_an_ipv4_address_sends_no_ipv4() {
+        let mut p = policy();
+        p.addrs.retain(IpAddr::is_ipv6);
+        // Pinned with no address to match: `iifname . ip saddr != @addr4` drops all.
+        assert_ne!(class_of(&p) & PIN_IP, 0);
+        assert!(texts(&p, ADDR4).is_empty());
+    }
+
+    /// What keeps installing from growing with the node: on a node whose tables are
+    /// in place, a fresh port's script is `add element`s only: no chain (a chain per
+    /// port, or redeclared base chains), no set declaration, no delete.
+    #[test]
+    fn installing_a_fresh_port_adds_elements_only() {
+        let mut p = policy();
+        p.firewall = Some(Firewall {
+            rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
+        });
+        for p in [policy(), p] {
+            let s = install_script(&elements(&p), &[], true, Form::Elements);
+            let other: Vec<&str> = s
+                .lines()
+                .filter(|l| !l.starts_with("add element "))
+                .collect();
+            assert!(other.is_empty(), "{other:#?}");
+            let full = install_script(&elements(&p), &[], true, Form::Full);
+            assert!(full.ends_with(&s), "the full form adds the same elements");
+        }
+    }
+
+    #[test]
+    fn reinstalling_deletes_only_what_the_new_policy_drops() {
+        let old = elements(&policy());
+        let mut p = policy();
+        p.addrs[0] = "10.88.0.11".parse().unwrap();
+        let s = install_script(&elements(&p), &old, true, Form::Elements);
+        let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
+        assert_eq!(
+            deletes,
+            ["delete element bridge skerry addr4 { \"sk0123abcdn0\" . 10.88.0.10 }"]
+        );
+        // The delete comes before the adds, after its own add (valid either way).
+        let at = |needle: &str| s.find(needle).unwrap();
+        assert!(at("delete element") < at("\"sk0123abcdn0\" . 10.88.0.11"));
+        // The same policy again: nothing to delete.
+        let same = install_script(&old, &old, true, Form::Elements);
+        assert!(!same.contains("delete"), "{same}");
+        // Not known to be exact (candidates after a crash): all of `old` goes first.
+        let unsure = install_script(&old, &old, false, Form::Elements);
+        let deletes = unsure.lines().filter(|l| l.starts_with("delete")).count();
+        assert_eq!(deletes, old.len(), "{unsure}");
+    }
+
+    #[test]
+    fn removal_deletes_the_recorded_elements_by_key() {
+        let s = remove_script(&elements(&policy()), Form::Elements);
+        assert!(s.contains("delete element bridge skerry port_class { \"sk0123abcdn0\" }\n"));
+        assert!(s.contains("delete element bridge skerry out_marks { \"sk0123abcdn0\" }\n"));
+        assert!(s.contains("delete element bridge skerry macs { \"sk0123abcdn0\" . 02:5c"));
+        assert!(!s.contains("flush"), "{s}");
+        assert!(!s.contains("add chain"), "{s}");
+        let full = remove_script(&elements(&policy()), Form::Full);
+        assert!(full.starts_with("add table bridge skerry\n"), "{full}");
+        assert!(full.ends_with(&s), "{full}");
     }
 
     #[test]
@@ -429,87 +867,130 @@ mod tests {
             dhcp_spoofing: true,
             restricted_traffic: true,
         };
-        let s = install_script(&p);
-        let port_rules = chain_rules(&s, "bridge", "in-sk0123abcdn0");
-        assert!(port_rules.is_empty(), "{port_rules:?}");
+        for set in [MACS, ADDR4, ADDR6, NA6] {
+            assert!(texts(&p, set).is_empty(), "{}", set.name());
+        }
+        assert_eq!(texts(&p, PORT_CLASS), ["\"sk0123abcdn0\" : jump class_0"]);
+        assert!(class_rules(0).is_empty());
+        // Each switch alone.
+        let one = |f: fn(&mut NicAllow)| {
+            let mut p = policy();
+            f(&mut p.allow);
+            class_of(&p)
+        };
+        assert_eq!(one(|a| a.mac_spoofing = true), 15 & !PIN_MAC);
+        assert_eq!(one(|a| a.restricted_traffic = true), 15 & !ONLY_IP);
+        assert_eq!(one(|a| a.dhcp_spoofing = true), 15 & !NO_SERVERS);
+        assert_eq!(one(|a| a.ip_spoofing = true), 15 & !PIN_IP);
         // A DHCP nic keeps MAC and server rules but no address pins.
         let mut p = policy();
         p.dhcp = true;
-        let s = install_script(&p);
-        assert!(s.contains("ether saddr !="));
-        assert!(s.contains("udp sport 67 drop"));
-        assert!(!s.contains("ip saddr !="), "{s}");
+        assert_eq!(class_of(&p), PIN_MAC | ONLY_IP | NO_SERVERS);
+        assert_eq!(texts(&p, MACS).len(), 1);
+        assert!(texts(&p, ADDR4).is_empty());
     }
 
     #[test]
-    fn firewall_chain_is_stateful_default_deny_with_the_allow_rules() {
+    fn each_class_chain_holds_the_checks_of_its_bits() {
+        let all = class_rules(CLASSES - 1);
+        for class in 0..CLASSES {
+            let rules = class_rules(class);
+            let has = |needle: &str| rules.iter().any(|r| r.contains(needle));
+            assert_eq!(has("@macs"), class & PIN_MAC != 0, "{class}");
+            assert_eq!(has("ether type != ip"), class & ONLY_IP != 0, "{class}");
+            assert_eq!(has("udp sport 67"), class & NO_SERVERS != 0, "{class}");
+            assert_eq!(has("@addr4"), class & PIN_IP != 0, "{class}");
+            assert!(rules.iter().all(|r| all.contains(r)));
+        }
+        assert_eq!(all.len(), 10);
+    }
+
+    #[test]
+    fn firewall_rules_become_elements_of_the_marks_sets() {
         let mut p = policy();
         p.dhcp = true;
         p.firewall = Some(Firewall {
             rules: vec![
-                FirewallRule {
-                    proto: FirewallProto::Tcp,
-                    ports: Some((22, 22)),
-                    from: None,
-                },
-                FirewallRule {
-                    proto: FirewallProto::Udp,
-                    ports: Some((8000, 8080)),
-                    from: Some(("10.88.0.0".parse().unwrap(), 24)),
-                },
-                FirewallRule {
-                    proto: FirewallProto::Icmp,
-                    ports: None,
-                    from: None,
-                },
+                rule(FirewallProto::Tcp, Some((22, 22)), None),
+                rule(FirewallProto::Udp, Some((8000, 8080)), Some("10.88.0.7/24")),
+                rule(FirewallProto::Tcp, None, Some("fd00::/64")),
+                rule(FirewallProto::Icmp, None, None),
             ],
         });
-        let s = install_script(&p);
-        let fw = chain_rules(&s, "inet", "fw-sk0123abcdn0");
+        let m = format!("0x{:08x}", mark_of("sk0123abcdn0"));
+        assert_eq!(texts(&p, FW_ON), std::slice::from_ref(&m));
+        assert_eq!(texts(&p, FW_DHCP), std::slice::from_ref(&m));
         assert_eq!(
-            fw,
-            vec![
-                "ct state established,related accept",
-                "icmpv6 type nd-neighbor-solicit accept",
-                "icmpv6 type nd-neighbor-advert accept",
-                "icmpv6 type nd-router-advert accept",
-                "udp sport 67 udp dport 68 accept",
-                "meta l4proto tcp tcp dport 22 accept",
-                "ip saddr 10.88.0.0/24 meta l4proto udp udp dport 8000-8080 accept",
-                "meta l4proto icmp accept",
-                "meta l4proto ipv6-icmp accept",
-                "drop",
+            texts(&p, FW4),
+            [
+                format!("{m} . tcp . 0.0.0.0/0 . 22"),
+                // The host bits of `from` are cleared.
+                format!("{m} . udp . 10.88.0.0/24 . 8000-8080"),
             ]
         );
-        let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
-        assert!(s.contains(&format!("elements = {{ \"sk0123abcdn0\" : {mark} }}")));
-        assert!(s.contains(&format!("elements = {{ {mark} : jump fw-sk0123abcdn0 }}")));
+        assert_eq!(texts(&p, FW6), [format!("{m} . tcp . ::/0 . 22")]);
+        let shard = mark_of("sk0123abcdn0") % SHARDS;
+        for e in elements(&p).iter().filter(|e| e.set.base.starts_with("fw")) {
+            match e.set.base {
+                "fw_on" | "fw_dhcp" => assert_eq!(e.set.shard, None),
+                _ => assert_eq!(e.set.shard, Some(shard), "{e:?}"),
+            }
+        }
+        assert_eq!(texts(&p, FWP4), [format!("{m} . icmp . 0.0.0.0/0")]);
+        assert_eq!(
+            texts(&p, FWP6),
+            [
+                format!("{m} . ipv6-icmp . ::/0"),
+                format!("{m} . tcp . fd00::/64")
+            ]
+        );
+        // No firewall: no elements in its sets, though the port keeps its mark.
+        let none = elements(&policy());
+        assert!(none.iter().all(|e| e.set.family == "bridge"), "{none:?}");
+    }
+
+    /// The union of allowed traffic is kept while no two elements of a set overlap
+    /// (the kernel refuses an element with an end inside another).
+    #[test]
+    fn overlapping_rules_are_split_into_disjoint_elements() {
+        let r = |ports, from| rule(FirewallProto::Tcp, Some(ports), Some(from));
+        let rules = vec![
+            r((25, 35), "10.1.0.0/16"),
+            r((20, 30), "10.0.0.0/8"),
+            r((22, 22), "10.0.0.0/8"),
+            r((1, 100), "192.168.0.0/16"),
+            r((40, 40), "10.1.2.3/32"),
+            rule(FirewallProto::Tcp, None, Some("172.16.0.0/12")),
+            r((80, 80), "172.16.1.0/24"),
+        ];
+        let got: Vec<String> = firewall_elements(&rules).into_iter().map(|e| e.1).collect();
+        assert_eq!(
+            got,
+            [
+                "tcp . 10.0.0.0/8 . 20-30",
+                "tcp . 172.16.0.0/12",
+                "tcp . 10.1.0.0/16 . 31-35",
+                "tcp . 192.168.0.0/16 . 1-100",
+                "tcp . 10.1.2.3/32 . 40",
+            ]
+        );
+        assert_eq!(minus(1, 10, (1, 10)), []);
+        assert_eq!(minus(1, 10, (3, 4)), [(1, 2), (5, 10)]);
+        assert_eq!(minus(1, 10, (11, 20)), [(1, 10)]);
+        assert_eq!(minus(0, 65535, (0, 0)), [(1, 65535)]);
+        assert_eq!(minus(0, 65535, (65535, 65535)), [(0, 65534)]);
     }
 
     #[test]
-    fn per_port_rules_use_no_anonymous_sets() {
-        let mut p = policy();
-        p.firewall = Some(Firewall {
-            rules: vec![FirewallRule {
-                proto: FirewallProto::Icmp,
-                ports: None,
-                from: None,
-            }],
-        });
-        let s = install_script(&p);
-        let mut sets = chain_rules(&s, "bridge", "in-sk0123abcdn0");
-        sets.extend(chain_rules(&s, "inet", "fw-sk0123abcdn0"));
-        assert!(sets.len() > 10, "{s}");
-        sets.retain(|r| r.contains('{'));
-        assert!(sets.is_empty(), "{sets:#?}");
-    }
-
-    #[test]
-    fn removal_deletes_only_this_port() {
-        let s = remove_script("skport1");
-        assert!(s.contains("delete element bridge skerry in_ports { \"skport1\" }"));
-        assert!(s.contains("delete chain bridge skerry in-skport1"));
-        assert!(s.contains("delete chain inet skerry fw-skport1"));
-        assert!(!s.contains("flush table"), "{s}");
+    fn every_recorded_set_is_known_by_name() {
+        for set in all_sets() {
+            assert_eq!(set_named(set.family, &set.name()), Some(set));
+        }
+        assert_eq!(all_sets().count(), SINGLE.len() + 4 * SHARDS as usize);
+        let past = format!("fw4_{SHARDS}");
+        for bad in ["fw4", &past, "fw4_01", "fw4_x", "fw4_", "fw_on_1", "macs_1"] {
+            assert_eq!(set_named("inet", bad), None, "{bad}");
+        }
+        assert_eq!(set_named("inet", "macs"), None);
     }
 }
