@@ -161,9 +161,10 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Reads `path`; a missing file is the default config.
+    /// Reads `path` (never more than the 1 MiB a KDL text may hold, plus a byte to
+    /// tell it is more); a missing file is the default config.
     pub fn load(path: &Path) -> Result<NodeConfig, NodeConfigError> {
-        match std::fs::read_to_string(path) {
+        match spec::manifest::read_text(path) {
             Ok(text) => {
                 // FILE:LINE:COL, like every manifest error.
                 spec::manifest::limits::check(&text).map_err(|source| {
@@ -301,6 +302,22 @@ fn apply_limits(node: &kdl::KdlNode, mut c: Concurrency) -> Result<Concurrency, 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// node.kdl is read only up to the limit: an endless file (here /dev/zero) is
+    /// refused at 1 MiB with its line and column instead of filling PID 1's memory.
+    #[test]
+    fn an_endless_node_kdl_is_refused_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.kdl");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err();
+        assert!(matches!(err, NodeConfigError::TooComplex { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("node.kdl:1:1048577: the text goes on past"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parses_settings_and_defaults_bridges() {

@@ -31,9 +31,10 @@ pub fn parse_file(path: impl AsRef<Path>) -> Result<Vec<InstanceSpec>, ManifestE
     parse_str(path, &text)
 }
 
-/// Reads a manifest file, but never more than one byte past [`limits::MAX_BYTES`]:
-/// a larger file is kept that long, for [`parse_str`] to refuse at the limit.
-pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+/// Reads a manifest file (or node.kdl), but never more than one byte past
+/// [`limits::MAX_BYTES`]: a larger file is kept that long, for [`limits::check`] to
+/// refuse at the limit.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
