@@ -78,10 +78,11 @@ pub fn wait_ready(node: &mut Node, guests: &[Guest]) {
     }
 }
 
-/// Issue 14, HVM side: antispoof on tiny01's tap (chain `in-TAP` in the node's
-/// `bridge skerry` table, holding it to 10.88.0.31). Root in the guest moves its nic to
-/// 10.88.0.99 on its console; the zone, which reached 10.88.0.31 before, gets no answer
-/// from the new address (the guest's ARP and replies carry an address not its own).
+/// Issue 14, HVM side: antispoof on tiny01's tap (in the node's `bridge skerry`
+/// table, the tap in `port_class` with every check on, and held to 10.88.0.31 in
+/// `addr4`). Root in the guest moves its nic to 10.88.0.99 on its console; the zone,
+/// which reached 10.88.0.31 before, gets no answer from the new address (the guest's
+/// ARP and replies carry an address not its own).
 pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
     let tap: String = tiny01
         .chars()
@@ -91,8 +92,9 @@ pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
     let tap = format!("sk{tap}n0");
     let table = sh(node, "nft list table bridge skerry", SHELL);
     assert!(
-        table.contains(&format!("chain in-{tap}")) && table.contains("10.88.0.31"),
-        "no antispoof chain for tiny01's tap {tap} holding it to 10.88.0.31:\n{table}"
+        table.contains(&format!("\"{tap}\" : jump class_15"))
+            && table.contains(&format!("\"{tap}\" . 10.88.0.31")),
+        "no antispoof for tiny01's tap {tap} holding it to 10.88.0.31:\n{table}"
     );
     node.send("vmadm console tiny01\n").unwrap();
     node.send("\r").unwrap();
