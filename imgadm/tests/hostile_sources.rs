@@ -5,58 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::http::{head, hostile};
 
 use common::*;
 use imgadm::StoreError;
 use imgadm::{parse_ref, Compression, ImageKind, ImageStore, SourceClient, SourceLimits};
 use uuid::Uuid;
-
-/// A server answering every request with `answer(path, connection)`; counts requests.
-fn hostile(
-    answer: impl Fn(&str, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
-) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let (answer, seen) = (Arc::new(answer), Arc::clone(&count));
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let (answer, seen) = (Arc::clone(&answer), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                seen.fetch_add(1, Ordering::SeqCst);
-                let _ = answer(&path, &mut conn);
-            });
-        }
-    });
-    (url, count)
-}
-
-fn head(out: &mut TcpStream, status: u16, len: Option<usize>) -> std::io::Result<()> {
-    write!(
-        out,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-    )?;
-    if let Some(len) = len {
-        write!(out, "Content-Length: {len}\r\n")?;
-    }
-    write!(out, "Connection: close\r\n\r\n")
-}
 
 #[test]
 fn a_416_answered_forever_is_an_error_after_one_retry() {

@@ -73,6 +73,44 @@ fn zone_binary() -> PathBuf {
     p
 }
 
+/// init in host mode over `pool` on a private permissive bus, its log in `log`.
+fn host_init(pool: &Path, run_dir: &Path, log: &Path) -> (testkit::Bus, testkit::init::HostInit) {
+    use testkit::init::{sibling_bin, HostInit, InitOptions};
+    let bus = testkit::Bus::permissive();
+    let address = bus.address.clone();
+    let init = HostInit::start(
+        &bus,
+        InitOptions {
+            binary: sibling_bin("init"),
+            pool,
+            run_dir,
+            zone: sibling_bin("zone"),
+            stderr: std::fs::File::create(log).unwrap().into(),
+            configure: Box::new(move |cmd| {
+                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &address);
+            }),
+        },
+    );
+    (bus, init)
+}
+
+/// The text of `path` in the writable layer of the pool's zone, once it is there.
+fn zone_file(pool: &Path, path: &str) -> String {
+    testkit::wait_for(
+        &format!("the zone's /{path}"),
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(pool)
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("upper").join(path))
+                .find(|p| p.exists())
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .filter(|t| !t.is_empty())
+        },
+    )
+}
+
 #[test]
 fn pulls_layers_with_whiteouts_from_a_real_registry_and_a_zone_runs_the_entrypoint() {
     assert!(nix::unistd::geteuid().is_root(), "run as root");
@@ -235,7 +273,6 @@ fn the_cli_adds_a_docker_source_imports_lists_and_updates_a_moved_tag() {
 
 #[test]
 fn a_manifest_naming_an_oci_image_runs_its_entrypoint_with_its_env_under_host_mode_init() {
-    use testkit::init::{sibling_bin, HostInit, InitOptions};
     let reg = start_registry();
     let work = tempfile::tempdir().unwrap();
     let layout = build_image(work.path());
@@ -262,30 +299,8 @@ fn a_manifest_naming_an_oci_image_runs_its_entrypoint_with_its_env_under_host_mo
         ),
     )
     .unwrap();
-    let bus = testkit::Bus::permissive();
-    let log = std::fs::File::create(work.path().join("init.log")).unwrap();
-    let mut init = HostInit::start(
-        &bus,
-        InitOptions {
-            binary: sibling_bin("init"),
-            pool: &pool,
-            run_dir: &run_dir,
-            zone: sibling_bin("zone"),
-            stderr: log.into(),
-            configure: Box::new(|cmd| {
-                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
-            }),
-        },
-    );
-    let proof = testkit::wait_for("the zone's /proof", Duration::from_secs(60), || {
-        std::fs::read_dir(&pool)
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("upper/proof"))
-            .find(|p| p.exists())
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .filter(|t| !t.is_empty())
-    });
+    let (_bus, mut init) = host_init(&pool, &run_dir, &work.path().join("init.log"));
+    let proof = zone_file(&pool, "proof");
     let _ = init.terminate(Duration::from_secs(30));
     // Entrypoint+Cmd ran as the zone's init, with the image's Env.
     assert_eq!(proof, "hi from hello from layer 1\n");
@@ -293,7 +308,6 @@ fn a_manifest_naming_an_oci_image_runs_its_entrypoint_with_its_env_under_host_mo
 
 #[test]
 fn an_images_working_directory_and_user_are_where_and_as_whom_its_entrypoint_runs() {
-    use testkit::init::{sibling_bin, HostInit, InitOptions};
     let reg = start_registry();
     let work = tempfile::tempdir().unwrap();
     let layout = build_image(work.path());
@@ -351,30 +365,8 @@ fn an_images_working_directory_and_user_are_where_and_as_whom_its_entrypoint_run
         zone("ghostapp", "test/ghost"),
     )
     .unwrap();
-    let bus = testkit::Bus::permissive();
-    let log = std::fs::File::create(work.path().join("init.log")).unwrap();
-    let mut init = HostInit::start(
-        &bus,
-        InitOptions {
-            binary: sibling_bin("init"),
-            pool: &pool,
-            run_dir: &run_dir,
-            zone: sibling_bin("zone"),
-            stderr: log.into(),
-            configure: Box::new(|cmd| {
-                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
-            }),
-        },
-    );
-    let proof = testkit::wait_for("the zone's proof", Duration::from_secs(60), || {
-        std::fs::read_dir(&pool)
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("upper/srv/app/proof"))
-            .find(|p| p.exists())
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .filter(|t| !t.is_empty())
-    });
+    let (_bus, mut init) = host_init(&pool, &run_dir, &work.path().join("init.log"));
+    let proof = zone_file(&pool, "srv/app/proof");
     // uid, gid (the named group), groups (the named one, then those listing app).
     assert_eq!(proof, "/srv/app 1000 50 50 /home/app\n");
     // The zone whose user is not in its image fails, and its status says why.

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use testkit::http::file_server;
+use testkit::minisign::Key;
+use testkit::run;
 
 const GOOD: &str = "zone web {\n    image \"busybox\"\n}\n";
 const EVIL: &str = "zone web {\n    ensure \"absent\"\n}\n";
@@ -25,46 +28,6 @@ fn console_log() -> &'static Path {
         skerry_init::console::log_to_file(&p).unwrap();
         p
     })
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A minisign key pair made by `minisign -G` (no password).
-struct Key {
-    public: PathBuf,
-    secret: PathBuf,
-}
-
-impl Key {
-    fn new(dir: &Path, name: &str) -> Key {
-        let k = Key {
-            public: dir.join(format!("{name}.pub")),
-            secret: dir.join(format!("{name}.sec")),
-        };
-        run(Command::new("minisign")
-            .args(["-G", "-W", "-p"])
-            .arg(&k.public)
-            .arg("-s")
-            .arg(&k.secret));
-        k
-    }
-
-    /// Signs `file` into `file.minisig`, with `comment` as the trusted comment if given.
-    fn sign(&self, file: &Path, comment: Option<&str>) {
-        let mut c = Command::new("minisign");
-        c.arg("-S").arg("-s").arg(&self.secret).arg("-m").arg(file);
-        if let Some(t) = comment {
-            c.args(["-t", t]);
-        }
-        run(&mut c);
-    }
 }
 
 /// A node: its pool, its image's trust root, and the folder a server serves.
@@ -166,39 +129,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// `python3 -m http.server` on loopback serving `dir`.
-fn http_server(dir: &Path) -> Server {
-    let mut child = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "0",
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let port = line
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .unwrap_or_else(|| panic!("http.server said {line:?}"));
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
     }
 }
 
@@ -385,7 +315,7 @@ fn missing_unknown_and_replayed_signatures_are_refused() {
     let key = Key::new(&dir, "ops");
     let stranger = Key::new(&dir, "stranger");
     node.trust(&key, false);
-    let server = http_server(&node.www);
+    let server = file_server(&node.www);
     node.install_good(&server.base, Some(&key));
     let url = format!("{}/node.kdl", server.base);
 
@@ -413,7 +343,7 @@ fn missing_unknown_and_replayed_signatures_are_refused() {
 #[test]
 fn cut_oversized_and_slow_bodies_are_refused() {
     let node = Node::new();
-    let server = http_server(&node.www);
+    let server = file_server(&node.www);
     node.install_good(&server.base, None);
 
     let cut = raw_server(Misbehave::CutBody);
@@ -466,7 +396,7 @@ fn cut_oversized_and_slow_bodies_are_refused() {
 #[test]
 fn without_keys_an_unsigned_body_is_taken_and_a_broken_key_refuses_everything() {
     let node = Node::new();
-    let server = http_server(&node.www);
+    let server = file_server(&node.www);
     node.serve("node.kdl", GOOD, None);
     let url = format!("{}/node.kdl", server.base);
     let r = node.refresh(&url, &Limits::default());

@@ -12,52 +12,18 @@ mod common;
 use common::*;
 use skerry_init::import_child::{ChildImports, ChildLimits};
 use skerry_init::runtime::Images;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::http::head;
 use uuid::Uuid;
 
 /// A server answering every request with `answer(path, connection)`.
 fn hostile(
     answer: impl Fn(&str, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
 ) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let answer = Arc::new(answer);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let answer = Arc::clone(&answer);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let _ = answer(&path, &mut conn);
-            });
-        }
-    });
-    url
-}
-
-/// A response head; no length means the body runs to the connection's close.
-fn head(out: &mut TcpStream, status: u16, len: Option<usize>) -> std::io::Result<()> {
-    write!(
-        out,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-    )?;
-    if let Some(len) = len {
-        write!(out, "Content-Length: {len}\r\n")?;
-    }
-    write!(out, "Connection: close\r\n\r\n")
+    testkit::http::hostile(answer).0
 }
 
 fn json(out: &mut TcpStream, v: &serde_json::Value) -> std::io::Result<()> {

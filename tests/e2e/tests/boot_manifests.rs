@@ -6,36 +6,22 @@
 
 use e2e::boot_image::{assemble_with, project_images};
 use e2e::node::NodeBuilder;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::http::file_server;
+use testkit::minisign::Key;
 
 const LIMIT: Duration = Duration::from_secs(900);
 const BOOT: Duration = Duration::from_secs(420);
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn a_node_runs_the_zone_of_its_signed_boot_manifest() {
     let images = project_images().expect("images/build");
     let tmp = tempfile::tempdir().unwrap();
-    let (public, secret) = (tmp.path().join("ops.pub"), tmp.path().join("ops.sec"));
-    run(Command::new("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(&public)
-        .arg("-s")
-        .arg(&secret));
+    let key = Key::new(tmp.path(), "ops");
     let image = assemble_with(
         &tmp.path().join("out"),
         None,
-        &["--manifest-key".as_ref(), public.as_os_str()],
+        &["--manifest-key".as_ref(), key.public.as_os_str()],
     )
     .expect("build-image/build --manifest-key");
 
@@ -47,37 +33,9 @@ fn a_node_runs_the_zone_of_its_signed_boot_manifest() {
         "zone fetched01 {\n    image \"busybox@1.36\"\n}\n",
     )
     .unwrap();
-    run(Command::new("minisign")
-        .arg("-S")
-        .arg("-s")
-        .arg(&secret)
-        .arg("-m")
-        .arg(&manifest));
-    let mut server = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "0",
-            "--directory",
-        ])
-        .arg(&www)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .unwrap_or_else(|| panic!("http.server said {line:?}"))
-        .to_string();
+    key.sign(&manifest, None);
+    let server = file_server(&www);
+    let port = server.port;
 
     // QEMU's user network: the host's loopback is 10.0.2.2 to the node.
     let mut node = NodeBuilder::new(&image, LIMIT)
@@ -91,8 +49,7 @@ fn a_node_runs_the_zone_of_its_signed_boot_manifest() {
         ),
         BOOT,
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     seen.expect("the node checks the signature with the image's key");
     node.wait_seen(r"skerry: instance fetched01 zone running", BOOT)
         .expect("the fetched manifest's zone runs");

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod disk;
+pub mod http;
 pub mod init;
+pub mod minisign;
 pub mod registry;
 
 pub use disk::boot_disk;
@@ -18,6 +20,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Runs `cmd`, panicking with its stderr when it fails.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// The path of a program the tests need, or a panic saying how to get it.
 pub fn program(name: &str) -> PathBuf {

@@ -86,15 +86,7 @@ pub fn start() -> Registry {
     reg
 }
 
-/// Runs `cmd`, panicking with its stderr when it fails.
-pub fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use crate::run;
 
 /// An OCI layout `DIR/layout` holding `layout:v1`: one layer made by `umoci repack`
 /// from a rootfs with the system's static busybox as /bin/busybox and /bin/sh, plus
