@@ -164,7 +164,7 @@ fn a_record_left_by_an_interrupted_install_is_still_replaced_and_removed() {
     // so the kernel refuses it as long as the held one is there.
     let mark = isolation::mark_of(port);
     let other = format!(
-        "bridge addr4 \"{port}\" . 10.9.0.7\ninet fw4_{} 0x{mark:08x} . tcp . 0.0.0.0/0 . 20-30\n",
+        "bridge addr4 \"{port}\" . 10.9.0.7\ninet fw4_{} 0x{mark:08x} . 6 . 0.0.0.0/0 . 20-30\n",
         mark % isolation::SHARDS
     );
     // Installs `guarded`, then leaves the record as an install dying after its

@@ -561,11 +561,14 @@ fn firewall_elements(rules: &[FirewallRule]) -> Vec<(Set, String)> {
             None => vec![Net::any(false), Net::any(true)],
         };
         for from in nets {
+            // IP protocol numbers, not names: nft resolves a name with
+            // getprotobyname(3), which fails without /etc/protocols ("Could not
+            // resolve protocol name"); `nft list` prints names where the file is.
             let l4 = match (r.proto, from.addr.is_ipv6()) {
-                (FirewallProto::Tcp, _) => "tcp",
-                (FirewallProto::Udp, _) => "udp",
-                (FirewallProto::Icmp, false) => "icmp",
-                (FirewallProto::Icmp, true) => "ipv6-icmp",
+                (FirewallProto::Tcp, _) => "6",
+                (FirewallProto::Udp, _) => "17",
+                (FirewallProto::Icmp, false) => "1",
+                (FirewallProto::Icmp, true) => "58",
             };
             let ports = match r.proto {
                 FirewallProto::Icmp => None,
@@ -923,12 +926,12 @@ mod tests {
         assert_eq!(
             texts(&p, FW4),
             [
-                format!("{m} . tcp . 0.0.0.0/0 . 22"),
-                // The host bits of `from` are cleared.
-                format!("{m} . udp . 10.88.0.0/24 . 8000-8080"),
+                // The host bits of `from` are cleared; protocols are numbers (17 udp).
+                format!("{m} . 17 . 10.88.0.0/24 . 8000-8080"),
+                format!("{m} . 6 . 0.0.0.0/0 . 22"),
             ]
         );
-        assert_eq!(texts(&p, FW6), [format!("{m} . tcp . ::/0 . 22")]);
+        assert_eq!(texts(&p, FW6), [format!("{m} . 6 . ::/0 . 22")]);
         let shard = mark_of("sk0123abcdn0") % SHARDS;
         for e in elements(&p).iter().filter(|e| e.set.base.starts_with("fw")) {
             match e.set.base {
@@ -936,13 +939,10 @@ mod tests {
                 _ => assert_eq!(e.set.shard, Some(shard), "{e:?}"),
             }
         }
-        assert_eq!(texts(&p, FWP4), [format!("{m} . icmp . 0.0.0.0/0")]);
+        assert_eq!(texts(&p, FWP4), [format!("{m} . 1 . 0.0.0.0/0")]);
         assert_eq!(
             texts(&p, FWP6),
-            [
-                format!("{m} . ipv6-icmp . ::/0"),
-                format!("{m} . tcp . fd00::/64")
-            ]
+            [format!("{m} . 58 . ::/0"), format!("{m} . 6 . fd00::/64")]
         );
         // No firewall: no elements in its sets, though the port keeps its mark.
         let none = elements(&policy());
@@ -967,11 +967,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                "tcp . 10.0.0.0/8 . 20-30",
-                "tcp . 172.16.0.0/12",
-                "tcp . 10.1.0.0/16 . 31-35",
-                "tcp . 192.168.0.0/16 . 1-100",
-                "tcp . 10.1.2.3/32 . 40",
+                "6 . 10.0.0.0/8 . 20-30",
+                "6 . 172.16.0.0/12",
+                "6 . 10.1.0.0/16 . 31-35",
+                "6 . 192.168.0.0/16 . 1-100",
+                "6 . 10.1.2.3/32 . 40",
             ]
         );
         assert_eq!(minus(1, 10, (1, 10)), []);

@@ -201,6 +201,7 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot() {
         "hvm-minimal.kdl",
         &format!(
             "    nic net0 tag=\"admin\" ip=\"10.88.0.31/24\"\n    ssh-key \"{}\"\n    \
+             firewall {{\n        allow \"icmp\"\n    }}\n    \
              user-script #\"echo E2E-HVM-USER-SCRIPT on $(hostname); \
              ip -4 -o addr show | sed 's/^/E2E-HVM-ADDR /'; \
              sed 's/^/E2E-HVM-KEY /' /root/.ssh/authorized_keys\"#",

@@ -96,6 +96,16 @@ pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
             && table.contains(&format!("\"{tap}\" . 10.88.0.31")),
         "no antispoof for tiny01's tap {tap} holding it to 10.88.0.31:\n{table}"
     );
+    // Its firewall (`allow "icmp"`): the mark in fw_on and ICMP from anywhere in the
+    // mark's shard, in the node kernel's range sets; the zone's pings to 10.88.0.31
+    // went through it (stateful, br_netfilter's conntrack).
+    let mark = format!("0x{:08x}", host::isolation::mark_of(&tap));
+    let inet = sh(node, "nft list table inet skerry", SHELL);
+    assert!(
+        inet.contains(&format!("{mark} . icmp . 0.0.0.0/0"))
+            && inet.contains(&format!("{mark} . ipv6-icmp . ::/0")),
+        "no firewall for tiny01's tap {tap} (mark {mark}):\n{inet}"
+    );
     node.send("vmadm console tiny01\n").unwrap();
     node.send("\r").unwrap();
     node.wait_for(r"tiny01 login:", SHELL)
