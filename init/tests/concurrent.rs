@@ -5,6 +5,8 @@
 //! The runtime is a recording fake (monitors are `sleep` processes), so the test
 //! measures the reconcile's scheduling, not zones; it needs no root.
 
+mod common;
+
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use skerry_init::manifests::SpecManifests;
@@ -110,9 +112,6 @@ fn source_image(store_dir: &Path, name: &str) -> String {
 /// [`HOLD`]; returns the URL.
 fn serve(store_dir: &Path, slow: &str, seen: Arc<Mutex<Seen>>) -> String {
     let store = imgadm::ImageStore::open(store_dir).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let slow_file = format!("/images/{slow}/file");
     let hold = middleware::from_fn(move |req: Request, next: Next| {
         let (seen, slow_file) = (Arc::clone(&seen), slow_file.clone());
@@ -128,18 +127,7 @@ fn serve(store_dir: &Path, slow: &str, seen: Arc<Mutex<Seen>>) -> String {
             next.run(req).await
         }
     });
-    let app = imgadm::serve::router(store).layer(hold);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    url
+    common::serve_app(imgadm::serve::router(store).layer(hold))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,23 +200,8 @@ async fn hostile_image_servers_fail_their_instances_and_the_node_goes_on() {
 
 /// A store whose source is `imgadm serve`'s router over `source`'s images.
 fn serve(source: &Path) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let store = imgadm::ImageStore::open(source).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, imgadm::serve::router(store))
-                .await
-                .unwrap();
-        });
-    });
-    url
+    serve_app(imgadm::serve::router(store))
 }
 
 /// Installs `file` (compressed as `compression`, a disk of `disk_mib`) in `source`.

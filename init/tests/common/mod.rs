@@ -257,3 +257,22 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Serves `app` on a free loopback port from a thread of its own (a current-thread
+/// runtime, so the test's runtime is not involved); returns its URL.
+pub fn serve_app(app: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
