@@ -28,7 +28,7 @@ fn repo_root() -> PathBuf {
 /// Boots the TCG host once and returns its serial output (or why it could not).
 fn host_output() -> &'static Result<String, String> {
     static OUTPUT: OnceLock<Result<String, String>> = OnceLock::new();
-    OUTPUT.get_or_init(boot_host)
+    OUTPUT.get_or_init(|| testkit::tcg::retry_on_host_flaw("the nested TCG host", boot_host))
 }
 
 fn boot_host() -> Result<String, String> {
@@ -72,8 +72,10 @@ fn boot_host() -> Result<String, String> {
         .arg("-initrd")
         .arg(dir.path().join("host.cpio.gz"))
         .arg("-append")
+        // loglevel=5, not quiet: an oops's `CPU: … Comm: …` line (KERN_DEFAULT) must
+        // reach the serial for testkit::tcg to tell the known flaw from other panics.
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 skerry.scenarios={SCENARIOS}"
+            "console=ttyS0 loglevel=5 panic=-1 skerry.scenarios={SCENARIOS}"
         ))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)

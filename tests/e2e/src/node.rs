@@ -83,6 +83,7 @@ impl NodeBuilder {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log = console_log_path();
+        BOOT_LOGS.with(|logs| logs.borrow_mut().push(log.clone()));
         let file = std::fs::create_dir_all(log.parent().expect("has a parent"))
             .and_then(|_| std::fs::File::create(&log))
             .map_err(io_err(format!("creating {}", log.display())))?;
@@ -123,6 +124,46 @@ impl NodeBuilder {
 struct Shared {
     state: Mutex<(String, bool)>,
     changed: Condvar,
+}
+
+thread_local! {
+    /// The console logs of the nodes this thread (one test) booted.
+    static BOOT_LOGS: std::cell::RefCell<Vec<std::path::PathBuf>> = Default::default();
+}
+
+/// Runs a test that boots nodes with HVM guests, once more when it fails on the known
+/// flaw of TCG's nested SVM (`testkit::tcg`), judged from the panic and the consoles
+/// of the nodes it booted (their last 256 KiB each).
+pub fn retry_on_host_flaw(what: &str, body: impl Fn()) {
+    testkit::tcg::retry_test_on_host_flaw(
+        what,
+        || {
+            BOOT_LOGS.with(|logs| logs.borrow_mut().clear());
+            body()
+        },
+        || {
+            BOOT_LOGS.with(|logs| {
+                logs.borrow()
+                    .iter()
+                    .map(|log| tail_of_file(log, 256 * 1024))
+                    .collect()
+            })
+        },
+    )
+}
+
+/// The last `max` bytes of `path` as text (empty when it cannot be read).
+fn tail_of_file(path: &Path, max: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(len.saturating_sub(max))).is_ok() {
+        let _ = file.take(max).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// `<target>/e2e/logs/node-<pid>-<n>.log`: each boot's full console, for post-mortems

@@ -11,6 +11,7 @@ pub mod http;
 pub mod init;
 pub mod minisign;
 pub mod registry;
+pub mod tcg;
 
 pub use disk::boot_disk;
 pub use init::{sibling_bin, HostInit, InitOptions};
