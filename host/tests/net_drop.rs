@@ -17,5 +17,11 @@ fn dropping_the_handle_joins_its_thread() {
     drop(nl);
     assert_eq!(threads(), before + 1, "a clone keeps the connection");
     drop(clone);
+    // The join returns when the thread's exit clears its tid, a moment before the
+    // kernel takes its /proc/self/task entry away.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while threads() != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(threads(), before);
 }
