@@ -630,9 +630,15 @@ fn a_flooded_monitor_log_is_cut_back() {
 }
 
 /// `nft list table FAMILY skerry` (empty when there is no such table).
+/// skerry's antispoof table (`bridge`) or, on this machine's kernel (no
+/// nf_conntrack_bridge), its firewall table (`inet`).
 fn nft_table(family: &str) -> String {
+    let table = match family {
+        "inet" => host::isolation::FW_TABLE,
+        _ => host::isolation::TABLE,
+    };
     let out = Command::new("nft")
-        .args(["list", "table", family, "skerry"])
+        .args(["list", "table", family, table])
         .output()
         .expect("nft (nftables)");
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -5,10 +5,13 @@
 //!    on both ports and a 20-rule firewall on the server, against the same two ports
 //!    (a) with their rules removed (the tables stay, as on a node with other
 //!    instances) and (b) with no filtering at all (no tables, br_netfilter's
-//!    bridge-nf-call-* off); rounds interleaved, medians and ratios printed. The
-//!    round trip is taken over every ping of every round (one ping a sample): its
-//!    median and, since ping reports whole microseconds, its interquartile mean; the
-//!    throughput is the median of the rounds' iperf3 runs. Everything runs in a
+//!    bridge-nf-call-* off), and, on a kernel whose bridge family tracks connections
+//!    itself (the node's: zone/bench/isolation-node) while br_netfilter is loaded,
+//!    (c) the same rules with the firewall's conntrack through br_netfilter; each
+//!    kind starts from a namespace without tables; rounds interleaved, medians and
+//!    ratios printed. The round trip is taken over every ping of every round (one
+//!    ping a sample): its median and, since ping reports whole microseconds, its
+//!    interquartile mean; the throughput is the median of the rounds' iperf3 runs. Everything runs in a
 //!    network namespace of its own, so the node's own tables are not touched.
 //! 2. The time to install one instance port's rules (antispoof + a 20-rule firewall)
 //!    on an empty node, with 500 ports already installed, and on the empty node
@@ -32,6 +35,9 @@ const INSTALLS: usize = 25;
 enum Kind {
     /// Antispoof on both ports, the 20-rule firewall on the server.
     Filtered,
+    /// The same with the firewall's conntrack through br_netfilter, on a kernel that
+    /// has the bridge family's own (the node's): the two designs in one run.
+    FilteredBrNetfilter,
     /// The ports' rules removed; the tables and br_netfilter stay.
     Removed,
     /// Antispoof on both ports, no firewall, bridge-nf-call-* off.
@@ -77,12 +83,20 @@ fn datapath(id: u32) {
     );
     server.plug(&sp);
     client.plug(&cp);
-    let kinds = [
+    let ct = isolation::Conntrack::of_kernel();
+    // The comparison needs br_netfilter loaded (not on a node, but here).
+    let both = ct == isolation::Conntrack::Bridge
+        && std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists();
+    println!("conntrack of bridged traffic: {ct:?}");
+    let mut kinds = vec![
         Kind::Filtered,
         Kind::Removed,
         Kind::Antispoof,
         Kind::Nothing,
     ];
+    if both {
+        kinds.push(Kind::FilteredBrNetfilter);
+    }
     let mut sp_antispoof = sp.policy();
     sp_antispoof.firewall = None;
     let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
@@ -90,10 +104,19 @@ fn datapath(id: u32) {
         // Rotate which kind goes first, so none always follows another.
         for k in 0..kinds.len() {
             let at = (round + k) % kinds.len();
+            // Each kind from a namespace with no tables, as the last one left it.
+            isolation::remove(&sp.host_if).unwrap();
+            isolation::remove(&cp.host_if).unwrap();
+            no_filtering();
             match kinds[at] {
                 Kind::Filtered => {
                     isolation::install(&sp.policy()).unwrap();
                     isolation::install(&cp.policy()).unwrap();
+                }
+                Kind::FilteredBrNetfilter => {
+                    let br = isolation::Conntrack::BrNetfilter;
+                    isolation::install_with(&sp.policy(), br).unwrap();
+                    isolation::install_with(&cp.policy(), br).unwrap();
                 }
                 Kind::Removed => {
                     isolation::install(&sp.policy()).unwrap();
@@ -103,13 +126,8 @@ fn datapath(id: u32) {
                 Kind::Antispoof => {
                     isolation::install(&sp_antispoof).unwrap();
                     isolation::install(&cp.policy()).unwrap();
-                    bridge_nf_call("0");
                 }
-                Kind::Nothing => {
-                    isolation::remove(&sp.host_if).unwrap();
-                    isolation::remove(&cp.host_if).unwrap();
-                    no_filtering();
-                }
+                Kind::Nothing => {}
             }
             measure(&server, &client, &mut samples[at]);
         }
@@ -117,6 +135,10 @@ fn datapath(id: u32) {
     zone::net::teardown(&[sp, cp]);
     drop((server, client));
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    let br_netfilter = match both {
+        true => std::mem::take(&mut samples[4]),
+        false => Samples::default(),
+    };
     let [filtered, removed, antispoof, nothing] =
         [0, 1, 2, 3].map(|i| std::mem::take(&mut samples[i]));
     let gbits = |s: &Samples| median(s.gbits.clone());
@@ -137,12 +159,24 @@ fn datapath(id: u32) {
         "  no filtering at all           {:8.2} Gbit/s",
         gbits(&nothing)
     );
+    if both {
+        println!(
+            "  the same, through br_netfilter {:7.2} Gbit/s",
+            gbits(&br_netfilter)
+        );
+    }
     println!(
         "  filtered / removed  {:8.3}    filtered / nothing  {:8.3}    antispoof / nothing  {:8.3}",
         gbits(&filtered) / gbits(&removed),
         gbits(&filtered) / gbits(&nothing),
         gbits(&antispoof) / gbits(&nothing)
     );
+    if both {
+        println!(
+            "  br_netfilter / nothing  {:8.3}",
+            gbits(&br_netfilter) / gbits(&nothing)
+        );
+    }
     println!(
         "round trip (ping, {} pings each, {ROUNDS} interleaved rounds; median, interquartile mean):",
         ROUNDS * PINGS
@@ -159,6 +193,13 @@ fn datapath(id: u32) {
             iqm(s.rtt_us.clone())
         );
     }
+    if both {
+        println!(
+            "  the same, through br_netfilter  {:6.1} us  {:6.2} us",
+            median(br_netfilter.rtt_us.clone()),
+            iqm(br_netfilter.rtt_us.clone())
+        );
+    }
     let rtt = |s: &Samples| iqm(s.rtt_us.clone());
     println!(
         "  filtered / removed  {:8.3}    filtered / nothing  {:8.3}    antispoof / nothing  {:8.3}   (interquartile means)",
@@ -166,6 +207,12 @@ fn datapath(id: u32) {
         rtt(&filtered) / rtt(&nothing),
         rtt(&antispoof) / rtt(&nothing)
     );
+    if both {
+        println!(
+            "  br_netfilter / nothing  {:8.3}",
+            rtt(&br_netfilter) / rtt(&nothing)
+        );
+    }
 }
 
 /// Part 2: installing and removing one port's rules, on an empty node and beside 500.
@@ -342,20 +389,24 @@ fn measure(server: &Netns, client: &Netns, into: &mut Samples) {
 /// No skerry tables in this namespace and bridged traffic not handed to the inet
 /// hooks: a bridge with nothing on it.
 fn no_filtering() {
-    for family in ["bridge", "inet"] {
+    for (family, table) in [
+        ("bridge", isolation::TABLE),
+        ("bridge", isolation::FW_TABLE),
+        ("inet", isolation::FW_TABLE),
+    ] {
         let _ = Command::new("nft")
-            .args(["delete", "table", family, isolation::TABLE])
+            .args(["delete", "table", family, table])
             .stderr(Stdio::null())
             .status();
     }
-    bridge_nf_call("0");
-}
-
-/// Sets whether bridged IPv4/IPv6 go through the inet hooks (and conntrack).
-fn bridge_nf_call(on: &str) {
+    // Off where br_netfilter is loaded (a firewall under Conntrack::BrNetfilter turns
+    // it on); where it is not, nothing hands bridged traffic to the inet hooks.
     for family in ["iptables", "ip6tables"] {
         let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
-        std::fs::write(&path, on).unwrap_or_else(|e| panic!("{path}: {e}"));
+        match std::fs::write(&path, "0") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.unwrap_or_else(|e| panic!("{path}: {e}")),
+        }
     }
 }
 

@@ -338,24 +338,36 @@ fn the_firewall_admits_allowed_ports_and_replies_only() {
         "a rule for another source must not admit this one"
     );
     assert_eq!(outbound.trim(), "open", "replies to outbound connections");
-    // Unplugging takes the port's rules with it.
+    // Unplugging takes the port's rules with it: nothing of the port is left in any
+    // of skerry's sets, not its name, not its firewall mark.
+    let mark = format!("0x{:08x}", host::isolation::mark_of(&server_port));
+    let tables = || -> String {
+        [
+            ("bridge", "skerry"),
+            ("bridge", "skerry_fw"),
+            ("inet", "skerry_fw"),
+        ]
+        .iter()
+        .map(|(family, table)| {
+            let listed = Command::new("nft")
+                .args(["list", "table", family, table])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&listed.stdout).into_owned()
+        })
+        .collect()
+    };
+    let before = tables();
+    assert!(
+        before.contains(&server_port) && before.contains(&mark),
+        "{before}"
+    );
     drop(server);
-    for (family, chain) in [("bridge", "in"), ("inet", "fw")] {
-        let listed = Command::new("nft")
-            .args([
-                "list",
-                "chain",
-                family,
-                "skerry",
-                &format!("{chain}-{server_port}"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            !listed.status.success(),
-            "{chain}-{server_port} left behind"
-        );
-    }
+    let after = tables();
+    assert!(
+        !after.contains(&server_port) && !after.contains(&mark),
+        "{server_port} ({mark}) left behind:\n{after}"
+    );
 }
 
 #[test]

@@ -15,7 +15,8 @@ mod rules;
 
 pub use record::{netns_cookie, ROOT as RECORDS};
 pub use rules::{
-    elements, install_script, link_local, mark_of, remove_script, Element, Form, SHARDS, TABLE,
+    elements, install_script, link_local, mark_of, remove_script, Conntrack, Element, Form,
+    FW_TABLE, SHARDS, TABLE,
 };
 
 use spec::{Firewall, IpConfig, Nic, NicAllow};
@@ -23,6 +24,7 @@ use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// What one instance port may send and receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +142,15 @@ fn nft_binary(port: &str) -> Result<PathBuf, IsolationError> {
 
 /// Runs `script` as one nf_tables transaction in the caller's network namespace.
 pub fn apply(port: &str, script: &str) -> Result<(), IsolationError> {
+    nft(port, script, false)
+}
+
+/// Has the kernel judge `script` as [`apply`] would, without committing any of it.
+fn check(port: &str, script: &str) -> Result<(), IsolationError> {
+    nft(port, script, true)
+}
+
+fn nft(port: &str, script: &str, check_only: bool) -> Result<(), IsolationError> {
     let nft = nft_binary(port)?;
     let spawn = |source| IsolationError::Spawn {
         port: port.to_owned(),
@@ -147,7 +158,11 @@ pub fn apply(port: &str, script: &str) -> Result<(), IsolationError> {
         source,
     };
     let mut child = Command::new(&nft)
-        .args(["-f", "-"])
+        .args(if check_only {
+            &["-c", "-f", "-"][..]
+        } else {
+            &["-f", "-"][..]
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -176,8 +191,28 @@ pub fn apply(port: &str, script: &str) -> Result<(), IsolationError> {
     Ok(())
 }
 
+impl Conntrack {
+    /// What this kernel offers, asked once per process: whether nf_tables takes a
+    /// `ct` expression in a bridge-family chain (`nft --check`: the kernel judges the
+    /// transaction and commits nothing; asking loads nf_conntrack_bridge when it is a
+    /// module not yet loaded). When it cannot be asked (no nft), br_netfilter, whose
+    /// own errors then name what is missing.
+    pub fn of_kernel() -> Conntrack {
+        static KERNEL: OnceLock<Conntrack> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            let probe = "add table bridge skerry_probe\n\
+                add chain bridge skerry_probe forward { type filter hook forward priority 0; }\n\
+                add rule bridge skerry_probe forward ct state established accept\n";
+            match check("probe", probe) {
+                Ok(()) => Conntrack::Bridge,
+                Err(_) => Conntrack::BrNetfilter,
+            }
+        })
+    }
+}
+
 /// Bridged IPv4/IPv6 go through the inet hooks (and conntrack): the firewall's
-/// stateful half depends on it.
+/// stateful half depends on it where the bridge family has no conntrack.
 fn bridge_netfilter_on(port: &str) -> Result<(), IsolationError> {
     for family in ["iptables", "ip6tables"] {
         let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
@@ -255,8 +290,15 @@ fn apply_first(
 
 /// Puts `p`'s rules in place (replacing any the port had), in one transaction.
 pub fn install(p: &PortPolicy) -> Result<(), IsolationError> {
+    install_with(p, Conntrack::of_kernel())
+}
+
+/// [`install`] with the firewall where `ct` says rather than where the kernel allows
+/// best: for benchmarks comparing the two on one kernel (a kernel without
+/// nf_conntrack_bridge refuses [`Conntrack::Bridge`]). A namespace keeps to one.
+pub fn install_with(p: &PortPolicy, ct: Conntrack) -> Result<(), IsolationError> {
     check_name(&p.port)?;
-    if p.firewall.is_some() {
+    if p.firewall.is_some() && ct == Conntrack::BrNetfilter {
         bridge_netfilter_on(&p.port)?;
     }
     let port = &p.port;
@@ -266,7 +308,7 @@ pub fn install(p: &PortPolicy) -> Result<(), IsolationError> {
     };
     let records = record::Records::lock().map_err(rec)?;
     let olds = records.read(port).map_err(rec)?;
-    let new = elements(p);
+    let new = elements(p, ct);
     // The mark's claim goes into the record only once the kernel has taken it: until
     // then the claim may be another port's (a hash collision), not this port's to
     // delete.
@@ -276,7 +318,7 @@ pub fn install(p: &PortPolicy) -> Result<(), IsolationError> {
     records.write(port, &pending).map_err(rec)?;
     let orders = deletion_orders(&olds);
     match apply_first(port, &orders, |old, exact, form| {
-        install_script(&new, old, exact, form)
+        install_script(&new, old, exact, form, ct)
     }) {
         Ok(_) => records.write(port, &[&new]).map_err(rec),
         // Nothing of it applied: the kernel holds what it held.
@@ -305,7 +347,7 @@ pub fn remove(port: &str) -> Result<(), IsolationError> {
         return records.forget(port).map_err(rec);
     }
     apply_first(port, &deletion_orders(&olds), |old, _, form| {
-        remove_script(old, form)
+        remove_script(old, form, Conntrack::of_kernel())
     })?;
     records.forget(port).map_err(rec)
 }

@@ -194,20 +194,33 @@ mod tests {
     use crate::isolation::PortPolicy;
     use spec::NicAllow;
 
-    fn els(port: &str) -> Vec<Element> {
-        rules::elements(&PortPolicy {
-            port: port.into(),
-            mac: [2, 0, 0, 0, 0, 1],
-            addrs: vec!["10.0.0.1".parse().unwrap()],
-            dhcp: false,
-            allow: NicAllow::default(),
-            firewall: Some(spec::Firewall::default()),
-        })
+    fn els(port: &str, ct: rules::Conntrack) -> Vec<Element> {
+        rules::elements(
+            &PortPolicy {
+                port: port.into(),
+                mac: [2, 0, 0, 0, 0, 1],
+                addrs: vec!["10.0.0.1".parse().unwrap()],
+                dhcp: false,
+                allow: NicAllow::default(),
+                firewall: Some(spec::Firewall::default()),
+            },
+            ct,
+        )
     }
 
     #[test]
     fn a_record_reads_back_as_written() {
-        let (a, b) = (els("p1"), els("p2"));
+        // The firewall's sets in either table.
+        let (a, b) = (
+            els("p1", rules::Conntrack::Bridge),
+            els("p2", rules::Conntrack::BrNetfilter),
+        );
+        assert!(a
+            .iter()
+            .any(|e| e.set.family == "bridge" && e.set.name() == "fw_on"));
+        assert!(b
+            .iter()
+            .any(|e| e.set.family == "inet" && e.set.name() == "fw_on"));
         assert_eq!(parse(&format(&[&a])).unwrap(), vec![a.clone()]);
         assert_eq!(parse(&format(&[&a, &b])).unwrap(), vec![a, b]);
         assert_eq!(parse("").unwrap(), vec![Vec::<Element>::new()]);
@@ -222,6 +235,7 @@ mod tests {
                 2,
             ),
             ("inet macs \"p\" . 02:00:00:00:00:01", 1),
+            ("ip fw_on 0x00000001", 1),
             ("bridge macs", 1),
             ("bridge macs \"p\";", 1),
             (&"pending\n".repeat(8), 8),

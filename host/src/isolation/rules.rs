@@ -16,7 +16,7 @@
 //!   chain prerouting (hook prerouting)   iifname vmap @port_class
 //!   chain class_0 .. class_15            iifname . ether saddr != @macs drop, ...
 //!   chain forward    (hook forward)      meta mark set oifname map @out_marks
-//! table inet skerry                          packets TO firewalled ports
+//! table bridge|inet skerry_fw                packets TO firewalled ports (Conntrack)
 //!   set fw_on, fw_dhcp { mark }
 //!   set fw4_S  { mark . l4proto . ipv4_addr . port, interval }  (fw6_S likewise)
 //!   set fwp4_S { mark . l4proto . ipv4_addr, interval }         (rules without ports)
@@ -38,12 +38,15 @@
 //! them (see [`super::record`]), and a port's script is built from the policy and
 //! that record.
 //!
-//! The firewall lives in the inet family because connection tracking of bridged
-//! traffic comes from br_netfilter (which hands bridged IPv4/IPv6 to the inet hooks
-//! with their conntrack entry); the bridge family's own conntrack needs
-//! nf_conntrack_bridge, which not every kernel has. The bridge-family forward chain
-//! marks frames with the destination port's mark so the inet chain knows which port
-//! a packet is leaving by.
+//! The firewall is stateful, so it needs bridged traffic connection-tracked
+//! ([`Conntrack`]). Where the kernel has nf_conntrack_bridge (the node's does), the
+//! bridge family tracks it itself and the firewall's table is a bridge one, its
+//! forward chain after the marking. Elsewhere br_netfilter hands bridged IPv4/IPv6 to
+//! the inet hooks with their conntrack entry, and the same table is an inet one; that
+//! trip costs every bridged packet more (host/README.md, "Measured"). Either way the
+//! bridge-family forward chain marks frames with the destination port's mark, so the
+//! firewall knows which port a packet is leaving by. The firewall's table is made
+//! with the first firewalled port: until then nothing is connection-tracked.
 
 use super::PortPolicy;
 use spec::{FirewallProto, FirewallRule};
@@ -51,8 +54,35 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The tables' name in both families.
+/// The table of antispoof (bridge family), and of the marks the firewall reads.
 pub const TABLE: &str = "skerry";
+/// The firewall's table, in [`Conntrack::family`]. Made with the first firewalled
+/// port: its `ct` rule is what makes the kernel track a namespace's bridged traffic,
+/// and a node without firewalls should not pay for that.
+pub const FW_TABLE: &str = "skerry_fw";
+
+/// Where bridged traffic gets the connection tracking the firewall's stateful half
+/// needs, and so which table the firewall's sets and chains are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conntrack {
+    /// nf_conntrack_bridge: the bridge family tracks bridged traffic itself; the
+    /// firewall is in the bridge table. Debian's kernels (the node's) have it.
+    Bridge,
+    /// br_netfilter hands bridged IPv4/IPv6 to the inet hooks, conntrack's among
+    /// them; the firewall is in an inet table. For kernels without
+    /// nf_conntrack_bridge.
+    BrNetfilter,
+}
+
+impl Conntrack {
+    /// The family of the table the firewall is in.
+    pub fn family(self) -> &'static str {
+        match self {
+            Conntrack::Bridge => "bridge",
+            Conntrack::BrNetfilter => "inet",
+        }
+    }
+}
 
 /// The mark that stands for `port` between the bridge and inet tables: a 32-bit hash
 /// of the name (FNV-1a), never 0 (0 is "no port"). Two ports with one mark are
@@ -71,6 +101,8 @@ pub fn mark_of(port: &str) -> u32 {
 pub struct Set {
     /// `bridge` or `inet`.
     pub family: &'static str,
+    /// [`TABLE`] or [`FW_TABLE`].
+    pub table: &'static str,
     /// The set's name, or its stem when it is sharded.
     base: &'static str,
     /// Which of [`SHARDS`] copies, for the firewall's range sets.
@@ -96,11 +128,28 @@ impl Set {
             ..self
         }
     }
+
+    /// The set as `ct` places it: the firewall's sets go where the firewall is.
+    fn placed(self, ct: Conntrack) -> Set {
+        match self.table {
+            FW_TABLE => Set {
+                family: ct.family(),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    /// Whether it is one of the firewall's.
+    fn is_firewall(&self) -> bool {
+        self.table == FW_TABLE
+    }
 }
 
 const fn set(family: &'static str, name: &'static str, decl: &'static str) -> Set {
     Set {
         family,
+        table: TABLE,
         base: name,
         shard: None,
         kind: "set",
@@ -112,6 +161,14 @@ const fn map(family: &'static str, name: &'static str, decl: &'static str) -> Se
     Set {
         kind: "map",
         ..set(family, name, decl)
+    }
+}
+
+/// A set of the firewall's table (its family is [`Set::placed`]'s to say).
+const fn fw_set(name: &'static str, decl: &'static str) -> Set {
+    Set {
+        table: FW_TABLE,
+        ..set("inet", name, decl)
     }
 }
 
@@ -133,30 +190,26 @@ const OUT_MARKS: Set = map("bridge", "out_marks", "type ifname : mark;");
 /// The port that owns each mark.
 const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
 /// The marks of firewalled ports.
-const FW_ON: Set = set("inet", "fw_on", "type mark;");
+const FW_ON: Set = fw_set("fw_on", "type mark;");
 /// The marks of firewalled DHCP nics (their server's offers pass).
-const FW_DHCP: Set = set("inet", "fw_dhcp", "type mark;");
+const FW_DHCP: Set = fw_set("fw_dhcp", "type mark;");
 /// Allowed protocol, IPv4 source network and destination ports, per mark.
-const FW4: Set = set(
-    "inet",
+const FW4: Set = fw_set(
     "fw4",
     "typeof meta mark . meta l4proto . ip saddr . th dport; flags interval;",
 );
 /// The same for IPv6.
-const FW6: Set = set(
-    "inet",
+const FW6: Set = fw_set(
     "fw6",
     "typeof meta mark . meta l4proto . ip6 saddr . th dport; flags interval;",
 );
 /// Allowed protocol and IPv4 source network, every port (and ICMP), per mark.
-const FWP4: Set = set(
-    "inet",
+const FWP4: Set = fw_set(
     "fwp4",
     "typeof meta mark . meta l4proto . ip saddr; flags interval;",
 );
 /// The same for IPv6.
-const FWP6: Set = set(
-    "inet",
+const FWP6: Set = fw_set(
     "fwp6",
     "typeof meta mark . meta l4proto . ip6 saddr; flags interval;",
 );
@@ -175,19 +228,34 @@ const SHARDED: &[Set] = &[FW4, FW6, FWP4, FWP6];
 /// deletes from: shards divide that by their number.
 pub const SHARDS: u32 = 64;
 
-/// Every set.
-fn all_sets() -> impl Iterator<Item = Set> {
-    SINGLE.iter().copied().chain(
-        SHARDED
-            .iter()
-            .flat_map(|s| (0..SHARDS).map(move |i| s.shard(i))),
-    )
+/// Every set, as `ct` places them.
+fn all_sets(ct: Conntrack) -> impl Iterator<Item = Set> {
+    SINGLE
+        .iter()
+        .copied()
+        .chain(
+            SHARDED
+                .iter()
+                .flat_map(|s| (0..SHARDS).map(move |i| s.shard(i))),
+        )
+        .map(move |s| s.placed(ct))
 }
 
-/// The set called `family name`, if there is one.
+/// The set called `family name` under either [`Conntrack`], if there is one (a
+/// record names the family its elements went to).
 pub fn set_named(family: &str, name: &str) -> Option<Set> {
-    if let Some(set) = SINGLE.iter().find(|s| s.family == family && s.base == name) {
-        return Some(*set);
+    [Conntrack::Bridge, Conntrack::BrNetfilter]
+        .into_iter()
+        .find_map(|ct| set_named_in(ct, family, name))
+}
+
+fn set_named_in(ct: Conntrack, family: &str, name: &str) -> Option<Set> {
+    let single = SINGLE.iter().map(|s| s.placed(ct));
+    if let Some(set) = single
+        .clone()
+        .find(|s| s.family == family && s.base == name)
+    {
+        return Some(set);
     }
     let (base, i) = name.rsplit_once('_')?;
     let i: u32 = i.parse().ok().filter(|i| *i < SHARDS)?;
@@ -196,6 +264,7 @@ pub fn set_named(family: &str, name: &str) -> Option<Set> {
         .and_then(|()| {
             SHARDED
                 .iter()
+                .map(|s| s.placed(ct))
                 .find(|s| s.family == family && s.base == base)
         })
         .map(|s| s.shard(i))
@@ -275,12 +344,13 @@ const PREROUTING: &[&str] = &["iifname vmap @port_class"];
 /// elsewhere must not select some port's firewall.
 const BRIDGE_FORWARD: &[&str] = &["meta mark set 0", "meta mark set oifname map @out_marks"];
 
-/// The firewall of packets to firewalled ports (`inet forward`): replies, neighbour
-/// discovery and allowed traffic pass, the rest is dropped.
-const INET_FORWARD: &[&str] = &[
+/// The firewall of packets to firewalled ports (the firewall table's forward chain):
+/// replies, neighbour discovery and allowed traffic pass, the rest is dropped.
+const FIREWALL: &[&str] = &[
     "meta mark != @fw_on accept",
     "ct state established,related accept",
-    // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family.
+    // IPv6 needs neighbour discovery both ways; ARP never reaches the inet family,
+    // and in the bridge family it passes with everything else that is not IP.
     "icmpv6 type nd-neighbor-solicit accept",
     "icmpv6 type nd-neighbor-advert accept",
     "icmpv6 type nd-router-advert accept",
@@ -301,11 +371,11 @@ fn shard_rules(i: u32) -> Vec<String> {
     ]
 }
 
-/// `inet forward`'s whole chain: [`INET_FORWARD`], the jump to the mark's shard
-/// chain, and the drop of the rest.
-fn inet_forward() -> Vec<String> {
+/// The firewall's rules in the chain of its hook: [`FIREWALL`], the jump to the
+/// mark's shard chain, and the drop of the rest.
+fn firewall() -> Vec<String> {
     let shards: Vec<String> = (0..SHARDS).map(|i| format!("{i} : jump fw_{i}")).collect();
-    let mut rules: Vec<String> = INET_FORWARD.iter().map(|r| r.to_string()).collect();
+    let mut rules: Vec<String> = FIREWALL.iter().map(|r| r.to_string()).collect();
     rules.push(format!(
         "meta mark & 0x{:x} vmap {{ {} }}",
         SHARDS - 1,
@@ -315,14 +385,15 @@ fn inet_forward() -> Vec<String> {
     rules
 }
 
-/// The tables and sets (`add` of what exists is a no-op).
-fn declarations(s: &mut String) {
-    for family in ["bridge", "inet"] {
-        let _ = writeln!(s, "add table {family} {TABLE}");
-        for set in all_sets().filter(|set| set.family == family) {
+/// The tables and sets, the firewall's when `fw` (`add` of what exists is a no-op).
+fn declarations(s: &mut String, ct: Conntrack, fw: bool) {
+    let tables = [("bridge", TABLE), (ct.family(), FW_TABLE)];
+    for (family, table) in tables.into_iter().take(if fw { 2 } else { 1 }) {
+        let _ = writeln!(s, "add table {family} {table}");
+        for set in all_sets(ct).filter(|set| set.table == table) {
             let _ = writeln!(
                 s,
-                "add {} {family} {TABLE} {} {{ {} }}",
+                "add {} {family} {table} {} {{ {} }}",
                 set.kind,
                 set.name(),
                 set.decl
@@ -334,50 +405,74 @@ fn declarations(s: &mut String) {
 /// Makes sure base chain `chain` exists with `hook` and holds exactly `rules`: flushed
 /// and refilled in the same transaction, so it is never seen empty, and a node whose
 /// chains an older skerry wrote gets these.
-fn base_chain<R: AsRef<str>>(s: &mut String, family: &str, chain: &str, hook: &str, rules: &[R]) {
+fn base_chain<R: AsRef<str>>(
+    s: &mut String,
+    at: (&str, &str),
+    chain: &str,
+    hook: &str,
+    rules: &[R],
+) {
+    let (family, table) = at;
     let _ = writeln!(
         s,
-        "add chain {family} {TABLE} {chain} {{ type filter hook {hook}; policy accept; }}"
+        "add chain {family} {table} {chain} {{ type filter hook {hook}; policy accept; }}"
     );
-    fill_chain(s, family, chain, rules);
+    fill_chain(s, at, chain, rules);
 }
 
-/// Makes sure `chain` exists and holds exactly `rules` (flushed and refilled).
-fn fill_chain<R: AsRef<str>>(s: &mut String, family: &str, chain: &str, rules: &[R]) {
-    let _ = writeln!(s, "add chain {family} {TABLE} {chain}");
-    let _ = writeln!(s, "flush chain {family} {TABLE} {chain}");
-    let _ = writeln!(s, "add chain {family} {TABLE} {chain} {{");
+/// Makes sure `chain` of table `at` exists and holds exactly `rules` (flushed and
+/// refilled).
+fn fill_chain<R: AsRef<str>>(s: &mut String, at: (&str, &str), chain: &str, rules: &[R]) {
+    let (family, table) = at;
+    let _ = writeln!(s, "add chain {family} {table} {chain}");
+    let _ = writeln!(s, "flush chain {family} {table} {chain}");
+    let _ = writeln!(s, "add chain {family} {table} {chain} {{");
     for r in rules {
         let _ = writeln!(s, "    {}", r.as_ref());
     }
     let _ = writeln!(s, "}}");
 }
 
-/// The tables, sets and the fixed chains.
-fn skeleton(s: &mut String) {
-    declarations(s);
-    // Before br_netfilter (priority 0) hands the frame to the inet hooks.
+/// The tables, sets and the fixed chains; the firewall's when `fw`.
+fn skeleton(s: &mut String, ct: Conntrack, fw: bool) {
+    declarations(s, ct, fw);
+    let bridge = ("bridge", TABLE);
+    // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
-        fill_chain(s, "bridge", &format!("class_{class}"), &class_rules(class));
+        fill_chain(s, bridge, &format!("class_{class}"), &class_rules(class));
     }
     base_chain(
         s,
-        "bridge",
+        bridge,
         "prerouting",
         "prerouting priority -300",
         PREROUTING,
     );
     base_chain(
         s,
-        "bridge",
+        bridge,
         "forward",
         "forward priority -300",
         BRIDGE_FORWARD,
     );
-    for i in 0..SHARDS {
-        fill_chain(s, "inet", &format!("fw_{i}"), &shard_rules(i));
+    if !fw {
+        return;
     }
-    base_chain(s, "inet", "forward", "forward priority 0", &inet_forward());
+    let at = (ct.family(), FW_TABLE);
+    for i in 0..SHARDS {
+        fill_chain(s, at, &format!("fw_{i}"), &shard_rules(i));
+    }
+    let mut forward = firewall();
+    let hook = match ct {
+        Conntrack::Bridge => {
+            // After the marking (-300); what br_netfilter would not hand to the inet
+            // hooks passes here too.
+            forward.insert(0, "ether type != ip ether type != ip6 accept".into());
+            "forward priority -200"
+        }
+        Conntrack::BrNetfilter => "forward priority 0",
+    };
+    base_chain(s, at, "forward", hook, &forward);
 }
 
 /// One element of one of [`SETS`], as nft writes it (`KEY` or `KEY : VALUE`).
@@ -438,7 +533,7 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 /// Every element `p` puts in the sets, sorted and without repeats.
-pub fn elements(p: &PortPolicy) -> Vec<Element> {
+pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     let mut out = BTreeSet::new();
     let port = format!("\"{}\"", p.port);
     let mark = format!("0x{:08x}", mark_of(&p.port));
@@ -468,13 +563,13 @@ pub fn elements(p: &PortPolicy) -> Vec<Element> {
         }
     }
     if let Some(fw) = &p.firewall {
-        add(FW_ON, mark.clone());
+        add(FW_ON.placed(ct), mark.clone());
         if p.dhcp {
-            add(FW_DHCP, mark.clone());
+            add(FW_DHCP.placed(ct), mark.clone());
         }
         let shard = shard_of(mark_of(&p.port));
         for (set, text) in firewall_elements(&fw.rules) {
-            add(set.shard(shard), format!("{mark} . {text}"));
+            add(set.shard(shard).placed(ct), format!("{mark} . {text}"));
         }
     }
     out.into_iter().collect()
@@ -650,8 +745,9 @@ fn add_elements<'a>(s: &mut String, els: impl IntoIterator<Item = &'a Element>) 
     for (set, texts) in by_set {
         let _ = writeln!(
             s,
-            "add element {} {TABLE} {} {{ {} }}",
+            "add element {} {} {} {{ {} }}",
             set.family,
+            set.table,
             set.name(),
             texts.join(", ")
         );
@@ -664,11 +760,11 @@ fn add_elements<'a>(s: &mut String, els: impl IntoIterator<Item = &'a Element>) 
 /// never meet.
 fn delete_elements<'a>(s: &mut String, els: impl IntoIterator<Item = &'a Element>) {
     for e in els {
-        let (family, name) = (e.set.family, e.set.name());
-        let _ = writeln!(s, "add element {family} {TABLE} {name} {{ {} }}", e.text);
+        let (family, table, name) = (e.set.family, e.set.table, e.set.name());
+        let _ = writeln!(s, "add element {family} {table} {name} {{ {} }}", e.text);
         let _ = writeln!(
             s,
-            "delete element {family} {TABLE} {name} {{ {} }}",
+            "delete element {family} {table} {name} {{ {} }}",
             e.key()
         );
     }
@@ -697,10 +793,17 @@ pub enum Form {
 /// That the sets are there means the chains are: only [`Form::Full`] makes them,
 /// together, and the chains' rules name the sets (the kernel does not delete a set
 /// a rule uses).
-pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
+pub fn install_script(
+    new: &[Element],
+    old: &[Element],
+    exact: bool,
+    form: Form,
+    ct: Conntrack,
+) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        skeleton(&mut s);
+        let fw = new.iter().chain(old).any(|e| e.set.is_firewall());
+        skeleton(&mut s, ct, fw);
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -709,10 +812,10 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 
 /// The transaction that deletes `old` (what the record says the port has), in that
 /// order.
-pub fn remove_script(old: &[Element], form: Form) -> String {
+pub fn remove_script(old: &[Element], form: Form, ct: Conntrack) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        declarations(&mut s);
+        declarations(&mut s, ct, old.iter().any(|e| e.set.is_firewall()));
     }
     delete_elements(&mut s, old);
     s
@@ -734,8 +837,13 @@ mod tests {
         }
     }
 
+    /// The elements under br_netfilter (this machine's kernel, and the tests').
+    fn els(p: &PortPolicy) -> Vec<Element> {
+        elements(p, Conntrack::BrNetfilter)
+    }
+
     fn texts(p: &PortPolicy, set: Set) -> Vec<String> {
-        elements(p)
+        els(p)
             .into_iter()
             .filter(|e| e.set.family == set.family && e.set.base == set.base)
             .map(|e| e.text)
@@ -755,7 +863,7 @@ mod tests {
 
     #[test]
     fn antispoof_pins_mac_addresses_and_servers() {
-        let p = policy();
+        let mut p = policy();
         let port = "\"sk0123abcdn0\"";
         assert_eq!(texts(&p, PORT_CLASS), [format!("{port} : jump class_15")]);
         assert_eq!(texts(&p, MACS), [format!("{port} . 02:5c:01:02:03:04")]);
@@ -778,9 +886,17 @@ mod tests {
         assert_eq!(texts(&p, OUT_MARKS), [format!("{port} : {mark}")]);
         assert_eq!(texts(&p, MARK_PORTS), [format!("{mark} : {port}")]);
         assert!(texts(&p, FW_ON).is_empty());
+        // Without a firewall, no firewall table (nothing turns on conntrack).
+        for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
+            let s = install_script(&elements(&p, ct), &[], true, Form::Full, ct);
+            assert!(!s.contains(FW_TABLE), "{s}");
+            assert!(!s.contains(" inet "), "{s}");
+        }
         // The checks themselves are fixed and name the sets.
-        let s = install_script(&elements(&p), &[], true, Form::Full);
-        let fixed = PREROUTING.iter().chain(INET_FORWARD).map(|r| r.to_string());
+        p.firewall = Some(Firewall::default());
+        let s = install_script(&els(&p), &[], true, Form::Full, Conntrack::BrNetfilter);
+        assert!(s.contains("add table inet skerry_fw\n"), "{s}");
+        let fixed = PREROUTING.iter().chain(FIREWALL).map(|r| r.to_string());
         let classes = class_rules(15).into_iter().map(String::from);
         for want in fixed.chain(classes).chain(shard_rules(3)) {
             assert!(s.contains(&format!("\n    {want}\n")), "{want}\n{s}");
@@ -793,6 +909,50 @@ mod tests {
         assert!(s.contains(&format!(
             "add element bridge skerry addr4 {{ {port} . 10.88.0.10 }}"
         )));
+    }
+
+    /// With the bridge family's own conntrack the firewall's table is a bridge one,
+    /// its forward chain after the marking; no inet table is made, and what is not IP
+    /// passes (ARP among it).
+    #[test]
+    fn with_bridge_conntrack_the_firewall_is_in_the_bridge_table() {
+        let mut p = policy();
+        p.firewall = Some(Firewall {
+            rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
+        });
+        let new = elements(&p, Conntrack::Bridge);
+        let s = install_script(&new, &[], true, Form::Full, Conntrack::Bridge);
+        assert!(!s.contains(" inet "), "{s}");
+        let chain = |table: &str| -> Vec<String> {
+            s.split(&format!("add chain bridge {table} forward {{\n"))
+                .nth(1)
+                .and_then(|rest| rest.split("\n}\n").next())
+                .expect("forward is filled")
+                .lines()
+                .map(|r| r.trim().to_owned())
+                .collect()
+        };
+        assert_eq!(chain(TABLE), BRIDGE_FORWARD);
+        let mut want = vec!["ether type != ip ether type != ip6 accept".to_owned()];
+        want.extend(firewall());
+        assert_eq!(chain(FW_TABLE), want);
+        assert!(
+            s.contains(
+                "add chain bridge skerry_fw forward { type filter hook forward priority -200;"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("add chain bridge skerry_fw fw_3\n"), "{s}");
+        assert!(s.contains("add set bridge skerry_fw fw4_3 {"), "{s}");
+        let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
+        assert!(s.contains(&format!("add element bridge skerry_fw fw_on {{ {mark} }}")));
+        // The same policy under br_netfilter differs only in the firewall's family.
+        let key = |e: &Element, family: &str| (e.set.name(), e.text.clone(), family.to_owned());
+        let mut moved: Vec<_> = els(&p).iter().map(|e| key(e, "bridge")).collect();
+        let mut got: Vec<_> = new.iter().map(|e| key(e, e.set.family)).collect();
+        moved.sort();
+        got.sort();
+        assert_eq!(moved, got);
     }
 
     #[test]
@@ -814,23 +974,23 @@ mod tests {
             rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
         });
         for p in [policy(), p] {
-            let s = install_script(&elements(&p), &[], true, Form::Elements);
+            let s = install_script(&els(&p), &[], true, Form::Elements, Conntrack::BrNetfilter);
             let other: Vec<&str> = s
                 .lines()
                 .filter(|l| !l.starts_with("add element "))
                 .collect();
             assert!(other.is_empty(), "{other:#?}");
-            let full = install_script(&elements(&p), &[], true, Form::Full);
+            let full = install_script(&els(&p), &[], true, Form::Full, Conntrack::BrNetfilter);
             assert!(full.ends_with(&s), "the full form adds the same elements");
         }
     }
 
     #[test]
     fn reinstalling_deletes_only_what_the_new_policy_drops() {
-        let old = elements(&policy());
+        let old = els(&policy());
         let mut p = policy();
         p.addrs[0] = "10.88.0.11".parse().unwrap();
-        let s = install_script(&elements(&p), &old, true, Form::Elements);
+        let s = install_script(&els(&p), &old, true, Form::Elements, Conntrack::BrNetfilter);
         let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
         assert_eq!(
             deletes,
@@ -840,23 +1000,23 @@ mod tests {
         let at = |needle: &str| s.find(needle).unwrap();
         assert!(at("delete element") < at("\"sk0123abcdn0\" . 10.88.0.11"));
         // The same policy again: nothing to delete.
-        let same = install_script(&old, &old, true, Form::Elements);
+        let same = install_script(&old, &old, true, Form::Elements, Conntrack::BrNetfilter);
         assert!(!same.contains("delete"), "{same}");
         // Not known to be exact (candidates after a crash): all of `old` goes first.
-        let unsure = install_script(&old, &old, false, Form::Elements);
+        let unsure = install_script(&old, &old, false, Form::Elements, Conntrack::BrNetfilter);
         let deletes = unsure.lines().filter(|l| l.starts_with("delete")).count();
         assert_eq!(deletes, old.len(), "{unsure}");
     }
 
     #[test]
     fn removal_deletes_the_recorded_elements_by_key() {
-        let s = remove_script(&elements(&policy()), Form::Elements);
+        let s = remove_script(&els(&policy()), Form::Elements, Conntrack::BrNetfilter);
         assert!(s.contains("delete element bridge skerry port_class { \"sk0123abcdn0\" }\n"));
         assert!(s.contains("delete element bridge skerry out_marks { \"sk0123abcdn0\" }\n"));
         assert!(s.contains("delete element bridge skerry macs { \"sk0123abcdn0\" . 02:5c"));
         assert!(!s.contains("flush"), "{s}");
         assert!(!s.contains("add chain"), "{s}");
-        let full = remove_script(&elements(&policy()), Form::Full);
+        let full = remove_script(&els(&policy()), Form::Full, Conntrack::BrNetfilter);
         assert!(full.starts_with("add table bridge skerry\n"), "{full}");
         assert!(full.ends_with(&s), "{full}");
     }
@@ -933,7 +1093,7 @@ mod tests {
         );
         assert_eq!(texts(&p, FW6), [format!("{m} . 6 . ::/0 . 22")]);
         let shard = mark_of("sk0123abcdn0") % SHARDS;
-        for e in elements(&p).iter().filter(|e| e.set.base.starts_with("fw")) {
+        for e in els(&p).iter().filter(|e| e.set.base.starts_with("fw")) {
             match e.set.base {
                 "fw_on" | "fw_dhcp" => assert_eq!(e.set.shard, None),
                 _ => assert_eq!(e.set.shard, Some(shard), "{e:?}"),
@@ -945,7 +1105,7 @@ mod tests {
             [format!("{m} . 58 . ::/0"), format!("{m} . 6 . fd00::/64")]
         );
         // No firewall: no elements in its sets, though the port keeps its mark.
-        let none = elements(&policy());
+        let none = els(&policy());
         assert!(none.iter().all(|e| e.set.family == "bridge"), "{none:?}");
     }
 
@@ -983,10 +1143,12 @@ mod tests {
 
     #[test]
     fn every_recorded_set_is_known_by_name() {
-        for set in all_sets() {
-            assert_eq!(set_named(set.family, &set.name()), Some(set));
+        for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
+            for set in all_sets(ct) {
+                assert_eq!(set_named(set.family, &set.name()), Some(set));
+            }
+            assert_eq!(all_sets(ct).count(), SINGLE.len() + 4 * SHARDS as usize);
         }
-        assert_eq!(all_sets().count(), SINGLE.len() + 4 * SHARDS as usize);
         let past = format!("fw4_{SHARDS}");
         for bad in ["fw4", &past, "fw4_01", "fw4_x", "fw4_", "fw_on_1", "macs_1"] {
             assert_eq!(set_named("inet", bad), None, "{bad}");

@@ -33,7 +33,7 @@ pub const NODE_MODULES: &[&str] = &[
     "tun",
     "nft_meta_bridge",
     "nft_ct",
-    "br_netfilter",
+    "nf_conntrack_bridge",
     "kvm",
     "kvm_amd",
     "kvm_intel",

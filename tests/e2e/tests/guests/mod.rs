@@ -98,13 +98,29 @@ pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
     );
     // Its firewall (`allow "icmp"`): the mark in fw_on and ICMP from anywhere in the
     // mark's shard, in the node kernel's range sets; the zone's pings to 10.88.0.31
-    // went through it (stateful, br_netfilter's conntrack).
+    // went through it. The node's kernel tracks bridged traffic itself
+    // (nf_conntrack_bridge), so the firewall is in the bridge table and there is no
+    // inet table (no br_netfilter trip).
     let mark = format!("0x{:08x}", host::isolation::mark_of(&tap));
-    let inet = sh(node, "nft list table inet skerry", SHELL);
+    let fw = sh(node, "nft list table bridge skerry_fw", SHELL);
     assert!(
-        inet.contains(&format!("{mark} . icmp . 0.0.0.0/0"))
-            && inet.contains(&format!("{mark} . ipv6-icmp . ::/0")),
-        "no firewall for tiny01's tap {tap} (mark {mark}):\n{inet}"
+        fw.contains(&format!("{mark} . icmp . 0.0.0.0/0"))
+            && fw.contains(&format!("{mark} . ipv6-icmp . ::/0"))
+            && fw.contains("ct state established,related accept"),
+        "no firewall for tiny01's tap {tap} (mark {mark}) in bridge skerry_fw:\n{fw}"
+    );
+    let tables = sh(node, "nft list tables", SHELL);
+    assert!(!tables.contains("inet "), "{tables}");
+    // What the firewall does not allow is dropped: a TCP connection from the zone to
+    // a port of tiny01 times out (without the firewall its kernel refuses at once).
+    let nc = sh(
+        node,
+        "zlogin hello nc -w 3 10.88.0.31 9 </dev/null 2>&1; true",
+        SHELL,
+    );
+    assert!(
+        nc.contains("timed out"),
+        "TCP to tiny01's port 9 got through its firewall: {nc}"
     );
     node.send("vmadm console tiny01\n").unwrap();
     node.send("\r").unwrap();
