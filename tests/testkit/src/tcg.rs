@@ -1,17 +1,23 @@
 //! The one known flaw of the test machines' emulated hosts, recognised narrowly.
 //!
-//! Nested HVM tests run our VMM inside a QEMU TCG host (Debian's QEMU 7.2, `-cpu max`,
-//! SVM emulated by TCG). Now and then, while a nested guest runs, that host's kernel
-//! overflows the kernel stack of one of the VMM's vCPU threads in its exception entry
-//! (`BUG: TASK stack guard page was hit` at `error_entry`, then `Kernel panic - not
-//! syncing: corrupted stack end detected inside scheduler`). It has been seen with
-//! QEMU's own microvm as the nested VMM as well as with ours, at different points of
-//! different guests' boots: a flaw of TCG's SVM emulation, not something a user-space
-//! VMM can do to a kernel. On hardware there is no TCG.
+//! Nested HVM tests run our VMM inside a QEMU TCG host (`-cpu max`, SVM emulated by
+//! TCG). With Debian 12's QEMU 7.2, now and then, while a nested guest ran, that
+//! host's kernel overflowed the kernel stack of one of the VMM's vCPU threads in its
+//! exception entry (`BUG: TASK stack guard page was hit` at `error_entry`, then
+//! `Kernel panic - not syncing: corrupted stack end detected inside scheduler`),
+//! always on the host's CPU 0, in 4 of 7 node boots on one day. It was seen with
+//! QEMU's own microvm as the nested VMM as well as with ours, and with the emulated
+//! CPU's vGIF on and off: a flaw of the emulation, not something a user-space VMM can
+//! do to a kernel (on hardware there is no TCG). QEMU 8.1 fixed a race of
+//! multi-threaded TCG that runs code from translations a concurrent write made stale
+//! ("accel/tcg: Always lock pages before translation"); the kernel patches its own
+//! code when KVM's static keys flip as guests start. tests/setup installs QEMU from
+//! bookworm-backports (tests/deps/backports.txt), with which it has not been seen.
 //!
-//! A test that boots such a host may run once more when, and only when, its failure
-//! carries that exact report from a vCPU thread; any other failure (another panic, a
-//! stack overflow elsewhere, a timeout) fails at once. Every retry is printed.
+//! A test that boots such a host may still run once more when, and only when, its
+//! failure carries that exact report from a vCPU thread; any other failure (another
+//! panic, a stack overflow elsewhere, a timeout) fails at once. Every retry is
+//! printed.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
