@@ -7,6 +7,11 @@ copy_with_libs "$h" "$work/benchrun" benchrun
 if [ -n "${VMM_BASE:-}" ]; then copy_with_libs "$h" "$VMM_BASE" vmm-base; fi
 copy_with_libs "$h" "$(command -v qemu-system-x86_64)" qemu-system-x86_64
 mkdir -p "$h/usr/share/qemu"
-cp -L /usr/share/qemu/{qboot.rom,bios-microvm.bin,linuxboot_dma.bin,kvmvapic.bin,pvh.bin} "$h/usr/share/qemu/"
-cp -L /usr/share/seabios/bios-256k.bin "$h/usr/share/qemu/"
+# QEMU's firmware: Debian's QEMU 7.2 links SeaBIOS's files into /usr/share/qemu,
+# 10.0 (from backports, tests/deps/backports.txt) finds them in /usr/share/seabios.
+for f in qboot.rom bios-microvm.bin linuxboot_dma.bin kvmvapic.bin pvh.bin bios-256k.bin; do
+    src=$(ls /usr/share/qemu/$f /usr/share/seabios/$f 2>/dev/null | head -1)
+    [ -n "$src" ] || { echo "nested/extra: QEMU firmware $f not found" >&2; exit 1; }
+    cp -L "$src" "$h/usr/share/qemu/"
+done
 install -m 755 "$bench/host-init" "$h/init"
