@@ -10,7 +10,10 @@ mkdir -p "$h/usr/share/qemu"
 # QEMU's firmware: Debian's QEMU 7.2 links SeaBIOS's files into /usr/share/qemu,
 # 10.0 (from backports, tests/deps/backports.txt) finds them in /usr/share/seabios.
 for f in qboot.rom bios-microvm.bin linuxboot_dma.bin kvmvapic.bin pvh.bin bios-256k.bin; do
-    src=$(ls /usr/share/qemu/$f /usr/share/seabios/$f 2>/dev/null | head -1)
+    src=
+    for dir in /usr/share/qemu /usr/share/seabios; do
+        [ -n "$src" ] || [ ! -e "$dir/$f" ] || src=$dir/$f
+    done
     [ -n "$src" ] || { echo "nested/extra: QEMU firmware $f not found" >&2; exit 1; }
     cp -L "$src" "$h/usr/share/qemu/"
 done
