@@ -318,7 +318,7 @@ pub fn install_with(p: &PortPolicy, ct: Conntrack) -> Result<(), IsolationError>
     records.write(port, &pending).map_err(rec)?;
     let orders = deletion_orders(&olds);
     match apply_first(port, &orders, |old, exact, form| {
-        install_script(&new, old, exact, form, ct)
+        install_script(&new, old, exact, form)
     }) {
         Ok(_) => records.write(port, &[&new]).map_err(rec),
         // Nothing of it applied: the kernel holds what it held.
@@ -347,7 +347,7 @@ pub fn remove(port: &str) -> Result<(), IsolationError> {
         return records.forget(port).map_err(rec);
     }
     apply_first(port, &deletion_orders(&olds), |old, _, form| {
-        remove_script(old, form, Conntrack::of_kernel())
+        remove_script(old, form)
     })?;
     records.forget(port).map_err(rec)
 }

@@ -385,10 +385,23 @@ fn firewall() -> Vec<String> {
     rules
 }
 
-/// The tables and sets, the firewall's when `fw` (`add` of what exists is a no-op).
-fn declarations(s: &mut String, ct: Conntrack, fw: bool) {
-    let tables = [("bridge", TABLE), (ct.family(), FW_TABLE)];
-    for (family, table) in tables.into_iter().take(if fw { 2 } else { 1 }) {
+/// Where `els` put a firewall: the placement of its sets, or `None` when none of
+/// `els` is the firewall's. A script derives it from the elements it carries, so it
+/// declares the firewall's table where they were (or will be) put.
+fn firewall_placement(els: &[Element]) -> Option<Conntrack> {
+    let set = els.iter().map(|e| e.set).find(Set::is_firewall)?;
+    [Conntrack::Bridge, Conntrack::BrNetfilter]
+        .into_iter()
+        .find(|ct| ct.family() == set.family)
+}
+
+/// The tables and sets, the firewall's where `fw` places it (`add` of what exists
+/// is a no-op).
+fn declarations(s: &mut String, fw: Option<Conntrack>) {
+    // The antispoof table's sets are placed the same under either Conntrack.
+    let tables = std::iter::once(("bridge", TABLE, Conntrack::Bridge))
+        .chain(fw.map(|ct| (ct.family(), FW_TABLE, ct)));
+    for (family, table, ct) in tables {
         let _ = writeln!(s, "add table {family} {table}");
         for set in all_sets(ct).filter(|set| set.table == table) {
             let _ = writeln!(
@@ -433,9 +446,9 @@ fn fill_chain<R: AsRef<str>>(s: &mut String, at: (&str, &str), chain: &str, rule
     let _ = writeln!(s, "}}");
 }
 
-/// The tables, sets and the fixed chains; the firewall's when `fw`.
-fn skeleton(s: &mut String, ct: Conntrack, fw: bool) {
-    declarations(s, ct, fw);
+/// The tables, sets and the fixed chains; the firewall's where `fw` places it.
+fn skeleton(s: &mut String, fw: Option<Conntrack>) {
+    declarations(s, fw);
     let bridge = ("bridge", TABLE);
     // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
@@ -455,9 +468,9 @@ fn skeleton(s: &mut String, ct: Conntrack, fw: bool) {
         "forward priority -300",
         BRIDGE_FORWARD,
     );
-    if !fw {
+    let Some(ct) = fw else {
         return;
-    }
+    };
     let at = (ct.family(), FW_TABLE);
     for i in 0..SHARDS {
         fill_chain(s, at, &format!("fw_{i}"), &shard_rules(i));
@@ -792,18 +805,12 @@ pub enum Form {
 ///
 /// That the sets are there means the chains are: only [`Form::Full`] makes them,
 /// together, and the chains' rules name the sets (the kernel does not delete a set
-/// a rule uses).
-pub fn install_script(
-    new: &[Element],
-    old: &[Element],
-    exact: bool,
-    form: Form,
-    ct: Conntrack,
-) -> String {
+/// a rule uses). The firewall's table goes where `new`'s firewall elements are
+/// placed, or `old`'s when `new` has none.
+pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        let fw = new.iter().chain(old).any(|e| e.set.is_firewall());
-        skeleton(&mut s, ct, fw);
+        skeleton(&mut s, firewall_placement(new).or(firewall_placement(old)));
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -812,10 +819,10 @@ pub fn install_script(
 
 /// The transaction that deletes `old` (what the record says the port has), in that
 /// order.
-pub fn remove_script(old: &[Element], form: Form, ct: Conntrack) -> String {
+pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        declarations(&mut s, ct, old.iter().any(|e| e.set.is_firewall()));
+        declarations(&mut s, firewall_placement(old));
     }
     delete_elements(&mut s, old);
     s
@@ -888,13 +895,13 @@ mod tests {
         assert!(texts(&p, FW_ON).is_empty());
         // Without a firewall, no firewall table (nothing turns on conntrack).
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
-            let s = install_script(&elements(&p, ct), &[], true, Form::Full, ct);
+            let s = install_script(&elements(&p, ct), &[], true, Form::Full);
             assert!(!s.contains(FW_TABLE), "{s}");
             assert!(!s.contains(" inet "), "{s}");
         }
         // The checks themselves are fixed and name the sets.
         p.firewall = Some(Firewall::default());
-        let s = install_script(&els(&p), &[], true, Form::Full, Conntrack::BrNetfilter);
+        let s = install_script(&els(&p), &[], true, Form::Full);
         assert!(s.contains("add table inet skerry_fw\n"), "{s}");
         let fixed = PREROUTING.iter().chain(FIREWALL).map(|r| r.to_string());
         let classes = class_rules(15).into_iter().map(String::from);
@@ -921,7 +928,7 @@ mod tests {
             rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
         });
         let new = elements(&p, Conntrack::Bridge);
-        let s = install_script(&new, &[], true, Form::Full, Conntrack::Bridge);
+        let s = install_script(&new, &[], true, Form::Full);
         assert!(!s.contains(" inet "), "{s}");
         let chain = |table: &str| -> Vec<String> {
             s.split(&format!("add chain bridge {table} forward {{\n"))
@@ -974,13 +981,13 @@ mod tests {
             rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
         });
         for p in [policy(), p] {
-            let s = install_script(&els(&p), &[], true, Form::Elements, Conntrack::BrNetfilter);
+            let s = install_script(&els(&p), &[], true, Form::Elements);
             let other: Vec<&str> = s
                 .lines()
                 .filter(|l| !l.starts_with("add element "))
                 .collect();
             assert!(other.is_empty(), "{other:#?}");
-            let full = install_script(&els(&p), &[], true, Form::Full, Conntrack::BrNetfilter);
+            let full = install_script(&els(&p), &[], true, Form::Full);
             assert!(full.ends_with(&s), "the full form adds the same elements");
         }
     }
@@ -990,7 +997,7 @@ mod tests {
         let old = els(&policy());
         let mut p = policy();
         p.addrs[0] = "10.88.0.11".parse().unwrap();
-        let s = install_script(&els(&p), &old, true, Form::Elements, Conntrack::BrNetfilter);
+        let s = install_script(&els(&p), &old, true, Form::Elements);
         let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
         assert_eq!(
             deletes,
@@ -1000,25 +1007,43 @@ mod tests {
         let at = |needle: &str| s.find(needle).unwrap();
         assert!(at("delete element") < at("\"sk0123abcdn0\" . 10.88.0.11"));
         // The same policy again: nothing to delete.
-        let same = install_script(&old, &old, true, Form::Elements, Conntrack::BrNetfilter);
+        let same = install_script(&old, &old, true, Form::Elements);
         assert!(!same.contains("delete"), "{same}");
         // Not known to be exact (candidates after a crash): all of `old` goes first.
-        let unsure = install_script(&old, &old, false, Form::Elements, Conntrack::BrNetfilter);
+        let unsure = install_script(&old, &old, false, Form::Elements);
         let deletes = unsure.lines().filter(|l| l.starts_with("delete")).count();
         assert_eq!(deletes, old.len(), "{unsure}");
     }
 
     #[test]
     fn removal_deletes_the_recorded_elements_by_key() {
-        let s = remove_script(&els(&policy()), Form::Elements, Conntrack::BrNetfilter);
+        let s = remove_script(&els(&policy()), Form::Elements);
         assert!(s.contains("delete element bridge skerry port_class { \"sk0123abcdn0\" }\n"));
         assert!(s.contains("delete element bridge skerry out_marks { \"sk0123abcdn0\" }\n"));
         assert!(s.contains("delete element bridge skerry macs { \"sk0123abcdn0\" . 02:5c"));
         assert!(!s.contains("flush"), "{s}");
         assert!(!s.contains("add chain"), "{s}");
-        let full = remove_script(&els(&policy()), Form::Full, Conntrack::BrNetfilter);
+        let full = remove_script(&els(&policy()), Form::Full);
         assert!(full.starts_with("add table bridge skerry\n"), "{full}");
         assert!(full.ends_with(&s), "{full}");
+    }
+
+    /// A script declares the firewall's table where its elements were placed,
+    /// whatever this kernel offers: a record's elements say where they went.
+    #[test]
+    fn scripts_declare_the_firewall_table_where_the_elements_are() {
+        let mut fw = policy();
+        fw.firewall = Some(Firewall::default());
+        for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
+            let table = format!("add table {} {FW_TABLE}\n", ct.family());
+            let placed = elements(&fw, ct);
+            assert!(remove_script(&placed, Form::Full).contains(&table));
+            // The firewall dropped: its old elements still need their table.
+            let dropped = install_script(&els(&policy()), &placed, true, Form::Full);
+            assert!(dropped.contains(&table), "{dropped}");
+        }
+        let none = remove_script(&els(&policy()), Form::Full);
+        assert!(!none.contains(FW_TABLE), "{none}");
     }
 
     #[test]
