@@ -11,8 +11,9 @@
 //!    kind starts from a namespace without tables; rounds interleaved, medians and
 //!    ratios printed. The round trip is taken over every ping of every round (one
 //!    ping a sample): its median and, since ping reports whole microseconds, its
-//!    interquartile mean; the throughput is the median of the rounds' iperf3 runs. Everything runs in a
-//!    network namespace of its own, so the node's own tables are not touched.
+//!    interquartile mean; the throughput is the median of the rounds' iperf3 runs.
+//!    Everything runs in a network namespace of its own, so the node's own tables
+//!    are not touched.
 //! 2. The time to install one instance port's rules (antispoof + a 20-rule firewall)
 //!    on an empty node, with 500 ports already installed, and on the empty node
 //!    again (so drift of the machine's load shows), and the time to remove one.
@@ -45,6 +46,36 @@ enum Kind {
     /// No tables, bridge-nf-call-* off.
     Nothing,
 }
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Filtered => "antispoof + 20-rule firewall",
+            Kind::FilteredBrNetfilter => "the same, through br_netfilter",
+            Kind::Removed => "rules removed, tables stay",
+            Kind::Antispoof => "antispoof only, no firewall",
+            Kind::Nothing => "no filtering at all",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Kind::Filtered => "filtered",
+            Kind::FilteredBrNetfilter => "br_netfilter",
+            Kind::Removed => "removed",
+            Kind::Antispoof => "antispoof",
+            Kind::Nothing => "nothing",
+        }
+    }
+}
+
+/// The ratios printed, each where both kinds ran.
+const RATIOS: &[(Kind, Kind)] = &[
+    (Kind::Filtered, Kind::Removed),
+    (Kind::Filtered, Kind::Nothing),
+    (Kind::Antispoof, Kind::Nothing),
+    (Kind::FilteredBrNetfilter, Kind::Nothing),
+];
 
 fn main() {
     assert!(nix::unistd::geteuid().is_root(), "run as root");
@@ -135,84 +166,38 @@ fn datapath(id: u32) {
     zone::net::teardown(&[sp, cp]);
     drop((server, client));
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-    let br_netfilter = match both {
-        true => std::mem::take(&mut samples[4]),
-        false => Samples::default(),
+    let of = |k: Kind| kinds.iter().position(|x| *x == k).map(|i| &samples[i]);
+    // Each ratio whose two kinds ran.
+    let ratios = |value: &dyn Fn(&Samples) -> f64| -> String {
+        RATIOS
+            .iter()
+            .filter_map(|&(a, b)| {
+                let r = value(of(a)?) / value(of(b)?);
+                Some(format!("{} / {}  {r:8.3}", a.short(), b.short()))
+            })
+            .collect::<Vec<_>>()
+            .join("    ")
     };
-    let [filtered, removed, antispoof, nothing] =
-        [0, 1, 2, 3].map(|i| std::mem::take(&mut samples[i]));
     let gbits = |s: &Samples| median(s.gbits.clone());
     println!("throughput, TCP (iperf3, 3 s, median of {ROUNDS} interleaved rounds):");
-    println!(
-        "  antispoof + 20-rule firewall  {:8.2} Gbit/s",
-        gbits(&filtered)
-    );
-    println!(
-        "  rules removed, tables stay    {:8.2} Gbit/s",
-        gbits(&removed)
-    );
-    println!(
-        "  antispoof only, no firewall   {:8.2} Gbit/s",
-        gbits(&antispoof)
-    );
-    println!(
-        "  no filtering at all           {:8.2} Gbit/s",
-        gbits(&nothing)
-    );
-    if both {
-        println!(
-            "  the same, through br_netfilter {:7.2} Gbit/s",
-            gbits(&br_netfilter)
-        );
+    for (k, s) in kinds.iter().zip(&samples) {
+        println!("  {:<31} {:8.2} Gbit/s", k.label(), gbits(s));
     }
-    println!(
-        "  filtered / removed  {:8.3}    filtered / nothing  {:8.3}    antispoof / nothing  {:8.3}",
-        gbits(&filtered) / gbits(&removed),
-        gbits(&filtered) / gbits(&nothing),
-        gbits(&antispoof) / gbits(&nothing)
-    );
-    if both {
-        println!(
-            "  br_netfilter / nothing  {:8.3}",
-            gbits(&br_netfilter) / gbits(&nothing)
-        );
-    }
+    println!("  {}", ratios(&gbits));
     println!(
         "round trip (ping, {} pings each, {ROUNDS} interleaved rounds; median, interquartile mean):",
         ROUNDS * PINGS
     );
-    for (what, s) in [
-        ("antispoof + 20-rule firewall", &filtered),
-        ("rules removed, tables stay   ", &removed),
-        ("antispoof only, no firewall  ", &antispoof),
-        ("no filtering at all          ", &nothing),
-    ] {
+    for (k, s) in kinds.iter().zip(&samples) {
         println!(
-            "  {what}  {:6.1} us  {:6.2} us",
+            "  {:<31} {:6.1} us  {:6.2} us",
+            k.label(),
             median(s.rtt_us.clone()),
             iqm(s.rtt_us.clone())
         );
     }
-    if both {
-        println!(
-            "  the same, through br_netfilter  {:6.1} us  {:6.2} us",
-            median(br_netfilter.rtt_us.clone()),
-            iqm(br_netfilter.rtt_us.clone())
-        );
-    }
     let rtt = |s: &Samples| iqm(s.rtt_us.clone());
-    println!(
-        "  filtered / removed  {:8.3}    filtered / nothing  {:8.3}    antispoof / nothing  {:8.3}   (interquartile means)",
-        rtt(&filtered) / rtt(&removed),
-        rtt(&filtered) / rtt(&nothing),
-        rtt(&antispoof) / rtt(&nothing)
-    );
-    if both {
-        println!(
-            "  br_netfilter / nothing  {:8.3}",
-            rtt(&br_netfilter) / rtt(&nothing)
-        );
-    }
+    println!("  {}   (interquartile means)", ratios(&rtt));
 }
 
 /// Part 2: installing and removing one port's rules, on an empty node and beside 500.
