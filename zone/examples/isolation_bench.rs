@@ -1,19 +1,20 @@
 //! Benchmark of tenant isolation (run by zone/bench/isolation, as root):
 //!
-//! 1. TCP throughput (iperf3) and round-trip latency (ping) between two network
-//!    namespaces plugged by the zone runtime's nic code on one bridge, with antispoof
-//!    on both ports and a 20-rule firewall on the server, against the same two ports
-//!    (a) with their rules removed (the tables stay, as on a node with other
-//!    instances) and (b) with no filtering at all (no tables, br_netfilter's
-//!    bridge-nf-call-* off), and, on a kernel whose bridge family tracks connections
-//!    itself (the node's: zone/bench/isolation-node) while br_netfilter is loaded,
-//!    (c) the same rules with the firewall's conntrack through br_netfilter; each
-//!    kind starts from a namespace without tables; rounds interleaved, medians and
-//!    ratios printed. The round trip is taken over every ping of every round (one
-//!    ping a sample): its median and, since ping reports whole microseconds, its
-//!    interquartile mean; the throughput is the median of the rounds' iperf3 runs.
-//!    Everything runs in a network namespace of its own, so the node's own tables
-//!    are not touched.
+//! 1. TCP throughput (iperf3) and round trips, TCP (sockperf ping-pong) and ICMP
+//!    (ping), between two network namespaces plugged by the zone runtime's nic code
+//!    on one bridge, with antispoof on both ports and a 20-rule firewall on the
+//!    server, against the same two ports (a) with their rules removed (the tables
+//!    stay, as on a node with other instances) and (b) with no filtering at all (no
+//!    tables, br_netfilter's bridge-nf-call-* off), and, on a kernel whose bridge
+//!    family tracks connections itself (the node's: zone/bench/isolation-node) while
+//!    br_netfilter is loaded, (c) the same rules with the firewall's conntrack through
+//!    br_netfilter. Each kind starts from a namespace without tables. A round runs
+//!    every kind once, one after the other; a ratio between two kinds is the median
+//!    of their ratios in each round (with its quartiles), so that the machine's
+//!    drift over a run cancels out. A kind's round trip in a round is the
+//!    interquartile mean of its samples (a sockperf message or a ping; ping reports
+//!    whole microseconds); its throughput, one iperf3 run. Everything runs in a
+//!    network namespace of its own, so the node's own tables are not touched.
 //! 2. The time to install one instance port's rules (antispoof + a 20-rule firewall)
 //!    on an empty node, with 500 ports already installed, and on the empty node
 //!    again (so drift of the machine's load shows), and the time to remove one.
@@ -24,10 +25,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zone::net::NicPlan;
 
-/// Rounds of each kind (filtered, unfiltered), interleaved.
+/// Throughput rounds (an iperf3 run of each kind).
 const ROUNDS: usize = 8;
+/// Round-trip rounds (a sockperf run and pings of each kind): short and many, so
+/// that each round's kinds see the machine in the same state.
+const LATENCY_ROUNDS: usize = 24;
 /// Pings per round (each a sample of the round trip).
-const PINGS: usize = 200;
+const PINGS: usize = 100;
+/// Seconds of sockperf ping-pong per round (the first 0.4 s are its warm-up).
+const SOCKPERF_SECS: &str = "1";
 const PORTS_PRESENT: usize = 500;
 const INSTALLS: usize = 25;
 
@@ -130,74 +136,104 @@ fn datapath(id: u32) {
     }
     let mut sp_antispoof = sp.policy();
     sp_antispoof.firewall = None;
-    let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
-    for round in 0..ROUNDS {
-        // Rotate which kind goes first, so none always follows another.
-        for k in 0..kinds.len() {
-            let at = (round + k) % kinds.len();
-            // Each kind from a namespace with no tables, as the last one left it.
-            isolation::remove(&sp.host_if).unwrap();
-            isolation::remove(&cp.host_if).unwrap();
-            no_filtering();
-            match kinds[at] {
-                Kind::Filtered => {
-                    isolation::install(&sp.policy()).unwrap();
-                    isolation::install(&cp.policy()).unwrap();
-                }
-                Kind::FilteredBrNetfilter => {
-                    let br = isolation::Conntrack::BrNetfilter;
-                    isolation::install_with(&sp.policy(), br).unwrap();
-                    isolation::install_with(&cp.policy(), br).unwrap();
-                }
-                Kind::Removed => {
-                    isolation::install(&sp.policy()).unwrap();
-                    isolation::remove(&sp.host_if).unwrap();
-                    isolation::remove(&cp.host_if).unwrap();
-                }
-                Kind::Antispoof => {
-                    isolation::install(&sp_antispoof).unwrap();
-                    isolation::install(&cp.policy()).unwrap();
-                }
-                Kind::Nothing => {}
+    // Puts the namespace in `kind`'s state, from no tables at all (as the last kind
+    // may have left it otherwise).
+    let set_up = |kind: Kind| {
+        isolation::remove(&sp.host_if).unwrap();
+        isolation::remove(&cp.host_if).unwrap();
+        no_filtering();
+        match kind {
+            Kind::Filtered => {
+                isolation::install(&sp.policy()).unwrap();
+                isolation::install(&cp.policy()).unwrap();
             }
-            measure(&server, &client, &mut samples[at]);
+            Kind::FilteredBrNetfilter => {
+                let br = isolation::Conntrack::BrNetfilter;
+                isolation::install_with(&sp.policy(), br).unwrap();
+                isolation::install_with(&cp.policy(), br).unwrap();
+            }
+            Kind::Removed => {
+                isolation::install(&sp.policy()).unwrap();
+                isolation::remove(&sp.host_if).unwrap();
+                isolation::remove(&cp.host_if).unwrap();
+            }
+            Kind::Antispoof => {
+                isolation::install(&sp_antispoof).unwrap();
+                isolation::install(&cp.policy()).unwrap();
+            }
+            Kind::Nothing => {}
         }
-    }
+    };
+    let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
+    // Rounds of every kind, rotating which goes first so none always follows another.
+    let mut rounds = |n: usize, measure: &mut dyn FnMut(&mut Samples)| {
+        for round in 0..n {
+            for k in 0..kinds.len() {
+                let at = (round + k) % kinds.len();
+                set_up(kinds[at]);
+                measure(&mut samples[at]);
+            }
+        }
+    };
+    rounds(ROUNDS, &mut |into| {
+        into.gbits.push(iperf3(&server, &client))
+    });
+    rounds(LATENCY_ROUNDS, &mut |into| {
+        into.tcp_rtt_us.push(sockperf(&server, &client));
+        into.rtt_us.push(ping(&client));
+    });
     zone::net::teardown(&[sp, cp]);
     drop((server, client));
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
     let of = |k: Kind| kinds.iter().position(|x| *x == k).map(|i| &samples[i]);
-    // Each ratio whose two kinds ran.
-    let ratios = |value: &dyn Fn(&Samples) -> f64| -> String {
-        RATIOS
-            .iter()
-            .filter_map(|&(a, b)| {
-                let r = value(of(a)?) / value(of(b)?);
-                Some(format!("{} / {}  {r:8.3}", a.short(), b.short()))
-            })
-            .collect::<Vec<_>>()
-            .join("    ")
+    // Each ratio whose two kinds ran: the median, and the quartiles, of the two
+    // kinds' figures' ratio in each round. A round's kinds ran seconds apart, so the
+    // machine's drift over a run (which moves a kind's figures by more than the
+    // rules do) cancels out of each ratio.
+    let ratios = |per_round: &dyn Fn(&Samples) -> Vec<f64>| {
+        for &(a, b) in RATIOS {
+            let (Some(a_s), Some(b_s)) = (of(a), of(b)) else {
+                continue;
+            };
+            let r: Vec<f64> = per_round(a_s)
+                .iter()
+                .zip(per_round(b_s))
+                .map(|(x, y)| x / y)
+                .collect();
+            let (q1, q2, q3) = quartiles(r);
+            println!(
+                "  {:>12} / {:<8} {q2:7.3}   (quartiles of the rounds' ratios {q1:.3} - {q3:.3})",
+                a.short(),
+                b.short()
+            );
+        }
     };
-    let gbits = |s: &Samples| median(s.gbits.clone());
-    println!("throughput, TCP (iperf3, 3 s, median of {ROUNDS} interleaved rounds):");
+    println!("throughput, TCP (iperf3, 3 s a round, {ROUNDS} rounds; median):");
     for (k, s) in kinds.iter().zip(&samples) {
-        println!("  {:<31} {:8.2} Gbit/s", k.label(), gbits(s));
+        println!("  {:<31} {:8.2} Gbit/s", k.label(), median(s.gbits.clone()));
     }
-    println!("  {}", ratios(&gbits));
-    println!(
-        "round trip (ping, {} pings each, {ROUNDS} interleaved rounds; median, interquartile mean):",
-        ROUNDS * PINGS
-    );
-    for (k, s) in kinds.iter().zip(&samples) {
+    ratios(&|s| s.gbits.clone());
+    let round_trips = |what: &str, of: &dyn Fn(&Samples) -> &Vec<Vec<f64>>| {
         println!(
-            "  {:<31} {:6.1} us  {:6.2} us",
-            k.label(),
-            median(s.rtt_us.clone()),
-            iqm(s.rtt_us.clone())
+            "round trip, {what}, {LATENCY_ROUNDS} rounds (samples, median, interquartile mean):"
         );
-    }
-    let rtt = |s: &Samples| iqm(s.rtt_us.clone());
-    println!("  {}   (interquartile means)", ratios(&rtt));
+        for (k, s) in kinds.iter().zip(&samples) {
+            let all: Vec<f64> = of(s).concat();
+            println!(
+                "  {:<31} {:7} {:8.2} us {:8.2} us",
+                k.label(),
+                all.len(),
+                median(all.clone()),
+                iqm(all)
+            );
+        }
+        ratios(&|s| of(s).iter().map(|round| iqm(round.clone())).collect());
+    };
+    round_trips(
+        &format!("TCP (sockperf ping-pong, {SOCKPERF_SECS} s a round)"),
+        &|s| &s.tcp_rtt_us,
+    );
+    round_trips(&format!("ICMP (ping, {PINGS} a round)"), &|s| &s.rtt_us);
 }
 
 /// Part 2: installing and removing one port's rules, on an empty node and beside 500.
@@ -317,9 +353,10 @@ fn firewall_of_20() -> Firewall {
             from: Some((format!("10.{}.0.0", 100 + i).parse().unwrap(), 16)),
         })
         .collect();
+    // iperf3's port and sockperf's.
     rules.push(FirewallRule {
         proto: FirewallProto::Tcp,
-        ports: Some((5201, 5201)),
+        ports: Some((5201, 5202)),
         from: Some(("10.237.0.0".parse().unwrap(), 24)),
     });
     rules.push(FirewallRule {
@@ -330,15 +367,18 @@ fn firewall_of_20() -> Firewall {
     Firewall { rules }
 }
 
-/// Throughput runs and round-trip samples of one kind.
+/// What one kind measured, a value or samples per round.
 #[derive(Default)]
 struct Samples {
     gbits: Vec<f64>,
-    rtt_us: Vec<f64>,
+    /// ICMP round trips (ping).
+    rtt_us: Vec<Vec<f64>>,
+    /// TCP round trips (sockperf).
+    tcp_rtt_us: Vec<Vec<f64>>,
 }
 
-/// One iperf3 run and [`PINGS`] pings into `into`.
-fn measure(server: &Netns, client: &Netns, into: &mut Samples) {
+/// One iperf3 run: the throughput it received, in Gbit/s.
+fn iperf3(server: &Netns, client: &Netns) -> f64 {
     let mut iperf = server
         .cmd("iperf3", &["-s", "-1"])
         .stdout(Stdio::null())
@@ -354,7 +394,11 @@ fn measure(server: &Netns, client: &Netns, into: &mut Samples) {
     let bps = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("iperf3: {}", String::from_utf8_lossy(&out.stdout)));
-    into.gbits.push(bps / 1e9);
+    bps / 1e9
+}
+
+/// [`PINGS`] pings' round trips, in microseconds.
+fn ping(client: &Netns) -> Vec<f64> {
     let count = PINGS.to_string();
     let ping = client
         .cmd("ping", &["-c", &count, "-i", "0.002", "10.237.0.1"])
@@ -362,13 +406,64 @@ fn measure(server: &Netns, client: &Netns, into: &mut Samples) {
         .unwrap();
     let text = String::from_utf8_lossy(&ping.stdout);
     // 64 bytes from 10.237.0.1: icmp_seq=1 ttl=64 time=0.045 ms
-    let before = into.rtt_us.len();
-    into.rtt_us.extend(
-        text.lines()
-            .filter_map(|l| l.split_once(" time=")?.1.strip_suffix(" ms")?.parse().ok())
-            .map(|ms: f64| ms * 1e3),
+    let trips: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split_once(" time=")?.1.strip_suffix(" ms")?.parse().ok())
+        .map(|ms: f64| ms * 1e3)
+        .collect();
+    assert!(trips.len() > PINGS / 2, "ping: {text}");
+    trips
+}
+
+/// The round trips of one sockperf ping-pong run over TCP (after its warm-up), in
+/// microseconds, from its log of every message's send and receive times.
+fn sockperf(server: &Netns, client: &Netns) -> Vec<f64> {
+    let addr = ["-i", "10.237.0.1", "-p", "5202"];
+    let mut srv = server
+        .cmd("sockperf", &[&["server", "--tcp"][..], &addr].concat())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = format!("/tmp/isolation-bench-{}.csv", std::process::id());
+    let run = client
+        .cmd(
+            "sockperf",
+            &[
+                &[
+                    "ping-pong",
+                    "--tcp",
+                    "-t",
+                    SOCKPERF_SECS,
+                    "--full-log",
+                    &log,
+                ][..],
+                &addr,
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    // packet, txTime(sec), rxTime(sec), latency(usec): the latency is half the trip.
+    let trips: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split(',').map(|c| c.trim().parse::<f64>());
+            let (_, tx, rx) = (cols.next()?, cols.next()?.ok()?, cols.next()?.ok()?);
+            Some((rx - tx) * 1e6)
+        })
+        .collect();
+    assert!(
+        trips.len() > 100,
+        "sockperf: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
     );
-    assert!(into.rtt_us.len() > before + PINGS / 2, "ping: {text}");
+    trips
 }
 
 /// No skerry tables in this namespace and bridged traffic not handed to the inet
@@ -406,6 +501,13 @@ fn iqm(mut v: Vec<f64>) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The first quartile, the median and the third quartile of `v`.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: usize| v[(v.len() - 1) * q / 4];
+    (at(1), at(2), at(3))
 }
 
 fn uuid(id: u32, n: u32) -> String {
