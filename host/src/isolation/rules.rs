@@ -9,18 +9,22 @@
 //! ```text
 //! table bridge skerry                        frames FROM instance ports
 //!   map port_class { ifname : verdict }      port -> jump class_N (N: its switches)
+//!   set fast4 { ifname . ether_addr . ipv4_addr }   (fast6 likewise)
 //!   set macs  { ifname . ether_addr }    set addr4 { ifname . ipv4_addr }
 //!   set addr6 { ifname . ipv6_addr }     set na6   { ifname . 128-bit ND target }
 //!   map out_marks  { ifname : mark }     every port's firewall mark
 //!   map mark_ports { mark : ifname }     who owns a mark (a hash collision is refused)
-//!   chain prerouting (hook prerouting)   iifname vmap @port_class
+//!   chain prerouting (hook prerouting)   TCP/ICMP: @fast4/@fast6 accept;
+//!                                        iifname vmap @port_class
 //!   chain class_0 .. class_15            iifname . ether saddr != @macs drop, ...
-//!   chain forward    (hook forward)      meta mark set oifname map @out_marks
+//!   chain forward    (hook forward)      br_netfilter only: mark set oifname map @out_marks
 //! table bridge|inet skerry_fw                packets TO firewalled ports (Conntrack)
+//!   map fw_marks { ifname : mark }       bridge only: the firewalled ports' marks
 //!   set fw_on, fw_dhcp { mark }
 //!   set fw4_S  { mark . l4proto . ipv4_addr . port, interval }  (fw6_S likewise)
 //!   set fwp4_S { mark . l4proto . ipv4_addr, interval }         (rules without ports)
-//!   chain forward (hook forward)         ct established, ND, meta mark & 63 vmap -> fw_S; drop
+//!   chain forward (hook forward)         (bridge: mark set oifname map @fw_marks),
+//!                                        ct established, ND, meta mark & 63 vmap -> fw_S; drop
 //!   chain fw_0 .. fw_63                  @fw4_S, @fw6_S, @fwp4_S, @fwp6_S accept
 //! ```
 //!
@@ -40,13 +44,15 @@
 //!
 //! The firewall is stateful, so it needs bridged traffic connection-tracked
 //! ([`Conntrack`]). Where the kernel has nf_conntrack_bridge (the node's does), the
-//! bridge family tracks it itself and the firewall's table is a bridge one, its
-//! forward chain after the marking. Elsewhere br_netfilter hands bridged IPv4/IPv6 to
-//! the inet hooks with their conntrack entry, and the same table is an inet one; that
-//! trip costs every bridged packet more (host/README.md, "Measured"). Either way the
-//! bridge-family forward chain marks frames with the destination port's mark, so the
-//! firewall knows which port a packet is leaving by. The firewall's table is made
-//! with the first firewalled port: until then nothing is connection-tracked.
+//! bridge family tracks it itself and the firewall's table is a bridge one, whose
+//! forward chain marks a frame with its destination port's mark (if that port is
+//! firewalled) before the firewall reads it. Elsewhere br_netfilter hands bridged
+//! IPv4/IPv6 to the inet hooks with their conntrack entry, and the same table is an
+//! inet one; that trip costs every bridged packet more (host/README.md, "Measured").
+//! There, a bridge-family forward chain of `skerry` marks every frame first, since
+//! the inet hooks do not see which port a packet leaves by. The firewall's table
+//! (and that chain) are made with the first firewalled port: until then nothing is
+//! connection-tracked, and a frame meets one hook of ours, prerouting's.
 
 use super::PortPolicy;
 use spec::{FirewallProto, FirewallRule};
@@ -176,6 +182,19 @@ const fn fw_set(name: &'static str, decl: &'static str) -> Set {
 /// on: [`class_rules`]). Frames from other ports of the bridge (an uplink, the bridge
 /// itself) match nothing and pass.
 const PORT_CLASS: Set = map("bridge", "port_class", "type ifname : verdict;");
+/// Each port's MAC and IPv4 addresses together, for ports whose class pins both:
+/// the one lookup that lets most of their frames through ([`PREROUTING`]).
+const FAST4: Set = set(
+    "bridge",
+    "fast4",
+    "typeof iifname . ether saddr . ip saddr;",
+);
+/// The same with the port's IPv6 addresses.
+const FAST6: Set = set(
+    "bridge",
+    "fast6",
+    "typeof iifname . ether saddr . ip6 saddr;",
+);
 /// Each port's MAC.
 const MACS: Set = set("bridge", "macs", "typeof iifname . ether saddr;");
 /// Each port's IPv4 addresses.
@@ -185,10 +204,20 @@ const ADDR6: Set = set("bridge", "addr6", "typeof iifname . ip6 saddr;");
 /// The same IPv6 addresses as 128-bit integers: the neighbour-advertisement targets
 /// a port may name (nft 1.0.6 has no `icmpv6 taddr`; the raw field is an integer).
 const NA6: Set = set("bridge", "na6", "typeof iifname . @th,64,128;");
-/// Every port's firewall mark.
+/// Under [`Conntrack::BrNetfilter`], every port's firewall mark, which `skerry`'s
+/// forward chain sets before br_netfilter hands the packet to the inet hooks. Its
+/// elements are what makes a script fill that chain ([`marking`]): on such a kernel
+/// every port has one, so the chain is there from the table's first script on.
 const OUT_MARKS: Set = map("bridge", "out_marks", "type ifname : mark;");
 /// The port that owns each mark.
 const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
+/// Under [`Conntrack::Bridge`], the firewalled ports' marks, which the firewall's own
+/// chain sets: one forward hook, where br_netfilter needs the marking before its
+/// inet hooks ([`OUT_MARKS`]).
+const FW_MARKS: Set = Set {
+    kind: "map",
+    ..fw_set("fw_marks", "type ifname : mark;")
+};
 /// The marks of firewalled ports.
 const FW_ON: Set = fw_set("fw_on", "type mark;");
 /// The marks of firewalled DHCP nics (their server's offers pass).
@@ -216,7 +245,8 @@ const FWP6: Set = fw_set(
 
 /// The sets that are one per table, in the order a script declares them.
 const SINGLE: &[Set] = &[
-    PORT_CLASS, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, MARK_PORTS, FW_ON, FW_DHCP,
+    PORT_CLASS, FAST4, FAST6, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, MARK_PORTS, FW_MARKS, FW_ON,
+    FW_DHCP,
 ];
 
 /// The firewall's range sets, each in [`SHARDS`] copies (`fw4_0` ... `fw4_63`).
@@ -337,12 +367,32 @@ fn class_rules(class: u32) -> Vec<&'static str> {
     rules
 }
 
-/// The checks on frames instance ports send.
-const PREROUTING: &[&str] = &["iifname vmap @port_class"];
+/// The checks on frames instance ports send. First the fast path: a TCP or ICMP
+/// packet over IPv4, or a TCP one over IPv6, from a port whose class pins its MAC and
+/// addresses (the default) is accepted on one lookup of port, MAC and source
+/// together. Nothing else of its class could drop such a packet: the other checks
+/// are about ARP, other ether types, UDP and ICMPv6. The rest, and every frame of a
+/// port with a switch lifting either pin, meets its class chain.
+/// Protocols are numbers (6 TCP, 1 ICMP): see [`firewall_elements`].
+const PREROUTING: &[&str] = &[
+    "ether type ip meta l4proto 6 iifname . ether saddr . ip saddr @fast4 accept",
+    "ether type ip meta l4proto 1 iifname . ether saddr . ip saddr @fast4 accept",
+    "ether type ip6 meta l4proto 6 iifname . ether saddr . ip6 saddr @fast6 accept",
+    "iifname vmap @port_class",
+];
 
-/// Frames leaving by a port carry its mark into the inet forward hook; a mark from
-/// elsewhere must not select some port's firewall.
+/// Under [`Conntrack::BrNetfilter`], frames leaving by a port carry its mark into the
+/// inet forward hook; a mark from elsewhere must not select some port's firewall.
 const BRIDGE_FORWARD: &[&str] = &["meta mark set 0", "meta mark set oifname map @out_marks"];
+
+/// Under [`Conntrack::Bridge`], the firewall's chain marks the frame itself, with the
+/// firewalled ports' marks alone (a port not in `fw_marks` leaves 0, no firewall),
+/// after letting through what is not IP.
+const BRIDGE_FIREWALL_HEAD: &[&str] = &[
+    "ether type != ip ether type != ip6 accept",
+    "meta mark set 0",
+    "meta mark set oifname map @fw_marks",
+];
 
 /// The firewall of packets to firewalled ports (the firewall table's forward chain):
 /// replies, neighbour discovery and allowed traffic pass, the rest is dropped.
@@ -395,15 +445,23 @@ fn firewall_placement(els: &[Element]) -> Option<Conntrack> {
         .find(|ct| ct.family() == set.family)
 }
 
-/// The tables and sets, the firewall's where `fw` places it (`add` of what exists
-/// is a no-op).
-fn declarations(s: &mut String, fw: Option<Conntrack>) {
+/// The tables and sets, the firewall's where `fw` places it, `out_marks` if
+/// `marking` (`add` of what exists is a no-op). A set that a chain reads is made
+/// with that chain, so that a script of elements only (which fails on a missing
+/// set) never succeeds on a node without the chain: `out_marks` with the marking
+/// chain, `fw_marks` with the bridge family's firewall.
+fn declarations(s: &mut String, fw: Option<Conntrack>, marking: bool) {
     // The antispoof table's sets are placed the same under either Conntrack.
     let tables = std::iter::once(("bridge", TABLE, Conntrack::Bridge))
         .chain(fw.map(|ct| (ct.family(), FW_TABLE, ct)));
+    let wanted = |set: &Set| match set.base {
+        "out_marks" => marking,
+        "fw_marks" => fw == Some(Conntrack::Bridge),
+        _ => true,
+    };
     for (family, table, ct) in tables {
         let _ = writeln!(s, "add table {family} {table}");
-        for set in all_sets(ct).filter(|set| set.table == table) {
+        for set in all_sets(ct).filter(|set| set.table == table && wanted(set)) {
             let _ = writeln!(
                 s,
                 "add {} {family} {table} {} {{ {} }}",
@@ -446,9 +504,16 @@ fn fill_chain<R: AsRef<str>>(s: &mut String, at: (&str, &str), chain: &str, rule
     let _ = writeln!(s, "}}");
 }
 
-/// The tables, sets and the fixed chains; the firewall's where `fw` places it.
-fn skeleton(s: &mut String, fw: Option<Conntrack>) {
-    declarations(s, fw);
+/// Whether `els` are a port's under [`Conntrack::BrNetfilter`], whose firewall reads
+/// marks that `skerry`'s forward chain sets.
+fn marking(els: &[Element]) -> bool {
+    els.iter().any(|e| e.set == OUT_MARKS)
+}
+
+/// The tables, sets and the fixed chains; the firewall's where `fw` places it, and
+/// `skerry`'s marking chain if `marking`.
+fn skeleton(s: &mut String, fw: Option<Conntrack>, marking: bool) {
+    declarations(s, fw, marking);
     let bridge = ("bridge", TABLE);
     // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
@@ -461,13 +526,19 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>) {
         "prerouting priority -300",
         PREROUTING,
     );
-    base_chain(
-        s,
-        bridge,
-        "forward",
-        "forward priority -300",
-        BRIDGE_FORWARD,
-    );
+    // Each hook costs every frame (host/README.md, "Measured"): under
+    // Conntrack::Bridge a frame meets prerouting's alone, and the firewall's forward
+    // chain once there is a firewall, which marks the frame itself.
+    if marking {
+        // Before br_netfilter hands the packet to the inet hooks.
+        base_chain(
+            s,
+            bridge,
+            "forward",
+            "forward priority -300",
+            BRIDGE_FORWARD,
+        );
+    }
     let Some(ct) = fw else {
         return;
     };
@@ -475,16 +546,15 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>) {
     for i in 0..SHARDS {
         fill_chain(s, at, &format!("fw_{i}"), &shard_rules(i));
     }
-    let mut forward = firewall();
-    let hook = match ct {
-        Conntrack::Bridge => {
-            // After the marking (-300); what br_netfilter would not hand to the inet
-            // hooks passes here too.
-            forward.insert(0, "ether type != ip ether type != ip6 accept".into());
-            "forward priority -200"
-        }
-        Conntrack::BrNetfilter => "forward priority 0",
+    let (head, hook) = match ct {
+        Conntrack::Bridge => (BRIDGE_FIREWALL_HEAD, "forward priority -200"),
+        Conntrack::BrNetfilter => (&[][..], "forward priority 0"),
     };
+    let forward: Vec<String> = head
+        .iter()
+        .map(|r| r.to_string())
+        .chain(firewall())
+        .collect();
     base_chain(s, at, "forward", hook, &forward);
 }
 
@@ -553,11 +623,14 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     let mut add = |set: Set, text: String| out.insert(Element::new(set, text));
     let class = class_of(p);
     add(PORT_CLASS, format!("{port} : jump class_{class}"));
-    add(OUT_MARKS, format!("{port} : {mark}"));
+    if ct == Conntrack::BrNetfilter {
+        add(OUT_MARKS, format!("{port} : {mark}"));
+    }
     add(MARK_PORTS, format!("{mark} : {port}"));
     if class & PIN_MAC != 0 {
         add(MACS, format!("{port} . {}", mac_text(p.mac)));
     }
+    let fast = class & PIN_MAC != 0 && class & PIN_IP != 0;
     if class & PIN_IP != 0 {
         let v6 = p
             .addrs
@@ -567,16 +640,26 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
                 IpAddr::V4(_) => None,
             })
             .chain([link_local(p.mac)]);
+        let mac = mac_text(p.mac);
         for a in v6 {
             add(ADDR6, format!("{port} . {a}"));
             add(NA6, format!("{port} . 0x{:032x}", u128::from(a)));
+            if fast {
+                add(FAST6, format!("{port} . {mac} . {a}"));
+            }
         }
         for a in p.addrs.iter().filter(|a| a.is_ipv4()) {
             add(ADDR4, format!("{port} . {a}"));
+            if fast {
+                add(FAST4, format!("{port} . {mac} . {a}"));
+            }
         }
     }
     if let Some(fw) = &p.firewall {
         add(FW_ON.placed(ct), mark.clone());
+        if ct == Conntrack::Bridge {
+            add(FW_MARKS.placed(ct), format!("{port} : {mark}"));
+        }
         if p.dhcp {
             add(FW_DHCP.placed(ct), mark.clone());
         }
@@ -810,7 +893,8 @@ pub enum Form {
 pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        skeleton(&mut s, firewall_placement(new).or(firewall_placement(old)));
+        let fw = firewall_placement(new).or(firewall_placement(old));
+        skeleton(&mut s, fw, marking(new) || marking(old));
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -818,11 +902,13 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 }
 
 /// The transaction that deletes `old` (what the record says the port has), in that
-/// order.
+/// order. Its full form makes the chains too, not only the sets its deletes need:
+/// sets without their chains would let a later port's elements-only script
+/// succeed with no rules reading them.
 pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        declarations(&mut s, firewall_placement(old));
+        skeleton(&mut s, firewall_placement(old), marking(old));
     }
     delete_elements(&mut s, old);
     s
@@ -893,11 +979,20 @@ mod tests {
         assert_eq!(texts(&p, OUT_MARKS), [format!("{port} : {mark}")]);
         assert_eq!(texts(&p, MARK_PORTS), [format!("{mark} : {port}")]);
         assert!(texts(&p, FW_ON).is_empty());
-        // Without a firewall, no firewall table (nothing turns on conntrack).
+        // Without a firewall, no firewall table (nothing turns on conntrack). With
+        // the bridge family's conntrack, no forward chain either: a frame meets one
+        // hook of ours. br_netfilter's firewall needs every port's frames marked by
+        // `skerry`'s forward chain, which is there from the first port on, so that
+        // the elements of a firewalled port (the usual form) always find it.
+        let bridge_ct = elements(&p, Conntrack::Bridge);
+        assert!(!bridge_ct.iter().any(|e| e.set == OUT_MARKS));
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
             let s = install_script(&elements(&p, ct), &[], true, Form::Full);
             assert!(!s.contains(FW_TABLE), "{s}");
             assert!(!s.contains(" inet "), "{s}");
+            assert!(s.contains("hook prerouting"), "{s}");
+            let forward = "add chain bridge skerry forward { type filter hook forward";
+            assert_eq!(s.contains(forward), ct == Conntrack::BrNetfilter, "{s}");
         }
         // The checks themselves are fixed and name the sets.
         p.firewall = Some(Firewall::default());
@@ -919,8 +1014,8 @@ mod tests {
     }
 
     /// With the bridge family's own conntrack the firewall's table is a bridge one,
-    /// its forward chain after the marking; no inet table is made, and what is not IP
-    /// passes (ARP among it).
+    /// whose forward chain marks the frame itself: no inet table and no forward chain
+    /// in `skerry` are made, and what is not IP passes (ARP among it).
     #[test]
     fn with_bridge_conntrack_the_firewall_is_in_the_bridge_table() {
         let mut p = policy();
@@ -939,10 +1034,18 @@ mod tests {
                 .map(|r| r.trim().to_owned())
                 .collect()
         };
-        assert_eq!(chain(TABLE), BRIDGE_FORWARD);
-        let mut want = vec!["ether type != ip ether type != ip6 accept".to_owned()];
+        assert!(!s.contains("add chain bridge skerry forward"), "{s}");
+        let mut want: Vec<String> = BRIDGE_FIREWALL_HEAD.iter().map(|r| r.to_string()).collect();
         want.extend(firewall());
         assert_eq!(chain(FW_TABLE), want);
+        // Under br_netfilter the marking is skerry's forward chain, before the inet hooks.
+        let brnf = install_script(&els(&p), &[], true, Form::Full);
+        assert!(
+            brnf.contains(
+                "add chain bridge skerry forward { type filter hook forward priority -300;"
+            ),
+            "{brnf}"
+        );
         assert!(
             s.contains(
                 "add chain bridge skerry_fw forward { type filter hook forward priority -200;"
@@ -953,13 +1056,71 @@ mod tests {
         assert!(s.contains("add set bridge skerry_fw fw4_3 {"), "{s}");
         let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
         assert!(s.contains(&format!("add element bridge skerry_fw fw_on {{ {mark} }}")));
-        // The same policy under br_netfilter differs only in the firewall's family.
+        assert!(s.contains(&format!(
+            "add element bridge skerry_fw fw_marks {{ \"sk0123abcdn0\" : {mark} }}"
+        )));
+        // The same policy under br_netfilter differs only in the firewall's family,
+        // and in its marks being in out_marks rather than fw_marks.
         let key = |e: &Element, family: &str| (e.set.name(), e.text.clone(), family.to_owned());
-        let mut moved: Vec<_> = els(&p).iter().map(|e| key(e, "bridge")).collect();
-        let mut got: Vec<_> = new.iter().map(|e| key(e, e.set.family)).collect();
+        let mut moved: Vec<_> = els(&p)
+            .iter()
+            .filter(|e| e.set != OUT_MARKS)
+            .map(|e| key(e, "bridge"))
+            .collect();
+        let mut got: Vec<_> = new
+            .iter()
+            .filter(|e| e.set != FW_MARKS.placed(Conntrack::Bridge))
+            .map(|e| key(e, e.set.family))
+            .collect();
         moved.sort();
         got.sort();
         assert_eq!(moved, got);
+    }
+
+    /// The fast path holds a port's MAC with each of its addresses, and only for a
+    /// port whose class pins both; any switch lifting either leaves it to its class
+    /// chain.
+    #[test]
+    fn the_fast_path_pairs_the_mac_with_each_address() {
+        let p = policy();
+        let port = "\"sk0123abcdn0\"";
+        let mac = "02:5c:01:02:03:04";
+        assert_eq!(texts(&p, FAST4), [format!("{port} . {mac} . 10.88.0.10")]);
+        assert_eq!(
+            texts(&p, FAST6),
+            [
+                format!("{port} . {mac} . fd00::10"),
+                format!("{port} . {mac} . fe80::5c:1ff:fe02:304")
+            ]
+        );
+        let lifted = |f: fn(&mut PortPolicy)| {
+            let mut p = policy();
+            f(&mut p);
+            texts(&p, FAST4).len() + texts(&p, FAST6).len()
+        };
+        assert_eq!(lifted(|p| p.allow.mac_spoofing = true), 0);
+        assert_eq!(lifted(|p| p.allow.ip_spoofing = true), 0);
+        assert_eq!(lifted(|p| p.dhcp = true), 0);
+        // The other two switches lift checks the fast path's packets never meet.
+        assert_eq!(lifted(|p| p.allow.dhcp_spoofing = true), 3);
+        assert_eq!(lifted(|p| p.allow.restricted_traffic = true), 3);
+        // Its rules come before the class lookup, and only TCP and ICMP (v4) take it.
+        let s = install_script(&els(&p), &[], true, Form::Full);
+        let pre = s
+            .split("add chain bridge skerry prerouting {\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}\n").next())
+            .expect("prerouting is filled");
+        let rules: Vec<&str> = pre.lines().map(str::trim).collect();
+        assert_eq!(rules, PREROUTING);
+        assert_eq!(rules.last(), Some(&"iifname vmap @port_class"));
+        for r in &rules[..rules.len() - 1] {
+            assert!(
+                r.contains(" meta l4proto 6 ") || r.contains(" meta l4proto 1 "),
+                "{r}"
+            );
+            assert!(r.ends_with("accept"), "{r}");
+        }
     }
 
     #[test]
@@ -1001,7 +1162,10 @@ mod tests {
         let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
         assert_eq!(
             deletes,
-            ["delete element bridge skerry addr4 { \"sk0123abcdn0\" . 10.88.0.10 }"]
+            [
+                "delete element bridge skerry addr4 { \"sk0123abcdn0\" . 10.88.0.10 }",
+                "delete element bridge skerry fast4 { \"sk0123abcdn0\" . 02:5c:01:02:03:04 . 10.88.0.10 }"
+            ]
         );
         // The delete comes before the adds, after its own add (valid either way).
         let at = |needle: &str| s.find(needle).unwrap();
@@ -1044,6 +1208,35 @@ mod tests {
         }
         let none = remove_script(&els(&policy()), Form::Full);
         assert!(!none.contains(FW_TABLE), "{none}");
+    }
+
+    /// An elements-only script fails on a missing set, and then the full form runs:
+    /// so each set a chain reads is made only with that chain, and a removal's full
+    /// form makes the chains as well as the sets.
+    #[test]
+    fn a_set_a_chain_reads_is_made_with_the_chain() {
+        let mut p = policy();
+        let forward = "add chain bridge skerry forward { type filter hook forward";
+        let out_marks = "add map bridge skerry out_marks {";
+        let fw_marks = "add map bridge skerry_fw fw_marks {";
+        let bridge = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
+        assert!(
+            !bridge.contains(out_marks) && !bridge.contains(forward),
+            "{bridge}"
+        );
+        let brnf = install_script(&els(&p), &[], true, Form::Full);
+        assert!(brnf.contains(out_marks) && brnf.contains(forward), "{brnf}");
+        p.firewall = Some(Firewall::default());
+        let bridge_fw = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
+        assert!(bridge_fw.contains(fw_marks), "{bridge_fw}");
+        assert!(!brnf.contains("fw_marks"), "{brnf}");
+        for els in [els(&p), elements(&p, Conntrack::Bridge)] {
+            let removal = remove_script(&els, Form::Full);
+            let install = install_script(&els, &[], true, Form::Full);
+            let skeleton = |s: &str| s.split("add element").next().unwrap().to_owned();
+            assert_eq!(skeleton(&removal), skeleton(&install));
+            assert!(removal.contains("hook prerouting"), "{removal}");
+        }
     }
 
     #[test]

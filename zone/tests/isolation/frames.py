@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
-from scapy.all import (ARP, BOOTP, DHCP, ICMPv6ND_RA, IP, IPv6, UDP, AsyncSniffer,
-                       Dot1Q, Ether, Raw, conf, sendp)
+from scapy.all import (ARP, BOOTP, DHCP, ICMP, ICMPv6ND_RA, IP, IPv6, TCP, UDP,
+                       AsyncSniffer, Dot1Q, Ether, Raw, conf, sendp)
 
 conf.verb = 0
 
@@ -29,6 +29,13 @@ def frame(spec):
         return eth / IP(src=spec["src"], dst=spec["dst"]) / UDP(sport=4000, dport=9999) / Raw(marker)
     if kind == "udp6":
         return eth / IPv6(src=spec["src"], dst=spec["dst"]) / UDP(sport=4000, dport=9999) / Raw(marker)
+    # TCP and ICMP take the antispoof rules' fast path (host/src/isolation/rules.rs).
+    if kind == "tcp":
+        return eth / IP(src=spec["src"], dst=spec["dst"]) / TCP(sport=4000, dport=9999) / Raw(marker)
+    if kind == "tcp6":
+        return eth / IPv6(src=spec["src"], dst=spec["dst"]) / TCP(sport=4000, dport=9999) / Raw(marker)
+    if kind == "icmp":
+        return eth / IP(src=spec["src"], dst=spec["dst"]) / ICMP() / Raw(marker)
     if kind == "vlan":
         return eth / Dot1Q(vlan=spec["vlan"]) / IP(src=spec["src"], dst=spec["dst"]) / UDP(
             sport=4000, dport=9999) / Raw(marker)

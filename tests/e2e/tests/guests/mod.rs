@@ -100,11 +100,14 @@ pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
     // mark's shard, in the node kernel's range sets; the zone's pings to 10.88.0.31
     // went through it. The node's kernel tracks bridged traffic itself
     // (nf_conntrack_bridge), so the firewall is in the bridge table and there is no
-    // inet table (no br_netfilter trip).
+    // inet table (no br_netfilter trip); its chain marks the frames itself, so the
+    // antispoof table has no forward hook.
+    assert!(!table.contains("hook forward"), "{table}");
     let mark = format!("0x{:08x}", host::isolation::mark_of(&tap));
     let fw = sh(node, "nft list table bridge skerry_fw", SHELL);
     assert!(
-        fw.contains(&format!("{mark} . icmp . 0.0.0.0/0"))
+        fw.contains(&format!("\"{tap}\" : {mark}"))
+            && fw.contains(&format!("{mark} . icmp . 0.0.0.0/0"))
             && fw.contains(&format!("{mark} . ipv6-icmp . ::/0"))
             && fw.contains("ct state established,related accept"),
         "no firewall for tiny01's tap {tap} (mark {mark}) in bridge skerry_fw:\n{fw}"
