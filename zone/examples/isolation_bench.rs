@@ -404,7 +404,7 @@ fn ping(client: &Netns) -> Vec<f64> {
         .cmd("ping", &["-c", &count, "-i", "0.002", "10.237.0.1"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&ping.stdout);
+    let text = String::from_utf8_lossy(&ping.stdout) + String::from_utf8_lossy(&ping.stderr);
     // 64 bytes from 10.237.0.1: icmp_seq=1 ttl=64 time=0.045 ms
     let trips: Vec<f64> = text
         .lines()
@@ -528,13 +528,14 @@ fn nic(tag: &str, ip: &str) -> Nic {
     }
 }
 
-/// A network namespace held by a sleeping process.
+/// A network namespace held by a sleeping process (killed on drop; a run under TCG
+/// lasts far longer than ten minutes).
 struct Netns(Child);
 
 impl Netns {
     fn new() -> Netns {
         let child = Command::new("unshare")
-            .args(["--net", "sleep", "600"])
+            .args(["--net", "sleep", "1000000"])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));

@@ -17,7 +17,7 @@
 //!   chain prerouting (hook prerouting)   TCP/ICMP: @fast4/@fast6 accept;
 //!                                        iifname vmap @port_class
 //!   chain class_0 .. class_15            iifname . ether saddr != @macs drop, ...
-//!   chain forward    (hook forward)      br_netfilter only: mark set oifname map @out_marks
+//!   chain forward    (hook forward)      br_netfilter firewall only: mark from @out_marks
 //! table bridge|inet skerry_fw                packets TO firewalled ports (Conntrack)
 //!   map fw_marks { ifname : mark }       bridge only: the firewalled ports' marks
 //!   set fw_on, fw_dhcp { mark }
@@ -49,7 +49,7 @@
 //! firewalled) before the firewall reads it. Elsewhere br_netfilter hands bridged
 //! IPv4/IPv6 to the inet hooks with their conntrack entry, and the same table is an
 //! inet one; that trip costs every bridged packet more (host/README.md, "Measured").
-//! There, a bridge-family forward chain of `skerry` marks every frame first, since
+//! There, a bridge-family forward chain of `skerry` marks the frames first, since
 //! the inet hooks do not see which port a packet leaves by. The firewall's table
 //! (and that chain) are made with the first firewalled port: until then nothing is
 //! connection-tracked, and a frame meets one hook of ours, prerouting's.
@@ -204,10 +204,9 @@ const ADDR6: Set = set("bridge", "addr6", "typeof iifname . ip6 saddr;");
 /// The same IPv6 addresses as 128-bit integers: the neighbour-advertisement targets
 /// a port may name (nft 1.0.6 has no `icmpv6 taddr`; the raw field is an integer).
 const NA6: Set = set("bridge", "na6", "typeof iifname . @th,64,128;");
-/// Under [`Conntrack::BrNetfilter`], every port's firewall mark, which `skerry`'s
-/// forward chain sets before br_netfilter hands the packet to the inet hooks. Its
-/// elements are what makes a script fill that chain ([`marking`]): on such a kernel
-/// every port has one, so the chain is there from the table's first script on.
+/// Under [`Conntrack::BrNetfilter`], the firewalled ports' marks, which `skerry`'s
+/// forward chain sets before br_netfilter hands the packet to the inet hooks. Made
+/// with that chain and the firewall's table.
 const OUT_MARKS: Set = map("bridge", "out_marks", "type ifname : mark;");
 /// The port that owns each mark.
 const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
@@ -445,17 +444,17 @@ fn firewall_placement(els: &[Element]) -> Option<Conntrack> {
         .find(|ct| ct.family() == set.family)
 }
 
-/// The tables and sets, the firewall's where `fw` places it, `out_marks` if
-/// `marking` (`add` of what exists is a no-op). A set that a chain reads is made
-/// with that chain, so that a script of elements only (which fails on a missing
-/// set) never succeeds on a node without the chain: `out_marks` with the marking
-/// chain, `fw_marks` with the bridge family's firewall.
-fn declarations(s: &mut String, fw: Option<Conntrack>, marking: bool) {
+/// The tables and sets, the firewall's where `fw` places it (`add` of what exists
+/// is a no-op). A set that a chain reads is made with that chain, so that a script
+/// of elements only (which fails on a missing set) never succeeds on a node without
+/// the chain: `out_marks` with `skerry`'s marking chain under br_netfilter,
+/// `fw_marks` with the bridge family's firewall.
+fn declarations(s: &mut String, fw: Option<Conntrack>) {
     // The antispoof table's sets are placed the same under either Conntrack.
     let tables = std::iter::once(("bridge", TABLE, Conntrack::Bridge))
         .chain(fw.map(|ct| (ct.family(), FW_TABLE, ct)));
     let wanted = |set: &Set| match set.base {
-        "out_marks" => marking,
+        "out_marks" => fw == Some(Conntrack::BrNetfilter),
         "fw_marks" => fw == Some(Conntrack::Bridge),
         _ => true,
     };
@@ -504,16 +503,9 @@ fn fill_chain<R: AsRef<str>>(s: &mut String, at: (&str, &str), chain: &str, rule
     let _ = writeln!(s, "}}");
 }
 
-/// Whether `els` are a port's under [`Conntrack::BrNetfilter`], whose firewall reads
-/// marks that `skerry`'s forward chain sets.
-fn marking(els: &[Element]) -> bool {
-    els.iter().any(|e| e.set == OUT_MARKS)
-}
-
-/// The tables, sets and the fixed chains; the firewall's where `fw` places it, and
-/// `skerry`'s marking chain if `marking`.
-fn skeleton(s: &mut String, fw: Option<Conntrack>, marking: bool) {
-    declarations(s, fw, marking);
+/// The tables, sets and the fixed chains; the firewall's where `fw` places it.
+fn skeleton(s: &mut String, fw: Option<Conntrack>) {
+    declarations(s, fw);
     let bridge = ("bridge", TABLE);
     // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
@@ -526,10 +518,12 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>, marking: bool) {
         "prerouting priority -300",
         PREROUTING,
     );
-    // Each hook costs every frame (host/README.md, "Measured"): under
-    // Conntrack::Bridge a frame meets prerouting's alone, and the firewall's forward
-    // chain once there is a firewall, which marks the frame itself.
-    if marking {
+    // Each hook costs every frame (host/README.md, "Measured"): without a firewall
+    // on the node a frame meets prerouting's alone.
+    let Some(ct) = fw else {
+        return;
+    };
+    if ct == Conntrack::BrNetfilter {
         // Before br_netfilter hands the packet to the inet hooks.
         base_chain(
             s,
@@ -539,9 +533,6 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>, marking: bool) {
             BRIDGE_FORWARD,
         );
     }
-    let Some(ct) = fw else {
-        return;
-    };
     let at = (ct.family(), FW_TABLE);
     for i in 0..SHARDS {
         fill_chain(s, at, &format!("fw_{i}"), &shard_rules(i));
@@ -623,9 +614,7 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     let mut add = |set: Set, text: String| out.insert(Element::new(set, text));
     let class = class_of(p);
     add(PORT_CLASS, format!("{port} : jump class_{class}"));
-    if ct == Conntrack::BrNetfilter {
-        add(OUT_MARKS, format!("{port} : {mark}"));
-    }
+
     add(MARK_PORTS, format!("{mark} : {port}"));
     if class & PIN_MAC != 0 {
         add(MACS, format!("{port} . {}", mac_text(p.mac)));
@@ -657,9 +646,11 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     }
     if let Some(fw) = &p.firewall {
         add(FW_ON.placed(ct), mark.clone());
-        if ct == Conntrack::Bridge {
-            add(FW_MARKS.placed(ct), format!("{port} : {mark}"));
-        }
+        // Marked by the firewall's own chain, or under br_netfilter by skerry's.
+        match ct {
+            Conntrack::Bridge => add(FW_MARKS.placed(ct), format!("{port} : {mark}")),
+            Conntrack::BrNetfilter => add(OUT_MARKS, format!("{port} : {mark}")),
+        };
         if p.dhcp {
             add(FW_DHCP.placed(ct), mark.clone());
         }
@@ -893,8 +884,7 @@ pub enum Form {
 pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        let fw = firewall_placement(new).or(firewall_placement(old));
-        skeleton(&mut s, fw, marking(new) || marking(old));
+        skeleton(&mut s, firewall_placement(new).or(firewall_placement(old)));
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -908,7 +898,7 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        skeleton(&mut s, firewall_placement(old), marking(old));
+        skeleton(&mut s, firewall_placement(old));
     }
     delete_elements(&mut s, old);
     s
@@ -976,23 +966,18 @@ mod tests {
             ]
         );
         let mark = format!("0x{:08x}", mark_of("sk0123abcdn0"));
-        assert_eq!(texts(&p, OUT_MARKS), [format!("{port} : {mark}")]);
         assert_eq!(texts(&p, MARK_PORTS), [format!("{mark} : {port}")]);
+        // Marks are for firewalled ports only.
+        assert!(texts(&p, OUT_MARKS).is_empty());
         assert!(texts(&p, FW_ON).is_empty());
-        // Without a firewall, no firewall table (nothing turns on conntrack). With
-        // the bridge family's conntrack, no forward chain either: a frame meets one
-        // hook of ours. br_netfilter's firewall needs every port's frames marked by
-        // `skerry`'s forward chain, which is there from the first port on, so that
-        // the elements of a firewalled port (the usual form) always find it.
-        let bridge_ct = elements(&p, Conntrack::Bridge);
-        assert!(!bridge_ct.iter().any(|e| e.set == OUT_MARKS));
+        // Without a firewall, no firewall table (nothing turns on conntrack) and no
+        // forward chain: a frame meets one hook of ours.
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
             let s = install_script(&elements(&p, ct), &[], true, Form::Full);
             assert!(!s.contains(FW_TABLE), "{s}");
             assert!(!s.contains(" inet "), "{s}");
             assert!(s.contains("hook prerouting"), "{s}");
-            let forward = "add chain bridge skerry forward { type filter hook forward";
-            assert_eq!(s.contains(forward), ct == Conntrack::BrNetfilter, "{s}");
+            assert!(!s.contains("hook forward"), "{s}");
         }
         // The checks themselves are fixed and name the sets.
         p.firewall = Some(Firewall::default());
@@ -1183,7 +1168,13 @@ mod tests {
     fn removal_deletes_the_recorded_elements_by_key() {
         let s = remove_script(&els(&policy()), Form::Elements);
         assert!(s.contains("delete element bridge skerry port_class { \"sk0123abcdn0\" }\n"));
-        assert!(s.contains("delete element bridge skerry out_marks { \"sk0123abcdn0\" }\n"));
+        let mut fw = policy();
+        fw.firewall = Some(Firewall::default());
+        let marked = remove_script(&els(&fw), Form::Elements);
+        assert!(
+            marked.contains("delete element bridge skerry out_marks { \"sk0123abcdn0\" }\n"),
+            "{marked}"
+        );
         assert!(s.contains("delete element bridge skerry macs { \"sk0123abcdn0\" . 02:5c"));
         assert!(!s.contains("flush"), "{s}");
         assert!(!s.contains("add chain"), "{s}");
@@ -1219,17 +1210,18 @@ mod tests {
         let forward = "add chain bridge skerry forward { type filter hook forward";
         let out_marks = "add map bridge skerry out_marks {";
         let fw_marks = "add map bridge skerry_fw fw_marks {";
-        let bridge = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
-        assert!(
-            !bridge.contains(out_marks) && !bridge.contains(forward),
-            "{bridge}"
-        );
+        for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
+            let s = install_script(&elements(&p, ct), &[], true, Form::Full);
+            assert!(!s.contains(out_marks) && !s.contains(forward), "{s}");
+            assert!(!s.contains(fw_marks), "{s}");
+        }
+        p.firewall = Some(Firewall::default());
         let brnf = install_script(&els(&p), &[], true, Form::Full);
         assert!(brnf.contains(out_marks) && brnf.contains(forward), "{brnf}");
-        p.firewall = Some(Firewall::default());
+        assert!(!brnf.contains("fw_marks"), "{brnf}");
         let bridge_fw = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
         assert!(bridge_fw.contains(fw_marks), "{bridge_fw}");
-        assert!(!brnf.contains("fw_marks"), "{brnf}");
+        assert!(!bridge_fw.contains(out_marks), "{bridge_fw}");
         for els in [els(&p), elements(&p, Conntrack::Bridge)] {
             let removal = remove_script(&els, Form::Full);
             let install = install_script(&els, &[], true, Form::Full);
