@@ -69,7 +69,7 @@ pub const FW_TABLE: &str = "skerry_fw";
 
 /// Where bridged traffic gets the connection tracking the firewall's stateful half
 /// needs, and so which table the firewall's sets and chains are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Conntrack {
     /// nf_conntrack_bridge: the bridge family tracks bridged traffic itself; the
     /// firewall is in the bridge table. Debian's kernels (the node's) have it.
@@ -117,6 +117,9 @@ pub struct Set {
     kind: &'static str,
     /// What goes between the braces before `elements`.
     decl: &'static str,
+    /// For a set that only the firewall's marking reads: the [`Conntrack`] under
+    /// which it is made, together with the chain that reads it.
+    marks_for: Option<Conntrack>,
 }
 
 impl Set {
@@ -160,6 +163,7 @@ const fn set(family: &'static str, name: &'static str, decl: &'static str) -> Se
         shard: None,
         kind: "set",
         decl,
+        marks_for: None,
     }
 }
 
@@ -207,7 +211,10 @@ const NA6: Set = set("bridge", "na6", "typeof iifname . @th,64,128;");
 /// Under [`Conntrack::BrNetfilter`], the firewalled ports' marks, which `skerry`'s
 /// forward chain sets before br_netfilter hands the packet to the inet hooks. Made
 /// with that chain and the firewall's table.
-const OUT_MARKS: Set = map("bridge", "out_marks", "type ifname : mark;");
+const OUT_MARKS: Set = Set {
+    marks_for: Some(Conntrack::BrNetfilter),
+    ..map("bridge", "out_marks", "type ifname : mark;")
+};
 /// The port that owns each mark.
 const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
 /// Under [`Conntrack::Bridge`], the firewalled ports' marks, which the firewall's own
@@ -215,6 +222,7 @@ const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
 /// inet hooks ([`OUT_MARKS`]).
 const FW_MARKS: Set = Set {
     kind: "map",
+    marks_for: Some(Conntrack::Bridge),
     ..fw_set("fw_marks", "type ifname : mark;")
 };
 /// The marks of firewalled ports.
@@ -453,11 +461,7 @@ fn declarations(s: &mut String, fw: Option<Conntrack>) {
     // The antispoof table's sets are placed the same under either Conntrack.
     let tables = std::iter::once(("bridge", TABLE, Conntrack::Bridge))
         .chain(fw.map(|ct| (ct.family(), FW_TABLE, ct)));
-    let wanted = |set: &Set| match set.base {
-        "out_marks" => fw == Some(Conntrack::BrNetfilter),
-        "fw_marks" => fw == Some(Conntrack::Bridge),
-        _ => true,
-    };
+    let wanted = |set: &Set| set.marks_for.is_none() || set.marks_for == fw;
     for (family, table, ct) in tables {
         let _ = writeln!(s, "add table {family} {table}");
         for set in all_sets(ct).filter(|set| set.table == table && wanted(set)) {
@@ -614,10 +618,10 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     let mut add = |set: Set, text: String| out.insert(Element::new(set, text));
     let class = class_of(p);
     add(PORT_CLASS, format!("{port} : jump class_{class}"));
-
     add(MARK_PORTS, format!("{mark} : {port}"));
+    let mac = mac_text(p.mac);
     if class & PIN_MAC != 0 {
-        add(MACS, format!("{port} . {}", mac_text(p.mac)));
+        add(MACS, format!("{port} . {mac}"));
     }
     let fast = class & PIN_MAC != 0 && class & PIN_IP != 0;
     if class & PIN_IP != 0 {
@@ -629,7 +633,6 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
                 IpAddr::V4(_) => None,
             })
             .chain([link_local(p.mac)]);
-        let mac = mac_text(p.mac);
         for a in v6 {
             add(ADDR6, format!("{port} . {a}"));
             add(NA6, format!("{port} . 0x{:032x}", u128::from(a)));
@@ -647,10 +650,11 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
     if let Some(fw) = &p.firewall {
         add(FW_ON.placed(ct), mark.clone());
         // Marked by the firewall's own chain, or under br_netfilter by skerry's.
-        match ct {
-            Conntrack::Bridge => add(FW_MARKS.placed(ct), format!("{port} : {mark}")),
-            Conntrack::BrNetfilter => add(OUT_MARKS, format!("{port} : {mark}")),
+        let marks = match ct {
+            Conntrack::Bridge => FW_MARKS.placed(ct),
+            Conntrack::BrNetfilter => OUT_MARKS,
         };
+        add(marks, format!("{port} : {mark}"));
         if p.dhcp {
             add(FW_DHCP.placed(ct), mark.clone());
         }
