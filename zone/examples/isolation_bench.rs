@@ -8,7 +8,11 @@
 //!    tables, br_netfilter's bridge-nf-call-* off), and, on a kernel whose bridge
 //!    family tracks connections itself (the node's: zone/bench/isolation-node) while
 //!    br_netfilter is loaded, (c) the same rules with the firewall's conntrack through
-//!    br_netfilter. Each kind starts from a namespace without tables. A round runs
+//!    br_netfilter, and two kinds that tell what the others' figures can see: (d) a
+//!    bridge prerouting hook with no rules (what any filtering costs before its
+//!    first rule) and (e) the same hook with 40 rules that match nothing (a cost
+//!    that is there: a figure that did not move with it would be measuring
+//!    something else). Each kind starts from a namespace without tables. A round runs
 //!    every kind once, one after the other; a ratio between two kinds is the median
 //!    of their ratios in each round (with its quartiles), so that the machine's
 //!    drift over a run cancels out. A kind's round trip in a round is the
@@ -51,6 +55,12 @@ enum Kind {
     Antispoof,
     /// No tables, bridge-nf-call-* off.
     Nothing,
+    /// A bridge prerouting chain without rules: what any nf_tables filtering of the
+    /// bridge costs a frame before its first rule.
+    EmptyHook,
+    /// A chain of rules that match nothing, on every frame: what the benchmark sees
+    /// of a cost it knows is there.
+    Calibration,
 }
 
 impl Kind {
@@ -61,6 +71,8 @@ impl Kind {
             Kind::Removed => "rules removed, tables stay",
             Kind::Antispoof => "antispoof only, no firewall",
             Kind::Nothing => "no filtering at all",
+            Kind::EmptyHook => "a hook with no rules",
+            Kind::Calibration => "calibration: 40 rules a frame",
         }
     }
 
@@ -71,6 +83,8 @@ impl Kind {
             Kind::Removed => "removed",
             Kind::Antispoof => "antispoof",
             Kind::Nothing => "nothing",
+            Kind::EmptyHook => "empty hook",
+            Kind::Calibration => "calibration",
         }
     }
 }
@@ -81,6 +95,8 @@ const RATIOS: &[(Kind, Kind)] = &[
     (Kind::Filtered, Kind::Nothing),
     (Kind::Antispoof, Kind::Nothing),
     (Kind::FilteredBrNetfilter, Kind::Nothing),
+    (Kind::EmptyHook, Kind::Nothing),
+    (Kind::Calibration, Kind::Nothing),
 ];
 
 fn main() {
@@ -134,6 +150,7 @@ fn datapath(id: u32) {
     if both {
         kinds.push(Kind::FilteredBrNetfilter);
     }
+    kinds.extend([Kind::EmptyHook, Kind::Calibration]);
     let mut sp_antispoof = sp.policy();
     sp_antispoof.firewall = None;
     // Puts the namespace in `kind`'s state, from no tables at all (as the last kind
@@ -162,6 +179,8 @@ fn datapath(id: u32) {
                 isolation::install(&cp.policy()).unwrap();
             }
             Kind::Nothing => {}
+            Kind::EmptyHook => calibration(0),
+            Kind::Calibration => calibration(40),
         }
     };
     let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
@@ -171,14 +190,19 @@ fn datapath(id: u32) {
             for k in 0..kinds.len() {
                 let at = (round + k) % kinds.len();
                 set_up(kinds[at]);
+                let before = cpu_ticks();
                 measure(&mut samples[at]);
+                let after = cpu_ticks();
+                samples[at].idle += after.0 - before.0;
+                samples[at].total += after.1 - before.1;
             }
         }
     };
-    rounds(ROUNDS, &mut |into| {
+    let (throughput_rounds, latency_rounds) = round_counts();
+    rounds(throughput_rounds, &mut |into| {
         into.gbits.push(iperf3(&server, &client))
     });
-    rounds(LATENCY_ROUNDS, &mut |into| {
+    rounds(latency_rounds, &mut |into| {
         into.tcp_rtt_us.push(sockperf(&server, &client));
         into.rtt_us.push(ping(&client));
     });
@@ -208,14 +232,22 @@ fn datapath(id: u32) {
             );
         }
     };
-    println!("throughput, TCP (iperf3, 3 s a round, {ROUNDS} rounds; median):");
+    println!("the CPU's idle share while a kind was measured (0 when it never waited):");
+    for (k, s) in kinds.iter().zip(&samples) {
+        println!(
+            "  {:<31} {:7.3}",
+            k.label(),
+            s.idle as f64 / s.total.max(1) as f64
+        );
+    }
+    println!("throughput, TCP (iperf3, 3 s a round, {throughput_rounds} rounds; median):");
     for (k, s) in kinds.iter().zip(&samples) {
         println!("  {:<31} {:8.2} Gbit/s", k.label(), median(s.gbits.clone()));
     }
     ratios(&|s| s.gbits.clone());
     let round_trips = |what: &str, of: &dyn Fn(&Samples) -> &Vec<Vec<f64>>| {
         println!(
-            "round trip, {what}, {LATENCY_ROUNDS} rounds (samples, median, interquartile mean):"
+            "round trip, {what}, {latency_rounds} rounds (samples, median, interquartile mean):"
         );
         for (k, s) in kinds.iter().zip(&samples) {
             let all: Vec<f64> = of(s).concat();
@@ -370,6 +402,9 @@ fn firewall_of_20() -> Firewall {
 /// What one kind measured, a value or samples per round.
 #[derive(Default)]
 struct Samples {
+    /// The CPU's idle and total ticks while it was measured (/proc/stat).
+    idle: u64,
+    total: u64,
     gbits: Vec<f64>,
     /// ICMP round trips (ping).
     rtt_us: Vec<Vec<f64>>,
@@ -466,19 +501,65 @@ fn sockperf(server: &Netns, client: &Netns) -> Vec<f64> {
     trips
 }
 
+/// The rounds of throughput and of round trips: [`ROUNDS`] and [`LATENCY_ROUNDS`],
+/// or `ISOLATION_BENCH_ROUNDS=T,L` (under zone/bench/isolation-node's instruction
+/// clock a round gives the same figures as the next, so a few show it).
+fn round_counts() -> (usize, usize) {
+    let Ok(v) = std::env::var("ISOLATION_BENCH_ROUNDS") else {
+        return (ROUNDS, LATENCY_ROUNDS);
+    };
+    v.split_once(',')
+        .and_then(|(t, l)| Some((t.parse().ok()?, l.parse().ok()?)))
+        .filter(|&(t, l)| t > 0 && l > 0)
+        .unwrap_or_else(|| panic!("ISOLATION_BENCH_ROUNDS={v:?}: expected T,L, both > 0"))
+}
+
+/// All CPUs' idle (with iowait) and total ticks so far, from /proc/stat's `cpu` line.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .expect("/proc/stat: no cpu line")
+        .split_whitespace()
+        .map(|t| t.parse().expect("/proc/stat: a tick count"))
+        .collect();
+    (ticks[3] + ticks[4], ticks.iter().sum())
+}
+
+/// [`Kind::EmptyHook`]'s and [`Kind::Calibration`]'s table.
+const CALIBRATION_TABLE: &str = "calibration";
+
+/// [`Kind::EmptyHook`] and [`Kind::Calibration`]: a bridge prerouting chain of `n`
+/// rules that every frame meets and none matches.
+fn calibration(n: u8) {
+    let rules: String = (0..n)
+        .map(|i| format!("  ether saddr 02:00:00:00:00:{i:02x} drop\n"))
+        .collect();
+    let script = format!(
+        "table bridge {CALIBRATION_TABLE} {{\n chain prerouting {{\n  \
+         type filter hook prerouting priority -300;\n{rules} }}\n}}\n"
+    );
+    isolation::apply("isolation-bench", &script).expect("nft: the calibration table");
+}
+
 /// No skerry tables in this namespace and bridged traffic not handed to the inet
 /// hooks: a bridge with nothing on it.
 fn no_filtering() {
-    for (family, table) in [
+    // `add` then `delete`: gone whether or not it was there, or an error (the node's
+    // nft is not on the benchmark's PATH; a kind that kept its tables would be
+    // measured as "nothing").
+    let script: String = [
         ("bridge", isolation::TABLE),
         ("bridge", isolation::FW_TABLE),
         ("inet", isolation::FW_TABLE),
-    ] {
-        let _ = Command::new("nft")
-            .args(["delete", "table", family, table])
-            .stderr(Stdio::null())
-            .status();
-    }
+        ("bridge", CALIBRATION_TABLE),
+    ]
+    .iter()
+    .map(|(family, table)| format!("add table {family} {table}\ndelete table {family} {table}\n"))
+    .collect();
+    isolation::apply("isolation-bench", &script).expect("nft: deleting the tables");
     // Off where br_netfilter is loaded (a firewall under Conntrack::BrNetfilter turns
     // it on); where it is not, nothing hands bridged traffic to the inet hooks.
     for family in ["iptables", "ip6tables"] {
