@@ -12,7 +12,8 @@
 //!    bridge prerouting hook with no rules (what any filtering costs before its
 //!    first rule) and (e) the same hook with 40 rules that match nothing (a cost
 //!    that is there: a figure that did not move with it would be measuring
-//!    something else). Each kind starts from a namespace without tables. A round runs
+//!    something else; `ISOLATION_BENCH_CALIBRATION_RULE` sets the rule, to price
+//!    one before it goes into host::isolation). Each kind starts from a namespace without tables. A round runs
 //!    every kind once, one after the other; a ratio between two kinds is the median
 //!    of their ratios in each round (with its quartiles), so that the machine's
 //!    drift over a run cancels out. A kind's round trip in a round is the
@@ -141,6 +142,7 @@ fn datapath(id: u32) {
     let both = ct == isolation::Conntrack::Bridge
         && std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists();
     println!("conntrack of bridged traffic: {ct:?}");
+    println!("calibration rule: {}", calibration_rule());
     let mut kinds = vec![
         Kind::Filtered,
         Kind::Removed,
@@ -531,15 +533,26 @@ fn cpu_ticks() -> (u64, u64) {
 /// [`Kind::EmptyHook`]'s and [`Kind::Calibration`]'s table.
 const CALIBRATION_TABLE: &str = "calibration";
 
+/// [`Kind::Calibration`]'s rule: `ISOLATION_BENCH_CALIBRATION_RULE`, to price a rule
+/// before it goes into host::isolation (its table has empty sets `s4`, of
+/// `iifname . ether saddr . ip saddr`, `s4i`, of `meta iif . ether saddr . ip saddr`,
+/// and `s2`, of `ether saddr . ip saddr`, for lookups), or one that compares the
+/// source MAC.
+fn calibration_rule() -> String {
+    std::env::var("ISOLATION_BENCH_CALIBRATION_RULE")
+        .unwrap_or_else(|_| "ether saddr 02:00:00:00:00:01 drop".to_owned())
+}
+
 /// [`Kind::EmptyHook`] and [`Kind::Calibration`]: a bridge prerouting chain of `n`
-/// rules that every frame meets and none matches.
-fn calibration(n: u8) {
-    let rules: String = (0..n)
-        .map(|i| format!("  ether saddr 02:00:00:00:00:{i:02x} drop\n"))
-        .collect();
+/// copies of [`calibration_rule`], which every frame meets (and none matches).
+fn calibration(n: usize) {
+    let rules = format!("  {}\n", calibration_rule()).repeat(n);
     let script = format!(
-        "table bridge {CALIBRATION_TABLE} {{\n chain prerouting {{\n  \
-         type filter hook prerouting priority -300;\n{rules} }}\n}}\n"
+        "table bridge {CALIBRATION_TABLE} {{\n \
+         set s4 {{ typeof iifname . ether saddr . ip saddr; }}\n \
+         set s4i {{ typeof meta iif . ether saddr . ip saddr; }}\n \
+         set s2 {{ typeof ether saddr . ip saddr; }}\n \
+         chain prerouting {{\n  type filter hook prerouting priority -300;\n{rules} }}\n}}\n"
     );
     isolation::apply("isolation-bench", &script).expect("nft: the calibration table");
 }

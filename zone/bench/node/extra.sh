@@ -14,3 +14,7 @@ cp -r "$mods/net" "$mods/lib" "$kmods/kernel/"
 cp "$mods/drivers/net/veth.ko" "$kmods/kernel/drivers/net/"
 cp "$kdir/lib/modules/$kver/modules.dep" "$kmods/"
 install -m 755 "$bench/host-init" "$h/init"
+# A rule to price in place of the calibration's (zone/examples/isolation_bench.rs).
+if [ -n "${ISOLATION_BENCH_CALIBRATION_RULE:-}" ]; then
+    printf '%s\n' "$ISOLATION_BENCH_CALIBRATION_RULE" >"$h/calibration-rule"
+fi
