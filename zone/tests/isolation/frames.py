@@ -26,7 +26,8 @@ def frame(spec):
     eth = Ether(src=spec["mac"], dst=spec.get("dst_mac", "ff:ff:ff:ff:ff:ff"))
     kind, marker = spec["kind"], spec["marker"].encode()
     if kind == "udp":
-        return eth / IP(src=spec["src"], dst=spec["dst"]) / UDP(sport=4000, dport=9999) / Raw(marker)
+        ports = dict(sport=spec.get("sport", 4000), dport=spec.get("dport", 9999))
+        return eth / IP(src=spec["src"], dst=spec["dst"]) / UDP(**ports) / Raw(marker)
     if kind == "udp6":
         return eth / IPv6(src=spec["src"], dst=spec["dst"]) / UDP(sport=4000, dport=9999) / Raw(marker)
     # TCP and ICMP take the antispoof rules' fast path (host/src/isolation/rules.rs).
