@@ -19,6 +19,9 @@ fn policy(port: &str, addr: &str, firewall: Option<Firewall>) -> PortPolicy {
         dhcp: false,
         allow: NicAllow::default(),
         firewall,
+        tag: "admin".into(),
+        vlan: 0,
+        zone: 0,
     }
 }
 

@@ -13,8 +13,9 @@
 //!    first rule) and (e) the same hook with 40 rules that match nothing (a cost
 //!    that is there: a figure that did not move with it would be measuring
 //!    something else; `ISOLATION_BENCH_CALIBRATION_RULE` sets the rule, to price
-//!    one before it goes into host::isolation). Each kind starts from a namespace without tables. A round runs
-//!    every kind once, one after the other; a ratio between two kinds is the median
+//!    one before it goes into host::isolation). Each kind starts from a namespace
+//!    without tables. A round runs every kind once, one after the other; a ratio
+//!    between two kinds is the median
 //!    of their ratios in each round (with its quartiles), so that the machine's
 //!    drift over a run cancels out. A kind's round trip in a round is the
 //!    interquartile mean of its samples (a sockperf message or a ping; ping reports
@@ -23,6 +24,12 @@
 //! 2. The time to install one instance port's rules (antispoof + a 20-rule firewall)
 //!    on an empty node, with 500 ports already installed, and on the empty node
 //!    again (so drift of the machine's load shows), and the time to remove one.
+//! 3. `tenants` (asked for by name; zone/tests/isolation_node.rs runs it on the node's
+//!    kernel): not a measure but a check that tenants who chose the same addresses
+//!    do not share connections, over plain UDP sockets: a flow of one tenant does
+//!    not open another's firewall, on another VLAN of the tag or on another tag,
+//!    while each firewall still lets in what it allows and the replies to its own
+//!    instance's flows, from an instance or from an uplink.
 
 use host::isolation::{self, PortPolicy};
 use spec::{Firewall, FirewallProto, FirewallRule, IpConfig, Nic, NicAllow};
@@ -103,10 +110,25 @@ const RATIOS: &[(Kind, Kind)] = &[
 fn main() {
     assert!(nix::unistd::geteuid().is_root(), "run as root");
     // The bridge, the ports and the nf_tables tables in a namespace of our own.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+    use nix::mount::{mount, MsFlags};
+    host::mount::enter_private_mount_ns(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("new network and mount namespaces");
+    // sysfs shows the namespace of whoever mounts it: ours, for the bridges' ports.
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mounting sysfs");
     let id = std::process::id() & 0xffff;
-    // `datapath` or `install` runs that part alone.
+    // `datapath` or `install` runs that part alone; `tenants` is a check, not a
+    // measure, and runs only when asked for.
     let part = std::env::args().nth(1).unwrap_or_default();
+    if part == "tenants" {
+        std::process::exit(if tenants(id) { 0 } else { 1 });
+    }
     if part != "install" {
         datapath(id);
     }
@@ -620,6 +642,136 @@ fn nic(tag: &str, ip: &str) -> Nic {
         vlan: 0,
         allow: NicAllow::default(),
     }
+}
+
+/// Part 3: see the module's documentation. Prints a line per check; whether all
+/// passed.
+fn tenants(id: u32) -> bool {
+    use std::net::UdpSocket;
+    let tags = [format!("it{id:04x}"), format!("iu{id:04x}")];
+    for tag in &tags {
+        host::link::ensure_bridge(&monitor::default_bridge_name(tag)).unwrap();
+    }
+    let on = |n: u32, tag: &str, vlan: u16, ip: &str, firewall: Option<Firewall>| {
+        let mut nic = nic(tag, ip);
+        nic.vlan = vlan;
+        let plan = NicPlan::new(
+            &uuid(id, n),
+            0,
+            &nic,
+            monitor::default_bridge_name(tag),
+            firewall,
+        );
+        let ns = Netns::new();
+        ns.plug(&plan);
+        (ns, plan)
+    };
+    // Each firewall lets in UDP to port 9998 alone.
+    let fw = || {
+        Some(Firewall {
+            rules: vec![FirewallRule {
+                proto: FirewallProto::Udp,
+                ports: Some((9998, 9998)),
+                from: None,
+            }],
+        })
+    };
+    // Tenant 1 on VLAN 10 of tag t, tenant 2 on its VLAN 20, tenant 3 on tag u:
+    // each a client at .5 and a server at .9.
+    let (a1, _pa1) = on(1, &tags[0], 10, "10.240.0.5/24", None);
+    let (b1, _pb1) = on(2, &tags[0], 10, "10.240.0.9/24", None);
+    let (a2, _pa2) = on(3, &tags[0], 20, "10.240.0.5/24", None);
+    let (b2, _pb2) = on(4, &tags[0], 20, "10.240.0.9/24", fw());
+    let (a3, _pa3) = on(5, &tags[1], 0, "10.240.0.5/24", None);
+    let (b3, _pb3) = on(6, &tags[1], 0, "10.240.0.9/24", fw());
+    // Tag u's uplink: a port without rules (as init plugs a nic tag's link), its far
+    // end a host outside at .7.
+    let (wire, pw) = on(7, &tags[1], 0, "10.240.0.7/24", None);
+    isolation::remove(&pw.host_if).unwrap();
+    let udp = |ns: &Netns, addr: &str| -> UdpSocket {
+        let path = format!("/proc/{}/ns/net", ns.0.id());
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        // A socket belongs to the namespace of the thread that makes it.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let netns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let sock = UdpSocket::bind(addr).unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                sock
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let mut all = true;
+    let mut check = |what: &str, to: &UdpSocket, want: &str, arrives: bool| {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        while let Ok(n) = to.recv(&mut buf) {
+            got |= &buf[..n] == want.as_bytes();
+        }
+        let ok = got == arrives;
+        all &= ok;
+        let verdict = if ok { "ok" } else { "FAIL" };
+        let how = if got { "arrived" } else { "did not arrive" };
+        println!("  {verdict}: {what}: {want:?} {how}");
+    };
+    let send = |from: &UdpSocket, to: &str, what: &str| {
+        from.send_to(what.as_bytes(), to).unwrap();
+    };
+    println!("tenants with the same addresses:");
+    // Tenant 1's flow, both ways: established in its zone.
+    let (s_a1, s_b1) = (udp(&a1, "10.240.0.5:4000"), udp(&b1, "10.240.0.9:9999"));
+    send(&s_a1, "10.240.0.9:9999", "flow");
+    check("tenant 1's flow", &s_b1, "flow", true);
+    send(&s_b1, "10.240.0.5:4000", "reply");
+    check("its reply", &s_a1, "reply", true);
+    // The same packet from tenant 2 (another VLAN) and tenant 3 (another tag).
+    let (s_a2, s_b2) = (udp(&a2, "10.240.0.5:4000"), udp(&b2, "10.240.0.9:9999"));
+    send(&s_a2, "10.240.0.9:9999", "cross-vlan");
+    check(
+        "tenant 1's flow, sent on VLAN 20",
+        &s_b2,
+        "cross-vlan",
+        false,
+    );
+    let (s_a3, s_b3) = (udp(&a3, "10.240.0.5:4000"), udp(&b3, "10.240.0.9:9999"));
+    send(&s_a3, "10.240.0.9:9999", "cross-tag");
+    check("tenant 1's flow, sent on tag u", &s_b3, "cross-tag", false);
+    // What each firewall allows still arrives, and what it does not, does not.
+    let s_b2_open = udp(&b2, "10.240.0.9:9998");
+    send(&s_a2, "10.240.0.9:9998", "allowed");
+    check("an allowed port", &s_b2_open, "allowed", true);
+    let s_a2_other = udp(&a2, "10.240.0.5:4001");
+    send(&s_a2_other, "10.240.0.9:9999", "no-flow");
+    check("a port no rule allows", &s_b2, "no-flow", false);
+    // The firewalled instance's own flow: out, and the reply back in.
+    send(&s_b2, "10.240.0.5:4000", "out");
+    check("tenant 2's server's own flow", &s_a2, "out", true);
+    send(&s_a2, "10.240.0.9:9999", "back");
+    check("its reply, in through the firewall", &s_b2, "back", true);
+    // The same with a host beyond tag u's uplink.
+    let s_w = udp(&wire, "10.240.0.7:5000");
+    send(&s_b3, "10.240.0.7:5000", "to-uplink");
+    check(
+        "tenant 3's server's flow out of the uplink",
+        &s_w,
+        "to-uplink",
+        true,
+    );
+    send(&s_w, "10.240.0.9:9999", "from-uplink");
+    check("its reply from the uplink", &s_b3, "from-uplink", true);
+    let s_w_other = udp(&wire, "10.240.0.7:5001");
+    send(&s_w_other, "10.240.0.9:9999", "uplink-new");
+    check("a new flow from the uplink", &s_b3, "uplink-new", false);
+    drop((a1, b1, a2, b2, a3, b3, wire));
+    for tag in &tags {
+        let _ = Command::new("ip")
+            .args(["link", "del", &monitor::default_bridge_name(tag)])
+            .status();
+    }
+    all
 }
 
 /// A network namespace held by a sleeping process (killed on drop; a run under TCG

@@ -550,7 +550,7 @@ fn vlans_separate_instances_of_one_tag_and_the_uplink_carries_them_tagged() {
 }
 
 #[test]
-#[ignore = "known gap (host/README.md, \"Limits\"): conntrack is one table for the whole node"]
+#[ignore = "br_netfilter kernels (this host's) have no conntrack zones per port (host/README.md, \"Conntrack zones\"); the node's kernel: tests/isolation_node.rs"]
 fn a_flow_of_one_tenant_does_not_open_anothers_firewall() {
     require_root();
     // Two nic tags, each with a client at .5 and a server at .9 of the same network:

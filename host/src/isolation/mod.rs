@@ -41,6 +41,13 @@ pub struct PortPolicy {
     pub allow: NicAllow,
     /// The instance's firewall, when it has one.
     pub firewall: Option<Firewall>,
+    /// The nic tag the port is on.
+    pub tag: String,
+    /// The port's VLAN of the tag (0: the untagged one).
+    pub vlan: u16,
+    /// The conntrack zone of the tag's VLAN: 0 until [`install`] gives it the number
+    /// the node has for them.
+    pub zone: u16,
 }
 
 impl PortPolicy {
@@ -57,6 +64,9 @@ impl PortPolicy {
             dhcp: nic.ip == IpConfig::Dhcp,
             allow: nic.allow,
             firewall: firewall.cloned(),
+            tag: nic.tag.clone(),
+            vlan: nic.vlan,
+            zone: 0,
         }
     }
 }
@@ -308,7 +318,13 @@ pub fn install_with(p: &PortPolicy, ct: Conntrack) -> Result<(), IsolationError>
     };
     let records = record::Records::lock().map_err(rec)?;
     let olds = records.read(port).map_err(rec)?;
-    let new = elements(p, ct);
+    let zone = match ct {
+        Conntrack::Bridge => records.zone(&p.tag, p.vlan).map_err(rec)?,
+        // br_netfilter's conntrack is in the inet hooks, which see the bridge, not
+        // the port (host/README.md, "Known gap").
+        Conntrack::BrNetfilter => 0,
+    };
+    let new = elements(&PortPolicy { zone, ..p.clone() }, ct);
     // The mark's claim goes into the record only once the kernel has taken it: until
     // then the claim may be another port's (a hash collision), not this port's to
     // delete.

@@ -44,7 +44,11 @@ impl Records {
     /// Opens (making it) the directory of the caller's network namespace and takes
     /// its lock (released when dropped).
     pub fn lock() -> io::Result<Records> {
-        let dir = Path::new(ROOT).join(netns_cookie()?.to_string());
+        Records::lock_in(Path::new(ROOT).join(netns_cookie()?.to_string()))
+    }
+
+    /// [`Records::lock`] of the records in `dir`.
+    fn lock_in(dir: PathBuf) -> io::Result<Records> {
         fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -84,6 +88,59 @@ impl Records {
         f.write_all(format(candidates).as_bytes())?;
         f.sync_data()?;
         fs::rename(&tmp, &path)
+    }
+
+    /// The conntrack zone of nic tag `tag`'s VLAN `vlan` in this namespace: the
+    /// number it was given when a port on it was first installed, or the next one
+    /// (from 1), kept in `.zones` (a name no port has) until the node reboots. One
+    /// number each, never two for one, so no two tenants' segments share a zone.
+    pub fn zone(&self, tag: &str, vlan: u16) -> io::Result<u16> {
+        let path = self.dir.join(".zones");
+        if tag.is_empty() || tag.len() > 64 || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "nic tag {:?}: not a name a zone can be kept under",
+                    tag.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        let mut text = String::new();
+        match File::open(&path) {
+            Ok(f) => f.take(MAX_RECORD + 1).read_to_string(&mut text)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        if text.len() as u64 > MAX_RECORD {
+            return Err(bad(&path, 0, "larger than 1 MiB"));
+        }
+        let mut last = 0u16;
+        for (i, line) in text.lines().enumerate() {
+            // ZONE VLAN TAG
+            let mut words = line.split(' ');
+            let parsed = (|| {
+                let zone: u16 = words.next()?.parse().ok().filter(|z| *z > 0)?;
+                let v: u16 = words.next()?.parse().ok()?;
+                let t = words.next()?;
+                words.next().is_none().then_some((zone, v, t))
+            })();
+            let Some((zone, v, t)) = parsed else {
+                return Err(bad(&path, i + 1, "not ZONE VLAN TAG"));
+            };
+            if (t, v) == (tag, vlan) {
+                return Ok(zone);
+            }
+            last = last.max(zone);
+        }
+        let zone = last
+            .checked_add(1)
+            .ok_or_else(|| bad(&path, 0, "every zone is given"))?;
+        let tmp = self.dir.join(".zones.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{text}{zone} {vlan} {tag}\n").as_bytes())?;
+        f.sync_data()?;
+        fs::rename(&tmp, &path)?;
+        Ok(zone)
     }
 
     /// Forgets `port` (its elements are gone from the kernel).
@@ -203,6 +260,9 @@ mod tests {
                 dhcp: false,
                 allow: NicAllow::default(),
                 firewall: Some(spec::Firewall::default()),
+                tag: "admin".into(),
+                vlan: 10,
+                zone: 7,
             },
             ct,
         )
@@ -224,6 +284,31 @@ mod tests {
         assert_eq!(parse(&format(&[&a])).unwrap(), vec![a.clone()]);
         assert_eq!(parse(&format(&[&a, &b])).unwrap(), vec![a, b]);
         assert_eq!(parse("").unwrap(), vec![Vec::<Element>::new()]);
+    }
+
+    #[test]
+    fn each_tag_and_vlan_has_one_zone_of_its_own_until_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::lock_in(dir.path().join("1")).unwrap();
+        assert_eq!(records.zone("admin", 0).unwrap(), 1);
+        assert_eq!(records.zone("admin", 10).unwrap(), 2);
+        assert_eq!(records.zone("external", 10).unwrap(), 3);
+        assert_eq!(records.zone("admin", 10).unwrap(), 2);
+        drop(records);
+        // Kept: another installer (an init restarted) gets the same numbers.
+        let records = Records::lock_in(dir.path().join("1")).unwrap();
+        assert_eq!(records.zone("external", 10).unwrap(), 3);
+        assert_eq!(records.zone("admin", 0).unwrap(), 1);
+        assert_eq!(records.zone("admin", 20).unwrap(), 4);
+        for tag in ["", "a b", "a\nb", &"t".repeat(65)] {
+            assert!(records.zone(tag, 0).is_err(), "{tag:?}");
+        }
+        let zones = dir.path().join("1/.zones");
+        std::fs::write(&zones, "1 0 admin\n0 10 admin\n").unwrap();
+        let e = records.zone("admin", 10).unwrap_err().to_string();
+        assert!(e.contains(".zones:2:"), "{e}");
+        std::fs::write(&zones, "65535 0 admin\n").unwrap();
+        assert!(records.zone("other", 0).is_err());
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct Set {
     /// For a set that only the firewall's marking reads: the [`Conntrack`] under
     /// which it is made, together with the chain that reads it.
     marks_for: Option<Conntrack>,
+    /// A conntrack-zone map ([`PORT_ZONE`], [`MAC_ZONE`]): made where a port has
+    /// elements in it or the bridge family's firewall is, and nowhere else.
+    zone: bool,
 }
 
 impl Set {
@@ -164,6 +167,7 @@ const fn set(family: &'static str, name: &'static str, decl: &'static str) -> Se
         kind: "set",
         decl,
         marks_for: None,
+        zone: false,
     }
 }
 
@@ -215,6 +219,21 @@ const OUT_MARKS: Set = Set {
     marks_for: Some(Conntrack::BrNetfilter),
     ..map("bridge", "out_marks", "type ifname : mark;")
 };
+/// Under [`Conntrack::Bridge`], each port's conntrack zone, that of its nic tag and
+/// VLAN (one number for each on the node, see [`super::record`]): set on what the
+/// port sends, before conntrack sees it, so that tenants who chose the same
+/// addresses do not share connections (one's flow would be "established" for the
+/// other's firewall).
+const PORT_ZONE: Set = Set {
+    zone: true,
+    ..map("bridge", "port_zone", "typeof iifname : ct zone;")
+};
+/// The same zone by the port's MAC: set on what reaches the port from an uplink, so
+/// both directions of a flow are tracked in one zone.
+const MAC_ZONE: Set = Set {
+    zone: true,
+    ..map("bridge", "mac_zone", "typeof ether daddr : ct zone;")
+};
 /// The port that owns each mark.
 const MARK_PORTS: Set = map("bridge", "mark_ports", "type mark : ifname;");
 /// Under [`Conntrack::Bridge`], the firewalled ports' marks, which the firewall's own
@@ -252,8 +271,8 @@ const FWP6: Set = fw_set(
 
 /// The sets that are one per table, in the order a script declares them.
 const SINGLE: &[Set] = &[
-    PORT_CLASS, FAST4, FAST6, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, MARK_PORTS, FW_MARKS, FW_ON,
-    FW_DHCP,
+    PORT_CLASS, FAST4, FAST6, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, PORT_ZONE, MAC_ZONE, MARK_PORTS,
+    FW_MARKS, FW_ON, FW_DHCP,
 ];
 
 /// The firewall's range sets, each in [`SHARDS`] copies (`fw4_0` ... `fw4_63`).
@@ -388,6 +407,14 @@ const PREROUTING: &[&str] = &[
     "iifname vmap @port_class",
 ];
 
+/// Under [`Conntrack::Bridge`] with a firewall, the conntrack zone of a frame: its
+/// sender's, if an instance port sent it, else its receiver's, if it is for an
+/// instance's MAC (from an uplink). The kernel keeps the first zone set on a frame.
+const ZONE: &[&str] = &[
+    "ct zone set iifname map @port_zone accept",
+    "ct zone set ether daddr map @mac_zone",
+];
+
 /// Under [`Conntrack::BrNetfilter`], frames leaving by a port carry its mark into the
 /// inet forward hook; a mark from elsewhere must not select some port's firewall.
 const BRIDGE_FORWARD: &[&str] = &["meta mark set 0", "meta mark set oifname map @out_marks"];
@@ -456,12 +483,17 @@ fn firewall_placement(els: &[Element]) -> Option<Conntrack> {
 /// is a no-op). A set that a chain reads is made with that chain, so that a script
 /// of elements only (which fails on a missing set) never succeeds on a node without
 /// the chain: `out_marks` with `skerry`'s marking chain under br_netfilter,
-/// `fw_marks` with the bridge family's firewall.
-fn declarations(s: &mut String, fw: Option<Conntrack>) {
+/// `fw_marks` with the bridge family's firewall. The zone maps are the exception:
+/// every port's zone must be there before a firewall's conntrack sees its frames,
+/// so they are made with the first port that has a zone (`zones`), chain or not.
+/// Without the chain nothing tracks connections (no firewall), so nothing is open.
+fn declarations(s: &mut String, fw: Option<Conntrack>, zones: bool) {
     // The antispoof table's sets are placed the same under either Conntrack.
     let tables = std::iter::once(("bridge", TABLE, Conntrack::Bridge))
         .chain(fw.map(|ct| (ct.family(), FW_TABLE, ct)));
-    let wanted = |set: &Set| set.marks_for.is_none() || set.marks_for == fw;
+    let zones = zones || fw == Some(Conntrack::Bridge);
+    let wanted =
+        |set: &Set| (set.marks_for.is_none() || set.marks_for == fw) && (!set.zone || zones);
     for (family, table, ct) in tables {
         let _ = writeln!(s, "add table {family} {table}");
         for set in all_sets(ct).filter(|set| set.table == table && wanted(set)) {
@@ -507,9 +539,15 @@ fn fill_chain<R: AsRef<str>>(s: &mut String, at: (&str, &str), chain: &str, rule
     let _ = writeln!(s, "}}");
 }
 
-/// The tables, sets and the fixed chains; the firewall's where `fw` places it.
-fn skeleton(s: &mut String, fw: Option<Conntrack>) {
-    declarations(s, fw);
+/// Whether any of `els` is a port's conntrack zone.
+fn zoned(els: &[Element]) -> bool {
+    els.iter().any(|e| e.set.zone)
+}
+
+/// The tables, sets and the fixed chains; the firewall's where `fw` places it, and
+/// the zone maps where `zones` says a port has a zone.
+fn skeleton(s: &mut String, fw: Option<Conntrack>, zones: bool) {
+    declarations(s, fw, zones);
     let bridge = ("bridge", TABLE);
     // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
@@ -527,6 +565,10 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>) {
     let Some(ct) = fw else {
         return;
     };
+    if ct == Conntrack::Bridge {
+        // After antispoof (-300), before the bridge family's conntrack (-200).
+        base_chain(s, bridge, "zone", "prerouting priority -250", ZONE);
+    }
     if ct == Conntrack::BrNetfilter {
         // Before br_netfilter hands the packet to the inet hooks.
         base_chain(
@@ -646,6 +688,10 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
                 add(FAST4, format!("{port} . {mac} . {a}"));
             }
         }
+    }
+    if ct == Conntrack::Bridge && p.zone != 0 {
+        add(PORT_ZONE, format!("{port} : {}", p.zone));
+        add(MAC_ZONE, format!("{mac} : {}", p.zone));
     }
     if let Some(fw) = &p.firewall {
         add(FW_ON.placed(ct), mark.clone());
@@ -888,7 +934,12 @@ pub enum Form {
 pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        skeleton(&mut s, firewall_placement(new).or(firewall_placement(old)));
+        let zones = zoned(new) || zoned(old);
+        skeleton(
+            &mut s,
+            firewall_placement(new).or(firewall_placement(old)),
+            zones,
+        );
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -902,7 +953,7 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
     if form == Form::Full {
-        skeleton(&mut s, firewall_placement(old));
+        skeleton(&mut s, firewall_placement(old), zoned(old));
     }
     delete_elements(&mut s, old);
     s
@@ -921,6 +972,9 @@ mod tests {
             dhcp: false,
             allow: NicAllow::default(),
             firewall: None,
+            tag: "admin".into(),
+            vlan: 0,
+            zone: 0,
         }
     }
 
@@ -1233,6 +1287,61 @@ mod tests {
             assert_eq!(skeleton(&removal), skeleton(&install));
             assert!(removal.contains("hook prerouting"), "{removal}");
         }
+    }
+
+    #[test]
+    fn under_bridge_conntrack_a_port_has_its_zone_and_a_firewall_sets_it() {
+        let mut p = policy();
+        p.zone = 7;
+        let bridge = elements(&p, Conntrack::Bridge);
+        let of = |set: Set| -> Vec<&str> {
+            bridge
+                .iter()
+                .filter(|e| e.set == set)
+                .map(|e| e.text.as_str())
+                .collect()
+        };
+        assert_eq!(of(PORT_ZONE), ["\"sk0123abcdn0\" : 7"]);
+        assert_eq!(of(MAC_ZONE), ["02:5c:01:02:03:04 : 7"]);
+        // br_netfilter's conntrack sees the bridge, not the port: no zone there.
+        assert!(!zoned(&els(&p)));
+        assert!(!zoned(&elements(&policy(), Conntrack::Bridge)));
+        let zone_chain = "add chain bridge skerry zone { type filter hook prerouting";
+        let port_zone = "add map bridge skerry port_zone {";
+        // A port without a firewall brings the maps, not the chain (no conntrack).
+        let s = install_script(&bridge, &[], true, Form::Full);
+        assert!(
+            s.contains(port_zone) && s.contains("add map bridge skerry mac_zone {"),
+            "{s}"
+        );
+        assert!(!s.contains(zone_chain), "{s}");
+        // A firewall brings the chain, before conntrack, and the maps it reads.
+        p.firewall = Some(Firewall::default());
+        let fw = elements(&p, Conntrack::Bridge);
+        for s in [
+            install_script(&fw, &[], true, Form::Full),
+            remove_script(&fw, Form::Full),
+        ] {
+            assert!(s.contains(&format!("{zone_chain} priority -250;")), "{s}");
+            assert!(
+                s.contains("ct zone set iifname map @port_zone accept"),
+                "{s}"
+            );
+            assert!(s.contains("ct zone set ether daddr map @mac_zone"), "{s}");
+            assert!(s.contains(port_zone), "{s}");
+        }
+        // Even from a port without a zone (it is the firewall that reads the maps).
+        p.zone = 0;
+        let s = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
+        assert!(s.contains(zone_chain) && s.contains(port_zone), "{s}");
+        // Nothing of zones where nothing has one.
+        let s = install_script(
+            &elements(&policy(), Conntrack::Bridge),
+            &[],
+            true,
+            Form::Full,
+        );
+        assert!(!s.contains("zone"), "{s}");
     }
 
     #[test]
