@@ -321,7 +321,7 @@ pub fn install_with(p: &PortPolicy, ct: Conntrack) -> Result<(), IsolationError>
     let zone = match ct {
         Conntrack::Bridge => records.zone(&p.tag, p.vlan).map_err(rec)?,
         // br_netfilter's conntrack is in the inet hooks, which see the bridge, not
-        // the port (host/README.md, "Known gap").
+        // the port (host/README.md, "Conntrack zones").
         Conntrack::BrNetfilter => 0,
     };
     let new = elements(&PortPolicy { zone, ..p.clone() }, ct);
