@@ -114,6 +114,23 @@ pub fn guest_cannot_take_another_address(node: &mut Node, tiny01: &str) {
     );
     let tables = sh(node, "nft list tables", SHELL);
     assert!(!tables.contains("inet "), "{tables}");
+    // Its segment's conntrack zone (tag admin, VLAN 0), set on what it sends and on
+    // what reaches its MAC, before conntrack, so another tenant's flow with the same
+    // addresses is not "established" here (zone/tests/isolation_node.rs).
+    let zoned = table.lines().any(|l| {
+        l.trim_start()
+            .trim_start_matches("elements = { ")
+            .strip_prefix(&format!("\"{tap}\" : "))
+            .is_some_and(|z| {
+                z.trim_end_matches([',', ' ', '}'])
+                    .parse::<u16>()
+                    .is_ok_and(|z| z > 0)
+            })
+    });
+    assert!(
+        zoned && table.contains("ct zone set iifname map @port_zone accept"),
+        "no conntrack zone for tiny01's tap {tap}:\n{table}"
+    );
     // What the firewall does not allow is dropped: a TCP connection from the zone to
     // a port of tiny01 times out (without the firewall its kernel refuses at once).
     let nc = sh(
