@@ -68,26 +68,27 @@ impl Records {
     /// crash mid-install.
     pub fn read(&self, port: &str) -> io::Result<Vec<Vec<Element>>> {
         let path = self.path(port);
-        let mut text = String::new();
-        match File::open(&path) {
-            Ok(f) => f.take(MAX_RECORD + 1).read_to_string(&mut text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(e),
+        let Some(text) = read_small(&path)? else {
+            return Ok(vec![]);
         };
-        if text.len() as u64 > MAX_RECORD {
-            return Err(bad(&path, 0, "larger than 1 MiB"));
-        }
         parse(&text).map_err(|(line, why)| bad(&path, line, why))
     }
 
     /// Replaces `port`'s record with `candidates` (at least one), atomically.
     pub fn write(&self, port: &str, candidates: &[&[Element]]) -> io::Result<()> {
-        let path = self.path(port);
-        let tmp = self.dir.join(format!(".{port}.tmp"));
+        self.replace(port, &format(candidates))
+    }
+
+    /// Replaces the file `name` with `text`, atomically: written beside it as
+    /// `.NAME.tmp`, synced, renamed over it.
+    fn replace(&self, name: &str, text: &str) -> io::Result<()> {
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp", name.trim_start_matches('.')));
         let mut f = File::create(&tmp)?;
-        f.write_all(format(candidates).as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_data()?;
-        fs::rename(&tmp, &path)
+        fs::rename(&tmp, self.dir.join(name))
     }
 
     /// The conntrack zone of nic tag `tag`'s VLAN `vlan` in this namespace: the
@@ -105,15 +106,7 @@ impl Records {
                 ),
             ));
         }
-        let mut text = String::new();
-        match File::open(&path) {
-            Ok(f) => f.take(MAX_RECORD + 1).read_to_string(&mut text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        if text.len() as u64 > MAX_RECORD {
-            return Err(bad(&path, 0, "larger than 1 MiB"));
-        }
+        let text = read_small(&path)?.unwrap_or_default();
         let mut last = 0u16;
         for (i, line) in text.lines().enumerate() {
             // ZONE VLAN TAG
@@ -135,11 +128,7 @@ impl Records {
         let zone = last
             .checked_add(1)
             .ok_or_else(|| bad(&path, 0, "every zone is given"))?;
-        let tmp = self.dir.join(".zones.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(format!("{text}{zone} {vlan} {tag}\n").as_bytes())?;
-        f.sync_data()?;
-        fs::rename(&tmp, &path)?;
+        self.replace(".zones", &format!("{text}{zone} {vlan} {tag}\n"))?;
         Ok(zone)
     }
 
@@ -185,10 +174,28 @@ pub fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// The text of the record file at `path`, `None` if there is none; one larger than
+/// [`MAX_RECORD`] is not one we wrote.
+fn read_small(path: &Path) -> io::Result<Option<String>> {
+    let mut text = String::new();
+    match File::open(path) {
+        Ok(f) => f.take(MAX_RECORD + 1).read_to_string(&mut text)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if text.len() as u64 > MAX_RECORD {
+        return Err(bad(path, 0, "larger than 1 MiB"));
+    }
+    Ok(Some(text))
+}
+
 fn bad(path: &Path, line: usize, why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("{}:{line}: not a port record: {why}", path.display()),
+        format!(
+            "{}:{line}: not a record skerry wrote: {why}",
+            path.display()
+        ),
     )
 }
 
