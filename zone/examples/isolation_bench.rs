@@ -15,9 +15,8 @@
 //!    something else; `ISOLATION_BENCH_CALIBRATION_RULE` sets the rule, to price
 //!    one before it goes into host::isolation). Each kind starts from a namespace
 //!    without tables. A round runs every kind once, one after the other; a ratio
-//!    between two kinds is the median
-//!    of their ratios in each round (with its quartiles), so that the machine's
-//!    drift over a run cancels out. A kind's round trip in a round is the
+//!    between two kinds is the median of their ratios in each round (with its
+//!    quartiles), so that the machine's drift over a run cancels out. A kind's round trip in a round is the
 //!    interquartile mean of its samples (a sockperf message or a ping; ping reports
 //!    whole microseconds); its throughput, one iperf3 run. Everything runs in a
 //!    network namespace of its own, so the node's own tables are not touched.
@@ -214,11 +213,7 @@ fn datapath(id: u32) {
             for k in 0..kinds.len() {
                 let at = (round + k) % kinds.len();
                 set_up(kinds[at]);
-                let before = cpu_ticks();
                 measure(&mut samples[at]);
-                let after = cpu_ticks();
-                samples[at].idle += after.0 - before.0;
-                samples[at].total += after.1 - before.1;
             }
         }
     };
@@ -256,14 +251,6 @@ fn datapath(id: u32) {
             );
         }
     };
-    println!("the CPU's idle share while a kind was measured (0 when it never waited):");
-    for (k, s) in kinds.iter().zip(&samples) {
-        println!(
-            "  {:<31} {:7.3}",
-            k.label(),
-            s.idle as f64 / s.total.max(1) as f64
-        );
-    }
     println!("throughput, TCP (iperf3, 3 s a round, {throughput_rounds} rounds; median):");
     for (k, s) in kinds.iter().zip(&samples) {
         println!("  {:<31} {:8.2} Gbit/s", k.label(), median(s.gbits.clone()));
@@ -426,9 +413,6 @@ fn firewall_of_20() -> Firewall {
 /// What one kind measured, a value or samples per round.
 #[derive(Default)]
 struct Samples {
-    /// The CPU's idle and total ticks while it was measured (/proc/stat).
-    idle: u64,
-    total: u64,
     gbits: Vec<f64>,
     /// ICMP round trips (ping).
     rtt_us: Vec<Vec<f64>>,
@@ -536,20 +520,6 @@ fn round_counts() -> (usize, usize) {
         .and_then(|(t, l)| Some((t.parse().ok()?, l.parse().ok()?)))
         .filter(|&(t, l)| t > 0 && l > 0)
         .unwrap_or_else(|| panic!("ISOLATION_BENCH_ROUNDS={v:?}: expected T,L, both > 0"))
-}
-
-/// All CPUs' idle (with iowait) and total ticks so far, from /proc/stat's `cpu` line.
-fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("cpu "))
-        .expect("/proc/stat: no cpu line")
-        .split_whitespace()
-        .map(|t| t.parse().expect("/proc/stat: a tick count"))
-        .collect();
-    (ticks[3] + ticks[4], ticks.iter().sum())
 }
 
 /// [`Kind::EmptyHook`]'s and [`Kind::Calibration`]'s table.
