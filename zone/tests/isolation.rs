@@ -181,8 +181,9 @@ fn antispoof_drops_forged_frames_and_lets_the_instances_own_through() {
         {"kind": "udp6", "marker": "own-v6", "mac": a_mac, "src": a_ll, "dst": "ff02::1"},
         {"kind": "udp6", "marker": "foreign-v6", "mac": a_mac, "src": "fe80::bad", "dst": "ff02::1"},
         {"kind": "vlan", "marker": "tagged", "mac": a_mac, "vlan": 7, "src": "10.232.0.1", "dst": "10.232.0.3"},
-        // TCP and ICMP meet the fast path's one lookup of port, MAC and source. (No
-        // marker may hold another: the sniffer looks for each in every payload.)
+        // All but UDP and ICMPv6 meet the fast path's one lookup of port, MAC and
+        // source: TCP, ICMP, GRE (47) here. (No marker may hold another: the sniffer
+        // looks for each in every payload.)
         {"kind": "tcp", "marker": "tcpown", "mac": a_mac, "src": "10.232.0.1", "dst": "10.232.0.3"},
         {"kind": "tcp", "marker": "tcpvictim", "mac": a_mac, "src": "10.232.0.2", "dst": "10.232.0.3"},
         {"kind": "tcp", "marker": "tcpmac", "mac": "02:00:de:ad:be:ef", "src": "10.232.0.1", "dst": "10.232.0.3"},
@@ -191,6 +192,11 @@ fn antispoof_drops_forged_frames_and_lets_the_instances_own_through() {
         {"kind": "tcp6", "marker": "tcp6own", "mac": a_mac, "src": a_ll, "dst": "ff02::1"},
         {"kind": "tcp6", "marker": "tcp6foreign", "mac": a_mac, "src": "fe80::bad", "dst": "ff02::1"},
         {"kind": "tcp6", "marker": "tcp6mac", "mac": "02:00:de:ad:be:ef", "src": a_ll, "dst": "ff02::1"},
+        {"kind": "proto", "proto": 47, "marker": "greown", "mac": a_mac, "src": "10.232.0.1", "dst": "10.232.0.3"},
+        {"kind": "proto", "proto": 47, "marker": "greforeign", "mac": a_mac, "src": "10.232.0.99", "dst": "10.232.0.3"},
+        {"kind": "proto", "proto": 47, "marker": "gremac", "mac": "02:00:de:ad:be:ef", "src": "10.232.0.1", "dst": "10.232.0.3"},
+        {"kind": "proto6", "proto": 47, "marker": "gre6own", "mac": a_mac, "src": a_ll, "dst": "ff02::1"},
+        {"kind": "proto6", "proto": 47, "marker": "gre6foreign", "mac": a_mac, "src": "fe80::bad", "dst": "ff02::1"},
     ]);
     let words = [
         "own-ip",
@@ -210,11 +216,19 @@ fn antispoof_drops_forged_frames_and_lets_the_instances_own_through() {
         "tcp6own",
         "tcp6foreign",
         "tcp6mac",
+        "greown",
+        "greforeign",
+        "gremac",
+        "gre6own",
+        "gre6foreign",
     ];
     let seen = captured(&attacker, &probe, &frames, &words);
     let arp_own = format!("arp:10.232.0.1:{a_mac}");
     let arp_victim = format!("arp:10.232.0.2:{a_mac}");
-    for want in ["own-ip", "own-v6", "tcpown", "icmpown", "tcp6own", &arp_own] {
+    let own = [
+        "own-ip", "own-v6", "tcpown", "icmpown", "tcp6own", "greown", "gre6own",
+    ];
+    for want in own.iter().copied().chain([arp_own.as_str()]) {
         assert!(
             seen.split(' ').any(|m| m == want),
             "the attacker's own {want} never arrived: {seen}"
@@ -233,6 +247,9 @@ fn antispoof_drops_forged_frames_and_lets_the_instances_own_through() {
         "icmpforeign",
         "tcp6foreign",
         "tcp6mac",
+        "greforeign",
+        "gremac",
+        "gre6foreign",
         &arp_victim,
     ] {
         assert!(

@@ -30,13 +30,18 @@ def frame(spec):
         return eth / IP(src=spec["src"], dst=spec["dst"]) / UDP(**ports) / Raw(marker)
     if kind == "udp6":
         return eth / IPv6(src=spec["src"], dst=spec["dst"]) / UDP(sport=4000, dport=9999) / Raw(marker)
-    # TCP and ICMP take the antispoof rules' fast path (host/src/isolation/rules.rs).
+    # All but UDP (and ICMPv6) take the antispoof rules' fast path
+    # (host/src/isolation/rules.rs): TCP, ICMP, and any other protocol number.
     if kind == "tcp":
         return eth / IP(src=spec["src"], dst=spec["dst"]) / TCP(sport=4000, dport=9999) / Raw(marker)
     if kind == "tcp6":
         return eth / IPv6(src=spec["src"], dst=spec["dst"]) / TCP(sport=4000, dport=9999) / Raw(marker)
     if kind == "icmp":
         return eth / IP(src=spec["src"], dst=spec["dst"]) / ICMP() / Raw(marker)
+    if kind == "proto":
+        return eth / IP(src=spec["src"], dst=spec["dst"], proto=spec["proto"]) / Raw(marker)
+    if kind == "proto6":
+        return eth / IPv6(src=spec["src"], dst=spec["dst"], nh=spec["proto"]) / Raw(marker)
     if kind == "vlan":
         return eth / Dot1Q(vlan=spec["vlan"]) / IP(src=spec["src"], dst=spec["dst"]) / UDP(
             sport=4000, dport=9999) / Raw(marker)
