@@ -208,11 +208,11 @@ pub fn main() -> ! {
     }
     // The system bus and the SSH server are independent: start both at once (SSH
     // comes before the daemon: it is also the way in when the daemon cannot start).
-    boot.phases_alongside(
+    let (dropbear, _) = boot.phases_alongside(
         ("ssh", false, || {
             let Some(addr) = admin_addr else {
                 log::warn!("ssh: the node has no address (ip=off, or no lease): not started");
-                return Ok(());
+                return Ok(None);
             };
             let pool = pool_ok.then_some(Path::new(POOL_MOUNT));
             let mut keys = cmdline.ssh_keys.clone();
@@ -224,7 +224,7 @@ pub fn main() -> ! {
                     Err(e) => log::error!("ssh: keys of node.kdl not used: {e}"),
                 }
             }
-            ssh::start(pool, addr, &keys).map(|_| ())
+            ssh::start(pool, addr, &keys).map(Some)
         }),
         ("dbus", true, || {
             services::start_dbus("/usr/bin/dbus-daemon").map(|_| ())
@@ -244,6 +244,9 @@ pub fn main() -> ! {
     };
     rt.block_on(async move {
         tokio::spawn(services::reap_orphans());
+        if let Some(dropbear) = dropbear.flatten() {
+            tokio::spawn(dropbear.supervise());
+        }
         let daemon = if pool_ok {
             let opts = DaemonOptions {
                 pool: PathBuf::from(POOL_MOUNT),
@@ -495,6 +498,7 @@ fn attach_console() {
 
 fn shutdown_and_reboot() -> ! {
     use nix::sys::signal::{kill, Signal};
+    ssh::stop_restarting();
     // Instances are stopped; now everything else (bus, shells, stragglers).
     let all = nix::unistd::Pid::from_raw(-1);
     let _ = kill(all, Signal::SIGTERM);

@@ -10,15 +10,19 @@
 //! - dropbear's log (stderr) is relayed line by line into init's log (console and
 //!   `/run/skerry/log`), bounded in line length and rate: connecting clients choose
 //!   part of what it says. A refused login reads `ssh: login refused: ...`.
+//! - If dropbear ends (killed, crashed, out of memory), init starts it again
+//!   ([`Dropbear::supervise`]): SSH is the way into a node whose daemon is down, and
+//!   losing it until the next boot would leave only the console.
 
 use super::error::{io, BootError};
+use crate::monitor::watch::Exit;
 use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The SSH server binary in the node image.
 pub const DROPBEAR: &str = "/usr/sbin/dropbear";
@@ -28,6 +32,91 @@ pub const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
 const HOST_KEY_TYPES: [&str; 2] = ["ed25519", "ecdsa"];
 /// Longest dropbear log line relayed; the rest of a longer one is dropped.
 const MAX_LOG_LINE: u64 = 1024;
+/// The first pause before starting dropbear again, and the pause again once it has
+/// stayed up for [`STEADY`].
+const MIN_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause: while dropbear keeps ending at once, each pause doubles up to
+/// this, so a dropbear that cannot run costs a start a minute, not a busy loop.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// How long dropbear must stay up for its next end to count as a first one.
+const STEADY: Duration = Duration::from_secs(60);
+
+/// Whether an ended dropbear may be started again: `false` from the shutdown on
+/// ([`stop_restarting`]). Held across a start, so that once the shutdown has set it no
+/// start is under way, and its kill of every process leaves no dropbear behind.
+static RESTARTS: Mutex<bool> = Mutex::new(true);
+
+/// From now on an ended dropbear stays ended: the node is shutting down (and is about
+/// to kill every process, dropbear among them).
+pub fn stop_restarting() {
+    *RESTARTS.lock().unwrap_or_else(|e| e.into_inner()) = false;
+}
+
+/// A running dropbear, with what started it, to start it again.
+pub struct Dropbear {
+    pid: u32,
+    pool: Option<PathBuf>,
+    addr: Ipv4Addr,
+    keys: Vec<String>,
+}
+
+impl Dropbear {
+    /// Keeps dropbear running, forever: when it ends, says so and how, and starts it
+    /// again after a pause ([`MIN_PAUSE`], doubling to [`MAX_PAUSE`] while it keeps
+    /// ending within [`STEADY`]). A failed start is retried the same way.
+    pub async fn supervise(mut self) {
+        let mut pause = MIN_PAUSE;
+        let mut since = Instant::now();
+        loop {
+            let ended = crate::monitor::watch::wait_exit(self.pid).await;
+            if !*RESTARTS.lock().unwrap_or_else(|e| e.into_inner()) {
+                return;
+            }
+            if since.elapsed() >= STEADY {
+                pause = MIN_PAUSE;
+            }
+            let how = match ended {
+                Exit::Code(c) => format!("exited with code {c}"),
+                Exit::Signal(s) => format!("was killed by {s}"),
+                Exit::Unknown => "ended".to_string(),
+            };
+            log::warn!(
+                "ssh: dropbear (pid {}) {how}; starting it again in {} s",
+                self.pid,
+                pause.as_secs()
+            );
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+                since = Instant::now();
+                let (pool, addr, keys) = (self.pool.clone(), self.addr, self.keys.clone());
+                let started = tokio::task::spawn_blocking(move || {
+                    let restarts = RESTARTS.lock().unwrap_or_else(|e| e.into_inner());
+                    match *restarts {
+                        true => {
+                            Some(start(pool.as_deref(), addr, &keys).map_err(|e| e.to_string()))
+                        }
+                        false => None,
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Some(Err(e.to_string())));
+                match started {
+                    // Shutting down.
+                    None => return,
+                    Some(Ok(again)) => {
+                        self = again;
+                        break;
+                    }
+                    Some(Err(e)) => log::error!(
+                        "ssh: starting dropbear again: {e}; next try in {} s",
+                        pause.as_secs()
+                    ),
+                }
+            }
+        }
+    }
+}
 
 /// Where the host keys live: the pool when there is one, else `/run` (lost at reboot).
 pub fn host_key_dir(pool: Option<&Path>) -> PathBuf {
@@ -112,7 +201,7 @@ fn describe(dropbearkey: &str, key: &Path) -> Option<String> {
 
 /// Starts dropbear on `addr`:22 with the pool's host keys and `keys` as root's
 /// authorized keys; returns its pid. Its log is relayed into init's log.
-pub fn start(pool: Option<&Path>, addr: Ipv4Addr, keys: &[String]) -> Result<u32, BootError> {
+pub fn start(pool: Option<&Path>, addr: Ipv4Addr, keys: &[String]) -> Result<Dropbear, BootError> {
     let authorized = write_authorized_keys(Path::new("/root"), keys)?;
     if keys.is_empty() {
         log::warn!(
@@ -154,7 +243,12 @@ pub fn start(pool: Option<&Path>, addr: Ipv4Addr, keys: &[String]) -> Result<u32
         keys.len(),
         authorized.display()
     ));
-    Ok(child.id())
+    Ok(Dropbear {
+        pid: child.id(),
+        pool: pool.map(Path::to_path_buf),
+        addr,
+        keys: keys.to_vec(),
+    })
 }
 
 /// Reads dropbear's log lines (each cut at [`MAX_LOG_LINE`] bytes) and logs them,

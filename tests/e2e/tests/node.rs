@@ -299,6 +299,30 @@ fn pxe_node_runs_a_zone_and_an_hvm_then_reconciles_edits_across_a_reboot_once() 
     );
     node.wait_seen(r"ssh: login refused: .*user 'root'", SHELL)
         .expect("the refused login is logged on the console");
+    // dropbear, killed, is started again by init: SSH stays the way in, with the same
+    // host key (strict checking against the one accepted above).
+    let killed = ssh
+        .run(&admin_key, "kill $(cat /run/dropbear.pid)", "", false)
+        .expect("ssh runs");
+    assert_eq!(killed.status, 0, "killing dropbear over SSH: {killed:?}");
+    node.wait_for(
+        // dropbear catches SIGTERM and exits 1 ("Early exit: Terminated by signal").
+        r"ssh: dropbear \(pid \d+\) exited with code 1; starting it again in 1 s",
+        SHELL,
+    )
+    .expect("init notices that dropbear ended");
+    node.wait_for(r"ssh on [0-9.]+:22 \(dropbear", SHELL)
+        .expect("init starts dropbear again");
+    // The line is said as dropbear starts, maybe before it listens.
+    let mut again = ssh.ok(&admin_key, "true", true);
+    for _ in 0..20 {
+        if again.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        again = ssh.ok(&admin_key, "true", true);
+    }
+    again.expect("ssh login after dropbear was started again");
     // The next boot's key comes from node.kdl, written over SSH as an operator would.
     let wrote = ssh
         .run(
