@@ -3,9 +3,11 @@
 //! filtering): zone/bench/isolation-node boots it in a QEMU TCG VM and runs
 //! zone/examples/isolation_bench.rs's `tenants` check there. Two tenants on two
 //! VLANs of one nic tag and a third on another tag chose the same addresses; one's
-//! UDP flow must not open the others' firewalls, and each firewall must still let in
+//! flow must not open the others' firewalls, and each firewall must still let in
 //! what it allows and the replies to its instance's own flows, from an instance and
-//! from an uplink.
+//! from an uplink. Over UDP, which the antispoof rules' fast path leaves to the
+//! class chains, and over raw IP protocol 253, which takes it (its lookup sets the
+//! zone).
 
 mod common;
 use common::*;
@@ -27,6 +29,8 @@ fn on_the_nodes_kernel_tenants_with_the_same_addresses_do_not_share_connections(
         .lines()
         .filter(|l| l.trim_start().starts_with("ok:"))
         .count();
-    assert_eq!(oks, 11, "{text}");
+    // 11 over UDP, 9 over IP protocol 253 (the firewall's rule is UDP's, and
+    // without ports a new flow from the uplink's host is not told from its reply).
+    assert_eq!(oks, 20, "{text}");
     assert!(!text.contains("FAIL"), "{text}");
 }

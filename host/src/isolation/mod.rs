@@ -137,6 +137,8 @@ const NFT_PATHS: &[&str] = &["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 
 /// Most of nft's error output kept in an error (it echoes the failing line).
 const MAX_STDERR: u64 = 4096;
+/// Most of nft's output read: `nft list tables`, a line a table (a node has a few).
+const MAX_OUTPUT: u64 = 64 * 1024;
 
 fn nft_binary(port: &str) -> Result<PathBuf, IsolationError> {
     NFT_PATHS
@@ -161,6 +163,16 @@ fn check(port: &str, script: &str) -> Result<(), IsolationError> {
 }
 
 fn nft(port: &str, script: &str, check_only: bool) -> Result<(), IsolationError> {
+    let args: &[&str] = match check_only {
+        true => &["-c", "-f", "-"],
+        false => &["-f", "-"],
+    };
+    run_nft(port, args, script).map(drop)
+}
+
+/// Runs `nft ARGS` with `input` on its stdin; what it printed (at most
+/// [`MAX_OUTPUT`]), or its error output (at most [`MAX_STDERR`]) when it failed.
+fn run_nft(port: &str, args: &[&str], input: &str) -> Result<String, IsolationError> {
     let nft = nft_binary(port)?;
     let spawn = |source| IsolationError::Spawn {
         port: port.to_owned(),
@@ -168,21 +180,22 @@ fn nft(port: &str, script: &str, check_only: bool) -> Result<(), IsolationError>
         source,
     };
     let mut child = Command::new(&nft)
-        .args(if check_only {
-            &["-c", "-f", "-"][..]
-        } else {
-            &["-f", "-"][..]
-        })
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn)?;
+    // nft reads its whole input before it prints anything.
     let written = child
         .stdin
         .take()
-        .map(|mut stdin| stdin.write_all(script.as_bytes()));
-    let mut stderr = String::new();
+        .map(|mut stdin| stdin.write_all(input.as_bytes()));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    // Each pipe is closed once read (or cut), so nft never waits on a full one.
+    if let Some(out) = child.stdout.take() {
+        let _ = out.take(MAX_OUTPUT).read_to_string(&mut stdout);
+    }
     if let Some(err) = child.stderr.take() {
         let _ = err.take(MAX_STDERR).read_to_string(&mut stderr);
     }
@@ -198,7 +211,7 @@ fn nft(port: &str, script: &str, check_only: bool) -> Result<(), IsolationError>
             stderr: stderr.trim().to_owned(),
         });
     }
-    Ok(())
+    Ok(stdout)
 }
 
 impl Conntrack {
@@ -274,11 +287,27 @@ fn deletion_orders(candidates: &[Vec<Element>]) -> Vec<(Vec<Element>, bool)> {
     }
 }
 
+/// Where the caller's network namespace has the firewall's table, if anywhere: read
+/// from `nft list tables` (the tables alone, bounded).
+fn held_firewall(port: &str) -> Result<Option<Conntrack>, IsolationError> {
+    run_nft(port, &["list", "tables"], "").map(|tables| firewall_in(&tables))
+}
+
+/// Where `nft list tables` (its output `tables`) has the firewall's table.
+fn firewall_in(tables: &str) -> Option<Conntrack> {
+    [Conntrack::Bridge, Conntrack::BrNetfilter]
+        .into_iter()
+        .find(|ct| {
+            let line = format!("table {} {FW_TABLE}", ct.family());
+            tables.lines().any(|l| l.trim() == line)
+        })
+}
+
 /// Runs the script `script_for` makes for each of `orders` until one applies (a
 /// wrong order fails as a whole: the kernel refuses an element overlapping one it
 /// holds); the error of the first when none does. Each is tried in
 /// [`Form::Elements`], then, if that is refused, in [`Form::Full`] (the tables are not
-/// there yet, or not all of them).
+/// there yet, or not all of them), told where the namespace's firewall is.
 fn apply_first(
     port: &str,
     orders: &[(Vec<Element>, bool)],
@@ -286,8 +315,10 @@ fn apply_first(
 ) -> Result<(), IsolationError> {
     let mut first_err = None;
     for (old, exact) in orders {
-        let applied = apply(port, &script_for(old, *exact, Form::Elements))
-            .or_else(|_| apply(port, &script_for(old, *exact, Form::Full)));
+        let applied = apply(port, &script_for(old, *exact, Form::Elements)).or_else(|_| {
+            let held = held_firewall(port)?;
+            apply(port, &script_for(old, *exact, Form::Full(held)))
+        });
         match applied {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -366,4 +397,23 @@ pub fn remove(port: &str) -> Result<(), IsolationError> {
         remove_script(old, form)
     })?;
     records.forget(port).map_err(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_firewall_is_found_in_the_list_of_tables() {
+        let bridge = "table bridge skerry\ntable bridge skerry_fw\n";
+        assert_eq!(firewall_in(bridge), Some(Conntrack::Bridge));
+        let inet = "table ip nat\ntable bridge skerry\ntable inet skerry_fw\n";
+        assert_eq!(firewall_in(inet), Some(Conntrack::BrNetfilter));
+        // Not another table whose name starts the same, nor none at all.
+        assert_eq!(
+            firewall_in("table bridge skerry\ntable inet skerry_fw2\n"),
+            None
+        );
+        assert_eq!(firewall_in(""), None);
+    }
 }

@@ -10,12 +10,16 @@
 //! table bridge skerry                        frames FROM instance ports
 //!   map port_class { ifname : verdict }      port -> jump class_N (N: its switches)
 //!   set fast4 { ifname . ether_addr . ipv4_addr }   (fast6 likewise)
+//!   map fast4z { ifname . ether_addr . ipv4_addr : zone }  (fast6z; bridge conntrack)
 //!   set macs  { ifname . ether_addr }    set addr4 { ifname . ipv4_addr }
 //!   set addr6 { ifname . ipv6_addr }     set na6   { ifname . 128-bit ND target }
 //!   map out_marks  { ifname : mark }     every port's firewall mark
 //!   map mark_ports { mark : ifname }     who owns a mark (a hash collision is refused)
-//!   chain prerouting (hook prerouting)   not UDP/ICMPv6: @fast4/@fast6 accept;
-//!                                        iifname vmap @port_class
+//!   map port_zone { ifname : zone }      map mac_zone { ether_addr : zone }
+//!   chain prerouting (hook prerouting)   not UDP/ICMPv6: @fast4/@fast6 accept (with
+//!                                        a bridge firewall: ct zone set ... map @fast4z);
+//!                                        iifname vmap @port_class; (with a bridge
+//!                                        firewall: ct zone set from @port_zone, @mac_zone)
 //!   chain class_0 .. class_15            iifname . ether saddr != @macs drop, ...
 //!   chain forward    (hook forward)      br_netfilter firewall only: mark from @out_marks
 //! table bridge|inet skerry_fw                packets TO firewalled ports (Conntrack)
@@ -204,6 +208,28 @@ const FAST6: Set = set(
     "fast6",
     "typeof iifname . ether saddr . ip6 saddr;",
 );
+/// Under [`Conntrack::Bridge`], [`FAST4`]'s elements to the port's conntrack zone
+/// ([`PORT_ZONE`]): with a firewall, the fast path's lookup is this one, and sets the
+/// zone too ([`ZONED_PREROUTING`]). A second copy, since the node's kernel (6.1)
+/// refuses a rule that only tests whether a key is in a map, and without a firewall
+/// the lookup must not set a zone (a `ct` rule turns conntrack on).
+const FAST4Z: Set = Set {
+    zone: true,
+    ..map(
+        "bridge",
+        "fast4z",
+        "typeof iifname . ether saddr . ip saddr : ct zone;",
+    )
+};
+/// The same with the port's IPv6 addresses.
+const FAST6Z: Set = Set {
+    zone: true,
+    ..map(
+        "bridge",
+        "fast6z",
+        "typeof iifname . ether saddr . ip6 saddr : ct zone;",
+    )
+};
 /// Each port's MAC.
 const MACS: Set = set("bridge", "macs", "typeof iifname . ether saddr;");
 /// Each port's IPv4 addresses.
@@ -272,8 +298,8 @@ const FWP6: Set = fw_set(
 
 /// The sets that are one per table, in the order a script declares them.
 const SINGLE: &[Set] = &[
-    PORT_CLASS, FAST4, FAST6, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, PORT_ZONE, MAC_ZONE, MARK_PORTS,
-    FW_MARKS, FW_ON, FW_DHCP,
+    PORT_CLASS, FAST4, FAST6, FAST4Z, FAST6Z, MACS, ADDR4, ADDR6, NA6, OUT_MARKS, PORT_ZONE,
+    MAC_ZONE, MARK_PORTS, FW_MARKS, FW_ON, FW_DHCP,
 ];
 
 /// The firewall's range sets, each in [`SHARDS`] copies (`fw4_0` ... `fw4_63`).
@@ -409,13 +435,32 @@ const PREROUTING: &[&str] = &[
     "iifname vmap @port_class",
 ];
 
-/// Under [`Conntrack::Bridge`] with a firewall, the conntrack zone of a frame: its
-/// sender's, if an instance port sent it, else its receiver's, if it is for an
-/// instance's MAC (from an uplink). The kernel keeps the first zone set on a frame.
-const ZONE: &[&str] = &[
+/// [`PREROUTING`] where the bridge family's conntrack tracks connections for a
+/// firewall ([`Conntrack::Bridge`]): the same checks, which also put each frame in its
+/// conntrack zone, that of its nic tag and VLAN, before conntrack (-200) sees it, so
+/// that tenants who chose the same addresses do not share connections (one's flow
+/// would be "established" for the other's firewall). The fast path's lookup gives
+/// the zone of the port it finds: a frame there meets one rule for both. What an
+/// instance port sends past it takes its port's zone; what reaches an instance from
+/// an uplink, the zone of the instance's MAC, so both directions of a flow are
+/// tracked in one zone. The kernel keeps the first zone set on a frame. Only with a
+/// firewall: a `ct` rule is what makes the kernel track a namespace's bridged
+/// traffic, which a node without firewalls should not pay for.
+const ZONED_PREROUTING: &[&str] = &[
+    "ether type ip meta l4proto != 17 ct zone set iifname . ether saddr . ip saddr map @fast4z accept",
+    "ether type ip6 meta l4proto != 17 meta l4proto != 58 ct zone set iifname . ether saddr . ip6 saddr map @fast6z accept",
+    "iifname vmap @port_class",
     "ct zone set iifname map @port_zone accept",
     "ct zone set ether daddr map @mac_zone",
 ];
+
+/// The rules of `bridge skerry prerouting` where the firewall is at `fw`.
+fn prerouting(fw: Option<Conntrack>) -> &'static [&'static str] {
+    match fw {
+        Some(Conntrack::Bridge) => ZONED_PREROUTING,
+        Some(Conntrack::BrNetfilter) | None => PREROUTING,
+    }
+}
 
 /// Under [`Conntrack::BrNetfilter`], frames leaving by a port carry its mark into the
 /// inet forward hook; a mark from elsewhere must not select some port's firewall.
@@ -562,26 +607,22 @@ fn zoned(els: &[Element]) -> bool {
 fn skeleton(s: &mut String, fw: Option<Conntrack>, zones: bool) {
     declarations(s, fw, zones);
     let bridge = ("bridge", TABLE);
-    // Before conntrack (-200) and br_netfilter (0) see the frame.
     for class in 0..CLASSES {
         fill_chain(s, bridge, &format!("class_{class}"), &class_rules(class));
     }
+    // Before conntrack (-200) and br_netfilter (0) see the frame.
     base_chain(
         s,
         bridge,
         "prerouting",
         "prerouting priority -300",
-        PREROUTING,
+        prerouting(fw),
     );
     // Each hook costs every frame (host/README.md, "Measured"): without a firewall
     // on the node a frame meets prerouting's alone.
     let Some(ct) = fw else {
         return;
     };
-    if ct == Conntrack::Bridge {
-        // After antispoof (-300), before the bridge family's conntrack (-200).
-        base_chain(s, bridge, "zone", "prerouting priority -250", ZONE);
-    }
     if ct == Conntrack::BrNetfilter {
         // Before br_netfilter hands the packet to the inet hooks.
         base_chain(
@@ -674,6 +715,7 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
         add(MACS, format!("{port} . {mac}"));
     }
     let fast = class & PIN_MAC != 0 && class & PIN_IP != 0;
+    let zoned = ct == Conntrack::Bridge && p.zone != 0;
     if class & PIN_IP != 0 {
         let v6 = p
             .addrs
@@ -688,16 +730,22 @@ pub fn elements(p: &PortPolicy, ct: Conntrack) -> Vec<Element> {
             add(NA6, format!("{port} . 0x{:032x}", u128::from(a)));
             if fast {
                 add(FAST6, format!("{port} . {mac} . {a}"));
+                if zoned {
+                    add(FAST6Z, format!("{port} . {mac} . {a} : {}", p.zone));
+                }
             }
         }
         for a in p.addrs.iter().filter(|a| a.is_ipv4()) {
             add(ADDR4, format!("{port} . {a}"));
             if fast {
                 add(FAST4, format!("{port} . {mac} . {a}"));
+                if zoned {
+                    add(FAST4Z, format!("{port} . {mac} . {a} : {}", p.zone));
+                }
             }
         }
     }
-    if ct == Conntrack::Bridge && p.zone != 0 {
+    if zoned {
         add(PORT_ZONE, format!("{port} : {}", p.zone));
         add(MAC_ZONE, format!("{mac} : {}", p.zone));
     }
@@ -923,8 +971,11 @@ pub enum Form {
     /// Cheap: redeclaring a base chain costs the kernel a wait of some 15 ms.
     Elements,
     /// The tables, sets and fixed chains (made if missing, refilled), then the
-    /// elements.
-    Full,
+    /// elements. It carries where the namespace's firewall is, if it has one already
+    /// (asked of the kernel): the antispoof chain's rules depend on it
+    /// ([`prerouting`]), so a port without a firewall must not refill them as if
+    /// there were none.
+    Full(Option<Conntrack>),
 }
 
 /// The transaction that gives the port `new` (the elements of its policy) when the
@@ -938,14 +989,14 @@ pub enum Form {
 /// That the sets are there means the chains are: only [`Form::Full`] makes them,
 /// together, and the chains' rules name the sets (the kernel does not delete a set
 /// a rule uses). The firewall's table goes where `new`'s firewall elements are
-/// placed, or `old`'s when `new` has none.
+/// placed, or `old`'s when `new` has none, or where the namespace has it.
 pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
-    if form == Form::Full {
+    if let Form::Full(held) = form {
         let zones = zoned(new) || zoned(old);
         skeleton(
             &mut s,
-            firewall_placement(new).or(firewall_placement(old)),
+            firewall_placement(new).or(firewall_placement(old)).or(held),
             zones,
         );
     }
@@ -960,8 +1011,8 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 /// succeed with no rules reading them.
 pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
-    if form == Form::Full {
-        skeleton(&mut s, firewall_placement(old), zoned(old));
+    if let Form::Full(held) = form {
+        skeleton(&mut s, firewall_placement(old).or(held), zoned(old));
     }
     delete_elements(&mut s, old);
     s
@@ -1039,7 +1090,7 @@ mod tests {
         // Without a firewall, no firewall table (nothing turns on conntrack) and no
         // forward chain: a frame meets one hook of ours.
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
-            let s = install_script(&elements(&p, ct), &[], true, Form::Full);
+            let s = install_script(&elements(&p, ct), &[], true, Form::Full(None));
             assert!(!s.contains(FW_TABLE), "{s}");
             assert!(!s.contains(" inet "), "{s}");
             assert!(s.contains("hook prerouting"), "{s}");
@@ -1047,7 +1098,7 @@ mod tests {
         }
         // The checks themselves are fixed and name the sets.
         p.firewall = Some(Firewall::default());
-        let s = install_script(&els(&p), &[], true, Form::Full);
+        let s = install_script(&els(&p), &[], true, Form::Full(None));
         assert!(s.contains("add table inet skerry_fw\n"), "{s}");
         let fixed = PREROUTING.iter().chain(FIREWALL).map(|r| r.to_string());
         assert!(
@@ -1081,7 +1132,7 @@ mod tests {
             rules: vec![rule(FirewallProto::Tcp, Some((22, 22)), None)],
         });
         let new = elements(&p, Conntrack::Bridge);
-        let s = install_script(&new, &[], true, Form::Full);
+        let s = install_script(&new, &[], true, Form::Full(None));
         assert!(!s.contains(" inet "), "{s}");
         let chain = |table: &str| -> Vec<String> {
             s.split(&format!("add chain bridge {table} forward {{\n"))
@@ -1099,7 +1150,7 @@ mod tests {
         assert_eq!(got[0], ESTABLISHED);
         assert_eq!(got[1..=BRIDGE_FIREWALL_HEAD.len()], *BRIDGE_FIREWALL_HEAD);
         // Under br_netfilter the marking is skerry's forward chain, before the inet hooks.
-        let brnf = install_script(&els(&p), &[], true, Form::Full);
+        let brnf = install_script(&els(&p), &[], true, Form::Full(None));
         assert!(
             brnf.contains(
                 "add chain bridge skerry forward { type filter hook forward priority -300;"
@@ -1153,6 +1204,8 @@ mod tests {
                 format!("{port} . {mac} . fe80::5c:1ff:fe02:304")
             ]
         );
+        // No zones under br_netfilter.
+        assert!(texts(&p, FAST4Z).is_empty() && texts(&p, FAST6Z).is_empty());
         let lifted = |f: fn(&mut PortPolicy)| {
             let mut p = policy();
             f(&mut p);
@@ -1166,7 +1219,7 @@ mod tests {
         assert_eq!(lifted(|p| p.allow.restricted_traffic = true), 3);
         // Its rules come before the class lookup, one a family, and UDP (DHCP) and
         // ICMPv6 (RA, NA, DAD) never take it.
-        let s = install_script(&els(&p), &[], true, Form::Full);
+        let s = install_script(&els(&p), &[], true, Form::Full(None));
         let pre = s
             .split("add chain bridge skerry prerouting {\n")
             .nth(1)
@@ -1208,7 +1261,7 @@ mod tests {
                 .filter(|l| !l.starts_with("add element "))
                 .collect();
             assert!(other.is_empty(), "{other:#?}");
-            let full = install_script(&els(&p), &[], true, Form::Full);
+            let full = install_script(&els(&p), &[], true, Form::Full(None));
             assert!(full.ends_with(&s), "the full form adds the same elements");
         }
     }
@@ -1253,7 +1306,7 @@ mod tests {
         assert!(s.contains("delete element bridge skerry macs { \"sk0123abcdn0\" . 02:5c"));
         assert!(!s.contains("flush"), "{s}");
         assert!(!s.contains("add chain"), "{s}");
-        let full = remove_script(&els(&policy()), Form::Full);
+        let full = remove_script(&els(&policy()), Form::Full(None));
         assert!(full.starts_with("add table bridge skerry\n"), "{full}");
         assert!(full.ends_with(&s), "{full}");
     }
@@ -1267,12 +1320,12 @@ mod tests {
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
             let table = format!("add table {} {FW_TABLE}\n", ct.family());
             let placed = elements(&fw, ct);
-            assert!(remove_script(&placed, Form::Full).contains(&table));
+            assert!(remove_script(&placed, Form::Full(None)).contains(&table));
             // The firewall dropped: its old elements still need their table.
-            let dropped = install_script(&els(&policy()), &placed, true, Form::Full);
+            let dropped = install_script(&els(&policy()), &placed, true, Form::Full(None));
             assert!(dropped.contains(&table), "{dropped}");
         }
-        let none = remove_script(&els(&policy()), Form::Full);
+        let none = remove_script(&els(&policy()), Form::Full(None));
         assert!(!none.contains(FW_TABLE), "{none}");
     }
 
@@ -1286,20 +1339,25 @@ mod tests {
         let out_marks = "add map bridge skerry out_marks {";
         let fw_marks = "add map bridge skerry_fw fw_marks {";
         for ct in [Conntrack::Bridge, Conntrack::BrNetfilter] {
-            let s = install_script(&elements(&p, ct), &[], true, Form::Full);
+            let s = install_script(&elements(&p, ct), &[], true, Form::Full(None));
             assert!(!s.contains(out_marks) && !s.contains(forward), "{s}");
             assert!(!s.contains(fw_marks), "{s}");
         }
         p.firewall = Some(Firewall::default());
-        let brnf = install_script(&els(&p), &[], true, Form::Full);
+        let brnf = install_script(&els(&p), &[], true, Form::Full(None));
         assert!(brnf.contains(out_marks) && brnf.contains(forward), "{brnf}");
         assert!(!brnf.contains("fw_marks"), "{brnf}");
-        let bridge_fw = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
+        let bridge_fw = install_script(
+            &elements(&p, Conntrack::Bridge),
+            &[],
+            true,
+            Form::Full(None),
+        );
         assert!(bridge_fw.contains(fw_marks), "{bridge_fw}");
         assert!(!bridge_fw.contains(out_marks), "{bridge_fw}");
         for els in [els(&p), elements(&p, Conntrack::Bridge)] {
-            let removal = remove_script(&els, Form::Full);
-            let install = install_script(&els, &[], true, Form::Full);
+            let removal = remove_script(&els, Form::Full(None));
+            let install = install_script(&els, &[], true, Form::Full(None));
             let skeleton = |s: &str| s.split("add element").next().unwrap().to_owned();
             assert_eq!(skeleton(&removal), skeleton(&install));
             assert!(removal.contains("hook prerouting"), "{removal}");
@@ -1320,45 +1378,77 @@ mod tests {
         };
         assert_eq!(of(PORT_ZONE), ["\"sk0123abcdn0\" : 7"]);
         assert_eq!(of(MAC_ZONE), ["02:5c:01:02:03:04 : 7"]);
+        // The fast path's zoned lookup gives it too, beside the plain one's set.
+        let fast = "\"sk0123abcdn0\" . 02:5c:01:02:03:04 . 10.88.0.10";
+        assert_eq!(of(FAST4Z), [format!("{fast} : 7")]);
+        assert_eq!(of(FAST4), [fast]);
+        assert_eq!(of(FAST6Z).len(), 2);
         // br_netfilter's conntrack sees the bridge, not the port: no zone there.
         assert!(!zoned(&els(&p)));
         assert!(!zoned(&elements(&policy(), Conntrack::Bridge)));
-        let zone_chain = "add chain bridge skerry zone { type filter hook prerouting";
         let port_zone = "add map bridge skerry port_zone {";
-        // A port without a firewall brings the maps, not the chain (no conntrack).
-        let s = install_script(&bridge, &[], true, Form::Full);
+        let prerouting = |s: &str| -> Vec<String> {
+            s.split("add chain bridge skerry prerouting {\n")
+                .nth(1)
+                .and_then(|rest| rest.split("\n}\n").next())
+                .expect("prerouting is filled")
+                .lines()
+                .map(|r| r.trim().to_owned())
+                .collect()
+        };
+        // A port without a firewall brings the maps, and prerouting without any `ct`
+        // rule (that would turn conntrack on).
+        let s = install_script(&bridge, &[], true, Form::Full(None));
         assert!(
             s.contains(port_zone) && s.contains("add map bridge skerry mac_zone {"),
             "{s}"
         );
-        assert!(!s.contains(zone_chain), "{s}");
-        // A firewall brings the chain, before conntrack, and the maps it reads.
+        assert_eq!(prerouting(&s), PREROUTING);
+        assert!(!s.contains("ct zone set"), "{s}");
+        // A firewall puts the zones in prerouting, before conntrack: the fast path's
+        // lookup sets the port's, then the port's own for the rest of what it sends,
+        // then the MAC's for what comes from an uplink. No hook of their own.
         p.firewall = Some(Firewall::default());
         let fw = elements(&p, Conntrack::Bridge);
         for s in [
-            install_script(&fw, &[], true, Form::Full),
-            remove_script(&fw, Form::Full),
+            install_script(&fw, &[], true, Form::Full(None)),
+            remove_script(&fw, Form::Full(None)),
+            // So does a port without one on a namespace whose firewall is there.
+            install_script(&bridge, &[], true, Form::Full(Some(Conntrack::Bridge))),
+            remove_script(&bridge, Form::Full(Some(Conntrack::Bridge))),
         ] {
-            assert!(s.contains(&format!("{zone_chain} priority -250;")), "{s}");
-            assert!(
-                s.contains("ct zone set iifname map @port_zone accept"),
-                "{s}"
-            );
-            assert!(s.contains("ct zone set ether daddr map @mac_zone"), "{s}");
+            let rules = prerouting(&s);
+            assert_eq!(rules, ZONED_PREROUTING, "{s}");
+            assert!(rules[0]
+                .contains(" ct zone set iifname . ether saddr . ip saddr map @fast4z accept"));
+            assert!(rules[1]
+                .contains(" ct zone set iifname . ether saddr . ip6 saddr map @fast6z accept"));
+            assert!(s.contains("add map bridge skerry fast4z {"), "{s}");
+            assert_eq!(rules[2], "iifname vmap @port_class");
+            assert!(s.contains(
+                "add chain bridge skerry prerouting { type filter hook prerouting priority -300;"
+            ));
+            assert!(!s.contains("add chain bridge skerry zone"), "{s}");
             assert!(s.contains(port_zone), "{s}");
         }
         // Even from a port without a zone (it is the firewall that reads the maps).
         p.zone = 0;
-        let s = install_script(&elements(&p, Conntrack::Bridge), &[], true, Form::Full);
-        assert!(s.contains(zone_chain) && s.contains(port_zone), "{s}");
+        let s = install_script(
+            &elements(&p, Conntrack::Bridge),
+            &[],
+            true,
+            Form::Full(None),
+        );
+        assert_eq!(prerouting(&s), ZONED_PREROUTING);
+        assert!(s.contains(port_zone), "{s}");
         // Nothing of zones where nothing has one.
         let s = install_script(
             &elements(&policy(), Conntrack::Bridge),
             &[],
             true,
-            Form::Full,
+            Form::Full(None),
         );
-        assert!(!s.contains("zone"), "{s}");
+        assert!(!s.contains("_zone") && !s.contains("ct zone set"), "{s}");
     }
 
     #[test]
