@@ -167,12 +167,23 @@ fn nft(port: &str, script: &str, check_only: bool) -> Result<(), IsolationError>
         true => &["-c", "-f", "-"],
         false => &["-f", "-"],
     };
-    run_nft(port, args, script).map(drop)
+    run_nft(port, args, script, Print::Errors).map(drop)
 }
 
-/// Runs `nft ARGS` with `input` on its stdin; what it printed (at most
-/// [`MAX_OUTPUT`]), or its error output (at most [`MAX_STDERR`]) when it failed.
-fn run_nft(port: &str, args: &[&str], input: &str) -> Result<String, IsolationError> {
+/// Which of nft's outputs [`run_nft`] reads: one alone, to its end, so nft never
+/// waits on a full pipe that nobody reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Print {
+    /// Its error output, for the error (a script: nft prints nothing else).
+    Errors,
+    /// What it prints (a listing); a failure is then told by its exit status.
+    Output,
+}
+
+/// Runs `nft ARGS` with `input` on its stdin; with [`Print::Output`] what it printed
+/// (at most [`MAX_OUTPUT`]), or why it failed (with [`Print::Errors`], its error
+/// output, at most [`MAX_STDERR`]).
+fn run_nft(port: &str, args: &[&str], input: &str, print: Print) -> Result<String, IsolationError> {
     let nft = nft_binary(port)?;
     let spawn = |source| IsolationError::Spawn {
         port: port.to_owned(),
@@ -182,8 +193,14 @@ fn run_nft(port: &str, args: &[&str], input: &str) -> Result<String, IsolationEr
     let mut child = Command::new(&nft)
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(match print {
+            Print::Output => Stdio::piped(),
+            Print::Errors => Stdio::null(),
+        })
+        .stderr(match print {
+            Print::Errors => Stdio::piped(),
+            Print::Output => Stdio::null(),
+        })
         .spawn()
         .map_err(spawn)?;
     // nft reads its whole input before it prints anything.
@@ -192,7 +209,7 @@ fn run_nft(port: &str, args: &[&str], input: &str) -> Result<String, IsolationEr
         .take()
         .map(|mut stdin| stdin.write_all(input.as_bytes()));
     let (mut stdout, mut stderr) = (String::new(), String::new());
-    // Each pipe is closed once read (or cut), so nft never waits on a full one.
+    // A pipe cut short is closed here: nft stops rather than waits.
     if let Some(out) = child.stdout.take() {
         let _ = out.take(MAX_OUTPUT).read_to_string(&mut stdout);
     }
@@ -206,9 +223,13 @@ fn run_nft(port: &str, args: &[&str], input: &str) -> Result<String, IsolationEr
         }
     }
     if !status.success() {
+        let why = match print {
+            Print::Errors => stderr.trim().to_owned(),
+            Print::Output => format!("nft {}: {status}", args.join(" ")),
+        };
         return Err(IsolationError::Refused {
             port: port.to_owned(),
-            stderr: stderr.trim().to_owned(),
+            stderr: why,
         });
     }
     Ok(stdout)
@@ -290,7 +311,7 @@ fn deletion_orders(candidates: &[Vec<Element>]) -> Vec<(Vec<Element>, bool)> {
 /// Where the caller's network namespace has the firewall's table, if anywhere: read
 /// from `nft list tables` (the tables alone, bounded).
 fn held_firewall(port: &str) -> Result<Option<Conntrack>, IsolationError> {
-    run_nft(port, &["list", "tables"], "").map(|tables| firewall_in(&tables))
+    run_nft(port, &["list", "tables"], "", Print::Output).map(|tables| firewall_in(&tables))
 }
 
 /// Where `nft list tables` (its output `tables`) has the firewall's table.

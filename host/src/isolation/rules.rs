@@ -1037,6 +1037,17 @@ mod tests {
         }
     }
 
+    /// The rules script `s` fills chain `at` ("FAMILY TABLE CHAIN") with.
+    fn filled(s: &str, at: &str) -> Vec<String> {
+        s.split(&format!("add chain {at} {{\n"))
+            .nth(1)
+            .and_then(|rest| rest.split("\n}\n").next())
+            .unwrap_or_else(|| panic!("{at} is not filled:\n{s}"))
+            .lines()
+            .map(|r| r.trim().to_owned())
+            .collect()
+    }
+
     /// The elements under br_netfilter (this machine's kernel, and the tests').
     fn els(p: &PortPolicy) -> Vec<Element> {
         elements(p, Conntrack::BrNetfilter)
@@ -1134,15 +1145,7 @@ mod tests {
         let new = elements(&p, Conntrack::Bridge);
         let s = install_script(&new, &[], true, Form::Full(None));
         assert!(!s.contains(" inet "), "{s}");
-        let chain = |table: &str| -> Vec<String> {
-            s.split(&format!("add chain bridge {table} forward {{\n"))
-                .nth(1)
-                .and_then(|rest| rest.split("\n}\n").next())
-                .expect("forward is filled")
-                .lines()
-                .map(|r| r.trim().to_owned())
-                .collect()
-        };
+        let chain = |table: &str| filled(&s, &format!("bridge {table} forward"));
         assert!(!s.contains("add chain bridge skerry forward"), "{s}");
         let got = chain(FW_TABLE);
         assert_eq!(got, firewall(BRIDGE_FIREWALL_HEAD));
@@ -1220,14 +1223,12 @@ mod tests {
         // Its rules come before the class lookup, one a family, and UDP (DHCP) and
         // ICMPv6 (RA, NA, DAD) never take it.
         let s = install_script(&els(&p), &[], true, Form::Full(None));
-        let pre = s
-            .split("add chain bridge skerry prerouting {\n")
-            .nth(1)
-            .and_then(|rest| rest.split("\n}\n").next())
-            .expect("prerouting is filled");
-        let rules: Vec<&str> = pre.lines().map(str::trim).collect();
+        let rules = filled(&s, "bridge skerry prerouting");
         assert_eq!(rules, PREROUTING);
-        assert_eq!(rules.last(), Some(&"iifname vmap @port_class"));
+        assert_eq!(
+            rules.last().map(String::as_str),
+            Some("iifname vmap @port_class")
+        );
         assert_eq!(rules.len(), 3);
         assert!(rules[0].starts_with("ether type ip meta l4proto != 17 "));
         assert!(rules[1].starts_with("ether type ip6 meta l4proto != 17 meta l4proto != 58 "));
@@ -1387,15 +1388,7 @@ mod tests {
         assert!(!zoned(&els(&p)));
         assert!(!zoned(&elements(&policy(), Conntrack::Bridge)));
         let port_zone = "add map bridge skerry port_zone {";
-        let prerouting = |s: &str| -> Vec<String> {
-            s.split("add chain bridge skerry prerouting {\n")
-                .nth(1)
-                .and_then(|rest| rest.split("\n}\n").next())
-                .expect("prerouting is filled")
-                .lines()
-                .map(|r| r.trim().to_owned())
-                .collect()
-        };
+        let prerouting = |s: &str| filled(s, "bridge skerry prerouting");
         // A port without a firewall brings the maps, and prerouting without any `ct`
         // rule (that would turn conntrack on).
         let s = install_script(&bridge, &[], true, Form::Full(None));

@@ -200,7 +200,8 @@ fn describe(dropbearkey: &str, key: &Path) -> Option<String> {
 }
 
 /// Starts dropbear on `addr`:22 with the pool's host keys and `keys` as root's
-/// authorized keys; returns its pid. Its log is relayed into init's log.
+/// authorized keys; returns it, to be kept running ([`Dropbear::supervise`]). Its log
+/// is relayed into init's log.
 pub fn start(pool: Option<&Path>, addr: Ipv4Addr, keys: &[String]) -> Result<Dropbear, BootError> {
     let authorized = write_authorized_keys(Path::new("/root"), keys)?;
     if keys.is_empty() {
