@@ -13,7 +13,8 @@
 //!    first rule) and (e) the same hook with 40 rules that match nothing (a cost
 //!    that is there: a figure that did not move with it would be measuring
 //!    something else; `ISOLATION_BENCH_CALIBRATION_RULE` sets the rule, to price
-//!    one before it goes into host::isolation). Each kind starts from a namespace
+//!    one before it goes into host::isolation), and (f) the floor of any stateful
+//!    nf_tables firewall: conntrack of every frame and one `ct state` rule. Each kind starts from a namespace
 //!    without tables. A round runs every kind once, one after the other; a ratio
 //!    between two kinds is the median of their ratios in each round (with its
 //!    quartiles), so that the machine's drift over a run cancels out. A kind's round trip in a round is the
@@ -68,6 +69,10 @@ enum Kind {
     /// A chain of rules that match nothing, on every frame: what the benchmark sees
     /// of a cost it knows is there.
     Calibration,
+    /// The least any stateful nf_tables firewall costs: every frame connection-tracked
+    /// and meeting one rule, `ct state established,related accept`, in a forward hook;
+    /// no antispoof, no zones.
+    Conntrack,
 }
 
 impl Kind {
@@ -80,6 +85,7 @@ impl Kind {
             Kind::Nothing => "no filtering at all",
             Kind::EmptyHook => "a hook with no rules",
             Kind::Calibration => "calibration: 40 rules a frame",
+            Kind::Conntrack => "conntrack and one ct rule",
         }
     }
 
@@ -92,6 +98,7 @@ impl Kind {
             Kind::Nothing => "nothing",
             Kind::EmptyHook => "empty hook",
             Kind::Calibration => "calibration",
+            Kind::Conntrack => "conntrack",
         }
     }
 }
@@ -104,6 +111,8 @@ const RATIOS: &[(Kind, Kind)] = &[
     (Kind::FilteredBrNetfilter, Kind::Nothing),
     (Kind::EmptyHook, Kind::Nothing),
     (Kind::Calibration, Kind::Nothing),
+    (Kind::Conntrack, Kind::Nothing),
+    (Kind::Filtered, Kind::Conntrack),
 ];
 
 fn main() {
@@ -173,7 +182,7 @@ fn datapath(id: u32) {
     if both {
         kinds.push(Kind::FilteredBrNetfilter);
     }
-    kinds.extend([Kind::EmptyHook, Kind::Calibration]);
+    kinds.extend([Kind::EmptyHook, Kind::Calibration, Kind::Conntrack]);
     let mut sp_antispoof = sp.policy();
     sp_antispoof.firewall = None;
     // Puts the namespace in `kind`'s state, from no tables at all (as the last kind
@@ -204,6 +213,7 @@ fn datapath(id: u32) {
             Kind::Nothing => {}
             Kind::EmptyHook => calibration(0),
             Kind::Calibration => calibration(40),
+            Kind::Conntrack => conntrack_only(ct),
         }
     };
     let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
@@ -549,6 +559,23 @@ fn calibration(n: usize) {
     isolation::apply("isolation-bench", &script).expect("nft: the calibration table");
 }
 
+/// [`Kind::Conntrack`]: the one rule that makes the kernel track bridged traffic
+/// and lets a firewall read the result, where `ct` tracks it.
+fn conntrack_only(ct: isolation::Conntrack) {
+    let family = ct.family();
+    let script = format!(
+        "table {family} {CALIBRATION_TABLE} {{\n \
+         chain forward {{\n  type filter hook forward priority 0;\n  ct state established,related accept\n }}\n}}\n"
+    );
+    isolation::apply("isolation-bench", &script).expect("nft: the conntrack table");
+    if ct == isolation::Conntrack::BrNetfilter {
+        for family in ["iptables", "ip6tables"] {
+            let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
+            std::fs::write(&path, "1").unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
+}
+
 /// No skerry tables in this namespace and bridged traffic not handed to the inet
 /// hooks: a bridge with nothing on it.
 fn no_filtering() {
@@ -560,6 +587,7 @@ fn no_filtering() {
         ("bridge", isolation::FW_TABLE),
         ("inet", isolation::FW_TABLE),
         ("bridge", CALIBRATION_TABLE),
+        ("inet", CALIBRATION_TABLE),
     ]
     .iter()
     .map(|(family, table)| format!("add table {family} {table}\ndelete table {family} {table}\n"))
