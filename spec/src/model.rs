@@ -185,6 +185,23 @@ pub struct Nic {
     pub allow: NicAllow,
 }
 
+impl Nic {
+    /// A nic named `name` on `tag` with address configuration `ip`, and nothing else
+    /// set: no gateway, MTU, pinned MAC, VLAN or antispoof relaxation.
+    pub fn new(name: impl Into<String>, tag: impl Into<String>, ip: IpConfig) -> Nic {
+        Nic {
+            name: name.into(),
+            tag: tag.into(),
+            ip,
+            gateway: None,
+            mtu: None,
+            mac: None,
+            vlan: 0,
+            allow: NicAllow::default(),
+        }
+    }
+}
+
 /// Largest VLAN id a nic may name (4095 is reserved by 802.1Q).
 pub const MAX_VLAN: u16 = 4094;
 

@@ -268,16 +268,7 @@ mod tests {
 
     #[test]
     fn temp_peer_fits_ifnamsiz() {
-        let nic = Nic {
-            name: "net0".into(),
-            tag: "admin".into(),
-            ip: IpConfig::None,
-            gateway: None,
-            mtu: None,
-            mac: None,
-            vlan: 0,
-            allow: spec::NicAllow::default(),
-        };
+        let nic = Nic::new("net0", "admin", IpConfig::None);
         let uuid = "0123abcd-0000-0000-0000-000000000000";
         let p = NicPlan::new(uuid, 3, &nic, "sk-admin".into(), None);
         assert!(p.temp_peer().len() <= 15);

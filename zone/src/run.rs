@@ -289,16 +289,7 @@ pub fn parse_net(index: usize, arg: &str) -> Result<spec::Nic> {
             spec::IpConfig::Static { addr, prefix }
         }
     };
-    let mut nic = spec::Nic {
-        name: format!("net{index}"),
-        tag: tag.to_string(),
-        ip,
-        gateway: None,
-        mtu: None,
-        mac: None,
-        vlan: 0,
-        allow: spec::NicAllow::default(),
-    };
+    let mut nic = spec::Nic::new(format!("net{index}"), tag, ip);
     for option in parts {
         match option {
             "allow-ip-spoofing" => nic.allow.ip_spoofing = true,

@@ -252,16 +252,10 @@ fn next_monitor_cleans_what_a_killed_one_left() {
     let mut pool = Pool::new(&["/bin/sh", "-c", "sleep 600 & sleep 601 & wait"]);
     let tag = unique("k");
     let _bridge = BridgeGuard(contract::default_bridge_name(&tag));
-    pool.config.spec.nics.push(spec::Nic {
-        name: "net0".into(),
-        tag,
-        ip: spec::IpConfig::None,
-        gateway: None,
-        mtu: None,
-        mac: None,
-        vlan: 0,
-        allow: spec::NicAllow::default(),
-    });
+    pool.config
+        .spec
+        .nics
+        .push(spec::Nic::new("net0", tag, spec::IpConfig::None));
     let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();
     let host_if = contract::host_ifname(&pool.config.uuid, 0);
@@ -582,16 +576,10 @@ fn a_zone_whose_port_rules_cannot_be_installed_never_starts() {
     let mut pool = Pool::new(&["/bin/sh", "-c", "sleep 600"]);
     let tag = unique("r");
     let _bridge = BridgeGuard(contract::default_bridge_name(&tag));
-    pool.config.spec.nics.push(spec::Nic {
-        name: "net0".into(),
-        tag,
-        ip: spec::IpConfig::None,
-        gateway: None,
-        mtu: None,
-        mac: None,
-        vlan: 0,
-        allow: spec::NicAllow::default(),
-    });
+    pool.config
+        .spec
+        .nics
+        .push(spec::Nic::new("net0", tag, spec::IpConfig::None));
     pool.config.spec.firewall = Some(spec::Firewall::default());
     let cfg_path = contract::config_path(pool.dir(), &pool.config.uuid);
     spec::atomic::write_json_atomic(&cfg_path, &pool.config).unwrap();

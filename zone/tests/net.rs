@@ -1,7 +1,9 @@
 //! Zone networking: veths on per-tag bridges, asserted with ping from inside zones.
 
 mod common;
+use common::pool::*;
 use common::*;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,13 +94,10 @@ fn zones_on_one_bridge_reach_each_other_and_other_tags_do_not() {
     );
 }
 
-#[test]
-fn dhcp_nic_runs_the_images_dhcp_client() {
-    require_root();
-    let r = busybox_rootfs();
-    // busybox udhcpc configures the nic through this script, as distributions ship it.
-    // (Debian builds busybox with /etc/udhcpc/default.script.)
-    let script = r.path().join("etc/udhcpc/default.script");
+/// Gives `rootfs` the script busybox udhcpc configures a nic with, as distributions
+/// ship it (Debian builds busybox with /etc/udhcpc/default.script).
+fn with_udhcpc_script(rootfs: &Path) {
+    let script = rootfs.join("etc/udhcpc/default.script");
     std::fs::create_dir_all(script.parent().unwrap()).unwrap();
     std::fs::write(
         &script,
@@ -107,47 +106,158 @@ fn dhcp_nic_runs_the_images_dhcp_client() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let rootfs = r.path().to_str().unwrap();
+}
+
+/// A zone serving DHCP (busybox udhcpd) on the bridge of `tag`, from `net`.1, leasing
+/// from `net`.100; killed (and checked to leave nothing) when dropped.
+struct DhcpServer(std::process::Child);
+
+impl DhcpServer {
+    fn start(rootfs: &Path, tag: &str, net: &str) -> DhcpServer {
+        let conf = format!(
+            "start {net}.100\nend {net}.150\ninterface net0\nlease_file /tmp/leases\noption subnet 255.255.255.0\n"
+        );
+        let server = Command::new(ZONE)
+            // A DHCP server answers from port 67: only a nic allowed to may (antispoof).
+            .args(["run", "--rootfs", rootfs.to_str().unwrap()])
+            .args(["--net", &format!("{tag}={net}.1/24,allow-dhcp-spoofing"), "--"])
+            .args([
+                "/bin/sh",
+                "-c",
+                &format!("trap 'exit 0' TERM; printf '{conf}' > /tmp/udhcpd.conf; touch /tmp/leases; udhcpd -f /tmp/udhcpd.conf & wait"),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = DhcpServer(server);
+        let bridge = monitor::default_bridge_name(tag);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bridge_ports(&bridge).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the DHCP server zone never plugged in"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for DhcpServer {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let ok = self.0.wait().map(|s| s.success()).unwrap_or(false);
+        if !std::thread::panicking() {
+            assert!(ok, "the DHCP server zone failed");
+            assert_nothing_left(pid);
+        }
+    }
+}
+
+#[test]
+fn dhcp_nic_runs_the_images_dhcp_client() {
+    require_root();
+    let r = busybox_rootfs();
+    with_udhcpc_script(r.path());
     let tag = unique("d");
     let _guard = BridgeGuard(monitor::default_bridge_name(&tag));
-
-    // Zone A serves DHCP (busybox udhcpd) on the bridge.
-    let server = Command::new(ZONE)
-        // A DHCP server answers from port 67: only a nic allowed to may (antispoof).
-        .args(["run", "--rootfs", rootfs, "--net", &format!("{tag}=10.232.0.1/24,allow-dhcp-spoofing"), "--"])
-        .args([
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM; printf 'start 10.232.0.100\\nend 10.232.0.150\\ninterface net0\\nlease_file /tmp/leases\\noption subnet 255.255.255.0\\n' > /tmp/udhcpd.conf; touch /tmp/leases; udhcpd -f /tmp/udhcpd.conf & wait",
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server_pid = server.id();
-    let bridge = monitor::default_bridge_name(&tag);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bridge_ports(&bridge).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the DHCP server zone never plugged in"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = DhcpServer::start(r.path(), &tag, "10.232.0");
     let out = sh(
         r.path(),
         &["--net", &format!("{tag}=dhcp")],
         "for i in $(seq 100); do ip -o -4 addr show net0 | grep -q inet && break; sleep 0.1; done; ip -o -4 addr show net0",
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server_pid as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let mut server = server;
-    assert!(server.wait().unwrap().success());
-    assert_nothing_left(server_pid);
+    drop(server);
     assert!(
         out.contains("inet 10.232.0.1"),
         "no DHCP lease on net0: {out:?}"
     );
+}
+
+/// A nic with `ip="dhcp"` added to a running zone (a `Reload`) gets the image's DHCP
+/// client as the zone's own nics do at its start: a lease, from a client that is the
+/// zone init's child, in the zone's cgroup, as zone root, writing to the zone's console.
+#[test]
+fn a_dhcp_nic_added_live_gets_its_client() {
+    require_root();
+    let tag = unique("v");
+    let _guard = BridgeGuard(monitor::default_bridge_name(&tag));
+    let pool = Pool::new(&["/bin/sh", "-c", "sleep 600 & wait"]);
+    with_udhcpc_script(pool.image());
+    let _server = DhcpServer::start(pool.image(), &tag, "10.238.0");
+    let mut child = pool.spawn();
+    let _monitor = MonitorGuard(&pool);
+    let st = pool.wait_running();
+    let zpid = st.instance_pid.expect("the zone init's pid");
+    let mut config = pool.config.clone();
+    config
+        .spec
+        .nics
+        .push(spec::Nic::new("net0", tag, spec::IpConfig::Dhcp));
+    pool.save_config(&config);
+    let (resp, _) = pool.request(monitor::MonitorRequest::Reload);
+    assert!(
+        resp.ok
+            && resp.message.contains("nic net0 added")
+            && resp.message.contains("its DHCP client started"),
+        "{resp:?}"
+    );
+    let fib = || std::fs::read_to_string(format!("/proc/{zpid}/net/fib_trie")).unwrap();
+    wait_for("a DHCP lease on the added nic", || {
+        fib().contains("10.238.0.1").then_some(())
+    });
+    // The client: the zone init's child (not the monitor's), confined as the zone is.
+    let status = |pid: &str, key: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            })
+            .unwrap_or_default()
+    };
+    let client: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| status(pid, "Name:") == "udhcpc")
+        .filter(|pid| status(pid, "PPid:") == zpid.to_string())
+        .collect();
+    assert_eq!(
+        client.len(),
+        1,
+        "no udhcpc whose parent is the zone init {zpid}"
+    );
+    let c = &client[0];
+    assert_eq!(
+        status(c, "Uid:"),
+        pool.config.id_range_start.to_string(),
+        "not zone root"
+    );
+    let cgroup = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        cgroup(c),
+        cgroup(&zpid.to_string()),
+        "not in the zone's cgroups"
+    );
+    assert_eq!(status(c, "Seccomp:"), "2", "no seccomp filter");
+    assert_eq!(status(c, "NoNewPrivs:"), "1");
+    let console = monitor::console_log_path(pool.dir(), &pool.config.uuid);
+    wait_for("udhcpc's words on the zone's console", || {
+        std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("udhcpc")
+            .then_some(())
+    });
+    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
 }

@@ -424,14 +424,28 @@ const DHCP_CLIENTS: [(&str, &[&str]); 6] = [
 /// `ip="dhcp"`: runs the image's DHCP client for `nic` in the background, confined like
 /// the rest of the zone. Without one the zone starts anyway and says so on its console.
 fn start_dhcp_client(nic: &str, envp: &[CString]) {
-    let Some((path, args)) = DHCP_CLIENTS.iter().find(|(p, _)| Path::new(p).exists()) else {
-        eprintln!(
-            "zone: nic {nic} asks for DHCP but the image has no DHCP client (udhcpc, dhclient)"
-        );
+    let Some((path, argv)) = dhcp_client(nic) else {
+        eprintln!("zone: nic {nic} asks for DHCP but the image has no {NO_DHCP_CLIENT}");
         return;
     };
+    // SAFETY: the zone init is single-threaded.
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        let _ = nix::unistd::execve(&path, &argv, envp);
+        // SAFETY: see intermediate's _exit.
+        unsafe { libc::_exit(127) }
+    }
+}
+
+/// What the zone lacks when [`dhcp_client`] finds nothing.
+pub(crate) const NO_DHCP_CLIENT: &str = "DHCP client (udhcpc, dhclient)";
+
+/// The image's DHCP client for `nic`, run in the background: its path and argv, looked
+/// up from `/`, so from inside the zone (where the image's symlinks resolve in the
+/// image, not on the host).
+pub(crate) fn dhcp_client(nic: &str) -> Option<(CString, Vec<CString>)> {
+    let (path, args) = DHCP_CLIENTS.iter().find(|(p, _)| Path::new(p).exists())?;
     let mut argv: Vec<CString> = args.iter().filter_map(|a| CString::new(*a).ok()).collect();
-    argv.extend(CString::new(nic).ok());
+    argv.push(CString::new(nic).ok()?);
     if args[0] == "udhcpc" {
         argv.extend(
             udhcpc_script_arg(Path::new("/"))
@@ -439,14 +453,7 @@ fn start_dhcp_client(nic: &str, envp: &[CString]) {
                 .filter_map(|a| CString::new(a).ok()),
         );
     }
-    // SAFETY: the zone init is single-threaded.
-    if let Ok(ForkResult::Child) = unsafe { fork() } {
-        if let Ok(p) = CString::new(Path::new(path).as_os_str().as_bytes()) {
-            let _ = nix::unistd::execve(&p, &argv, envp);
-        }
-        // SAFETY: see intermediate's _exit.
-        unsafe { libc::_exit(127) }
-    }
+    Some((CString::new(*path).ok()?, argv))
 }
 
 /// busybox udhcpc runs a script to apply its lease; where it looks depends on the

@@ -32,7 +32,7 @@ use crate::error::{Context, Result, ZoneError};
 use crate::idmap::IdMap;
 use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
-pub(crate) use child::exec;
+pub(crate) use child::{dhcp_client, exec, NO_DHCP_CLIENT};
 use child::{intermediate, kernel_fs_in_zone, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

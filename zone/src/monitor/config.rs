@@ -82,16 +82,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn config(init: Vec<String>, hostname: &str) -> InstanceConfig {
-        let nic = |name: &str, tag: &str| spec::Nic {
-            name: name.into(),
-            tag: tag.into(),
-            ip: spec::IpConfig::Dhcp,
-            gateway: None,
-            mtu: None,
-            mac: None,
-            vlan: 0,
-            allow: spec::NicAllow::default(),
-        };
+        let nic = |name: &str, tag: &str| spec::Nic::new(name, tag, spec::IpConfig::Dhcp);
         InstanceConfig {
             uuid: "0123abcd-0000-4000-8000-000000000001".into(),
             pool: "/zones".into(),

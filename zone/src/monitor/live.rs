@@ -6,7 +6,8 @@
 
 use super::{launch_spec, Monitor};
 use crate::cgroups::Limits;
-use crate::error::{Result, ZoneError};
+use crate::error::{Context, Result, ZoneError};
+use crate::launch::Zone;
 use crate::net::NicPlan;
 use monitor::InstanceConfig;
 use spec::format::format_size;
@@ -88,7 +89,14 @@ impl Monitor {
             }
             for plan in &nics.add {
                 zone.add_nic(plan.clone())?;
-                notes.push(format!("nic {} added on {}", plan.nic.name, plan.bridge));
+                let mut note = format!("nic {} added on {}", plan.nic.name, plan.bridge);
+                if plan.nic.ip == spec::IpConfig::Dhcp {
+                    note += &match start_dhcp_client(&self.config, zone, &plan.nic.name) {
+                        Ok(()) => "; its DHCP client started".to_string(),
+                        Err(e) => format!("; no DHCP client: {e}"),
+                    };
+                }
+                notes.push(note);
             }
         }
         if !nics.is_empty() {
@@ -159,6 +167,22 @@ impl Monitor {
         );
         self.save();
     }
+}
+
+/// Starts the image's DHCP client for `nic`, added to the running `zone` of `config`,
+/// as the zone's start does for the nics it has then.
+fn start_dhcp_client(config: &InstanceConfig, zone: &Zone, nic: &str) -> Result<()> {
+    let target = crate::zlogin::Target {
+        name: config.spec.name.clone(),
+        uuid: config.uuid.clone(),
+        pid: zone.pid.as_raw(),
+        pidfd: zone
+            .pidfd
+            .try_clone()
+            .ctx(|| "duplicating the zone's pidfd".into())?,
+        id_range_start: config.id_range_start,
+    };
+    crate::zlogin::start_dhcp_client(&target, nic).map_err(|e| ZoneError::Setup(e.to_string()))
 }
 
 fn describe(l: &Limits) -> String {

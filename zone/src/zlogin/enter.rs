@@ -2,11 +2,16 @@
 //! namespaces through the init's pidfd, takes zone root's ids, the zone's capability
 //! bounding set (never more than the init's), `no_new_privs` and the zone's seccomp
 //! filter, then execs the command at once.
+//!
+//! The zone's monitor enters the same way to start the image's DHCP client for a nic
+//! added to the running zone ([`Run::DhcpClient`]): that child forks once more inside,
+//! so the client is the zone init's (as a client started with the zone is) and not the
+//! monitor's.
 
 use super::{Target, ZloginError};
 use crate::console::Pty;
 use crate::error::{Context, Result, ZoneError};
-use crate::launch::{exec, ZONE_PATH};
+use crate::launch::{dhcp_client, exec, NO_DHCP_CLIENT, ZONE_PATH};
 use crate::security;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -31,6 +36,17 @@ const NAMESPACES: [CloneFlags; 6] = [
     CloneFlags::CLONE_NEWCGROUP,
 ];
 
+/// What the child runs once it is in the zone.
+pub(super) enum Run {
+    /// Root's login shell.
+    Login,
+    /// A command, searched on the zone's PATH.
+    Command(Vec<CString>),
+    /// The image's DHCP client for this nic, in the background: a child of the zone's
+    /// init, in a session of its own, its stdio the zone's console.
+    DhcpClient(String),
+}
+
 /// Everything the child needs, prepared before the fork (the child only makes system
 /// calls and reads the zone's /etc/passwd for a login shell).
 pub(super) struct Plan {
@@ -42,8 +58,7 @@ pub(super) struct Plan {
     cgroup_joins: Vec<PathBuf>,
     /// The zone init's capability bounding set.
     bounding: u64,
-    /// The command, or None for root's login shell.
-    argv: Option<Vec<CString>>,
+    run: Run,
     envp: Vec<CString>,
     /// The pty slave to make the controlling terminal and stdio.
     console: Option<i32>,
@@ -57,13 +72,19 @@ impl Plan {
         command: &[String],
         pty: Option<&Pty>,
     ) -> std::result::Result<Plan, ZloginError> {
-        let cstr = |s: &str| {
-            CString::new(s).map_err(|_| ZoneError::Invalid(format!("{s:?} contains a NUL byte")))
+        let run = match command.is_empty() {
+            true => Run::Login,
+            false => Run::Command(command.iter().map(|a| cstr(a)).collect::<Result<_>>()?),
         };
-        let argv = match command.is_empty() {
-            true => None,
-            false => Some(command.iter().map(|a| cstr(a)).collect::<Result<_>>()?),
-        };
+        Plan::with(target, run, pty)
+    }
+
+    /// Prepares the entering of `target` to do `run`.
+    pub(super) fn with(
+        target: &Target,
+        run: Run,
+        pty: Option<&Pty>,
+    ) -> std::result::Result<Plan, ZloginError> {
         let mut env = vec![
             format!("PATH={ZONE_PATH}"),
             "HOME=/root".into(),
@@ -100,12 +121,16 @@ impl Plan {
             root,
             cgroup_joins,
             bounding,
-            argv,
+            run,
             envp,
             console: pty.map(|p| p.slave.as_raw_fd()),
             seccomp: security::compile_filter()?,
         })
     }
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| ZoneError::Invalid(format!("{s:?} contains a NUL byte")))
 }
 
 /// The `CapBnd` mask of a `/proc/PID/status` text.
@@ -222,6 +247,10 @@ pub(super) fn spawn(target: &Target, plan: &Plan) -> std::result::Result<Pid, Zl
 
 /// The child's side: runs in the zone's pid namespace, as host root, until it enters.
 fn enter_and_exec(target: &Target, plan: &Plan) -> Result<std::convert::Infallible> {
+    // Until the exec, this process is the zone binary: nobody in the zone may open its
+    // /proc/PID/exe or ptrace it (zlogin is non-dumpable already; a monitor is not).
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| ZoneError::io("prctl(PR_SET_DUMPABLE, 0)", std::io::Error::from(e)))?;
     // While still host root: the cgroup files belong to host root (v1, and the limits
     // of v2), and joining them first means nothing of the command ever runs outside.
     for file in &plan.cgroup_joins {
@@ -277,13 +306,56 @@ fn enter_and_exec(target: &Target, plan: &Plan) -> Result<std::convert::Infallib
     // SAFETY: resetting a disposition to the default action installs no handler.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
         .ctx(|| "SIGPIPE".into())?;
+    if let Run::DhcpClient(_) = plan.run {
+        into_background()?;
+    }
     security::drop_capabilities()?;
     narrow_capabilities(plan.bounding)?;
     security::set_no_new_privs()?;
     security::install_filter(&plan.seccomp)?;
-    match &plan.argv {
-        Some(argv) => exec(argv, &plan.envp),
-        None => login_shell(&plan.envp),
+    match &plan.run {
+        Run::Command(argv) => exec(argv, &plan.envp),
+        Run::Login => login_shell(&plan.envp),
+        Run::DhcpClient(nic) => {
+            let (path, argv) = dhcp_client(nic).ok_or_else(|| ZoneError::CommandNotFound {
+                command: NO_DHCP_CLIENT.into(),
+                rootfs: PathBuf::new(),
+            })?;
+            let e = nix::unistd::execve(&path, &argv, &plan.envp).unwrap_err();
+            Err(ZoneError::io(
+                format!("exec {}", path.to_string_lossy()),
+                e.into(),
+            ))
+        }
+    }
+}
+
+/// Makes the child a background process of the zone: stdio on the zone's console
+/// (its /dev/console; /dev/null where it has none), a session of its own, and a
+/// fork whose parent exits, so that the zone's init inherits it. The error pipe
+/// goes with the grandchild, which reports (or execs) in the child's place.
+fn into_background() -> Result<()> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let none = nix::sys::stat::Mode::empty();
+    let stdio = nix::fcntl::open("/dev/console", flags, none)
+        .or_else(|_| nix::fcntl::open("/dev/null", flags, none))
+        .ctx(|| "opening the zone's /dev/console and /dev/null".into())?;
+    for target in 0..3 {
+        // SAFETY: dup2 of a valid fd onto stdio numbers.
+        if unsafe { libc::dup2(stdio.as_raw_fd(), target) } < 0 {
+            return Err(ZoneError::io(
+                "attaching the console to stdio",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
+    // SAFETY: the child is single-threaded (it forked from a single-threaded parent).
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        // SAFETY: _exit skips the destructors the grandchild still needs.
+        ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
+        ForkResult::Child => Ok(()),
     }
 }
 

@@ -241,6 +241,19 @@ fn alive(pidfd: &OwnedFd) -> bool {
     r == 0
 }
 
+/// Starts the image's DHCP client for `nic` in the running zone `target`, in the
+/// background, as a nic added to the running zone needs (a zone's own nics get theirs
+/// from its start): confined as zlogin's commands are, a child of the zone's init, its
+/// stdio the zone's console. Returns once the client runs, or why it could not start.
+pub(crate) fn start_dhcp_client(target: &Target, nic: &str) -> Result<(), ZloginError> {
+    let plan = enter::Plan::with(target, enter::Run::DhcpClient(nic.into()), None)?;
+    let child = enter::spawn(target, &plan)?;
+    // The child exits as soon as it has forked the client, which the zone's init
+    // inherits.
+    let _ = nix::sys::wait::waitpid(child, None);
+    Ok(())
+}
+
 /// `zlogin`: enters the zone, runs the command, returns its exit status (128 + the
 /// signal number when a signal ended it).
 pub fn run(opts: &Options) -> Result<i32, ZloginError> {
