@@ -164,12 +164,13 @@ pub fn changes(old: &InstanceSpec, new: &InstanceSpec) -> Vec<Change> {
             nic_effect,
         );
     }
-    // The rules are installed on the instance's ports when it starts.
+    // The monitor swaps the rules of the running instance's ports, each in one
+    // transaction.
     cmp(
         "firewall",
         opt(firewall_text(&old.firewall)),
         opt(firewall_text(&new.firewall)),
-        Effect::Restart,
+        Effect::Live,
     );
     match (&old.kind, &new.kind) {
         (Kind::Zone(a), Kind::Zone(b)) => {
@@ -401,6 +402,24 @@ mod tests {
         let v = one("hvm v { image \"debian-hvm@12\"; }");
         let w = one("hvm v { image \"debian-hvm@12\"; memory \"1G\"; nic net0 tag=\"admin\"; }");
         assert!(changes(&v, &w).iter().all(|c| c.effect == Effect::Restart));
+    }
+
+    #[test]
+    fn a_firewall_change_applies_live_to_both_kinds() {
+        for kind in [
+            "zone w { image \"busybox@1.36\"",
+            "hvm v { image \"debian-hvm@12\"",
+        ] {
+            let off = one(&format!("{kind}; }}"));
+            let on = one(&format!(
+                "{kind}; firewall {{ allow \"tcp\" port=22; }}; }}"
+            ));
+            let c = changes(&off, &on);
+            assert_eq!(c.len(), 1, "{c:?}");
+            assert_eq!(c[0].property, "firewall");
+            assert_eq!(effect(&c), Some(Effect::Live), "{kind}");
+            assert_eq!(effect(&changes(&on, &off)), Some(Effect::Live), "{kind}");
+        }
     }
 
     #[test]

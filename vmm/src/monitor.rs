@@ -224,6 +224,16 @@ struct Monitor {
     console: OwnedFd,
     console_slave: PathBuf,
     metadata: Option<crate::metadata::MetadataService>,
+    /// The taps' rules: which firewall they carry, held across every install,
+    /// reinstall and removal so that a live change and a boot never interleave.
+    ports: Mutex<PortRules>,
+}
+
+/// The firewall the taps' rules carry (the config's at start, then what a `Reload`
+/// set live), and whether the rules are in place (from a boot's start to its end).
+struct PortRules {
+    firewall: Option<spec::Firewall>,
+    installed: bool,
 }
 
 /// The guest as the socket's requests and the supervising loop see it.
@@ -257,7 +267,9 @@ impl Instance for Guest {
     /// Starts the guest's `vmm` process for one boot.
     fn boot(&mut self) -> Result<(), InstanceError> {
         let m = &self.m;
-        let child = m.spawn_child()?;
+        // A boot that does not start leaves no rules (a failure half-way through them
+        // included).
+        let child = m.spawn_child().inspect_err(|_| m.remove_port_rules())?;
         let pid = child.id();
         let mut stop_now = false;
         m.update(|st| {
@@ -331,6 +343,10 @@ impl Monitor {
             return Err(bad("this instance has no metadata service".into()));
         };
         let mut notes = Vec::new();
+        notes.extend(
+            self.reload_firewall(cfg.spec.firewall.as_ref())
+                .map_err(bad)?,
+        );
         let cap = hvm_cpu_cap(&cfg);
         if cap != lock(&self.state).cpu_cap {
             // Live when the VMM runs; either way the next boot starts with it.
@@ -457,10 +473,17 @@ impl Monitor {
     /// Every tap's rules, in place before the child opens the tap (they are keyed by
     /// its name), so the guest's first frame is already filtered.
     fn install_port_rules(&self) -> Result<(), InstanceError> {
+        let mut ports = lock(&self.ports);
+        // Marked first: after a failure half-way, the boot's end removes what went in.
+        ports.installed = true;
+        self.install_rules(ports.firewall.as_ref())
+    }
+
+    /// Installs (or replaces, one transaction per tap) the taps' rules with `firewall`.
+    fn install_rules(&self, firewall: Option<&spec::Firewall>) -> Result<(), InstanceError> {
         for (idx, nic) in self.cfg.spec.nics.iter().enumerate() {
             let port = contract::host_ifname(&self.cfg.uuid, idx);
             let mac = spec::MacAddr::of_nic(nic.mac, &self.cfg.uuid, idx).octets();
-            let firewall = self.cfg.spec.firewall.as_ref();
             host::isolation::install(&PortPolicy::for_nic(&port, mac, nic, firewall))?;
         }
         Ok(())
@@ -468,12 +491,38 @@ impl Monitor {
 
     /// Removes the taps' rules once the child (and with it each tap) is gone.
     fn remove_port_rules(&self) {
+        let mut ports = lock(&self.ports);
+        ports.installed = false;
         for idx in 0..self.cfg.spec.nics.len() {
             let port = contract::host_ifname(&self.cfg.uuid, idx);
             if let Err(e) = host::isolation::remove(&port) {
                 log::warn!("{e}");
             }
         }
+    }
+
+    /// A `Reload`'s firewall: the taps' rules now, if the guest runs, and the next
+    /// boot's. `None` when it is the one they carry.
+    fn reload_firewall(&self, firewall: Option<&spec::Firewall>) -> Result<Option<String>, String> {
+        let mut ports = lock(&self.ports);
+        if ports.firewall.as_ref() == firewall {
+            return Ok(None);
+        }
+        if ports.installed {
+            if let Err(e) = self.install_rules(firewall) {
+                // Each tap's switch is one transaction: put back the ones that switched.
+                let _ = self.install_rules(ports.firewall.as_ref());
+                return Err(format!("firewall: {e}"));
+            }
+        }
+        ports.firewall = firewall.cloned();
+        Ok(Some(
+            match firewall {
+                Some(_) => "firewall applied",
+                None => "firewall removed",
+            }
+            .into(),
+        ))
     }
 
     fn spawn_child(&self) -> Result<Child, InstanceError> {
@@ -599,6 +648,10 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         console,
         console_slave,
         metadata: crate::metadata::MetadataService::open_logged(&cfg),
+        ports: Mutex::new(PortRules {
+            firewall: cfg.spec.firewall.clone(),
+            installed: false,
+        }),
         cfg,
     });
     {

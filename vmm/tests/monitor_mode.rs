@@ -685,6 +685,42 @@ fn a_guests_tap_is_filtered_while_it_runs_and_its_rules_go_with_it() {
         "{mark} in\n{firewall}"
     );
 
+    // A changed firewall goes onto the running guest's tap at a Reload, and a removed
+    // one comes off it, antispoof staying.
+    let client = Client::for_instance(&pool.cfg.run_dir, &pool.cfg.uuid);
+    let pid = request(&pool, &MonitorRequest::Status)
+        .0
+        .status
+        .unwrap()
+        .instance_pid;
+    let reload = |firewall: Option<spec::Firewall>| {
+        let mut edited = pool.cfg.clone();
+        edited.spec.firewall = firewall;
+        std::fs::write(&pool.config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+        client.reload().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let ssh = spec::Firewall {
+        rules: vec![spec::FirewallRule {
+            proto: spec::FirewallProto::Tcp,
+            ports: Some((22, 22)),
+            from: None,
+        }],
+    };
+    let note = reload(Some(ssh));
+    assert!(note.contains("firewall applied"), "{note}");
+    let firewall = nft_table("inet");
+    assert!(
+        firewall.contains(&format!("{mark} . tcp . 0.0.0.0/0 . 22"))
+            && !firewall.contains(&format!("{mark} . icmp")),
+        "{mark} in\n{firewall}"
+    );
+    let note = reload(None);
+    assert!(note.contains("firewall removed"), "{note}");
+    assert!(!nft_table("inet").contains(&mark), "{}", nft_table("inet"));
+    assert!(nft_table("bridge").contains(&format!("\"{tap}\" . 10.239.0.5")));
+    let after = request(&pool, &MonitorRequest::Status).0.status.unwrap();
+    assert_eq!(after.instance_pid, pid, "the guest kept running");
+
     let _ = Client::new(contract::socket_path(&pool.cfg.run_dir, &pool.cfg.uuid))
         .stop(true, Duration::ZERO);
     assert_eq!(wait_exit(&mut monitor, Duration::from_secs(10)), 0);

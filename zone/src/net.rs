@@ -121,10 +121,7 @@ impl Plumber {
     fn plumb(&self, p: &NicPlan) -> Result<()> {
         let nic = format!("nic {}", p.nic.name);
         // Rules first: the port must never carry a frame unfiltered.
-        host::isolation::install(&p.policy()).map_err(|e| ZoneError::Net {
-            what: format!("{nic}: antispoof/firewall rules"),
-            reason: e.to_string(),
-        })?;
+        reinstall_rules(p)?;
         let peer = p.temp_peer();
         let host = self.host.blocking();
         host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
@@ -171,6 +168,15 @@ pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<()> {
         remove_rules(plan);
     }
     result
+}
+
+/// Replaces the rules of a plugged nic's port with those of `plan` (a live firewall
+/// change): one nf_tables transaction, so the port is never without rules.
+pub fn reinstall_rules(plan: &NicPlan) -> Result<()> {
+    host::isolation::install(&plan.policy()).map_err(|e| ZoneError::Net {
+        what: format!("nic {}: antispoof/firewall rules", plan.nic.name),
+        reason: e.to_string(),
+    })
 }
 
 /// Unplugs one nic from a running zone (a live `remove_nics`): deleting the host end

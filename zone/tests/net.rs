@@ -261,3 +261,75 @@ fn a_dhcp_nic_added_live_gets_its_client() {
     assert!(resp.ok, "{resp:?}");
     assert_eq!(wait_exit(&mut child), 0);
 }
+
+/// A firewall changed in a running zone's config takes effect at its `Reload`, without
+/// a restart: the port allowed before is refused after, the one refused is allowed,
+/// and with the firewall removed both answer.
+#[test]
+fn a_firewall_change_applies_to_the_running_zone() {
+    require_root();
+    let tag = unique("f");
+    let _guard = BridgeGuard(monitor::default_bridge_name(&tag));
+    let allow = |port: u16| spec::Firewall {
+        rules: vec![spec::FirewallRule {
+            proto: spec::FirewallProto::Tcp,
+            ports: Some((port, port)),
+            from: None,
+        }],
+    };
+    let mut pool = Pool::new(&[
+        "/bin/sh",
+        "-c",
+        "echo up > /tmp/i; httpd -p 8001 -h /tmp; httpd -p 8002 -h /tmp; sleep 600 & wait",
+    ]);
+    pool.config.spec.nics.push(spec::Nic::new(
+        "net0",
+        tag.clone(),
+        spec::IpConfig::Static {
+            addr: "10.239.0.1".parse().unwrap(),
+            prefix: 24,
+        },
+    ));
+    pool.config.spec.firewall = Some(allow(8001));
+    pool.save_config(&pool.config);
+    let mut child = pool.spawn();
+    let _monitor = MonitorGuard(&pool);
+    let zpid = pool.wait_running().instance_pid;
+    // Which of the zone's two web servers a zone beside it reaches (busybox's nc:
+    // Debian's static busybox wget crashes).
+    let probe = || {
+        let out = sh(
+            pool.image(),
+            &["--net", &format!("{tag}=10.239.0.2/24")],
+            "for p in 8001 8002; do printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 10.239.0.1 $p 2>/dev/null | grep -q '^up' && echo $p; done; true",
+        );
+        out.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // The servers daemonize at the zone's start: wait for the allowed one.
+    wait_for("the zone's allowed web server", || {
+        (probe() == ["8001"]).then_some(())
+    });
+    let reload = |firewall: Option<spec::Firewall>| {
+        let mut config = pool.config.clone();
+        config.spec.firewall = firewall;
+        pool.save_config(&config);
+        let (resp, _) = pool.request(monitor::MonitorRequest::Reload);
+        assert!(resp.ok, "{resp:?}");
+        resp.message
+    };
+    let note = reload(Some(allow(8002)));
+    assert!(note.contains("firewall applied on net0"), "{note}");
+    assert_eq!(probe(), ["8002"], "the firewall did not change");
+    let note = reload(None);
+    assert!(note.contains("firewall removed on net0"), "{note}");
+    assert_eq!(probe(), ["8001", "8002"], "the firewall is still on");
+    assert_eq!(pool.status().instance_pid, zpid, "the zone was restarted");
+    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
+        force: true,
+        timeout_secs: 0,
+    });
+    assert!(resp.ok, "{resp:?}");
+    assert_eq!(wait_exit(&mut child), 0);
+}

@@ -241,6 +241,27 @@ impl Zone {
         Ok(())
     }
 
+    /// Puts `firewall` on every nic of the running zone whose port has another one
+    /// (a live firewall change); returns the names of the nics changed. A nic's switch
+    /// is one transaction; a failure leaves that nic, and those after it, as they were.
+    pub fn set_firewall(&mut self, firewall: Option<&spec::Firewall>) -> Result<Vec<String>> {
+        let mut changed = vec![];
+        for plan in self
+            .nics
+            .iter_mut()
+            .filter(|p| p.firewall.as_ref() != firewall)
+        {
+            let new = NicPlan {
+                firewall: firewall.cloned(),
+                ..plan.clone()
+            };
+            net::reinstall_rules(&new)?;
+            *plan = new;
+            changed.push(plan.nic.name.clone());
+        }
+        Ok(changed)
+    }
+
     /// Unplugs the nic named `name` (inside the zone) from the running zone.
     pub fn remove_nic(&mut self, name: &str) -> Result<()> {
         if let Some(i) = self.nics.iter().position(|p| p.nic.name == name) {

@@ -22,6 +22,7 @@ pub(super) struct NicChanges {
 }
 
 impl NicChanges {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty()
     }
@@ -98,13 +99,25 @@ impl Monitor {
                 }
                 notes.push(note);
             }
+            let firewall = new.spec.firewall.as_ref();
+            let changed = zone.set_firewall(firewall)?;
+            if !changed.is_empty() {
+                notes.push(format!(
+                    "firewall {} on {}",
+                    if firewall.is_some() {
+                        "applied"
+                    } else {
+                        "removed"
+                    },
+                    changed.join(", ")
+                ));
+            }
         }
-        if !nics.is_empty() {
-            self.spec.nics = match &self.zone {
-                Some(z) => z.nics().to_vec(),
-                None => wanted.nics.clone(),
-            };
-        }
+        // What the next start in this monitor (a reboot) plugs in.
+        self.spec.nics = match &self.zone {
+            Some(z) => z.nics().to_vec(),
+            None => wanted.nics.clone(),
+        };
         if limits != self.spec.limits {
             if let Some(zone) = &self.zone {
                 zone.cgroup.set_limits(&limits)?;
