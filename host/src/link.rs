@@ -170,6 +170,61 @@ pub fn open_tap(name: &str) -> Result<File, LinkError> {
     Ok(file)
 }
 
+/// A raw packet socket that writes whole Ethernet frames out of link `name` with
+/// send(2) (bound to no protocol, it reads none): a frame written on a bridge is
+/// forwarded to the port of its destination MAC, or flooded. Close-on-exec.
+pub fn frame_writer(name: &str) -> Result<OwnedFd, LinkError> {
+    let fd = packet_socket(0).map_err(failed(name, "opening a packet socket"))?;
+    bind_packet(&fd, name, 0).map_err(failed(name, "binding a packet socket"))?;
+    Ok(fd)
+}
+
+/// An AF_PACKET raw socket, close-on-exec (and `flags`, e.g. SOCK_NONBLOCK), bound to
+/// nothing: it receives nothing until [`bind_packet`].
+pub(crate) fn packet_socket(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with integer arguments; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Binds packet socket `fd` to link `name` for `protocol` (host order: ETH_P_ALL, or
+/// 0 for none).
+pub(crate) fn bind_packet(fd: &OwnedFd, name: &str, protocol: u16) -> io::Result<()> {
+    let ifindex = nix::net::if_::if_nametoindex(name)?;
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: protocol.to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `addr` is a sockaddr_ll that lives across the call and the length
+    // passed is its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// Sets link `name` up.
 pub fn set_up(name: &str) -> Result<(), LinkError> {
     let up = || -> io::Result<()> {

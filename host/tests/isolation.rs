@@ -253,3 +253,36 @@ fn a_name_that_is_not_an_interface_is_refused_before_nft_runs() {
         ));
     }
 }
+
+/// Chains an older build filled (its rules differ, and it had no set of this build's
+/// rules) are refilled by the next port's install, not left to enforce the old rules.
+#[test]
+fn chains_of_an_older_build_are_refilled_by_the_next_install() {
+    let ns = Netns::new();
+    let p = policy("skgen0n0", "10.9.2.1", None);
+    ns.run(move || isolation::install(&p)).unwrap();
+    let nft = |args: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft"])
+            .args(args.split(' '))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nft {args}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let gens: Vec<String> = elements(&ns)
+        .into_keys()
+        .filter(|s| s.starts_with("rules_"))
+        .collect();
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    // What an older build left: other rules, and no set of this build's.
+    nft("flush chain bridge skerry class_15");
+    nft("add rule bridge skerry class_15 meta mark 0x1234 drop");
+    nft(&format!("delete set bridge skerry {}", gens[0]));
+    let p = policy("skgen1n0", "10.9.2.2", None);
+    ns.run(move || isolation::install(&p)).unwrap();
+    let chain = nft("list chain bridge skerry class_15");
+    assert!(!chain.contains("0x00001234"), "{chain}");
+    assert!(chain.contains("@addr4 drop"), "{chain}");
+    assert!(elements(&ns).contains_key(&gens[0]));
+}

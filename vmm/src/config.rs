@@ -27,6 +27,11 @@ pub struct NetConfig {
     /// VLAN of the tap on its bridge; 0 = untagged (the bridge's default).
     #[serde(default)]
     pub vlan: u16,
+    /// An inherited descriptor of the tap, opened and plugged in (bridge, VLAN) by
+    /// the instance's monitor, which snoops its DHCP leases from the moment it
+    /// exists: the VMM takes it instead of opening `tap`, and leaves `bridge` alone.
+    #[serde(default)]
+    pub tap_fd: Option<i32>,
 }
 
 /// Everything needed to boot one guest. It crosses the process boundary as data: the
@@ -202,6 +207,7 @@ mod tests {
                 tap: "sk0".into(),
                 mac: [0x02, 0x5c, 0, 0x11, 0x22, 0xff],
                 bridge: Some("skadmin".into()),
+                tap_fd: None,
             }],
             uuid: Some(uuid::Uuid::from_u128(
                 0x9e2f3c8a_1b2c_4d3e_8f40_0123456789ab,

@@ -126,6 +126,7 @@ fn parse_net(s: &str) -> Result<NetConfig> {
         mac: config::mac_from(&tap),
         tap,
         bridge: None,
+        tap_fd: None,
     };
     for opt in parts {
         match opt.split_once('=') {

@@ -9,6 +9,7 @@ use crate::bootdisk;
 use crate::config::{DiskConfig, NetConfig, VmConfig};
 use crate::devices::bus::lock;
 use host::isolation::PortPolicy;
+use host::snoop::{Leases, Snooper};
 use monitor::{
     self as contract, AfterStop, Claim, Ended, Instance, InstanceConfig, MonitorStatus, Next,
     Pending, State, StatusFile, StopRequest, Supervised,
@@ -16,7 +17,8 @@ use monitor::{
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spec::Kind;
-use std::os::fd::OwnedFd;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -65,6 +67,17 @@ pub enum InstanceError {
     /// not started unprotected.
     #[error("tenant isolation: {0}")]
     Isolation(#[from] host::isolation::IsolationError),
+    /// A tap could not be made ready for the guest: opened, plugged into its bridge
+    /// and VLAN, or snooped for its DHCP leases.
+    #[error("tap {tap}: {what}: {reason}")]
+    Tap {
+        /// The tap.
+        tap: String,
+        /// The step.
+        what: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstanceError {
@@ -137,6 +150,7 @@ pub fn child_config(cfg: &InstanceConfig) -> Result<VmConfig, InstanceError> {
                 tap: contract::host_ifname(&cfg.uuid, idx),
                 mac,
                 bridge: Some(bridge),
+                tap_fd: None,
             }
         })
         .collect();
@@ -229,11 +243,25 @@ struct Monitor {
     ports: Mutex<PortRules>,
 }
 
+/// The DHCP nics' snoopers of one boot, each with its nic's index.
+type Snoopers = Vec<(usize, Snooper)>;
+
+/// A boot whose VMM has been spawned: the child, the boot's number ([`PortRules`]),
+/// and its DHCP nics' snoopers.
+struct Started {
+    child: Child,
+    boot: u64,
+    snoopers: Snoopers,
+}
+
 /// The firewall the taps' rules carry (the config's at start, then what a `Reload`
-/// set live), and whether the rules are in place (from a boot's start to its end).
+/// set live), whether the rules are in place (from a boot's start to its end), which
+/// boot they are of, and each DHCP nic's leased addresses in this boot (by nic index).
 struct PortRules {
     firewall: Option<spec::Firewall>,
     installed: bool,
+    boot: u64,
+    leased: Vec<Vec<Ipv4Addr>>,
 }
 
 /// The guest as the socket's requests and the supervising loop see it.
@@ -269,7 +297,18 @@ impl Instance for Guest {
         let m = &self.m;
         // A boot that does not start leaves no rules (a failure half-way through them
         // included).
-        let child = m.spawn_child().inspect_err(|_| m.remove_port_rules())?;
+        let Started {
+            child,
+            boot,
+            snoopers,
+        } = m.spawn_child().inspect_err(|_| m.remove_port_rules())?;
+        if !snoopers.is_empty() {
+            let m = Arc::clone(m);
+            std::thread::Builder::new()
+                .name("dhcp-snoop".into())
+                .spawn(move || m.snoop(boot, snoopers))
+                .map_err(io_err("starting the DHCP snooper"))?;
+        }
         let pid = child.id();
         let mut stop_now = false;
         m.update(|st| {
@@ -472,21 +511,132 @@ impl Monitor {
 
     /// Every tap's rules, in place before the child opens the tap (they are keyed by
     /// its name), so the guest's first frame is already filtered.
-    fn install_port_rules(&self) -> Result<(), InstanceError> {
+    /// Puts the taps' rules in place for a new boot (no leases yet); returns the boot.
+    fn install_port_rules(&self) -> Result<u64, InstanceError> {
         let mut ports = lock(&self.ports);
         // Marked first: after a failure half-way, the boot's end removes what went in.
         ports.installed = true;
-        self.install_rules(ports.firewall.as_ref())
+        ports.boot += 1;
+        ports.leased = vec![vec![]; self.cfg.spec.nics.len()];
+        self.install_rules(ports.firewall.as_ref(), &ports.leased)?;
+        Ok(ports.boot)
     }
 
-    /// Installs (or replaces, one transaction per tap) the taps' rules with `firewall`.
-    fn install_rules(&self, firewall: Option<&spec::Firewall>) -> Result<(), InstanceError> {
+    /// Installs (or replaces, one transaction per tap) the taps' rules with `firewall`
+    /// and each DHCP nic's `leased` addresses.
+    fn install_rules(
+        &self,
+        firewall: Option<&spec::Firewall>,
+        leased: &[Vec<Ipv4Addr>],
+    ) -> Result<(), InstanceError> {
         for (idx, nic) in self.cfg.spec.nics.iter().enumerate() {
             let port = contract::host_ifname(&self.cfg.uuid, idx);
             let mac = spec::MacAddr::of_nic(nic.mac, &self.cfg.uuid, idx).octets();
-            host::isolation::install(&PortPolicy::for_nic(&port, mac, nic, firewall))?;
+            let mut policy = PortPolicy::for_nic(&port, mac, nic, firewall);
+            let leases = leased.get(idx).map_or(&[][..], Vec::as_slice);
+            policy.addrs.extend(leases.iter().copied().map(IpAddr::V4));
+            host::isolation::install(&policy)?;
         }
         Ok(())
+    }
+
+    /// Creates the boot's taps (their rules are in place): each plugged into its
+    /// bridge and VLAN, and a DHCP nic's snooped from then on, before the guest can
+    /// send anything. Hands each to the child through `vm` (`tap_fd`); returns the
+    /// descriptors to keep open until the child is spawned, and the snoopers.
+    fn open_taps(&self, vm: &mut VmConfig) -> Result<(Vec<OwnedFd>, Snoopers), InstanceError> {
+        let mut fds = vec![];
+        let mut snoopers = vec![];
+        for (idx, (net, nic)) in vm.nets.iter_mut().zip(&self.cfg.spec.nics).enumerate() {
+            let tap = &net.tap;
+            let failed = |what: &str, reason: String| InstanceError::Tap {
+                tap: tap.clone(),
+                what: what.into(),
+                reason,
+            };
+            let fd = OwnedFd::from(
+                host::link::open_tap(tap).map_err(|e| failed("opening", e.to_string()))?,
+            );
+            nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| failed("handing it over", e.to_string()))?;
+            if nic.ip == spec::IpConfig::Dhcp && !nic.allow.ip_spoofing {
+                let s = Snooper::open(tap, net.mac)
+                    .map_err(|e| failed("snooping its DHCP leases", e.to_string()))?;
+                snoopers.push((idx, s));
+            }
+            if let Some(bridge) = net.bridge.take() {
+                // Plugging into the bridge also sets the tap up.
+                host::link::plug_into_bridge(tap, &bridge)
+                    .map_err(|e| failed("plugging in", e.to_string()))?;
+                if net.vlan != 0 {
+                    host::vlan::isolate_port(&bridge, tap, net.vlan, |port| {
+                        !contract::is_host_ifname(port)
+                    })
+                    .map_err(|e| failed("its VLAN", e.to_string()))?;
+                }
+            }
+            net.tap_fd = Some(fd.as_raw_fd());
+            fds.push(fd);
+        }
+        Ok((fds, snoopers))
+    }
+
+    /// Puts the leases the DHCP nics' snoopers see into their taps' rules, for as long
+    /// as boot `boot` runs (a snooper's tap goes with the boot).
+    fn snoop(&self, boot: u64, snoopers: Snoopers) {
+        let mut ports: Vec<(usize, Snooper, Leases)> = snoopers
+            .into_iter()
+            .map(|(idx, s)| (idx, s, Leases::default()))
+            .collect();
+        loop {
+            // At least once a second: to see the boot end.
+            let wake = ports.iter().filter_map(|p| p.2.next_end()).min();
+            let ms = wake.map_or(1000, |t| {
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(1000) as u16
+                    + 1
+            });
+            let mut fds: Vec<nix::poll::PollFd> = ports
+                .iter()
+                .map(|p| nix::poll::PollFd::new(p.1.as_fd(), nix::poll::PollFlags::POLLIN))
+                .collect();
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            drop(fds);
+            let now = Instant::now();
+            let mut changed = false;
+            for (idx, snooper, leases) in &mut ports {
+                match snooper.events() {
+                    Ok(events) => {
+                        for ev in events {
+                            changed |= leases.apply(ev, now);
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("nic {idx}: no more DHCP snooping: {e}");
+                        return;
+                    }
+                }
+                changed |= leases.expire(now);
+            }
+            let mut rules = lock(&self.ports);
+            if rules.boot != boot || !rules.installed {
+                return;
+            }
+            if !changed {
+                continue;
+            }
+            for (idx, _, leases) in &ports {
+                rules.leased[*idx] = leases.addrs();
+            }
+            match self.install_rules(rules.firewall.as_ref(), &rules.leased) {
+                Ok(()) => log::info!("DHCP leases held: {:?}", rules.leased),
+                Err(e) => log::error!("putting DHCP leases into the rules: {e}"),
+            }
+        }
     }
 
     /// Removes the taps' rules once the child (and with it each tap) is gone.
@@ -509,9 +659,9 @@ impl Monitor {
             return Ok(None);
         }
         if ports.installed {
-            if let Err(e) = self.install_rules(firewall) {
+            if let Err(e) = self.install_rules(firewall, &ports.leased) {
                 // Each tap's switch is one transaction: put back the ones that switched.
-                let _ = self.install_rules(ports.firewall.as_ref());
+                let _ = self.install_rules(ports.firewall.as_ref(), &ports.leased);
                 return Err(format!("firewall: {e}"));
             }
         }
@@ -525,9 +675,11 @@ impl Monitor {
         ))
     }
 
-    fn spawn_child(&self) -> Result<Child, InstanceError> {
+    fn spawn_child(&self) -> Result<Started, InstanceError> {
         let mut vm = child_config(&self.cfg)?;
-        self.install_port_rules()?;
+        let boot = self.install_port_rules()?;
+        // Closed once the child has them (a tap lives as long as its VMM holds it).
+        let (_taps, snoopers) = self.open_taps(&mut vm)?;
         // The guest's COM2; this end closes when spawn_child returns (the child has it).
         let _com2 = crate::metadata::MetadataService::attach(self.metadata.as_ref(), &mut vm);
         let config_file = child_config_path(&self.cfg);
@@ -545,6 +697,11 @@ impl Monitor {
             .stdout(Stdio::from(out))
             .stderr(Stdio::inherit())
             .spawn()
+            .map(|child| Started {
+                child,
+                boot,
+                snoopers,
+            })
             .map_err(io_err("starting the guest's vmm"))
     }
 
@@ -651,6 +808,8 @@ pub fn main(config_path: &Path) -> Result<i32, InstanceError> {
         ports: Mutex::new(PortRules {
             firewall: cfg.spec.firewall.clone(),
             installed: false,
+            boot: 0,
+            leased: vec![],
         }),
         cfg,
     });

@@ -30,7 +30,13 @@ fn pool_with_properties(code: &[u8], extra: &str) -> Pool {
     // Unique per test and run: the cgroup (skerry/vmm-<uuid>) is host-wide.
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let uuid = format!("{:08x}-1234-4abc-8def-{:012x}", std::process::id(), n);
+    // Its first 8 hex digits name the taps: apart from another test's.
+    let uuid = format!(
+        "{:05x}{:03x}-1234-4abc-8def-{:012x}",
+        std::process::id() & 0xfffff,
+        n & 0xfff,
+        n
+    );
     let spec = spec::manifest::parse_str(
         "test.kdl",
         &format!("hvm tiny {{\n image \"tiny@1\"\n memory \"64M\"\n disk root boot=#true\n cmdline \"quiet\"\n{extra}}}\n"),
@@ -629,6 +635,15 @@ fn a_flooded_monitor_log_is_cut_back() {
     assert!(size(&rotated) <= contract::MONITOR_LOG_MAX);
 }
 
+/// Deletes its bridge when dropped (also when a test fails).
+struct BridgeGone(String);
+
+impl Drop for BridgeGone {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
 /// `nft list table FAMILY skerry` (empty when there is no such table).
 /// skerry's antispoof table (`bridge`) or, on this machine's kernel (no
 /// nf_conntrack_bridge), its firewall table (`inet`).
@@ -654,12 +669,6 @@ fn a_guests_tap_is_filtered_while_it_runs_and_its_rules_go_with_it() {
         ),
     );
     let bridge = contract::default_bridge_name(&tag);
-    struct BridgeGone(String);
-    impl Drop for BridgeGone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-        }
-    }
     let _bridge = BridgeGone(bridge.clone());
     let tap = contract::host_ifname(&pool.cfg.uuid, 0);
     let mac = spec::MacAddr::of_nic(None, &pool.cfg.uuid, 0).to_string();
@@ -731,4 +740,84 @@ fn a_guests_tap_is_filtered_while_it_runs_and_its_rules_go_with_it() {
     );
     assert!(!nft_table("inet").contains(&mark), "{}", nft_table("inet"));
     assert!(!Path::new(&format!("/sys/class/net/{tap}")).exists());
+}
+
+/// A DHCP message to `mac` from a server at 10.240.0.1, as it leaves the bridge:
+/// `kind` is option 53 (5 ACK, 6 NAK), leasing `yiaddr` for an hour.
+fn dhcp_reply(mac: [u8; 6], kind: u8, yiaddr: [u8; 4]) -> Vec<u8> {
+    let mut bootp = vec![0u8; 236];
+    bootp[..4].copy_from_slice(&[2, 1, 6, 0]);
+    bootp[16..20].copy_from_slice(&yiaddr);
+    bootp[28..34].copy_from_slice(&mac);
+    bootp.extend([99, 130, 83, 99, 53, 1, kind, 51, 4, 0, 0, 0x0e, 0x10, 255]);
+    let udp_len = (8 + bootp.len()) as u16;
+    let mut udp = [
+        67u16.to_be_bytes(),
+        68u16.to_be_bytes(),
+        udp_len.to_be_bytes(),
+        [0, 0],
+    ]
+    .concat();
+    udp.extend(bootp);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 240, 0, 1];
+    ip.extend(yiaddr);
+    ip[2..4].copy_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = mac.to_vec();
+    frame.extend([0x02, 0, 0, 0, 0xd4, 0xc9, 0x08, 0x00]);
+    frame.extend(ip);
+    frame.extend(udp);
+    frame
+}
+
+/// Sends `frame` out of link `dev` (a bridge: it forwards it to the port of its
+/// destination MAC, or floods it).
+fn send_out_of(dev: &str, frame: &[u8]) {
+    let fd = host::link::frame_writer(dev).unwrap();
+    let sent = nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        frame,
+        nix::sys::socket::MsgFlags::empty(),
+    );
+    assert_eq!(sent, Ok(frame.len()));
+}
+
+/// An `ip="dhcp"` nic is held to its lease: the monitor snoops the DHCPACK the guest's
+/// tap carries to it (from the moment the tap exists) and puts the leased address into
+/// the tap's rules; a DHCPNAK takes it out again.
+#[test]
+fn a_guests_dhcp_lease_goes_into_its_taps_rules() {
+    let tag = format!("w{:05x}", std::process::id() & 0xfffff);
+    let pool = pool_with_properties(
+        &[print(b"up\n"), HALT_FOREVER.to_vec()].concat(),
+        &format!(" nic net0 tag=\"{tag}\" ip=\"dhcp\"\n"),
+    );
+    let bridge = contract::default_bridge_name(&tag);
+    let _bridge = BridgeGone(bridge.clone());
+    let tap = contract::host_ifname(&pool.cfg.uuid, 0);
+    let mac = spec::MacAddr::of_nic(None, &pool.cfg.uuid, 0).octets();
+    let _monitor = start_monitor(&pool);
+    wait_for("the guest", Duration::from_secs(10), || {
+        console_log(&pool).contains("up")
+    });
+    let leased = format!("\"{tap}\" . 10.240.0.50");
+    assert!(
+        !nft_table("bridge").contains(&leased),
+        "held before its lease"
+    );
+    send_out_of(&bridge, &dhcp_reply(mac, 5, [10, 240, 0, 50]));
+    wait_for(
+        "the lease in the tap's rules",
+        Duration::from_secs(10),
+        || nft_table("bridge").contains(&leased),
+    );
+    send_out_of(&bridge, &dhcp_reply(mac, 6, [0, 0, 0, 0]));
+    wait_for("the NAK to take it out", Duration::from_secs(10), || {
+        !nft_table("bridge").contains(&leased)
+    });
 }

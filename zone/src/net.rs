@@ -6,11 +6,18 @@
 //! Before a host end exists, its antispoof rules (and the zone's firewall) are put in
 //! place by name ([`host::isolation`]): the port is never up without them, and they
 //! are enforced in the host's namespace, out of reach of the zone's own NET_ADMIN.
+//!
+//! An `ip="dhcp"` nic's port is held to the addresses its DHCP server leases it: a
+//! [`Snooper`] on the host end, opened before the port is plugged in, sees the
+//! server's DHCPACKs, and whoever supervises the zone (its monitor, `zone run`) puts
+//! each lease into the port's rules ([`crate::launch::Zone::snoop`]).
 
 use crate::error::{Result, ZoneError};
 use host::isolation::PortPolicy;
 use host::net::{LinkSettings, NetError, Netlink, Route};
+use host::snoop::Snooper;
 use spec::{IpConfig, Nic};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// A nic with its host-side names resolved.
@@ -27,6 +34,8 @@ pub struct NicPlan {
     pub mac: [u8; 6],
     /// The zone's firewall, applied to what this nic receives.
     pub firewall: Option<spec::Firewall>,
+    /// A DHCP nic's leased addresses, as its snooper saw them (its port's sources).
+    pub leased: Vec<Ipv4Addr>,
 }
 
 impl NicPlan {
@@ -44,12 +53,21 @@ impl NicPlan {
             host_if: monitor::host_ifname(uuid, index),
             mac: spec::MacAddr::of_nic(nic.mac, uuid, index).octets(),
             firewall,
+            leased: vec![],
         }
     }
 
     /// What the host end lets through: [`host::isolation`]'s rules for this nic.
     pub fn policy(&self) -> PortPolicy {
-        PortPolicy::for_nic(&self.host_if, self.mac, &self.nic, self.firewall.as_ref())
+        let mut p = PortPolicy::for_nic(&self.host_if, self.mac, &self.nic, self.firewall.as_ref());
+        p.addrs.extend(self.leased.iter().copied().map(IpAddr::V4));
+        p
+    }
+
+    /// Whether the port learns its addresses from DHCP leases (an `ip="dhcp"` nic held
+    /// to its addresses).
+    fn snooped(&self) -> bool {
+        self.nic.ip == IpConfig::Dhcp && !self.nic.allow.ip_spoofing
     }
 
     /// Name of the zone end while it still lives on the host (max 15 bytes).
@@ -118,13 +136,23 @@ impl Plumber {
     /// Plumbs one nic: the veth pair, its host end in the bridge, its zone end moved
     /// into the zone, renamed, addressed, up, with its gateway route. The one place a
     /// nic is plugged in, at boot and live.
-    fn plumb(&self, p: &NicPlan) -> Result<()> {
+    fn plumb(&self, p: &NicPlan) -> Result<Option<Snooper>> {
         let nic = format!("nic {}", p.nic.name);
         // Rules first: the port must never carry a frame unfiltered.
         reinstall_rules(p)?;
         let peer = p.temp_peer();
         let host = self.host.blocking();
         host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
+        // Then the snooper: it must see the first lease, before the port carries any.
+        let snooper = match p.snooped() {
+            true => Some(
+                Snooper::open(&p.host_if, p.mac).map_err(|e| ZoneError::Net {
+                    what: format!("{nic}: snooping its DHCP leases"),
+                    reason: e.to_string(),
+                })?,
+            ),
+            false => None,
+        };
         host.move_to_netns(&peer, self.zone_ns.as_fd())
             .map_err(net_err(format!("moving {peer} into the zone")))?;
         host::link::plug_into_bridge(&p.host_if, &p.bridge).map_err(|e| net_err(&nic)(e.into()))?;
@@ -138,20 +166,30 @@ impl Plumber {
                 reason: e.to_string(),
             })?;
         }
-        configure_inside(&self.inside, p)
+        configure_inside(&self.inside, p)?;
+        Ok(snooper)
     }
 }
 
-/// Plugs every nic of a zone whose init is `zone_pid` ([`Plumber::plumb`] each). On
-/// error, what was created is removed.
-pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
+/// The snoopers of a zone's DHCP nics, each with the nic's name.
+pub type Snoopers = Vec<(String, Snooper)>;
+
+/// Plugs every nic of a zone whose init is `zone_pid` ([`Plumber::plumb`] each), and
+/// returns its DHCP nics' snoopers. On error, what was created is removed.
+pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<Snoopers> {
     if plans.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let result = (|| {
         let plumber = Plumber::open(zone_pid)?;
         plumber.loopback_up()?;
-        plans.iter().try_for_each(|p| plumber.plumb(p))
+        let mut snoopers = vec![];
+        for p in plans {
+            if let Some(s) = plumber.plumb(p)? {
+                snoopers.push((p.nic.name.clone(), s));
+            }
+        }
+        Ok(snoopers)
     })();
     if result.is_err() {
         teardown(plans);
@@ -160,8 +198,9 @@ pub fn setup(zone_pid: i32, plans: &[NicPlan]) -> Result<()> {
 }
 
 /// Plugs one more nic into the running zone whose init is `zone_pid` (a live
-/// `add_nics`); on error, what was created of it is removed.
-pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<()> {
+/// `add_nics`), returning its snooper if it is a DHCP nic; on error, what was created
+/// of it is removed.
+pub fn plumb_one(zone_pid: i32, plan: &NicPlan) -> Result<Option<Snooper>> {
     let result = Plumber::open(zone_pid).and_then(|p| p.plumb(plan));
     if result.is_err() {
         let _ = remove_stale(std::slice::from_ref(plan));

@@ -16,6 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// What `zone run` was asked for.
 #[derive(Debug, Clone, Default)]
@@ -154,7 +155,18 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let snoop_at = fds.len();
+        fds.extend(
+            zone.snoop_fds()
+                .into_iter()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
+        // Until the first DHCP lease ends, or a snooper has something.
+        let timeout = zone.next_lease_end().map_or(PollTimeout::NONE, |end| {
+            let ms = end.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::NONE)
+        });
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => r.ctx(|| "poll".into())?,
         };
@@ -163,6 +175,14 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        let lease_due = zone
+            .next_lease_end()
+            .is_some_and(|end| end <= Instant::now());
+        if ready[snoop_at..].contains(&true) || lease_due {
+            for note in zone.snoop(Instant::now()) {
+                eprintln!("zone: {note}");
+            }
+        }
         if ready[1] {
             if let Ok(Some(info)) = sfd.read_signal() {
                 let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
@@ -178,11 +198,11 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
             }
         }
         if let Some(p) = pty {
-            if ready.get(2) == Some(&true) && !relay(p.master.as_fd(), 1) {
+            if ready[2..snoop_at].first() == Some(&true) && !relay(p.master.as_fd(), 1) {
                 // EIO: every slave fd is closed, the zone is going away.
             }
             if stdin_open
-                && ready.get(3) == Some(&true)
+                && ready[2..snoop_at].get(1) == Some(&true)
                 && !relay(stdin.as_fd(), p.master.as_raw_fd())
             {
                 stdin_open = false;

@@ -292,9 +292,9 @@ fn the_switches_lift_their_rules() {
     );
 }
 
-/// An `ip="dhcp"` nic: its DHCP client's discover (from 0.0.0.0) gets out, while
-/// a foreign MAC and a server's offer from it do not. Its IPv4 sources are not held
-/// to the lease (host/README.md, "DHCP nics"), so a foreign source is not checked here.
+/// An `ip="dhcp"` nic without a lease yet: its DHCP client's discover (from 0.0.0.0)
+/// gets out, while a foreign MAC, a server's offer and any other IPv4 source from it
+/// do not (its leases are its addresses: zone/tests/net.rs holds one to its lease).
 #[test]
 fn a_dhcp_nic_can_ask_for_a_lease_but_not_serve_one_or_change_its_mac() {
     require_root();
@@ -319,12 +319,20 @@ fn a_dhcp_nic_can_ask_for_a_lease_but_not_serve_one_or_change_its_mac() {
         {"kind": "dhcp-discover", "marker": "discover", "mac": c_mac},
         {"kind": "dhcp-discover", "marker": "foreign-mac", "mac": "02:00:de:ad:be:ef"},
         {"kind": "dhcp-offer", "marker": "dhcp-offer", "mac": c_mac, "src": "10.234.0.1"},
+        {"kind": "udp", "marker": "unleased", "mac": c_mac, "src": "10.234.0.1", "dst": "10.234.0.3"},
+        {"kind": "tcp", "marker": "tcpunleased", "mac": c_mac, "src": "10.234.0.1", "dst": "10.234.0.3"},
     ]);
     let seen = captured(
         &client,
         &probe,
         &frames,
-        &["discover", "foreign-mac", "dhcp-offer"],
+        &[
+            "discover",
+            "foreign-mac",
+            "dhcp-offer",
+            "unleased",
+            "tcpunleased",
+        ],
     );
     let has = |m: &str| seen.split(' ').any(|s| s == m);
     assert!(
@@ -333,6 +341,10 @@ fn a_dhcp_nic_can_ask_for_a_lease_but_not_serve_one_or_change_its_mac() {
     );
     assert!(!has("foreign-mac"), "a foreign MAC got through: {seen}");
     assert!(!has("dhcp-offer"), "a DHCP offer got through: {seen}");
+    assert!(
+        !has("unleased") && !has("tcpunleased"),
+        "an address it was never leased got through: {seen}"
+    );
 }
 
 #[test]

@@ -166,15 +166,29 @@ fn dhcp_nic_runs_the_images_dhcp_client() {
     let tag = unique("d");
     let _guard = BridgeGuard(monitor::default_bridge_name(&tag));
     let server = DhcpServer::start(r.path(), &tag, "10.232.0");
+    // Held to its lease (host/README.md, "DHCP nics"): the leased address reaches the
+    // server once `zone run` has put it into the port's rules, another does not.
     let out = sh(
         r.path(),
         &["--net", &format!("{tag}=dhcp")],
-        "for i in $(seq 100); do ip -o -4 addr show net0 | grep -q inet && break; sleep 0.1; done; ip -o -4 addr show net0",
+        "for i in $(seq 100); do ip -o -4 addr show net0 | grep -q inet && break; sleep 0.1; done; \
+         ip -o -4 addr show net0; \
+         for i in $(seq 20); do ping -c 1 -W 1 10.232.0.1 >/dev/null && { echo leased=reached; break; }; done; \
+         ip addr add 10.232.0.77/24 dev net0; \
+         ping -c 1 -W 2 -I 10.232.0.77 10.232.0.1 >/dev/null && echo foreign=reached; true",
     );
     drop(server);
     assert!(
         out.contains("inet 10.232.0.1"),
         "no DHCP lease on net0: {out:?}"
+    );
+    assert!(
+        out.contains("leased=reached"),
+        "the leased address is not let through: {out:?}"
+    );
+    assert!(
+        !out.contains("foreign=reached"),
+        "an address never leased got through: {out:?}"
     );
 }
 
@@ -210,6 +224,41 @@ fn a_dhcp_nic_added_live_gets_its_client() {
     wait_for("a DHCP lease on the added nic", || {
         fib().contains("10.238.0.1").then_some(())
     });
+    // The monitor holds the nic to its lease: the leased address reaches the server,
+    // another does not.
+    let in_zone = |args: &[&str]| {
+        Command::new("nsenter")
+            .args(["-t", &zpid.to_string(), "-n"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("nsenter (util-linux)")
+            .success()
+    };
+    wait_for("the leased address to reach the server", || {
+        in_zone(&["ping", "-c", "1", "-W", "1", "10.238.0.1"]).then_some(())
+    });
+    assert!(in_zone(&[
+        "ip",
+        "addr",
+        "add",
+        "10.238.0.77/24",
+        "dev",
+        "net0"
+    ]));
+    assert!(
+        !in_zone(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-I",
+            "10.238.0.77",
+            "10.238.0.1"
+        ]),
+        "an address never leased got through"
+    );
     // The client: the zone init's child (not the monitor's), confined as the zone is.
     let status = |pid: &str, key: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -33,9 +33,11 @@ pub struct PortPolicy {
     pub port: String,
     /// The nic's MAC: the only source MAC it may send.
     pub mac: [u8; 6],
-    /// The nic's configured addresses: the only sources it may send from.
+    /// The nic's addresses: the only sources it may send from. A DHCP nic's are its
+    /// leases, which its port's monitor learns by snooping ([`crate::snoop`]): none
+    /// until its server has leased it one.
     pub addrs: Vec<IpAddr>,
-    /// The nic gets its address by DHCP (sources then are not pinned).
+    /// The nic gets its address by DHCP: its server's offers pass its firewall.
     pub dhcp: bool,
     /// The nic's relaxations of the antispoof rules.
     pub allow: NicAllow,

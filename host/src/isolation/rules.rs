@@ -364,7 +364,7 @@ const PIN_MAC: u32 = 1;
 const ONLY_IP: u32 = 2;
 /// No DHCP server replies or router advertisements (not `allow-dhcp-spoofing`).
 const NO_SERVERS: u32 = 4;
-/// Sources held to the nic's addresses (not `allow-ip-spoofing`, not DHCP).
+/// Sources held to the nic's addresses, a DHCP nic's leases (not `allow-ip-spoofing`).
 const PIN_IP: u32 = 8;
 /// Classes: every combination of the four.
 const CLASSES: u32 = 16;
@@ -381,9 +381,9 @@ fn class_of(p: &PortPolicy) -> u32 {
     if !p.allow.dhcp_spoofing {
         class |= NO_SERVERS;
     }
-    // A DHCP nic's address is the server's to choose and is not known here: its
-    // sources are not pinned (host/README.md, "DHCP nics").
-    if !p.allow.ip_spoofing && !p.dhcp {
+    // A DHCP nic is held to the addresses its port's monitor saw its server lease it
+    // (`crate::snoop`; host/README.md, "DHCP nics").
+    if !p.allow.ip_spoofing {
         class |= PIN_IP;
     }
     class
@@ -410,9 +410,10 @@ fn class_rules(class: u32) -> Vec<&'static str> {
         rules.push("icmpv6 type nd-router-advert drop");
     }
     if class & PIN_IP != 0 {
-        // ARP probes (RFC 5227) and DAD (RFC 4862) send from the unspecified address.
+        // ARP probes (RFC 5227), DAD (RFC 4862) and a DHCP client without a lease
+        // send from the unspecified address, which is nobody's.
         rules.push("ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addr4 drop");
-        rules.push("ether type ip iifname . ip saddr != @addr4 drop");
+        rules.push("ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != @addr4 drop");
         rules.push("ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @addr6 drop");
         // The target of a neighbour advertisement: 128 bits after the ICMPv6 header.
         rules.push("icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @na6 drop");
@@ -642,6 +643,36 @@ fn skeleton(s: &mut String, fw: Option<Conntrack>, zones: bool) {
         Conntrack::BrNetfilter => (&[][..], "forward priority 0"),
     };
     base_chain(s, at, "forward", hook, &firewall(head));
+}
+
+/// The set whose presence says the chains hold this build's rules: `rules_` and a
+/// hash of every chain's text. A [`Form::Elements`] script adds to it, so on tables
+/// an older build filled (a development host, a test machine used again) it is
+/// refused and [`Form::Full`] refills the chains, which declares it.
+fn generation() -> &'static str {
+    static GENERATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    GENERATION.get_or_init(|| {
+        let mut s = String::new();
+        skeleton(&mut s, Some(Conntrack::Bridge), true);
+        skeleton(&mut s, Some(Conntrack::BrNetfilter), false);
+        format!("rules_{:08x}", mark_of(&s))
+    })
+}
+
+/// [`generation`]'s set, made (with its one element) by a full script.
+fn declare_generation(s: &mut String) {
+    let gen = generation();
+    let _ = writeln!(s, "add set bridge {TABLE} {gen} {{ type mark; }}");
+    check_generation(s);
+}
+
+/// The line that fails where [`generation`]'s set is missing.
+fn check_generation(s: &mut String) {
+    let _ = writeln!(
+        s,
+        "add element bridge {TABLE} {} {{ 0x00000001 }}",
+        generation()
+    );
 }
 
 /// One element of one of [`SETS`], as nft writes it (`KEY` or `KEY : VALUE`).
@@ -992,13 +1023,17 @@ pub enum Form {
 /// placed, or `old`'s when `new` has none, or where the namespace has it.
 pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form) -> String {
     let mut s = String::new();
-    if let Form::Full(held) = form {
-        let zones = zoned(new) || zoned(old);
-        skeleton(
-            &mut s,
-            firewall_placement(new).or(firewall_placement(old)).or(held),
-            zones,
-        );
+    match form {
+        Form::Full(held) => {
+            let zones = zoned(new) || zoned(old);
+            skeleton(
+                &mut s,
+                firewall_placement(new).or(firewall_placement(old)).or(held),
+                zones,
+            );
+            declare_generation(&mut s);
+        }
+        Form::Elements => check_generation(&mut s),
     }
     delete_elements(&mut s, old.iter().filter(|e| !exact || !new.contains(e)));
     add_elements(&mut s, new);
@@ -1011,8 +1046,12 @@ pub fn install_script(new: &[Element], old: &[Element], exact: bool, form: Form)
 /// succeed with no rules reading them.
 pub fn remove_script(old: &[Element], form: Form) -> String {
     let mut s = String::new();
-    if let Form::Full(held) = form {
-        skeleton(&mut s, firewall_placement(old).or(held), zoned(old));
+    match form {
+        Form::Full(held) => {
+            skeleton(&mut s, firewall_placement(old).or(held), zoned(old));
+            declare_generation(&mut s);
+        }
+        Form::Elements => check_generation(&mut s),
     }
     delete_elements(&mut s, old);
     s
@@ -1216,7 +1255,8 @@ mod tests {
         };
         assert_eq!(lifted(|p| p.allow.mac_spoofing = true), 0);
         assert_eq!(lifted(|p| p.allow.ip_spoofing = true), 0);
-        assert_eq!(lifted(|p| p.dhcp = true), 0);
+        // A DHCP nic's leases are its addresses like any others'.
+        assert_eq!(lifted(|p| p.dhcp = true), 3);
         // The other two switches lift checks the fast path's packets never meet.
         assert_eq!(lifted(|p| p.allow.dhcp_spoofing = true), 3);
         assert_eq!(lifted(|p| p.allow.restricted_traffic = true), 3);
@@ -1468,12 +1508,16 @@ mod tests {
         assert_eq!(one(|a| a.restricted_traffic = true), 15 & !ONLY_IP);
         assert_eq!(one(|a| a.dhcp_spoofing = true), 15 & !NO_SERVERS);
         assert_eq!(one(|a| a.ip_spoofing = true), 15 & !PIN_IP);
-        // A DHCP nic keeps MAC and server rules but no address pins.
+        // A DHCP nic is pinned like the others: to no IPv4 address before its lease.
         let mut p = policy();
         p.dhcp = true;
-        assert_eq!(class_of(&p), PIN_MAC | ONLY_IP | NO_SERVERS);
+        p.addrs.clear();
+        assert_eq!(class_of(&p), 15);
         assert_eq!(texts(&p, MACS).len(), 1);
-        assert!(texts(&p, ADDR4).is_empty());
+        assert!(texts(&p, ADDR4).is_empty() && texts(&p, FAST4).is_empty());
+        // The unspecified source (a DHCP client's discover, an ARP probe) is nobody's.
+        assert!(class_rules(15)
+            .contains(&"ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != @addr4 drop"));
     }
 
     #[test]

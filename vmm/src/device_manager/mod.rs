@@ -58,6 +58,16 @@ pub enum DeviceManagerError {
     /// Putting a tap on its VLAN.
     #[error(transparent)]
     Vlan(#[from] host::vlan::VlanError),
+    /// The tap descriptor the monitor handed over is not usable.
+    #[error("tap {tap}: tap_fd {fd}: {reason}")]
+    TapFd {
+        /// The tap.
+        tap: String,
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The buses of one guest and the devices the VMM itself talks to.

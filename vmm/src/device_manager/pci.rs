@@ -73,6 +73,16 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, Devic
         tap: nic.tap.clone(),
         source,
     };
+    // The monitor's tap is plugged in already; one of our own is plugged in here.
+    if let Some(fd) = nic.tap_fd {
+        let tap =
+            crate::runner::take_inherited(fd).map_err(|reason| DeviceManagerError::TapFd {
+                tap: nic.tap.clone(),
+                fd,
+                reason,
+            })?;
+        return plug_net(vm, bus, nic, std::fs::File::from(tap));
+    }
     let tap = link::open_tap(&nic.tap).map_err(err)?;
     // Plugging into the bridge also sets the tap up.
     match &nic.bridge {
@@ -87,6 +97,16 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, Devic
         }
         None => link::set_up(&nic.tap).map_err(err)?,
     }
+    plug_net(vm, bus, nic, tap)
+}
+
+/// Plugs the NIC of `nic`, whose host side is the open `tap`, into `bus`.
+fn plug_net(
+    vm: &Vm,
+    bus: &PciBus,
+    nic: &NetConfig,
+    tap: std::fs::File,
+) -> Result<SharedNet, DeviceManagerError> {
     let model = Net::new(tap, nic.tap.clone(), nic.mac)?;
     let slot = bus.next_slot();
     let dev = Arc::new(Mutex::new(VirtioPciDevice::new(

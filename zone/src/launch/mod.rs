@@ -34,13 +34,15 @@ use crate::net::{self, NicPlan};
 use crate::rootfs::{self, Stage, Upper};
 pub(crate) use child::{dhcp_client, exec, NO_DHCP_CLIENT};
 use child::{intermediate, kernel_fs_in_zone, read_exact, write_all, ChildPlan, ERR_NOT_FOUND};
+use host::snoop::{Leases, Snooper};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Everything needed to start a zone.
 #[derive(Debug, Clone)]
@@ -157,7 +159,27 @@ pub struct Zone {
     /// The zone's cgroup.
     pub cgroup: Box<dyn ZoneCgroup>,
     nics: Vec<NicPlan>,
+    /// The DHCP nics' snoopers and leases.
+    dhcp: Vec<DhcpPort>,
     reaped: Option<ZoneExit>,
+}
+
+/// A DHCP nic of a running zone: the snooper on its port and what it has leased.
+#[derive(Debug)]
+struct DhcpPort {
+    nic: String,
+    snooper: Snooper,
+    leases: Leases,
+}
+
+impl DhcpPort {
+    fn new((nic, snooper): (String, Snooper)) -> DhcpPort {
+        DhcpPort {
+            nic,
+            snooper,
+            leases: Leases::default(),
+        }
+    }
 }
 
 impl Zone {
@@ -236,9 +258,73 @@ impl Zone {
 
     /// Plugs one more nic into the running zone (`net::plumb_one`).
     pub fn add_nic(&mut self, plan: NicPlan) -> Result<()> {
-        net::plumb_one(self.pid.as_raw(), &plan)?;
+        if let Some(snooper) = net::plumb_one(self.pid.as_raw(), &plan)? {
+            self.dhcp
+                .push(DhcpPort::new((plan.nic.name.clone(), snooper)));
+        }
         self.nics.push(plan);
         Ok(())
+    }
+
+    /// The DHCP nics' snoopers, for the supervisor's poll: when one is readable, or
+    /// at [`Zone::next_lease_end`], it calls [`Zone::snoop`].
+    pub fn snoop_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.dhcp.iter().map(|d| d.snooper.as_fd()).collect()
+    }
+
+    /// When the first lease a DHCP nic holds ends.
+    pub fn next_lease_end(&self) -> Option<Instant> {
+        self.dhcp.iter().filter_map(|d| d.leases.next_end()).min()
+    }
+
+    /// Reads what the DHCP nics' snoopers saw and drops the leases ended by `now`; a
+    /// nic whose leased addresses changed gets them in its port's rules (one
+    /// transaction, the old addresses out and the new in). Returns a line per change
+    /// or failure, for the supervisor's log. Never blocks.
+    pub fn snoop(&mut self, now: Instant) -> Vec<String> {
+        let mut notes = vec![];
+        for d in &mut self.dhcp {
+            let mut changed = match d.snooper.events() {
+                Ok(events) => events
+                    .into_iter()
+                    .fold(false, |c, ev| d.leases.apply(ev, now) | c),
+                Err(e) => {
+                    notes.push(format!("nic {}: snooping its DHCP leases: {e}", d.nic));
+                    false
+                }
+            };
+            changed |= d.leases.expire(now);
+            let Some(plan) = self.nics.iter_mut().find(|p| p.nic.name == d.nic) else {
+                continue;
+            };
+            if !changed {
+                continue;
+            }
+            let leased = d.leases.addrs();
+            let new = NicPlan {
+                leased: leased.clone(),
+                ..plan.clone()
+            };
+            match net::reinstall_rules(&new) {
+                Ok(()) => {
+                    *plan = new;
+                    notes.push(match leased.is_empty() {
+                        true => format!("nic {}: holds no address by DHCP", d.nic),
+                        false => format!(
+                            "nic {}: holds {} by DHCP",
+                            d.nic,
+                            leased
+                                .iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+                Err(e) => notes.push(format!("nic {}: its DHCP lease: {e}", d.nic)),
+            }
+        }
+        notes
     }
 
     /// Puts `firewall` on every nic of the running zone whose port has another one
@@ -267,6 +353,7 @@ impl Zone {
         if let Some(i) = self.nics.iter().position(|p| p.nic.name == name) {
             net::unplumb_one(&self.nics[i])?;
             self.nics.remove(i);
+            self.dhcp.retain(|d| d.nic != name);
         }
         Ok(())
     }
@@ -341,11 +428,12 @@ pub fn start(
     let cgroup = hierarchy.create(&spec.name)?;
     crate::timing::mark("cgroup-create");
     match start_in(spec, stage, cgroup.as_ref(), pty) {
-        Ok((pid, pidfd)) => Ok(Zone {
+        Ok((pid, pidfd, snoopers)) => Ok(Zone {
             pid,
             pidfd,
             cgroup,
             nics: spec.nics.clone(),
+            dhcp: snoopers.into_iter().map(DhcpPort::new).collect(),
             reaped: None,
         }),
         Err(e) => {
@@ -372,7 +460,7 @@ fn start_in(
     stage: &mut Stage,
     cgroup: &dyn ZoneCgroup,
     pty: Option<&Pty>,
-) -> Result<(Pid, OwnedFd)> {
+) -> Result<(Pid, OwnedFd, net::Snoopers)> {
     cgroup.set_limits(&spec.limits)?;
     // Set before any process joins: the zone opens only the devices it is given.
     cgroup.restrict_devices(&crate::cgroups::STANDARD_DEVICES)?;
@@ -441,10 +529,13 @@ fn start_in(
             return Err(ZoneError::io(format!("pidfd_open({zpid})"), e));
         }
     };
-    if let Err(e) = net::setup(zpid.as_raw(), &spec.nics) {
-        abort_child(zpid);
-        return Err(e);
-    }
+    let snoopers = match net::setup(zpid.as_raw(), &spec.nics) {
+        Ok(s) => s,
+        Err(e) => {
+            abort_child(zpid);
+            return Err(e);
+        }
+    };
     crate::timing::mark("network");
     stage.detach_kernel_fs();
     if let Err(e) = kernel_fs_in_zone(zpid.as_raw(), &stage.root(), delegated) {
@@ -462,7 +553,7 @@ fn start_in(
         return Err(e);
     }
     crate::timing::mark("rootfs+pivot+caps+exec");
-    Ok((zpid, pidfd))
+    Ok((zpid, pidfd, snoopers))
 }
 
 /// Reads the error report of a failed child (None on a clean EOF = exec succeeded).

@@ -252,6 +252,7 @@ impl Monitor {
             .map(Connection::deadline)
             .chain(self.kill_at)
             .chain(self.metadata.prepare(Instant::now()))
+            .chain(self.zone.as_ref().and_then(Zone::next_lease_end))
             .chain(Some(Instant::now() + contract::MONITOR_LOG_CHECK))
             .min();
         let timeout = match wake {
@@ -265,7 +266,7 @@ impl Monitor {
             None => PollTimeout::NONE,
         };
         let (listen_ready, sig_ready, zone_ready, console_ready, client_ready, attached_ready);
-        let metadata_events: Vec<PollFlags>;
+        let (metadata_events, snoop_ready): (Vec<PollFlags>, bool);
         {
             let mut fds = vec![
                 PollFd::new(self.server.as_fd(), PollFlags::POLLIN),
@@ -289,6 +290,14 @@ impl Monitor {
             }
             let metadata_start = fds.len();
             fds.extend(self.metadata.poll_fds());
+            let snoop_start = fds.len();
+            if let Some(z) = &self.zone {
+                fds.extend(
+                    z.snoop_fds()
+                        .into_iter()
+                        .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                );
+            }
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     eprintln!("zone monitor: poll: {e}");
@@ -306,7 +315,16 @@ impl Monitor {
             console_ready = r[3] && console_fd.is_some();
             client_ready = r[4..4 + self.clients.len()].to_vec();
             attached_ready = r[4 + self.clients.len()..metadata_start].to_vec();
-            metadata_events = events[metadata_start..].to_vec();
+            metadata_events = events[metadata_start..snoop_start].to_vec();
+            snoop_ready = r[snoop_start..].contains(&true);
+        }
+        if let Some(zone) = &mut self.zone {
+            let now = Instant::now();
+            if snoop_ready || zone.next_lease_end().is_some_and(|end| end <= now) {
+                for note in zone.snoop(now) {
+                    eprintln!("zone monitor {}: {note}", self.config.uuid);
+                }
+            }
         }
         self.metadata.handle(&metadata_events, Instant::now());
         if console_ready {

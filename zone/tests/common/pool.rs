@@ -35,7 +35,14 @@ impl Pool {
     pub fn in_dir(dir: &Path, init: &[&str], quota: Option<u64>) -> Pool {
         let rootfs = busybox_rootfs();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let uuid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+        // The first 8 hex digits name the zone's host ports: one pool's apart from
+        // another's of this process.
+        let uuid = format!(
+            "{:05x}{:03x}-0000-4000-8000-{:012x}",
+            std::process::id() & 0xfffff,
+            n & 0xfff,
+            n
+        );
         let spec = spec::InstanceSpec {
             name: format!("mon{n}"),
             uuid: None,
