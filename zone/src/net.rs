@@ -64,6 +64,14 @@ impl NicPlan {
         p
     }
 
+    /// The plan without the DHCP leases a boot learned.
+    pub fn unleased(&self) -> NicPlan {
+        NicPlan {
+            leased: vec![],
+            ..self.clone()
+        }
+    }
+
     /// Whether the port learns its addresses from DHCP leases (an `ip="dhcp"` nic held
     /// to its addresses).
     fn snooped(&self) -> bool {

@@ -113,9 +113,10 @@ impl Monitor {
                 ));
             }
         }
-        // What the next start in this monitor (a reboot) plugs in.
+        // What the next start in this monitor (a reboot) plugs in: without this boot's
+        // DHCP leases, which its nics ask for again.
         self.spec.nics = match &self.zone {
-            Some(z) => z.nics().to_vec(),
+            Some(z) => z.nics().iter().map(NicPlan::unleased).collect(),
             None => wanted.nics.clone(),
         };
         if limits != self.spec.limits {
