@@ -365,11 +365,20 @@ impl AsFd for Snooper {
 /// cannot grow it.
 pub const MAX_LEASES: usize = 4;
 
-/// The IPv4 addresses one port holds by DHCP, each until its lease ends.
+/// The least time between two changes of a port's rules that its leases cause: an
+/// instance that makes its server ACK and releases as fast as it can (each a change,
+/// each an nf_tables transaction) gets one change this often, the last state winning.
+pub const MIN_RULES_GAP: Duration = Duration::from_millis(250);
+
+/// The IPv4 addresses one port holds by DHCP, each until its lease ends, and those
+/// last put into its rules.
 #[derive(Debug, Default, Clone)]
 pub struct Leases {
     /// Each address once, with when its lease ends (`None`: never).
     held: Vec<(Ipv4Addr, Option<Instant>)>,
+    /// What [`Leases::put`] last recorded as in the rules, and when.
+    put: Vec<Ipv4Addr>,
+    put_at: Option<Instant>,
 }
 
 impl Leases {
@@ -432,11 +441,61 @@ impl Leases {
     pub fn next_end(&self) -> Option<Instant> {
         self.held.iter().filter_map(|(_, end)| *end).min()
     }
+
+    /// The addresses to put into the port's rules at `now`: those held, when they are
+    /// not what was put last and the last change is [`MIN_RULES_GAP`] old. Record
+    /// them with [`Leases::put`] once they are in (or have failed to go in: the next
+    /// change tries again, not every wake).
+    pub fn due(&self, now: Instant) -> Option<Vec<Ipv4Addr>> {
+        let addrs = self.addrs();
+        let rested = self.put_at.is_none_or(|at| now >= at + MIN_RULES_GAP);
+        (addrs != self.put && rested).then_some(addrs)
+    }
+
+    /// Records `addrs` as put into the port's rules at `now`.
+    pub fn put(&mut self, addrs: Vec<Ipv4Addr>, now: Instant) {
+        self.put = addrs;
+        self.put_at = Some(now);
+    }
+
+    /// When to look again: the next lease's end, or when a change held back by
+    /// [`MIN_RULES_GAP`] is due.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let held_back = (self.addrs() != self.put)
+            .then_some(self.put_at)
+            .flatten()
+            .map(|at| at + MIN_RULES_GAP);
+        self.next_end().into_iter().chain(held_back).min()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_changes_reach_the_rules_at_most_once_a_gap() {
+        let t0 = Instant::now();
+        let a = Ipv4Addr::new(10, 88, 0, 1);
+        let mut l = Leases::default();
+        assert_eq!(l.due(t0), None, "nothing to put");
+        l.apply(LeaseEvent::Ack { addr: a, secs: 60 }, t0);
+        // The first change goes in at once.
+        assert_eq!(l.due(t0), Some(vec![a]));
+        l.put(vec![a], t0);
+        assert_eq!(l.due(t0), None);
+        // A release right after waits for the gap, then goes in.
+        l.apply(LeaseEvent::Release { addr: a }, t0);
+        assert_eq!(l.due(t0 + MIN_RULES_GAP / 2), None);
+        assert_eq!(l.next_wake(), Some(t0 + MIN_RULES_GAP));
+        assert_eq!(l.due(t0 + MIN_RULES_GAP), Some(vec![]));
+        // Back and forth within a gap is no change at all.
+        l.put(vec![], t0 + MIN_RULES_GAP);
+        l.apply(LeaseEvent::Ack { addr: a, secs: 60 }, t0 + MIN_RULES_GAP);
+        l.apply(LeaseEvent::Release { addr: a }, t0 + MIN_RULES_GAP);
+        assert_eq!(l.due(t0 + MIN_RULES_GAP * 3), None);
+        assert_eq!(l.next_wake(), None);
+    }
 
     const MAC: [u8; 6] = [0x02, 0x08, 0x20, 0x4a, 0x11, 0x01];
     const ADDR: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 23);

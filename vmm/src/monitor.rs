@@ -593,7 +593,7 @@ impl Monitor {
             .collect();
         loop {
             // At least once a second: to see the boot end.
-            let wake = ports.iter().filter_map(|p| p.2.next_end()).min();
+            let wake = ports.iter().filter_map(|p| p.2.next_wake()).min();
             let ms = wake.map_or(1000, |t| {
                 t.saturating_duration_since(Instant::now())
                     .as_millis()
@@ -610,27 +610,30 @@ impl Monitor {
             let mut changed = false;
             for (idx, snooper, leases) in &mut ports {
                 match snooper.events() {
-                    Ok(events) => {
-                        for ev in events {
-                            changed |= leases.apply(ev, now);
-                        }
-                    }
+                    Ok(events) => events.into_iter().for_each(|ev| {
+                        leases.apply(ev, now);
+                    }),
                     Err(e) => {
                         log::error!("nic {idx}: no more DHCP snooping: {e}");
                         return;
                     }
                 }
-                changed |= leases.expire(now);
+                leases.expire(now);
             }
             let mut rules = lock(&self.ports);
             if rules.boot != boot || !rules.installed {
                 return;
             }
+            // At most one change of a tap's rules per MIN_RULES_GAP.
+            for (idx, _, leases) in &mut ports {
+                if let Some(addrs) = leases.due(now) {
+                    leases.put(addrs.clone(), now);
+                    rules.leased[*idx] = addrs;
+                    changed = true;
+                }
+            }
             if !changed {
                 continue;
-            }
-            for (idx, _, leases) in &ports {
-                rules.leased[*idx] = leases.addrs();
             }
             match self.install_rules(rules.firewall.as_ref(), &rules.leased) {
                 Ok(()) => log::info!("DHCP leases held: {:?}", rules.leased),

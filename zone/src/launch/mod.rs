@@ -272,35 +272,34 @@ impl Zone {
         self.dhcp.iter().map(|d| d.snooper.as_fd()).collect()
     }
 
-    /// When the first lease a DHCP nic holds ends.
+    /// When [`Zone::snoop`] has work without a frame: a lease ends, or a change held
+    /// back by `host::snoop::MIN_RULES_GAP` is due.
     pub fn next_lease_end(&self) -> Option<Instant> {
-        self.dhcp.iter().filter_map(|d| d.leases.next_end()).min()
+        self.dhcp.iter().filter_map(|d| d.leases.next_wake()).min()
     }
 
     /// Reads what the DHCP nics' snoopers saw and drops the leases ended by `now`; a
     /// nic whose leased addresses changed gets them in its port's rules (one
-    /// transaction, the old addresses out and the new in). Returns a line per change
-    /// or failure, for the supervisor's log. Never blocks.
+    /// transaction, the old addresses out and the new in), at most once every
+    /// `host::snoop::MIN_RULES_GAP`. Returns a line per change or failure, for the
+    /// supervisor's log. Never blocks.
     pub fn snoop(&mut self, now: Instant) -> Vec<String> {
         let mut notes = vec![];
         for d in &mut self.dhcp {
-            let mut changed = match d.snooper.events() {
-                Ok(events) => events
-                    .into_iter()
-                    .fold(false, |c, ev| d.leases.apply(ev, now) | c),
-                Err(e) => {
-                    notes.push(format!("nic {}: snooping its DHCP leases: {e}", d.nic));
-                    false
-                }
-            };
-            changed |= d.leases.expire(now);
+            match d.snooper.events() {
+                Ok(events) => events.into_iter().for_each(|ev| {
+                    d.leases.apply(ev, now);
+                }),
+                Err(e) => notes.push(format!("nic {}: snooping its DHCP leases: {e}", d.nic)),
+            }
+            d.leases.expire(now);
             let Some(plan) = self.nics.iter_mut().find(|p| p.nic.name == d.nic) else {
                 continue;
             };
-            if !changed {
+            let Some(leased) = d.leases.due(now) else {
                 continue;
-            }
-            let leased = d.leases.addrs();
+            };
+            d.leases.put(leased.clone(), now);
             let new = NicPlan {
                 leased: leased.clone(),
                 ..plan.clone()
