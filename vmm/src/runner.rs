@@ -138,36 +138,10 @@ pub fn attach_com2(
     fd: i32,
 ) -> Result<(OwnedFd, Arc<Mutex<SerialDevice>>), RunError> {
     let bad = |reason: String| RunError::Com2Fd { fd, reason };
-    let owned = take_inherited(fd).map_err(bad)?;
+    let owned = crate::config::take_inherited(fd).map_err(bad)?;
     let out = owned.try_clone().map_err(|e| bad(e.to_string()))?;
     let com2 = vm.attach_com2(Box::new(DropWhenBusy(std::fs::File::from(out))))?;
     Ok((owned, com2))
-}
-
-/// Takes ownership of `fd`, a descriptor the monitor handed over through the config
-/// (`com2_fd`, `tap_fd`), made non-blocking and close-on-exec. Refuses stdio and a
-/// number that is not open.
-pub fn take_inherited(fd: i32) -> Result<OwnedFd, String> {
-    if fd <= 2 {
-        return Err("is a standard stream, not a handed-over descriptor".into());
-    }
-    // SAFETY: F_GETFD only reads the descriptor table; any integer is a valid argument.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: the fd is open (checked above) and not stdio; the config is the only
-    // place naming it (the monitor handed it over for this purpose), and it is taken
-    // here once, so nothing else in this process owns or closes it.
-    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-    let flags = fcntl(&owned, FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
-    fcntl(
-        &owned,
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| e.to_string())?;
-    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.to_string())?;
-    Ok(owned)
 }
 
 /// A writer that never blocks and never fails: what cannot be written now is dropped.

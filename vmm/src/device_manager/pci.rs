@@ -76,7 +76,7 @@ fn attach_net(vm: &Vm, bus: &PciBus, nic: &NetConfig) -> Result<SharedNet, Devic
     // The monitor's tap is plugged in already; one of our own is plugged in here.
     if let Some(fd) = nic.tap_fd {
         let tap =
-            crate::runner::take_inherited(fd).map_err(|reason| DeviceManagerError::TapFd {
+            crate::config::take_inherited(fd).map_err(|reason| DeviceManagerError::TapFd {
                 tap: nic.tap.clone(),
                 fd,
                 reason,
