@@ -365,6 +365,12 @@ impl AsFd for Snooper {
 /// cannot grow it.
 pub const MAX_LEASES: usize = 4;
 
+/// Whether the port of `nic` is held to the addresses its DHCP server leases it (and
+/// so snooped): an `ip="dhcp"` nic, unless `allow-ip-spoofing` frees its sources.
+pub fn needed(nic: &spec::Nic) -> bool {
+    nic.ip == spec::IpConfig::Dhcp && !nic.allow.ip_spoofing
+}
+
 /// The least time between two changes of a port's rules that its leases cause: an
 /// instance that makes its server ACK and releases as fast as it can (each a change,
 /// each an nf_tables transaction) gets one change this often, the last state winning.
@@ -440,6 +446,23 @@ impl Leases {
     /// When the next lease ends, if any does.
     pub fn next_end(&self) -> Option<Instant> {
         self.held.iter().filter_map(|(_, end)| *end).min()
+    }
+
+    /// Applies `events` seen at `now`, drops the leases ended by then, and returns the
+    /// addresses to put into the port's rules now, if any ([`Leases::due`]), recorded
+    /// as put ([`Leases::put`]).
+    pub fn update(
+        &mut self,
+        events: impl IntoIterator<Item = LeaseEvent>,
+        now: Instant,
+    ) -> Option<Vec<Ipv4Addr>> {
+        for ev in events {
+            self.apply(ev, now);
+        }
+        self.expire(now);
+        let addrs = self.due(now)?;
+        self.put(addrs.clone(), now);
+        Some(addrs)
     }
 
     /// The addresses to put into the port's rules at `now`: those held, when they are

@@ -562,7 +562,7 @@ impl Monitor {
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
             )
             .map_err(|e| failed("handing it over", e.to_string()))?;
-            if nic.ip == spec::IpConfig::Dhcp && !nic.allow.ip_spoofing {
+            if host::snoop::needed(nic) {
                 let s = Snooper::open(tap, net.mac)
                     .map_err(|e| failed("snooping its DHCP leases", e.to_string()))?;
                 snoopers.push((idx, s));
@@ -608,29 +608,25 @@ impl Monitor {
             drop(fds);
             let now = Instant::now();
             let mut changed = false;
+            let mut due = vec![];
             for (idx, snooper, leases) in &mut ports {
-                match snooper.events() {
-                    Ok(events) => events.into_iter().for_each(|ev| {
-                        leases.apply(ev, now);
-                    }),
+                let events = match snooper.events() {
+                    Ok(events) => events,
                     Err(e) => {
                         log::error!("nic {idx}: no more DHCP snooping: {e}");
                         return;
                     }
-                }
-                leases.expire(now);
+                };
+                // At most one change of a tap's rules per MIN_RULES_GAP.
+                due.extend(leases.update(events, now).map(|addrs| (*idx, addrs)));
             }
             let mut rules = lock(&self.ports);
             if rules.boot != boot || !rules.installed {
                 return;
             }
-            // At most one change of a tap's rules per MIN_RULES_GAP.
-            for (idx, _, leases) in &mut ports {
-                if let Some(addrs) = leases.due(now) {
-                    leases.put(addrs.clone(), now);
-                    rules.leased[*idx] = addrs;
-                    changed = true;
-                }
+            for (idx, addrs) in due {
+                rules.leased[idx] = addrs;
+                changed = true;
             }
             if !changed {
                 continue;

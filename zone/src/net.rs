@@ -72,12 +72,6 @@ impl NicPlan {
         }
     }
 
-    /// Whether the port learns its addresses from DHCP leases (an `ip="dhcp"` nic held
-    /// to its addresses).
-    fn snooped(&self) -> bool {
-        self.nic.ip == IpConfig::Dhcp && !self.nic.allow.ip_spoofing
-    }
-
     /// Name of the zone end while it still lives on the host (max 15 bytes).
     fn temp_peer(&self) -> String {
         let mut n = format!("{}z", self.host_if);
@@ -152,7 +146,7 @@ impl Plumber {
         let host = self.host.blocking();
         host.add_veth(&p.host_if, &peer).map_err(net_err(&nic))?;
         // Then the snooper: it must see the first lease, before the port carries any.
-        let snooper = match p.snooped() {
+        let snooper = match host::snoop::needed(&p.nic) {
             true => Some(
                 Snooper::open(&p.host_if, p.mac).map_err(|e| ZoneError::Net {
                     what: format!("{nic}: snooping its DHCP leases"),

@@ -162,7 +162,7 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
         // Until the first DHCP lease ends, or a snooper has something.
-        let timeout = zone.next_lease_end().map_or(PollTimeout::NONE, |end| {
+        let timeout = zone.next_snoop().map_or(PollTimeout::NONE, |end| {
             let ms = end.saturating_duration_since(Instant::now()).as_millis();
             PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::NONE)
         });
@@ -175,9 +175,7 @@ fn supervise(zone: &mut Zone, pty: Option<&Pty>, sigs: &SigSet) -> Result<i32> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
-        let lease_due = zone
-            .next_lease_end()
-            .is_some_and(|end| end <= Instant::now());
+        let lease_due = zone.next_snoop().is_some_and(|end| end <= Instant::now());
         if ready[snoop_at..].contains(&true) || lease_due {
             for note in zone.snoop(Instant::now()) {
                 eprintln!("zone: {note}");

@@ -267,14 +267,14 @@ impl Zone {
     }
 
     /// The DHCP nics' snoopers, for the supervisor's poll: when one is readable, or
-    /// at [`Zone::next_lease_end`], it calls [`Zone::snoop`].
+    /// at [`Zone::next_snoop`], it calls [`Zone::snoop`].
     pub fn snoop_fds(&self) -> Vec<BorrowedFd<'_>> {
         self.dhcp.iter().map(|d| d.snooper.as_fd()).collect()
     }
 
     /// When [`Zone::snoop`] has work without a frame: a lease ends, or a change held
     /// back by `host::snoop::MIN_RULES_GAP` is due.
-    pub fn next_lease_end(&self) -> Option<Instant> {
+    pub fn next_snoop(&self) -> Option<Instant> {
         self.dhcp.iter().filter_map(|d| d.leases.next_wake()).min()
     }
 
@@ -286,20 +286,16 @@ impl Zone {
     pub fn snoop(&mut self, now: Instant) -> Vec<String> {
         let mut notes = vec![];
         for d in &mut self.dhcp {
-            match d.snooper.events() {
-                Ok(events) => events.into_iter().for_each(|ev| {
-                    d.leases.apply(ev, now);
-                }),
-                Err(e) => notes.push(format!("nic {}: snooping its DHCP leases: {e}", d.nic)),
-            }
-            d.leases.expire(now);
+            let events = d.snooper.events().unwrap_or_else(|e| {
+                notes.push(format!("nic {}: snooping its DHCP leases: {e}", d.nic));
+                vec![]
+            });
+            let Some(leased) = d.leases.update(events, now) else {
+                continue;
+            };
             let Some(plan) = self.nics.iter_mut().find(|p| p.nic.name == d.nic) else {
                 continue;
             };
-            let Some(leased) = d.leases.due(now) else {
-                continue;
-            };
-            d.leases.put(leased.clone(), now);
             let new = NicPlan {
                 leased: leased.clone(),
                 ..plan.clone()

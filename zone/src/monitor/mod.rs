@@ -252,7 +252,7 @@ impl Monitor {
             .map(Connection::deadline)
             .chain(self.kill_at)
             .chain(self.metadata.prepare(Instant::now()))
-            .chain(self.zone.as_ref().and_then(Zone::next_lease_end))
+            .chain(self.zone.as_ref().and_then(Zone::next_snoop))
             .chain(Some(Instant::now() + contract::MONITOR_LOG_CHECK))
             .min();
         let timeout = match wake {
@@ -320,7 +320,7 @@ impl Monitor {
         }
         if let Some(zone) = &mut self.zone {
             let now = Instant::now();
-            if snoop_ready || zone.next_lease_end().is_some_and(|end| end <= now) {
+            if snoop_ready || zone.next_snoop().is_some_and(|end| end <= now) {
                 for note in zone.snoop(now) {
                     eprintln!("zone monitor {}: {note}", self.config.uuid);
                 }
