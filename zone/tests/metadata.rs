@@ -27,12 +27,6 @@ fn zone_with_tools() -> Pool {
 }
 
 /// Stops `pool`'s monitor and waits for it to exit cleanly.
-fn stop(pool: &Pool, child: &mut std::process::Child) {
-    monitor::Client::new(pool.socket())
-        .stop(true, Duration::ZERO)
-        .unwrap();
-    assert_eq!(wait_exit(child), 0);
-}
 
 #[test]
 fn the_zone_reads_and_writes_its_metadata_over_ttys1_and_the_socket() {
@@ -84,7 +78,7 @@ fn the_zone_reads_and_writes_its_metadata_over_ttys1_and_the_socket() {
     );
     let (rc, _) = sh.run("touch /native/.zonecontrol/x");
     assert_ne!(rc, 0, "the socket's directory is read-only in the zone");
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 #[test]
@@ -136,7 +130,7 @@ fn puts_survive_a_monitor_kill_and_manifest_edits_apply_live() {
     );
     assert_eq!(pool.status().instance_pid, zpid, "the zone kept running");
     drop(sh);
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
     assert!(
         !monitor::zonecontrol_dir(&pool.config.run_dir, &pool.config.uuid).exists(),
         "the socket's directory is removed with the monitor"
@@ -169,8 +163,8 @@ fn a_zone_reaches_only_its_own_metadata() {
     // B's view holds its own socket only.
     assert_eq!(sb.ok("ls /native/.zonecontrol"), "metadata.sock\n");
     assert_eq!(sa.ok(&format!("{TTY} mdata-get secret")), "of-a\n");
-    stop(&a, &mut ca);
-    stop(&b, &mut cb);
+    a.stop(&mut ca);
+    b.stop(&mut cb);
 }
 
 #[test]
@@ -212,7 +206,7 @@ fn socket_connections_are_capped_per_zone() {
     std::thread::sleep(Duration::from_millis(200));
     let mut again = UnixStream::connect(&sock).unwrap();
     assert_eq!(ask(&mut again), "SUCCESS\n");
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 /// The monitor's peak memory (VmHWM, KiB).
@@ -265,5 +259,5 @@ fn every_connection_at_its_bounds_keeps_the_monitor_small_and_answering() {
     );
     assert!(grown_mib < 96, "monitor peak grew by {grown_mib} MiB");
     drop(held);
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }

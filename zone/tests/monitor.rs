@@ -412,12 +412,7 @@ fn console_window_size_reaches_the_zone() {
     resize.extend(console_frame(FRAME_DATA, b"stty size > /size2\n"));
     console.write_all(&resize).unwrap();
     assert_eq!(size_in_zone("size2"), "50 100\n");
-    let (resp, _) = pool.request(MonitorRequest::Stop {
-        force: true,
-        timeout_secs: 0,
-    });
-    assert!(resp.ok, "{resp:?}");
-    assert_eq!(wait_exit(&mut child), 0);
+    pool.stop(&mut child);
 }
 
 /// Stops `pool`'s running zone with a long grace period; returns how long the monitor
@@ -562,12 +557,7 @@ fn misbehaving_socket_clients_never_hold_up_the_monitor() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(&partial), &mut line).unwrap();
     assert!(line.contains("\"state\":\"running\""), "{line}");
     drop(silent);
-    let (resp, _) = pool.request(MonitorRequest::Stop {
-        force: true,
-        timeout_secs: 0,
-    });
-    assert!(resp.ok, "{resp:?}");
-    assert_eq!(wait_exit(&mut child), 0);
+    pool.stop(&mut child);
 }
 
 #[test]

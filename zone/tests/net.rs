@@ -5,7 +5,6 @@ use common::pool::*;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[test]
 fn zones_on_one_bridge_reach_each_other_and_other_tags_do_not() {
@@ -39,14 +38,7 @@ fn zones_on_one_bridge_reach_each_other_and_other_tags_do_not() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bridge_ports(&bridge_a).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "zone A never plugged into {bridge_a}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_plugged(&bridge_a, "zone A");
 
     let same = sh(
         r.path(),
@@ -130,15 +122,7 @@ impl DhcpServer {
             .spawn()
             .unwrap();
         let server = DhcpServer(server);
-        let bridge = monitor::default_bridge_name(tag);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bridge_ports(&bridge).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the DHCP server zone never plugged in"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_plugged(&monitor::default_bridge_name(tag), "the DHCP server zone");
         server
     }
 }
@@ -303,12 +287,7 @@ fn a_dhcp_nic_added_live_gets_its_client() {
             .contains("udhcpc")
             .then_some(())
     });
-    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
-        force: true,
-        timeout_secs: 0,
-    });
-    assert!(resp.ok, "{resp:?}");
-    assert_eq!(wait_exit(&mut child), 0);
+    pool.stop(&mut child);
 }
 
 /// A firewall changed in a running zone's config takes effect at its `Reload`, without
@@ -375,10 +354,5 @@ fn a_firewall_change_applies_to_the_running_zone() {
     assert!(note.contains("firewall removed on net0"), "{note}");
     assert_eq!(probe(), ["8001", "8002"], "the firewall is still on");
     assert_eq!(pool.status().instance_pid, zpid, "the zone was restarted");
-    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
-        force: true,
-        timeout_secs: 0,
-    });
-    assert!(resp.ok, "{resp:?}");
-    assert_eq!(wait_exit(&mut child), 0);
+    pool.stop(&mut child);
 }

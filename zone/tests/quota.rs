@@ -125,15 +125,6 @@ fn result_of(pool: &Pool) -> String {
     })
 }
 
-fn stop(pool: &Pool, child: &mut std::process::Child) {
-    let (resp, _) = pool.request(monitor::MonitorRequest::Stop {
-        force: true,
-        timeout_secs: 0,
-    });
-    assert!(resp.ok, "{resp:?}");
-    assert_eq!(wait_exit(child), 0);
-}
-
 /// The writer zone (16M quota) kept its 4M file, failed its 32M one with EDQUOT, and
 /// the status says the quota is enforced `how`.
 fn assert_16m_enforced(pool: &Pool, how: &str) {
@@ -186,7 +177,7 @@ fn btrfs_qgroup_limits_the_zones_writable_layer() {
         256,
         "layer is a subvolume root"
     );
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 
     // Booted again without a quota, the limit is gone: the 32M write succeeds.
     let mut config = pool.config.clone();
@@ -201,7 +192,7 @@ fn btrfs_qgroup_limits_the_zones_writable_layer() {
     assert!(!st.details.contains_key("quota"), "{:?}", st.details);
     let result = result_of(&pool);
     assert!(result.contains("big rc=0"), "{result:?}");
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 
     // Deleting the zone as init does (remove_dir_all) takes the subvolume with it.
     std::fs::remove_dir_all(&zone_dir).unwrap();
@@ -264,7 +255,7 @@ fn a_reload_changes_the_quota_of_a_running_zone() {
         after.details["quota"].starts_with("48M enforced"),
         "{after:?}"
     );
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 #[test]
@@ -286,7 +277,7 @@ fn btrfs_without_quotas_is_unenforced_with_the_command_to_run() {
     );
     assert!(!st.details.contains_key("quota_used"));
     assert!(result_of(&pool).contains("big rc=0"));
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 /// Whether this kernel's ext4 has quota support: it refuses to mount a filesystem
@@ -341,7 +332,7 @@ fn ext4_without_the_project_feature_is_unenforced_and_the_zone_boots() {
     };
     assert!(quota.starts_with(expected), "{quota:?}");
     assert!(result_of(&pool).contains("big rc=0"), "nothing limits it");
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 /// ext4 (`-O quota,project`) and xfs (`prjquota`) project quota, from inside the zone.
@@ -363,7 +354,7 @@ fn project_quota_limits_the_zone(mkfs: &[&str], size: u64, fstype: &str, opts: O
     assert_16m_enforced(&pool, &format!("project quota {project} on {fstype}"));
     let used: u64 = pool.status().details["quota_used"].parse().unwrap();
     assert!((4 * MIB..8 * MIB).contains(&used), "quota_used {used}");
-    stop(&pool, &mut child);
+    pool.stop(&mut child);
 }
 
 #[test]

@@ -156,6 +156,18 @@ pub fn bridge_ports(bridge: &str) -> Vec<String> {
 }
 
 /// Deletes a bridge made by a test (even when the test failed: call from a guard).
+/// Waits (10 s at most) until something is plugged into `bridge`: `what`.
+pub fn wait_plugged(bridge: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while bridge_ports(bridge).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never plugged into {bridge}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub struct BridgeGuard(pub String);
 
 impl Drop for BridgeGuard {

@@ -133,6 +133,17 @@ impl Pool {
         monitor::Client::new(self.socket()).request(&req).unwrap()
     }
 
+    /// Stops the zone at once (forced, no grace) and waits for its monitor (`child`)
+    /// to exit cleanly.
+    pub fn stop(&self, child: &mut Child) {
+        let (resp, _) = self.request(MonitorRequest::Stop {
+            force: true,
+            timeout_secs: 0,
+        });
+        assert!(resp.ok, "{resp:?}");
+        assert_eq!(wait_exit(child), 0);
+    }
+
     pub fn status(&self) -> MonitorStatus {
         let (resp, _) = self.request(MonitorRequest::Status);
         assert!(resp.ok, "{resp:?}");
